@@ -1,0 +1,3 @@
+from qauvern_hpc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The `qauvern-hpc` command line.
+
+Start-up stays fast: the top level imports only the standard library, and a subcommand's module is imported
+only when that subcommand runs. Each command module exposes:
+
+    HELP: str                          one line for the command list
+    DESCRIPTION: str                   the longer text shown by `qauvern-hpc CMD --help` (optional)
+    def add_arguments(parser) -> None
+    def run(args) -> int               the exit code (see qauvern_hpc.errors.ExitCode)
+
+Global options (before or after the command): --config, --json, --staging, --api-key-file, -v.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("qauvern_hpc.commands.emulator", "run the local IBM Cloud IAM + IBM Quantum API emulator"),
+    "check-config": ("qauvern_hpc.commands.check_config", "validate the site config and print the resolved table"),
+    "map": ("qauvern_hpc.commands.map_cmd", "explain which rule maps a user/account/partition/QOS to an instance"),
+    "render-policy": ("qauvern_hpc.commands.render_policy", "write the submit-time policy table for job_submit.lua"),
+    "sandbox": ("qauvern_hpc.commands.sandbox", "start/stop a throwaway local Slurm cluster with the plugin wired in"),
+    "spank": ("qauvern_hpc.commands.spank", "build or locate the --qpu SPANK plugin"),
+    "prolog": ("qauvern_hpc.commands.prolog", "Slurm PrologSlurmctld hook: acquire the job's QPUs (never fails)"),
+    "epilog": ("qauvern_hpc.commands.epilog", "Slurm EpilogSlurmctld hook: release the job's QPUs (never fails)"),
+    "job-env": ("qauvern_hpc.commands.job_env", "print a job's prepared QPU environment (used by the SPANK plugin)"),
+}
+
+EPILOG = """\
+Global options may come before or after the command. The IBM Cloud API key is read from
+--api-key-file, then $IBMCLOUD_API_KEY, then the key files named in the config; it is never taken on the
+command line because argv is visible to every user of the machine.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad usage or input, 3 invalid config, 4 service unavailable,
+5 another run holds the lock.
+
+Run `qauvern-hpc COMMAND --help` for a command's options and examples."""
+
+
+def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    d = argparse.SUPPRESS if suppress else None
+    p.add_argument(
+        "-c",
+        "--config",
+        default=d if suppress else os.environ.get("QAUVERN_HPC_CONFIG", "/etc/qauvern-hpc/config.yaml"),
+        help="site config (default: $QAUVERN_HPC_CONFIG or /etc/qauvern-hpc/config.yaml)",
+    )
+    p.add_argument("--json", action="store_true", default=d if suppress else False, help="machine-readable output")
+    p.add_argument(
+        "--staging",
+        action="store_true",
+        default=d if suppress else bool(os.environ.get("IBMCLOUD_STAGING")),
+        help="use IBM's staging hosts (also $IBMCLOUD_STAGING)",
+    )
+    p.add_argument("--api-key-file", default=d, help="file holding the IBM Cloud API key (mode 0600)")
+    p.add_argument("-v", "--verbose", action="count", default=d if suppress else 0, help="more logging (repeatable)")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(n) for n in COMMANDS)
+    listing = "\n".join(f"  {n.ljust(width)}  {h}" for n, (_, h) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="qauvern-hpc",
+        description="IBM Quantum time as a fairly shared, accounted Slurm resource.\n\ncommands:\n" + listing,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    _global_options(p, suppress=False)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("command", nargs="?", help="one of the commands above")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def build_command_parser(name: str, module: Any, parent: argparse.ArgumentParser | None = None) -> Any:
+    p = argparse.ArgumentParser(
+        prog=f"qauvern-hpc {name}",
+        description=getattr(module, "DESCRIPTION", None) or COMMANDS[name][1],
+        epilog=getattr(module, "EPILOG", None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(p, suppress=True)
+    module.add_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    ns, _ = top.parse_known_args(argv)
+    if ns.version:
+        from qauvern_hpc import __version__
+
+        print(f"qauvern-hpc {__version__}")
+        return 0
+    if not ns.command:
+        top.print_help()
+        return 0 if ns.help else 2
+    if ns.command not in COMMANDS:
+        top.print_usage(sys.stderr)
+        known = ", ".join(COMMANDS)
+        print(f"qauvern-hpc: unknown command {ns.command!r} (known: {known})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[ns.command][0])
+    parser = build_command_parser(ns.command, module)
+    # Global options given before the command land in `ns`; those given after it in `args`.
+    idx = argv.index(ns.command)
+    rest = argv[idx + 1 :]
+    if ns.help and "-h" not in rest and "--help" not in rest:
+        rest.append("--help")
+    args = parser.parse_args(rest)
+    for key in ("config", "json", "staging", "api_key_file", "verbose"):
+        if not hasattr(args, key):
+            setattr(args, key, getattr(ns, key, None))
+    from qauvern_hpc.errors import QauvernError
+
+    try:
+        return int(module.run(args) or 0)
+    except QauvernError as exc:
+        print(f"qauvern-hpc {ns.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"qauvern-hpc {ns.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `qauvern-hpc` subcommand (see qauvern_hpc.cli)."""
