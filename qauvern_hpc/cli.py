@@ -28,9 +28,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render-policy": ("qauvern_hpc.commands.render_policy", "write the submit-time policy table for job_submit.lua"),
     "sandbox": ("qauvern_hpc.commands.sandbox", "start/stop a throwaway local Slurm cluster with the plugin wired in"),
     "spank": ("qauvern_hpc.commands.spank", "build or locate the --qpu SPANK plugin"),
-    "prolog": ("qauvern_hpc.commands.prolog", "Slurm PrologSlurmctld hook: acquire the job's QPUs (never fails)"),
-    "epilog": ("qauvern_hpc.commands.epilog", "Slurm EpilogSlurmctld hook: release the job's QPUs (never fails)"),
-    "job-env": ("qauvern_hpc.commands.job_env", "print a job's prepared QPU environment (used by the SPANK plugin)"),
 }
 
 EPILOG = """\
