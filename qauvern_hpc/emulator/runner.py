@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -38,7 +39,7 @@ class Emulator:
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.port}"
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="qauvern-emulator", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="qauvern-emulator", daemon=True
         )
         self._stopped = False
         self._thread.start()
@@ -73,7 +74,12 @@ class Emulator:
         if self._stopped:
             return
         self._stopped = True
-        self._server.shutdown()
+        stopper = threading.Thread(target=self._server.shutdown, daemon=True)
+        stopper.start()
+        # Wake the accept loop at once instead of waiting for its poll interval.
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=0.5):
+            pass
+        stopper.join(timeout=5)
         self._server.close_connections()
         self._server.server_close()
         self._thread.join(timeout=5)

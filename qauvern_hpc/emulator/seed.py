@@ -144,7 +144,7 @@ def normalize(
     seed: Mapping[str, Any], *, now: datetime, existing_keys: list[ApiKey] | None = None
 ) -> StateModel:
     """Expand the conveniences and validate; raise SeedError with a location on any problem."""
-    data = {k: v for k, v in seed.items() if k not in ("clock", "now")}
+    data = {k: v for k, v in seed.items() if k not in ("clock", "now", "summary")}
     today = as_utc(now).date()
     for section in ("accounts", "api_keys", "backends", "instances", "usage_events", "sessions", "jobs"):
         if section in data and data[section] is None:

@@ -571,8 +571,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         except _BodyError as exc:
             self.close_connection = True
             reply = Reply(400, bad_request(f"malformed request body: {exc}", "invalid_body").body())
-            self._send(reply)
             record(reply.status)
+            self._send(reply)
             return
 
         if not control:
@@ -583,24 +583,25 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     time.sleep(rule.delay)
                 if rule.drop:
                     self.close_connection = True
+                    record(None, dropped=True)
                     with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    record(None, dropped=True)
                     return
                 if rule.status is not None:
                     err = rule.error()
                     reply = Reply(
                         rule.status, rule.body if rule.body is not None else err.body(), headers=err.headers
                     )
-                    self._send(reply)
                     record(reply.status)
+                    self._send(reply)
                     return
 
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         request = Request(self.command, path, query, self.headers, body)
         reply = app.handle(request)
-        self._send(reply)
+        # Logged before the reply leaves: once a client has its answer, the log already shows the request.
         record(reply.status)
+        self._send(reply)
 
     def _send(self, reply: Reply) -> None:
         payload = b""
@@ -612,19 +613,23 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 payload = reply.body.encode("utf-8")
             else:
                 payload = json.dumps(reply.body, separators=(",", ":")).encode("utf-8")
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
+        reason = self.responses.get(reply.status, ("",))[0]
+        head = [
+            f"{self.protocol_version} {reply.status} {reason}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+        ]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
         if has_body:
-            self.send_header("Content-Type", reply.content_type)
+            head.append(f"Content-Type: {reply.content_type}")
         if reply.status != 204 and not 100 <= reply.status < 200:
-            self.send_header("Content-Length", str(len(payload)))
+            head.append(f"Content-Length: {len(payload)}")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if payload and self.command != "HEAD":
-            self.wfile.write(payload)
+            head.append("Connection: close")
+        # One write for head and body: no small-segment delays (Nagle / delayed ACK) between them.
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
         self.wfile.flush()
+        self.log_request(reply.status)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -643,6 +648,8 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._conns_lock:
             self._conns.add(conn)
         return conn, addr
