@@ -26,6 +26,7 @@ import base64
 import math
 import secrets
 import threading
+import time as time_module
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -363,7 +364,9 @@ class EmulatorState:
                 "ims_user_id": 1,
                 "token_type": "Bearer",
                 "expires_in": ttl,
-                "expiration": int((now + timedelta(seconds=ttl)).timestamp()),
+                # Clients compare `expiration` with their own wall clock to refresh ahead of time, so it is
+                # wall-clock based; the emulator itself expires the token on its emulated clock.
+                "expiration": int(time_module.time()) + ttl,
                 "scope": "ibm openid",
             }
 
