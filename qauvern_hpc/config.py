@@ -128,7 +128,7 @@ UtcDateTime = Annotated[
 
 def _name(kind: str) -> Any:
     def check(value: Any) -> Any:
-        if isinstance(value, str) and not _NAME_RE.match(value):
+        if isinstance(value, str) and not _NAME_RE.fullmatch(value):
             raise ValueError(f"invalid {kind} name {value!r}: use 1 to 64 letters, digits, '_', '.' or '-'")
         return value
 
@@ -152,7 +152,7 @@ def _path(value: Any, info: ValidationInfo) -> Any:
 
 def _url(value: Any) -> Any:
     if isinstance(value, str):
-        if not _URL_RE.match(value.strip()):
+        if not _URL_RE.fullmatch(value.strip()):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return value.strip().rstrip("/")
     return value
@@ -297,7 +297,7 @@ class InstanceConfig(_Model):
 def _env(value: Any) -> Any:
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str) or not _ENV_NAME_RE.match(k):
+            if not isinstance(k, str) or not _ENV_NAME_RE.fullmatch(k):
                 raise ValueError(f"invalid environment variable name {k!r}")
             if k.startswith(_RESERVED_ENV_PREFIXES) or k in _RESERVED_ENV_NAMES:
                 raise ValueError(
@@ -1026,16 +1026,26 @@ def load_config_full(
 ) -> LoadedConfig:
     """Load and validate the config; also return its warnings and digest. Raises ConfigError."""
     p = Path(path) if path is not None else Path(os.environ.get("QAUVERN_HPC_CONFIG") or DEFAULT_CONFIG_PATH)
-    filename = str(p)
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"{filename}: config file not found",
-            hint=f"start from the commented example: qauvern-hpc check-config --example > {filename}",
+            f"{p}: config file not found",
+            hint=f"start from the commented example: qauvern-hpc check-config --example > {p}",
         ) from None
     except OSError as exc:
-        raise ConfigError(f"{filename}: cannot read the config: {exc.strerror or exc}") from None
+        raise ConfigError(f"{p}: cannot read the config: {exc.strerror or exc}") from None
+    return parse_config(raw, p, check_key_files=check_key_files)
+
+
+def parse_config(
+    raw: bytes | str, path: str | os.PathLike[str], *, check_key_files: bool = True
+) -> LoadedConfig:
+    """Validate config text as if read from `path` (relative key paths resolve beside it)."""
+    p = Path(path)
+    filename = str(p)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1043,7 +1053,7 @@ def load_config_full(
     doc = _parse_yaml(text, filename)
     if not isinstance(doc.data, dict):
         raise ConfigError(f"{filename}:1:1: the config must be a mapping of keys (ibm:, instances:, ...)")
-    context = {"base_dir": p.parent.resolve() if p.parent else Path.cwd(), "defer_cross_checks": True}
+    context = {"base_dir": p.parent.resolve(), "defer_cross_checks": True}
     try:
         cfg = Config.model_validate(doc.data, context=context)
     except ValidationError as exc:

@@ -35,7 +35,8 @@ from qauvern_hpc.policy import MATCH_FIELDS, Policy, PolicyRule
 
 MAX_RESOURCES = 8
 MAX_NAME_LENGTH = 64
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_BLANKS = " \t\n\r\f\v"  # what Lua's %s strips (ASCII only, as in job_submit.lua)
 
 # Decision codes (stable: tests, JSON output and job_submit.lua use them).
 OK = "ok"
@@ -63,7 +64,7 @@ class JobIdentity:
     qos: str = ""
 
     def partitions(self) -> list[str]:
-        parts = [p.strip() for p in self.partition.split(",")]
+        parts = [p.strip(_BLANKS) for p in self.partition.split(",")]
         parts = [p for p in parts if p]
         return parts or [""]
 
@@ -132,9 +133,9 @@ class Decision:
 
 def parse_request(text: str) -> list[str]:
     """`--qpu` text -> names: split on commas, strip blanks. "" -> [] (an empty request)."""
-    if not text.strip():
+    if not text.strip(_BLANKS):
         return []
-    return [part.strip() for part in text.split(",")]
+    return [part.strip(_BLANKS) for part in text.split(",")]
 
 
 # -- globs ---------------------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def check_request(policy: Policy, requested: Sequence[str]) -> tuple[str, str] |
     if len(requested) > MAX_RESOURCES:
         return TOO_MANY, f"too many QPU resources requested ({len(requested)}, at most {MAX_RESOURCES})"
     for name in requested:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             return (
                 BAD_NAME,
                 f"invalid QPU resource name '{name}' (letters, digits, '_', '.', '-'; 1 to 64 characters)",

@@ -265,11 +265,18 @@ class Policy:
         return policy
 
     def check(self) -> None:
-        """Cross-references: every allow rule names a known instance and known resources."""
+        """Cross-references: every allow rule names a known instance and known resources; globs are valid."""
+        from qauvern_hpc.mapping import glob_error  # mapping imports this module
+
         for where, rule in [
             *((f"rules[{n}]", r) for n, r in enumerate(self.rules)),
             ("default", self.default),
         ]:
+            for fld in MATCH_FIELDS:
+                for pattern in rule.match.get(fld) or ():
+                    err = glob_error(pattern)
+                    if err:
+                        raise ValueError(f"{where}.match.{fld}: {err}")
             if rule.deny:
                 continue
             if rule.instance not in self.instances:

@@ -1,0 +1,618 @@
+--[[
+qauvern-hpc: refuse forbidden `--qpu` requests at submit time (Slurm job_submit/lua, 22.05 and newer).
+
+Install: copy this file beside slurm.conf as job_submit.lua, set `JobSubmitPlugins=lua` in slurm.conf, and
+run `qauvern-hpc render-policy` (it writes qpu_policy.lua beside slurm.conf; run it again after every config
+change: the policy file is read again for each --qpu job, so no restart is needed).
+
+What it does
+  * A job WITHOUT --qpu is never refused and never touches the policy file.
+  * A job with --qpu: the SPANK plugin stored `QPU=a,b` in the job's spank_job_env
+    (spank_job_control_setenv). Slurm 22.05 hands spank_job_env to Lua as an array of "NAME=value" strings
+    indexed from 0 (so it is walked with pairs(), not ipairs()); the entry is "QPU=a,b" here, and only
+    becomes SPANK_QPU in the prolog's environment. "SPANK_QPU=..." is accepted too, in case a future Slurm
+    prefixes earlier.
+  * The job is mapped exactly like `qauvern-hpc map` does (same first-match rules, same messages; the test
+    suite runs one table of cases through both). A refusal returns slurm.ERROR and tells the user why:
+        sbatch: error: qpu: rule 'no-students' denies user=bob account=physics partition=cpu qos=student: ...
+  * Changing a --qpu job's account, partition or QOS later (scontrol update) is checked the same way.
+
+Who the job is (what the rules match on)
+  * user:      job_desc.user_name; if the controller cannot resolve the uid (user_name is nil on 22.05
+               then), the decimal uid is used, e.g. "1234" (rules may match it).
+  * account:   job_desc.account; if the user gave none, the user's default account from slurmdbd
+               (job_desc.default_account). Without accounting there is none: the account is then unknown
+               (""), which only `*` or an absent `accounts` key matches. Note: the prolog sees the account
+               the job really got, so keep AccountingStorageEnforce=associations for the two to agree.
+  * partition: job_desc.partition, else the default partition (flag_default in part_list). A comma list
+               (-p a,b) must map the same way in every partition, or the job is refused.
+  * qos:       job_desc.qos, else the association's default QOS (job_desc.default_qos), else unknown ("").
+
+If the policy file is missing or broken, the error is logged in slurmctld's log; jobs without --qpu go
+through as always, and --qpu jobs follow FAIL_MODE below ("closed": refused with a message; "open": let
+through, the prolog decides again). The same holds for any unexpected error in this script.
+
+To combine with an existing job_submit.lua: set `QAUVERN_QPU_LIBRARY_ONLY = true`, dofile() this file, and
+call `qauvern_qpu.job_submit(job_desc, part_list, submit_uid)` (and `qauvern_qpu.job_modify(...)`) from
+your own functions; return its result when it is not slurm.SUCCESS.
+]]
+
+-- Settings: edit here, or set the variables in slurmctld's environment (e.g. a systemd drop-in).
+local SETTINGS = {
+	-- The rendered policy; default: qpu_policy.lua beside this script (that is, beside slurm.conf).
+	policy_file = os.getenv("QAUVERN_HPC_QPU_POLICY"),
+	-- --qpu jobs when the policy cannot be read: "closed" refuses them, "open" lets them through.
+	fail_mode = os.getenv("QAUVERN_HPC_QPU_FAIL_MODE") or "closed",
+}
+
+local POLICY_FORMAT = 1
+local MAX_RESOURCES = 8
+local MAX_NAME_LENGTH = 64
+local NO_VAL = 4294967294 -- Slurm's "unset" for uint32 fields
+local MATCH_FIELDS = { "users", "accounts", "partitions", "qos" }
+local IDENTITY_KEY = { users = "user", accounts = "account", partitions = "partition", qos = "qos" }
+
+local M = { settings = SETTINGS }
+
+local function script_dir()
+	local source = debug.getinfo(1, "S").source
+	if source:sub(1, 1) == "@" then
+		local dir = source:sub(2):match("^(.*)/[^/]*$")
+		if dir then
+			return dir
+		end
+	end
+	return "."
+end
+
+local DEFAULT_POLICY_FILE = script_dir() .. "/qpu_policy.lua"
+
+-- Every log call goes through these, so a missing slurm.* function can never break a submission.
+local function log(level, fmt, ...)
+	local fn = slurm and slurm[level]
+	if type(fn) == "function" then
+		fn(fmt, ...)
+	end
+end
+
+local function tell_user(message)
+	-- slurm.log_user is a string.format wrapper: never pass user-controlled text as the format.
+	log("log_user", "%s", "qpu: " .. message)
+end
+
+-- Text helpers -------------------------------------------------------------------------------------------
+
+local function trim(s)
+	return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- "--qpu" text -> names: split on commas, strip blanks; "" -> {} (an empty request).
+function M.parse_request(text)
+	local out = {}
+	if text:match("^%s*$") then
+		return out
+	end
+	for item in (text .. ","):gmatch("([^,]*),") do
+		out[#out + 1] = trim(item)
+	end
+	return out
+end
+
+local function partitions_of(partition)
+	local out = {}
+	for item in (partition .. ","):gmatch("([^,]*),") do
+		item = trim(item)
+		if item ~= "" then
+			out[#out + 1] = item
+		end
+	end
+	if #out == 0 then
+		out[1] = ""
+	end
+	return out
+end
+
+local function quoted(names)
+	local out = {}
+	for i, n in ipairs(names) do
+		out[i] = "'" .. n .. "'"
+	end
+	return table.concat(out, ", ")
+end
+
+local function joined(names)
+	if #names == 0 then
+		return "none"
+	end
+	return table.concat(names, ", ")
+end
+
+local function resource_word(n)
+	if n == 1 then
+		return "QPU resource"
+	end
+	return "QPU resources"
+end
+
+local function dash(v)
+	if v == nil or v == "" then
+		return "-"
+	end
+	return v
+end
+
+local function describe(identity)
+	return "user=" .. dash(identity.user) .. " account=" .. dash(identity.account) .. " partition="
+		.. dash(identity.partition) .. " qos=" .. dash(identity.qos)
+end
+
+-- Globs: the safe fnmatch subset of qauvern_hpc.mapping (* ? [abc] [a-z] [!x], literals A-Z a-z 0-9 _ . @ + -),
+-- turned into anchored Lua patterns. Anything else is refused (the config validation refuses it first).
+
+local function same_class_range(lo, hi)
+	local a, b = lo:byte(), hi:byte()
+	local function within(c, first, last)
+		return c >= first:byte() and c <= last:byte()
+	end
+	for _, class in ipairs({ { "a", "z" }, { "A", "Z" }, { "0", "9" } }) do
+		if within(a, class[1], class[2]) and within(b, class[1], class[2]) and a <= b then
+			return true
+		end
+	end
+	return false
+end
+
+function M.glob_to_pattern(glob)
+	if glob == "" then
+		return nil, "empty pattern"
+	end
+	local out = { "^" }
+	local i, n = 1, #glob
+	while i <= n do
+		local c = glob:sub(i, i)
+		if c == "*" then
+			out[#out + 1] = ".*"
+		elseif c == "?" then
+			out[#out + 1] = "."
+		elseif c == "[" then
+			local close = glob:find("]", i + 1, true)
+			if not close then
+				return nil, "unclosed '[' in '" .. glob .. "'"
+			end
+			local body = glob:sub(i + 1, close - 1)
+			local negate = body:sub(1, 1) == "!"
+			if negate then
+				body = body:sub(2)
+			end
+			if body == "" then
+				return nil, "empty [...] in '" .. glob .. "'"
+			end
+			local items = {}
+			local j = 1
+			while j <= #body do
+				local ch = body:sub(j, j)
+				if j + 2 <= #body and body:sub(j + 1, j + 1) == "-" then
+					local hi = body:sub(j + 2, j + 2)
+					if not same_class_range(ch, hi) then
+						return nil, "bad range " .. ch .. "-" .. hi .. " in '" .. glob .. "'"
+					end
+					items[#items + 1] = ch .. "-" .. hi
+					j = j + 3
+				elseif ch:match("^[A-Za-z0-9]$") then
+					items[#items + 1] = ch
+					j = j + 1
+				elseif ch:match("^[_.@+]$") then
+					items[#items + 1] = "%" .. ch
+					j = j + 1
+				else
+					return nil, "character '" .. ch .. "' not allowed inside [...] in '" .. glob .. "'"
+				end
+			end
+			out[#out + 1] = "[" .. (negate and "^" or "") .. table.concat(items) .. "]"
+			i = close
+		elseif c:match("^[A-Za-z0-9]$") then
+			out[#out + 1] = c
+		elseif c:match("^[_.@+%-]$") then
+			out[#out + 1] = "%" .. c
+		else
+			return nil, "character '" .. c .. "' not allowed in pattern '" .. glob .. "'"
+		end
+		i = i + 1
+	end
+	out[#out + 1] = "$"
+	return table.concat(out)
+end
+
+local pattern_cache = {}
+
+local function glob_match(glob, value)
+	local pattern = pattern_cache[glob]
+	if pattern == nil then
+		local err
+		pattern, err = M.glob_to_pattern(glob)
+		if not pattern then
+			error("qpu policy: " .. err)
+		end
+		pattern_cache[glob] = pattern
+	end
+	return value:find(pattern) ~= nil
+end
+
+-- A value fits a glob list when it matches a plain glob (or the list only excludes) and no "!glob".
+function M.list_match(patterns, value)
+	if patterns == nil then
+		return true
+	end
+	local has_plain = false
+	for _, p in ipairs(patterns) do
+		if p:sub(1, 1) == "!" then
+			if glob_match(p:sub(2), value) then
+				return false
+			end
+		else
+			has_plain = true
+		end
+	end
+	if not has_plain then
+		return true
+	end
+	for _, p in ipairs(patterns) do
+		if p:sub(1, 1) ~= "!" and glob_match(p, value) then
+			return true
+		end
+	end
+	return false
+end
+
+local function rule_matches(rule, identity)
+	local match = rule.match or {}
+	for _, field in ipairs(MATCH_FIELDS) do
+		if not M.list_match(match[field], identity[IDENTITY_KEY[field]] or "") then
+			return false
+		end
+	end
+	return true
+end
+
+-- The decision (mirrors qauvern_hpc.mapping.decide) -------------------------------------------------------
+
+function M.check_request(policy, requested)
+	if #requested == 0 then
+		return "empty_request", "no QPU resource requested (use --qpu=NAME[,NAME...])"
+	end
+	if #requested > MAX_RESOURCES then
+		return "too_many",
+			"too many QPU resources requested (" .. #requested .. ", at most " .. MAX_RESOURCES .. ")"
+	end
+	for _, name in ipairs(requested) do
+		if #name > MAX_NAME_LENGTH or not name:match("^[A-Za-z0-9_.%-]+$") then
+			return "bad_name",
+				"invalid QPU resource name '" .. name .. "' (letters, digits, '_', '.', '-'; 1 to 64 characters)"
+		end
+	end
+	local seen = {}
+	for _, name in ipairs(requested) do
+		if seen[name] then
+			return "duplicate_resource", "QPU resource '" .. name .. "' requested twice"
+		end
+		seen[name] = true
+	end
+	local unknown = {}
+	for _, name in ipairs(requested) do
+		if not policy.known[name] then
+			unknown[#unknown + 1] = name
+		end
+	end
+	if #unknown > 0 then
+		return "unknown_resource",
+			"unknown " .. resource_word(#unknown) .. " " .. quoted(unknown) .. " (known: " .. joined(
+				policy.resources
+			) .. ")"
+	end
+	return nil
+end
+
+local function apply(rule, is_default, requested, who)
+	if rule.deny then
+		local code = is_default and "default_deny" or "deny_rule"
+		return { allowed = false, code = code, rule = rule.name, message = "rule '" .. rule.name .. "' denies "
+			.. who .. ": " .. tostring(rule.message) }
+	end
+	local allowed_set = {}
+	for _, r in ipairs(rule.resources or {}) do
+		allowed_set[r] = true
+	end
+	local refused = {}
+	for _, name in ipairs(requested) do
+		if not allowed_set[name] then
+			refused[#refused + 1] = name
+		end
+	end
+	if #refused > 0 then
+		return {
+			allowed = false,
+			code = "resource_not_allowed",
+			rule = rule.name,
+			message = "rule '" .. rule.name .. "' does not allow " .. resource_word(#refused) .. " "
+				.. quoted(refused) .. " for " .. who .. " (allowed: " .. joined(rule.resources or {}) .. ")",
+		}
+	end
+	return {
+		allowed = true,
+		code = "ok",
+		rule = rule.name,
+		instance = rule.instance,
+		message = "rule '" .. rule.name .. "' allows " .. quoted(requested) .. " for " .. who
+			.. " on instance '" .. tostring(rule.instance) .. "'",
+	}
+end
+
+local function decide_one(policy, identity, requested, who)
+	for _, rule in ipairs(policy.rules) do
+		if rule_matches(rule, identity) then
+			return apply(rule, false, requested, who)
+		end
+	end
+	return apply(policy.default, true, requested, who)
+end
+
+-- identity: {user=, account=, partition=, qos=} (strings; "" = unknown; partition may be "a,b").
+-- Returns {allowed=, code=, rule=, instance=, message=}.
+function M.decide(policy, identity, requested)
+	local code, message = M.check_request(policy, requested)
+	if code then
+		return { allowed = false, code = code, message = message }
+	end
+	local who = describe(identity)
+	local parts = partitions_of(identity.partition or "")
+	local results = {}
+	for i, p in ipairs(parts) do
+		local one = { user = identity.user or "", account = identity.account or "", partition = p, qos = identity.qos or "" }
+		results[i] = decide_one(policy, one, requested, who)
+	end
+	local first = results[1]
+	local agree = true
+	for _, d in ipairs(results) do
+		if d.allowed ~= first.allowed or d.code ~= first.code or d.rule ~= first.rule or d.instance ~= first.instance then
+			agree = false
+		end
+	end
+	if agree then
+		return first
+	end
+	local summary = {}
+	for i, d in ipairs(results) do
+		local outcome = d.allowed and ("instance " .. tostring(d.instance)) or "denied"
+		summary[i] = dash(parts[i]) .. " -> rule '" .. d.rule .. "' (" .. outcome .. ")"
+	end
+	return {
+		allowed = false,
+		code = "partition_mismatch",
+		message = "partitions " .. table.concat(parts, ",") .. " map to different QPU decisions: "
+			.. table.concat(summary, "; ") .. "; submit to a single partition",
+	}
+end
+
+-- The policy file ----------------------------------------------------------------------------------------
+
+local function check_rule(rule, where)
+	if type(rule) ~= "table" or type(rule.name) ~= "string" then
+		return where .. " is not a rule"
+	end
+	if rule.match ~= nil and type(rule.match) ~= "table" then
+		return where .. ".match is not a table"
+	end
+	for _, field in ipairs(MATCH_FIELDS) do
+		local list = rule.match and rule.match[field]
+		if list ~= nil then
+			if type(list) ~= "table" then
+				return where .. ".match." .. field .. " is not a list"
+			end
+			for _, p in ipairs(list) do
+				local body = (type(p) == "string" and p:sub(1, 1) == "!") and p:sub(2) or p
+				if type(body) ~= "string" then
+					return where .. ".match." .. field .. " holds a non-string"
+				end
+				local ok, err = M.glob_to_pattern(body)
+				if not ok then
+					return where .. ".match." .. field .. ": " .. err
+				end
+			end
+		end
+	end
+	if not rule.deny and (type(rule.instance) ~= "string" or type(rule.resources) ~= "table") then
+		return where .. " allows without instance or resources"
+	end
+	return nil
+end
+
+-- Load and check the rendered policy. Returns the policy, or nil and a reason.
+function M.load_policy(path)
+	path = path or SETTINGS.policy_file or DEFAULT_POLICY_FILE
+	local chunk, err
+	if setfenv then -- Lua 5.1 / LuaJIT: run the file in an empty environment
+		chunk, err = loadfile(path)
+		if chunk then
+			setfenv(chunk, {})
+		end
+	else
+		chunk, err = loadfile(path, "t", {})
+	end
+	if not chunk then
+		return nil, "cannot load the QPU policy: " .. tostring(err)
+	end
+	local ok, policy = pcall(chunk)
+	if not ok then
+		return nil, "the QPU policy " .. path .. " failed: " .. tostring(policy)
+	end
+	if type(policy) ~= "table" or policy.format ~= POLICY_FORMAT then
+		return nil, "the QPU policy " .. path .. " is not a format " .. POLICY_FORMAT
+			.. " policy (run `qauvern-hpc render-policy`)"
+	end
+	if type(policy.resources) ~= "table" or type(policy.rules) ~= "table" then
+		return nil, "the QPU policy " .. path .. " lacks resources or rules"
+	end
+	local problem = check_rule(policy.default, "default")
+	for i, rule in ipairs(policy.rules) do
+		problem = problem or check_rule(rule, "rules[" .. i .. "]")
+	end
+	if problem then
+		return nil, "the QPU policy " .. path .. " is invalid: " .. problem
+	end
+	policy.known = {}
+	for _, name in ipairs(policy.resources) do
+		policy.known[name] = true
+	end
+	policy.path = path
+	return policy
+end
+
+-- Slurm glue -----------------------------------------------------------------------------------------------
+
+-- The --qpu text from a spank_job_env table (0-indexed "NAME=value" strings), or nil for a job without it.
+function M.qpu_request(spank_job_env)
+	if type(spank_job_env) ~= "table" then
+		return nil
+	end
+	local fallback = nil
+	for _, entry in pairs(spank_job_env) do
+		if type(entry) == "string" then
+			local value = entry:match("^QPU=(.*)$")
+			if value then
+				return value
+			end
+			value = entry:match("^SPANK_QPU=(.*)$")
+			if value then
+				fallback = value
+			end
+		end
+	end
+	return fallback
+end
+
+local function nonempty(v)
+	if type(v) == "string" and v ~= "" then
+		return v
+	end
+	return nil
+end
+
+local function uid_text(uid)
+	if type(uid) ~= "number" then
+		return ""
+	end
+	return string.format("%d", uid)
+end
+
+local function default_partition(part_list)
+	if type(part_list) ~= "table" then
+		return nil
+	end
+	for name, part in pairs(part_list) do
+		if type(part) == "table" or type(part) == "userdata" then
+			if part.flag_default == 1 then
+				return nonempty(part.name) or name
+			end
+		end
+	end
+	return nil
+end
+
+function M.submit_identity(job_desc, part_list, submit_uid)
+	local user = nonempty(job_desc.user_name)
+	if not user then
+		local uid = job_desc.user_id
+		if type(uid) ~= "number" or uid >= NO_VAL then
+			uid = submit_uid
+		end
+		user = uid_text(uid)
+	end
+	return {
+		user = user,
+		account = nonempty(job_desc.account) or nonempty(job_desc.default_account) or "",
+		partition = nonempty(job_desc.partition) or default_partition(part_list) or "",
+		qos = nonempty(job_desc.qos) or nonempty(job_desc.default_qos) or "",
+	}
+end
+
+local function policy_unavailable(reason)
+	log("log_error", "qpu: %s", reason)
+	if SETTINGS.fail_mode == "open" then
+		log("log_info", "qpu: fail_mode=open: letting the --qpu job through; the prolog decides")
+		return slurm.SUCCESS
+	end
+	tell_user("--qpu jobs cannot be checked right now (" .. reason .. "); try again later or ask your administrators")
+	return slurm.ERROR
+end
+
+local function check(text, identity)
+	local policy, err = M.load_policy()
+	if not policy then
+		return policy_unavailable(err)
+	end
+	local d = M.decide(policy, identity, M.parse_request(text))
+	if d.allowed then
+		log("log_debug", "qpu: %s", d.message)
+		return slurm.SUCCESS
+	end
+	log("log_info", "qpu: refused (%s): %s", d.code, d.message)
+	tell_user(d.message)
+	return slurm.ERROR
+end
+
+local function guarded(env_of, body)
+	local ok, text = pcall(env_of)
+	if not ok then
+		-- Cannot even tell whether the job asked for a QPU: never refuse a job for that.
+		log("log_error", "qpu: cannot read spank_job_env: %s", tostring(text))
+		return slurm.SUCCESS
+	end
+	if text == nil then
+		return slurm.SUCCESS -- no --qpu: nothing to check
+	end
+	local ok2, rc = pcall(body, text)
+	if ok2 then
+		return rc
+	end
+	return policy_unavailable("internal error in job_submit.lua: " .. tostring(rc))
+end
+
+function M.job_submit(job_desc, part_list, submit_uid)
+	return guarded(function()
+		return M.qpu_request(job_desc.spank_job_env)
+	end, function(text)
+		return check(text, M.submit_identity(job_desc, part_list, submit_uid))
+	end)
+end
+
+function M.job_modify(job_desc, job_rec, part_list, modify_uid)
+	return guarded(function()
+		return M.qpu_request(job_rec.spank_job_env)
+	end, function(text)
+		if job_desc.account == nil and job_desc.partition == nil and job_desc.qos == nil then
+			return slurm.SUCCESS -- the identity the rules match on does not change
+		end
+		local identity = {
+			user = nonempty(job_rec.user_name) or uid_text(job_rec.user_id),
+			account = nonempty(job_desc.account) or nonempty(job_rec.account) or "",
+			partition = nonempty(job_desc.partition) or nonempty(job_rec.partition) or "",
+			qos = nonempty(job_desc.qos) or nonempty(job_rec.qos) or "",
+		}
+		return check(text, identity)
+	end)
+end
+
+qauvern_qpu = M
+
+if not QAUVERN_QPU_LIBRARY_ONLY then
+	function slurm_job_submit(job_desc, part_list, submit_uid)
+		return M.job_submit(job_desc, part_list, submit_uid)
+	end
+
+	function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+		return M.job_modify(job_desc, job_rec, part_list, modify_uid)
+	end
+end
+
+-- Slurm checks the value a job_submit script returns when it loads.
+return slurm and slurm.SUCCESS or 0
