@@ -1,0 +1,154 @@
+"""`qauvern-hpc emulator` as a process: URL on the first stdout line, served until SIGTERM/SIGINT, exit 0;
+and its refusals (non-loopback address, bad seed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qauvern_hpc.cli import main as cli_main
+from qauvern_hpc.emulator.testing import API_KEY, APIKEY_GRANT, CRN_ALPHA, make_seed
+
+EXAMPLE_KEY = "emulator-example-api-key-0001"
+
+
+def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qauvern_hpc", "emulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "0"},
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    if not ready:
+        proc.kill()
+        pytest.fail("the emulator printed nothing within 15 s")
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.fixture
+def seed_file(tmp_path: Path) -> Path:
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps(make_seed()))
+    return path
+
+
+@pytest.fixture
+def proc_and_url(seed_file: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc, url = _start("--port", "0", "--seed", str(seed_file), "--clock", "manual")
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_prints_url_first_serves_and_stops_on_sigterm(
+    proc_and_url: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, url = proc_and_url
+    assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
+    with httpx.Client(base_url=url, timeout=5) as http:
+        assert http.get("/__emulator/health").json()["now"] == "2026-11-22T12:00:00.000Z"
+        token = http.post("/identity/token", data={"grant_type": APIKEY_GRANT, "apikey": API_KEY}).json()
+        usage = http.get(
+            "/api/v1/instances/usage",
+            headers={"Authorization": f"Bearer {token['access_token']}", "Service-CRN": CRN_ALPHA},
+        )
+        assert usage.status_code == 200 and usage.json()["usage_consumed_seconds"] == sum(
+            1000 + i for i in range(28)
+        )
+        assert (
+            http.post("/__emulator/advance", json={"seconds": 60}).json()["now"] == "2026-11-22T12:01:00.000Z"
+        )
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert out == ""  # nothing after the URL line
+    assert "serving 2 account(s), 3 instance(s), 2 backend(s)" in err
+    assert API_KEY not in out + err
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/__emulator/health", timeout=2)
+
+
+def test_sigint_also_exits_zero(proc_and_url: tuple[subprocess.Popen[str], str]) -> None:
+    proc, url = proc_and_url
+    assert httpx.get(url + "/__emulator/health", timeout=5).status_code == 200
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_default_serves_the_documented_example_seed() -> None:
+    proc, url = _start("--port", "0")
+    try:
+        state = httpx.get(url + "/__emulator/state", timeout=5).json()
+        assert state["clock"]["mode"] == "real"
+        assert [b["name"] for b in state["backends"]] == ["ibm_torino", "ibm_fez"]
+        assert [a["plans"][0]["plan"] for a in state["accounts"]] == ["premium"]
+        regions = {i["region"] for i in state["instances"]}
+        assert regions == {"us-east", "eu-de"} and len(state["instances"]) == 4
+        live = [i for i in state["instances"] if i["usage_allocation_seconds"] > 0]
+        assert len(live) == 3 and all(len(i["usage_history"]) >= 50 for i in live)
+        plan = state["summary"]["plans"][0]
+        assert plan["unallocated_usage_seconds"] == plan["usage_allocation_seconds"] - sum(
+            i["usage_allocation_seconds"] for i in state["instances"]
+        )
+        token = httpx.post(
+            url + "/identity/token", data={"grant_type": APIKEY_GRANT, "apikey": EXAMPLE_KEY}, timeout=5
+        )
+        assert token.status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["emulator", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to listen on non-loopback address '0.0.0.0'" in err and "--allow-remote" in err
+
+
+def test_bad_seed_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "accounts:\n  - id: a\n    plans: [{plan: premium, usage_allocation_seconds: 10}]\ninstances:\n"
+        "  - {name: x, usage_allocation_seconds: 11}\n"
+    )
+    assert cli_main(["emulator", "--seed", str(bad)]) == 2
+    assert (
+        "instance allocations sum to 11 s, more than the plan's usage_allocation_seconds 10 s"
+        in capsys.readouterr().err
+    )
+    assert cli_main(["emulator", "--seed", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read seed" in capsys.readouterr().err
+    assert cli_main(["emulator", "--time-scale", "0"]) == 2
+    assert cli_main(["emulator", "--port", "70000"]) == 2
+
+
+def test_help_has_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["emulator", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for text in (
+        "--clock {real,manual}",
+        "--time-scale X",
+        "--allow-remote",
+        "examples:",
+        "_QRMI_IBM_QCS_ENDPOINT",
+    ):
+        assert text in out
