@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ examples:
   curl -s -X POST "$url/__emulator/faults" \\
        -d '{"path": "^/api/v1/instances/usage$", "status": 429, "retry_after": 1, "times": 2}'
 
+With -v every request is logged on stderr (method, path, status; never tokens or API keys).
 Refuses to listen on a non-loopback address unless --allow-remote is given: the emulator has no real security
 and hands out tokens to anyone holding a seeded API key."""
 
@@ -91,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
     if args.seed and args.empty:
         raise UsageError("--seed and --empty are mutually exclusive")
     seed: Path | None = None if args.empty else Path(args.seed) if args.seed else EXAMPLE_SEED
+
+    if getattr(args, "verbose", 0):
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        emulator_log = logging.getLogger("qauvern_hpc.emulator")
+        emulator_log.addHandler(stream)
+        emulator_log.setLevel(logging.DEBUG)
 
     stop = threading.Event()
 

@@ -500,7 +500,15 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     server: EmulatorHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("emulator: %s - %s", self.address_string(), format % args)
+        message = format % args
+        path = getattr(self, "path", "")
+        if path:
+            message = message.replace(path, redact_path(path))
+        log.debug("emulator: %s - %s", self.address_string(), message)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("emulator: %s %s -> %s", self.command, redact_path(self.path), code)
 
     def _read_body(self) -> bytes:
         te = (self.headers.get("Transfer-Encoding") or "").lower()

@@ -152,3 +152,23 @@ def test_help_has_description_and_examples(capsys: pytest.CaptureFixture[str]) -
         "_QRMI_IBM_QCS_ENDPOINT",
     ):
         assert text in out
+
+
+def test_verbose_logs_requests_without_secrets(seed_file: Path) -> None:
+    proc, url = _start("-v", "--port", "0", "--seed", str(seed_file), "--clock", "manual")
+    try:
+        r = httpx.post(
+            url + "/identity/token?apikey=query-secret",
+            data={"grant_type": APIKEY_GRANT, "apikey": API_KEY},
+            timeout=5,
+        )
+        token = r.json()["access_token"]
+        httpx.get(url + "/api/v1/backends", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "POST /identity/token?apikey=%3Credacted%3E -> 200" in err
+    assert "GET /api/v1/backends -> 200" in err
+    for secret in ("query-secret", API_KEY, token):
+        assert secret not in err
