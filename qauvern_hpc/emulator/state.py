@@ -56,7 +56,7 @@ from qauvern_hpc.emulator.model import (
     StateModel,
     UsageEvent,
 )
-from qauvern_hpc.emulator.seed import SeedSource, make_crn, normalize, read_seed
+from qauvern_hpc.emulator.seed import SeedError, SeedSource, make_crn, normalize, read_seed
 from qauvern_hpc.emulator.workload import estimate_work
 
 ROLLING_WINDOW = timedelta(days=28)
@@ -146,6 +146,10 @@ class EmulatorState:
         self._backends = {b.name: b for b in self._m.backends}
         self._sessions = {s.id: s for s in self._m.sessions}
         self._jobs = {j.id: j for j in self._m.jobs}
+        self._by_session: dict[str, list[Job]] = {}
+        for j in self._m.jobs:
+            if j.session_id is not None:
+                self._by_session.setdefault(j.session_id, []).append(j)
         self._keys = {k.key: k for k in self._m.api_keys if k.key}
         self._events: dict[str, list[UsageEvent]] = {}
         for ev in self._m.usage_events:
@@ -218,17 +222,13 @@ class EmulatorState:
         with self._lock:
             self._sync()
             current = self._m.model_dump(mode="json")
-            keys = {
-                "accounts": "id",
-                "backends": "name",
-                "instances": "crn",
-                "api_keys": "key",
-                "sessions": "id",
-            }
-            keys["jobs"] = "id"
+            keys = {"accounts": "id", "backends": "name", "instances": "crn", "api_keys": "key"}
+            keys |= {"sessions": "id", "jobs": "id"}
             for section, value in raw.items():
                 if section in ("clock", "now", "summary"):
                     continue
+                if (section in keys or section == "usage_events") and not isinstance(value or [], list):
+                    raise SeedError(f"{section}: must be a list")
                 if section == "usage_events":
                     current.setdefault(section, []).extend(value or [])
                 elif section in keys:
@@ -787,7 +787,7 @@ class EmulatorState:
         return s
 
     def _session_jobs(self, session_id: str) -> list[Job]:
-        return [j for j in self._m.jobs if j.session_id == session_id]
+        return self._by_session.get(session_id, [])
 
     def create_session(self, p: Principal, crn: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -923,6 +923,8 @@ class EmulatorState:
             )
             self._m.jobs.append(job)
             self._jobs[job.id] = job
+            if job.session_id is not None:
+                self._by_session.setdefault(job.session_id, []).append(job)
             if session is not None:
                 session.idle_since = None
             self._dispatch(b, now)
@@ -989,6 +991,8 @@ class EmulatorState:
                 raise conflict(f"Job {job_id} is {j.status}; cancel it before deleting it", "job_not_final")
             self._m.jobs.remove(j)
             del self._jobs[j.id]
+            if j.session_id is not None:
+                self._by_session[j.session_id].remove(j)
 
     def job_metrics(self, p: Principal, crn: str | None, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -1114,7 +1118,8 @@ class EmulatorState:
             rest = [j for j in queued if j.session_id != b.locked_by_session]
         else:
             own, rest = [], queued
-        rest.sort(key=lambda j: (self._ratio(j.instance, at), j.seq))
+        ratios = {crn: self._ratio(crn, at) for crn in {j.instance for j in rest}}
+        rest.sort(key=lambda j: (ratios[j.instance], j.seq))
         return [j.id for j in own + rest]
 
     def _dispatch(self, b: Backend, at: datetime) -> None:
@@ -1128,7 +1133,8 @@ class EmulatorState:
             else:
                 if not queued:
                     return
-                job = min(queued, key=lambda j: (self._ratio(j.instance, at), j.seq))
+                ratios = {crn: self._ratio(crn, at) for crn in {j.instance for j in queued}}
+                job = min(queued, key=lambda j: (ratios[j.instance], j.seq))
             inst = self._instances[job.instance]
             limit = inst.instance_limit_seconds
             if limit is not None and self._rolling(inst.crn, at) >= limit:
@@ -1254,7 +1260,7 @@ def _merge_items(current: list[Any], patch: list[Any], key: str, section: str) -
     out = [dict(c) for c in current]
     for i, item in enumerate(patch):
         if not isinstance(item, dict):
-            raise ApiError(400, "invalid_patch", f"{section}[{i}]: must be a mapping")
+            raise SeedError(f"{section}[{i}]: must be a mapping")
         ident = item.get(key)
         match = None
         if ident is not None:
