@@ -15,7 +15,7 @@ import pytest
 import qrmi
 
 from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import API_KEY, CRN_BETA, make_seed
+from qauvern_hpc.emulator.testing import API_KEY, CRN_BETA, ApiClient, make_seed
 
 RESOURCE = "ibm_torino"
 SAMPLER_INPUT = {
@@ -167,3 +167,21 @@ def test_bad_api_key_fails_cleanly(emu: Emulator, monkeypatch: pytest.MonkeyPatc
         res.acquire()
     assert [e.status for e in emu.requests if e.path == "/identity/token"] == [400]
     assert emu.state.sessions() == []
+
+
+def test_preset_acquisition_token_reuses_the_session(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job path: the prolog opens the session, the task gets its id as QRMI_JOB_ACQUISITION_TOKEN."""
+    with ApiClient(emu.base_url, crn=CRN_BETA) as api:
+        sid = api.open_session(RESOURCE, mode="batch")["id"]
+    res = _resource(emu, monkeypatch, "batch")
+    monkeypatch.setenv(f"{RESOURCE}_QRMI_JOB_ACQUISITION_TOKEN", sid)
+    res = qrmi.QuantumResource(RESOURCE, qrmi.ResourceType.IBMQuantumComputeService)
+    emu.clear_requests()
+    assert res.acquire() == sid  # type: ignore[attr-defined]
+    assert [(e.method, e.path) for e in emu.requests if "/sessions" in e.path] == [
+        ("GET", f"/api/v1/sessions/{sid}")
+    ]
+    payload = qrmi.Payload.QiskitPrimitive(input=json.dumps(SAMPLER_INPUT), program_id="sampler")
+    task = res.task_start(payload)  # type: ignore[attr-defined]
+    assert emu.state.job(task)["session_id"] == sid
+    assert len(emu.state.sessions()) == 1
