@@ -38,9 +38,12 @@ examples:
   qauvern-hpc emulator --clock manual --seed test.yaml  # time moves only on POST /__emulator/advance
   qauvern-hpc emulator --time-scale 60                  # one emulated minute per real second
 
-  url=$(qauvern-hpc emulator --port 0 | head -n1)       # start in the background and read the URL
+  # in the background, from a script:
+  qauvern-hpc emulator --port 0 > emu.out & pid=$!
+  until [ -s emu.out ]; do sleep 0.1; done; url=$(head -n1 emu.out)
   curl -s -X POST "$url/__emulator/faults" \\
        -d '{"path": "^/api/v1/instances/usage$", "status": 429, "retry_after": 1, "times": 2}'
+  kill $pid                                             # SIGTERM: stops and exits 0
 
 With -v every request is logged on stderr (method, path, status; never tokens or API keys).
 Refuses to listen on a non-loopback address unless --allow-remote is given: the emulator has no real security
