@@ -588,7 +588,10 @@ class Config(_Model):
                     )
                 )
         catch_all: str | None = None
+        reachable: list[_RuleBody] = []
         for n, rule in enumerate(self.rules):
+            if catch_all is None:
+                reachable.append(rule)
             if catch_all is not None:
                 out.append(
                     Issue(
@@ -598,9 +601,11 @@ class Config(_Model):
                 )
             elif all(getattr(rule.match, f) is None for f in MATCH_FIELDS):
                 catch_all = rule.name
+        if catch_all is None:
+            reachable.append(self.default)
         used_instances: set[str] = set()
         granted: set[str] = set()
-        for _loc, _name, body, _match in self.all_rules():
+        for body in reachable:
             if not body.deny and body.instance:
                 used_instances.add(body.instance)
                 granted.update(self.expand_resources(body.resources or []))
@@ -615,7 +620,7 @@ class Config(_Model):
                 )
         for n, res in enumerate(self.resources):
             if res.name not in granted:
-                out.append(Issue(("resources", n, "name"), f"no rule allows resource '{res.name}'"))
+                out.append(Issue(("resources", n, "name"), f"no reachable rule allows resource '{res.name}'"))
         return out
 
     # -- compilation -----------------------------------------------------------------------------------------
