@@ -960,6 +960,14 @@ def _pydantic_messages(exc: ValidationError, doc: _Document, filename: str) -> l
         elif kind == "missing":
             mark = _position(doc, loc[:-1])
             msg = f"required key '{loc[-1]}' is missing" if loc else "required key missing"
+        elif kind == "model_type" and (model := _model_at(loc)) is not None:
+            mark = _position(doc, loc)
+            value = err.get("input")
+            msg = f"expected a mapping with keys {', '.join(model.model_fields)}"
+            if isinstance(value, str) and "name" in model.model_fields:
+                msg += f" (got '{value}': write `- name: {value}`)"
+            elif isinstance(value, str | int | float | bool | list):
+                msg += f" (got {value!r})"
         else:
             mark = _position(doc, loc)
             value = err.get("input")

@@ -15,11 +15,14 @@ What it does
   * The job is mapped exactly like `qauvern-hpc map` does (same first-match rules, same messages; the test
     suite runs one table of cases through both). A refusal returns slurm.ERROR and tells the user why:
         sbatch: error: qpu: rule 'no-students' denies user=bob account=physics partition=cpu qos=student: ...
-  * Changing a --qpu job's account, partition or QOS later (scontrol update) is checked the same way.
+  * Changing a --qpu job's account, partition or QOS later (scontrol update) is checked the same way. Slurm
+    22.05 cannot show a message to the user on modify, so a refusal there returns ESLURM_ACCESS_DENIED
+    ("Access/permission denied") and the reason goes to slurmctld's log (`qauvern-hpc map` explains too).
 
 Who the job is (what the rules match on)
-  * user:      job_desc.user_name; if the controller cannot resolve the uid (user_name is nil on 22.05
-               then), the decimal uid is used, e.g. "1234" (rules may match it).
+  * user:      job_desc.user_name. When Slurm gives none (22.05 leaves job_rec.user_name nil on modify,
+               and user_name is nil when the controller cannot resolve the uid), the uid is looked up in
+               /etc/passwd, then with `getent passwd UID`; failing that the decimal uid is used ("1234").
   * account:   job_desc.account; if the user gave none, the user's default account from slurmdbd
                (job_desc.default_account). Without accounting there is none: the account is then unknown
                (""), which only `*` or an absent `accounts` key matches. Note: the prolog sees the account
@@ -497,12 +500,35 @@ local function nonempty(v)
 	return nil
 end
 
-local function uid_text(uid)
-	if type(uid) ~= "number" then
+-- uid -> user name, for when Slurm does not give the name (rare: costs a read of /etc/passwd, maybe getent).
+local function user_for_uid(uid)
+	if type(uid) ~= "number" or uid < 0 or uid >= NO_VAL then
 		return ""
 	end
-	return string.format("%d", uid)
+	local id = string.format("%d", uid)
+	local fh = io.open("/etc/passwd", "r")
+	if fh then
+		for line in fh:lines() do
+			local name, u = line:match("^([^:]+):[^:]*:(%d+):")
+			if u == id then
+				fh:close()
+				return name
+			end
+		end
+		fh:close()
+	end
+	local ok, pipe = pcall(io.popen, "getent passwd " .. id .. " 2>/dev/null")
+	if ok and pipe then
+		local line = pipe:read("*l")
+		pipe:close()
+		local name = line and line:match("^([^:]+):")
+		if name then
+			return name
+		end
+	end
+	return id
 end
+M.user_for_uid = user_for_uid
 
 local function default_partition(part_list)
 	if type(part_list) ~= "table" then
@@ -525,7 +551,7 @@ function M.submit_identity(job_desc, part_list, submit_uid)
 		if type(uid) ~= "number" or uid >= NO_VAL then
 			uid = submit_uid
 		end
-		user = uid_text(uid)
+		user = user_for_uid(uid)
 	end
 	return {
 		user = user,
@@ -535,32 +561,39 @@ function M.submit_identity(job_desc, part_list, submit_uid)
 	}
 end
 
-local function policy_unavailable(reason)
+local function policy_unavailable(reason, modify)
 	log("log_error", "qpu: %s", reason)
 	if SETTINGS.fail_mode == "open" then
 		log("log_info", "qpu: fail_mode=open: letting the --qpu job through; the prolog decides")
 		return slurm.SUCCESS
 	end
+	if modify then
+		return slurm.ESLURM_ACCESS_DENIED or slurm.ERROR
+	end
 	tell_user("--qpu jobs cannot be checked right now (" .. reason .. "); try again later or ask your administrators")
 	return slurm.ERROR
 end
 
-local function check(text, identity)
+local function check(text, identity, modify)
 	local policy, err = M.load_policy()
 	if not policy then
-		return policy_unavailable(err)
+		return policy_unavailable(err, modify)
 	end
 	local d = M.decide(policy, identity, M.parse_request(text))
 	if d.allowed then
 		log("log_debug", "qpu: %s", d.message)
 		return slurm.SUCCESS
 	end
+	if modify then
+		log("log_info", "qpu: refused job update (%s): %s", d.code, d.message)
+		return slurm.ESLURM_ACCESS_DENIED or slurm.ERROR
+	end
 	log("log_info", "qpu: refused (%s): %s", d.code, d.message)
 	tell_user(d.message)
 	return slurm.ERROR
 end
 
-local function guarded(env_of, body)
+local function guarded(env_of, body, modify)
 	local ok, text = pcall(env_of)
 	if not ok then
 		-- Cannot even tell whether the job asked for a QPU: never refuse a job for that.
@@ -574,7 +607,7 @@ local function guarded(env_of, body)
 	if ok2 then
 		return rc
 	end
-	return policy_unavailable("internal error in job_submit.lua: " .. tostring(rc))
+	return policy_unavailable("internal error in job_submit.lua: " .. tostring(rc), modify)
 end
 
 function M.job_submit(job_desc, part_list, submit_uid)
@@ -593,13 +626,13 @@ function M.job_modify(job_desc, job_rec, part_list, modify_uid)
 			return slurm.SUCCESS -- the identity the rules match on does not change
 		end
 		local identity = {
-			user = nonempty(job_rec.user_name) or uid_text(job_rec.user_id),
+			user = nonempty(job_rec.user_name) or user_for_uid(job_rec.user_id),
 			account = nonempty(job_desc.account) or nonempty(job_rec.account) or "",
 			partition = nonempty(job_desc.partition) or nonempty(job_rec.partition) or "",
 			qos = nonempty(job_desc.qos) or nonempty(job_rec.qos) or "",
 		}
-		return check(text, identity)
-	end)
+		return check(text, identity, true)
+	end, true)
 end
 
 qauvern_qpu = M

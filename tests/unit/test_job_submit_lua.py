@@ -52,8 +52,9 @@ LOG = { user = {}, error = {}, info = {}, debug = {} }
 local function logger(kind)
   return function(fmt, ...) table.insert(LOG[kind], string.format(fmt, ...)) end
 end
-slurm = { SUCCESS = 0, ERROR = -1, FAILURE = -1, log_user = logger("user"), log_error = logger("error"),
-  log_info = logger("info"), log_verbose = logger("debug"), log_debug = logger("debug") }
+slurm = { SUCCESS = 0, ERROR = -1, FAILURE = -1, ESLURM_ACCESS_DENIED = 2002,
+  log_user = logger("user"), log_error = logger("error"), log_info = logger("info"),
+  log_verbose = logger("debug"), log_debug = logger("debug") }
 function reset() LOG.user, LOG.error, LOG.info, LOG.debug = {}, {}, {}, {} end
 local function esc(v)
   if v == nil then return "<nil>" end
@@ -120,7 +121,7 @@ for i, c in ipairs(CASES) do
   reset()
   local job_desc = {{user_name = c.user, account = c.account, partition = c.partition, qos = c.qos,
                     spank_job_env = {{[0] = "QPU=" .. c.qpu, [1] = "OTHER=x"}}}}
-  local rc = slurm_job_submit(job_desc, {{}}, 1000)
+  local rc = slurm_job_submit(job_desc, {{}}, 4242420)
   out(i, tostring(d.allowed), d.code, d.rule, d.instance, d.message, rc, LOG.user[1], #LOG.user, #LOG.error)
 end
 """
@@ -140,10 +141,10 @@ end
             py.instance,
         ), case.id
         assert message == py.message, case.id
-        # end to end, an unresolvable user name becomes the submitting uid (1000 here)
+        # end to end, a missing user name becomes the submitting uid (4242420, unknown to /etc/passwd)
         e2e = decide(
             policy(case.config),
-            JobIdentity(case.user or "1000", case.account, case.partition, case.qos),
+            JobIdentity(case.user or "4242420", case.account, case.partition, case.qos),
             parse_request(case.qpu),
         )
         if e2e.allowed:
@@ -187,7 +188,7 @@ end
 
 SUBMIT = """
 reset()
-local rc = slurm_job_submit(JOB, PARTS or {}, 1000)
+local rc = slurm_job_submit(JOB, PARTS or {}, 4242420)
 out(rc, LOG.user[1], #LOG.error, LOG.error[1])
 """
 
@@ -293,19 +294,22 @@ def test_empty_qpu_value_is_refused(lua: str, tmp_path: Path) -> None:
 def test_identity_defaults_when_slurm_leaves_fields_unset(lua: str, tmp_path: Path) -> None:
     body = """
 local parts = {batch = {name = "batch", flag_default = 0}, quantum = {name = "quantum", flag_default = 1}}
-local id = Q.submit_identity({user_name = nil, user_id = 1234, account = nil, default_account = "chemistry",
-  partition = nil, qos = nil, default_qos = "normal"}, parts, 1000)
+local id = Q.submit_identity({user_name = nil, user_id = 4242421, account = nil,
+  default_account = "chemistry", partition = nil, qos = nil, default_qos = "normal"}, parts, 4242420)
 out(id.user, id.account, id.partition, id.qos)
-id = Q.submit_identity({user_id = 4294967294}, {}, 1000)   -- NO_VAL user_id: the submitting uid
+id = Q.submit_identity({user_id = 4294967294}, {}, 4242420)   -- NO_VAL user_id: the submitting uid
+out(id.user, id.account, id.partition, id.qos)
+id = Q.submit_identity({user_id = 0}, {}, 4242420)   -- resolvable uid without a name
 out(id.user, id.account, id.partition, id.qos)
 id = Q.submit_identity({user_name = "bob", account = "", partition = "cpu", qos = "high",
-  default_account = "ignored", default_qos = "ignored"}, parts, 1000)
+  default_account = "ignored", default_qos = "ignored"}, parts, 4242420)
 out(id.user, id.account, id.partition, id.qos)
 """
     rows = run_lua(lua, tmp_path, body)
     assert rows == [
-        ["1234", "chemistry", "quantum", "normal"],
-        ["1000", "", "", ""],
+        ["4242421", "chemistry", "quantum", "normal"],  # unknown uid: its number
+        ["4242420", "", "", ""],
+        ["root", "", "", ""],
         ["bob", "ignored", "cpu", "high"],  # "" is unset: the default account applies
     ]
 
@@ -341,13 +345,19 @@ try({qos = "student"})                          -- students are denied
 try({partition = "quantum", time_limit = 10})   -- still fine
 try({time_limit = 10})                          -- nothing the rules match on changes
 try({partition = "cpu"}, {user_name = "bob", account = "chemistry", partition = "quantum"})  -- no --qpu
+-- 22.05 leaves job_rec.user_name nil: the uid is resolved (uid 0 is root; the ops rule matches root)
+try({account = "ops"}, {user_id = 0, account = "x", partition = "cpu", spank_job_env = {[0] = "QPU=ibm_fez"}})
+try({account = "ops"}, {user_id = 4242421, partition = "cpu", spank_job_env = {[0] = "QPU=ibm_fez"}})
+out(table.concat(LOG.info, "|"))
 """
     rows = run_lua(lua, tmp_path, body, env=env)
-    assert rows[0][0] == "-1" and rows[0][1].startswith(
-        "qpu: rule 'default' denies user=bob account=chemistry "
+    # Slurm 22.05 cannot show a message on modify: ESLURM_ACCESS_DENIED, the reason in the log, no log_user
+    assert rows[:2] == [["2002", "<nil>"], ["2002", "<nil>"]]
+    assert rows[2:6] == [["0", "<nil>"], ["0", "<nil>"], ["0", "<nil>"], ["0", "<nil>"]]
+    assert rows[6] == ["2002", "<nil>"]
+    assert rows[7][0].startswith(
+        "qpu: refused job update (default_deny): rule 'default' denies user=4242421 "
     )
-    assert rows[1][0] == "-1" and rows[1][1].startswith("qpu: rule 'no-students' denies ")
-    assert rows[2:] == [["0", "<nil>"], ["0", "<nil>"], ["0", "<nil>"]]
 
 
 # -- loading ------------------------------------------------------------------------------------------------
