@@ -89,20 +89,33 @@ def resolve_limit(
     daily_usage: Mapping[date, int],
     *,
     today: date,
+    retired_grants_keep_paying: bool = False,
 ) -> LimitBreakdown | None:
-    """The effective limit's breakdown, or None when no base limit is configured (use the live one)."""
+    """The effective limit's breakdown, or None when no base limit is configured (use the live one).
+
+    `retired_grants_keep_paying=False` is qauvern 0.14: a grant that no longer credits is left out of the
+    attribution altogether, so the days it paid for are charged again to the grants that remain. When an
+    old grant overlapped a long one, the long grant's unspent budget (and the effective limit) then drops on
+    the day the old grant retires, with no new usage (see the quirk test in
+    `tests/unit/test_differential_qauvern.py`). `True` keeps every started grant in the attribution, so
+    each day is paid once, by the grant that paid for it all along; retired grants still add nothing (all
+    the days they covered are outside the window and their rest is forfeit).
+    """
     if base_limit is None:
         if grants:
             raise PlanInputError("net grants need a base limit_seconds")
         return None
-    crediting = [g for g in grants if grant_still_credits(g, today)]
-    if not crediting:
+    if not any(grant_still_credits(g, today) for g in grants):
         return LimitBreakdown(base_seconds=base_limit)
-    attribution = attribute_usage(crediting, daily_usage, today=today)
-    active = [i for i, g in enumerate(crediting) if grant_is_active(g, today)]
+    if retired_grants_keep_paying:
+        paying = [g for g in grants if g.start_date <= today]
+    else:
+        paying = [g for g in grants if grant_still_credits(g, today)]
+    attribution = attribute_usage(paying, daily_usage, today=today)
+    active = [i for i, g in enumerate(paying) if grant_is_active(g, today)]
     grant_funded = sum(attribution.credited_seconds)
     unspent = sum(attribution.remaining_seconds[i] for i in active)
-    boost_start = min((crediting[i].start_date for i in active), default=None)
+    boost_start = min((paying[i].start_date for i in active), default=None)
     overage = 0
     if boost_start is not None:
         overage = max(0, attribution.base_before(boost_start) - base_limit)

@@ -341,7 +341,13 @@ def _prepare(
     for s in settings:
         snap = snaps[s.crn]
         c = snap.consumed_28d_seconds
-        breakdown = resolve_limit(s.limit_seconds, s.net_grants, snap.daily_usage, today=today)
+        breakdown = resolve_limit(
+            s.limit_seconds,
+            s.net_grants,
+            snap.daily_usage,
+            today=today,
+            retired_grants_keep_paying=options.retired_grants_keep_paying,
+        )
         limit = effective_limit(breakdown, snap.limit_seconds)
         reached = limit_reached(c, limit)
         target_cap = _target_cap(s, snap, today)

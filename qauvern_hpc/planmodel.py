@@ -234,12 +234,14 @@ class PlanOptions:
     * `min_change_seconds` (extension c): allocation changes smaller than this are not emitted, as long as
       holding the current value breaks no invariant. 0 = off.
     * `demand_weights` (extension a): used only for instances given a `DemandSignal`.
+    * `retired_grants_keep_paying`: fixes a qauvern 0.14 quirk (see `limits.resolve_limit`); off = compat.
     """
 
     minimum_allocation_seconds: int = 60
     allocation_reserve_percent: float = 0.0
     min_change_seconds: int = 0
     demand_weights: DemandWeights = field(default_factory=DemandWeights)
+    retired_grants_keep_paying: bool = False
 
     def __post_init__(self) -> None:
         _check_seconds(self.minimum_allocation_seconds, "minimum_allocation_seconds")

@@ -1,0 +1,465 @@
+"""Differential tests: our planner against the real qauvern 0.14 optimizer, in process.
+
+qauvern is a test-only dependency; we only *call* it. For each generated snapshot both sides get the same
+account, instances (config order), limits, grants, per-day usage, minimum, reserve and date, and must agree
+on: new allocations and their reasons, limit changes, the limit-reached set, the validation invariants
+broken (as (invariant, crn) pairs: messages are our own) and the over-budget warnings (as (kind, crn)).
+A second property feeds arbitrary proposed allocations to both validators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qauvern_hpc.optimizer import plan_allocations, validate_allocations
+from qauvern_hpc.planmodel import (
+    AccountSnapshot,
+    InstanceSettings,
+    InstanceSnapshot,
+    Invariant,
+    NetGrant,
+    PlanOptions,
+    PlanResult,
+    WarningKind,
+)
+
+qmodels = pytest.importorskip("qauvern.models")
+qoptimizer = pytest.importorskip("qauvern.optimizer")
+qplan = pytest.importorskip("qauvern.plan")
+qlimits = pytest.importorskip("qauvern.limit_resolver")
+
+TODAY = date(2026, 3, 10)
+
+
+# --------------------------------------------------------------------------------------------- a case
+
+
+@dataclass(frozen=True)
+class Case:
+    account: AccountSnapshot
+    settings: tuple[InstanceSettings, ...]
+    minimum: int
+    reserve: float
+    today: date
+
+    @property
+    def options(self) -> PlanOptions:
+        return PlanOptions(minimum_allocation_seconds=self.minimum, allocation_reserve_percent=self.reserve)
+
+
+def _dt(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def to_qauvern(case: Case) -> Any:
+    """The same inputs as qauvern objects; returns its AllocationOptimizer."""
+    instances = tuple(
+        qmodels.InstanceState(
+            crn=s.crn,
+            name=s.name,
+            allocation_seconds=s.allocation_seconds,
+            limit_seconds=s.limit_seconds,
+            consumed_seconds=s.consumed_28d_seconds,
+            detailed_usage=qmodels.InstanceDetailedUsage(
+                consumed_14day=s.consumed_14d_seconds,
+                consumed_7day=s.consumed_7d_seconds,
+                consumed_3day=s.consumed_3d_seconds,
+                consumed_24h=s.consumed_24h_seconds,
+                daily_usage=dict(s.daily_usage),
+            ),
+        )
+        for s in case.account.instances
+    )
+    configs = [
+        qmodels.InstanceConfig(
+            name=c.name,
+            crn=c.crn,
+            target_limit_seconds=c.limit_seconds,
+            net_grants=tuple(
+                qmodels.NetGrant(
+                    start_date=_dt(g.start_date),
+                    net_grant_seconds=g.net_grant_seconds,
+                    end_date=_dt(g.end_date),
+                )
+                for g in c.net_grants
+            ),
+        )
+        for c in case.settings
+    ]
+    account = qmodels.AccountPlan(
+        account_id="acct",
+        plan=qplan.Plan.INTERNAL,
+        allocation_budget_seconds=case.account.allocation_budget_seconds,
+        unallocated_seconds=case.account.unallocated_seconds,
+        consumed_seconds=case.account.consumed_seconds,
+        limit_seconds=None,
+        instances=instances,
+    )
+    return qoptimizer.AllocationOptimizer(account, configs, case.minimum, case.reserve, today=case.today)
+
+
+def _invariant_of(message: str) -> Invariant:
+    if message.startswith("Total instance allocations"):
+        return Invariant.BUDGET_CAP
+    if "which replaces minimum" in message or "below minimum" in message:
+        return Invariant.MINIMUM
+    if "28-day usage" in message:
+        return Invariant.USAGE_FLOOR
+    if "effective limit" in message:
+        return Invariant.LIMIT
+    if "archiving" in message:
+        return Invariant.NO_ARCHIVING
+    raise AssertionError(f"unrecognised qauvern validation message: {message}")
+
+
+def _crn_of(message: str, crns: Sequence[str]) -> str | None:
+    if not message.startswith("Instance "):
+        return None
+    head = message.split(":", 1)[0]  # qauvern names the CRN first; CRNs here contain no ':'
+    crn = head.removeprefix("Instance ")
+    assert crn in crns, message
+    return crn
+
+
+def qauvern_violations(messages: Sequence[str], crns: Sequence[str]) -> list[tuple[Invariant, str | None]]:
+    return sorted(((_invariant_of(m), _crn_of(m, crns)) for m in messages), key=str)
+
+
+def qauvern_warnings(messages: Sequence[str], crns: Sequence[str]) -> list[tuple[WarningKind, str | None]]:
+    out = []
+    for m in messages:
+        kind = (
+            WarningKind.BELOW_MINIMUM if "below minimum_allocation_seconds" in m else WarningKind.ABOVE_USAGE
+        )
+        out.append((kind, _crn_of(m, crns)))
+    return sorted(out, key=str)
+
+
+def compare(case: Case) -> PlanResult:
+    """Run both sides and assert they agree. Returns our result for further checks."""
+    ours = plan_allocations(case.account, case.settings, today=case.today, options=case.options)
+    q = to_qauvern(case)
+    qres = q.optimize()
+    crns = [s.crn for s in case.settings]
+
+    q_alloc = {crn: (c.current, c.new, c.reason) for crn, c in qres.allocation_changes.items()}
+    o_alloc = {
+        p.crn: (p.current_allocation_seconds, p.new_allocation_seconds, p.reason)
+        for p in ours.instances
+        if p.allocation_changed
+    }
+    assert o_alloc == q_alloc
+
+    q_limit = {crn: (c.current, c.new) for crn, c in qres.limit_changes.items()}
+    o_limit = {
+        p.crn: (p.current_limit_seconds, p.new_limit_seconds) for p in ours.instances if p.limit_changed
+    }
+    assert o_limit == q_limit
+
+    assert ours.limit_reached == q.limit_reached_crns
+    assert {p.crn: p.effective_limit_seconds for p in ours.instances} == dict(q.effective_limits)
+
+    _ok, q_errors = q.validate_allocations(qres)
+    assert sorted(((v.invariant, v.crn) for v in ours.violations), key=str) == qauvern_violations(
+        q_errors, crns
+    )
+    assert sorted(((w.kind, w.crn) for w in ours.warnings), key=str) == qauvern_warnings(
+        q.over_budget_warnings(qres), crns
+    )
+    pool, reserve = q.redistribution_pool()
+    assert (ours.distributable_seconds, ours.reserve_seconds) == (pool, reserve)
+    assert ours.over_allocation_budget == q.account.over_allocation_budget
+    return ours
+
+
+def compare_validation(case: Case, proposed: dict[str, int]) -> None:
+    q = to_qauvern(case)
+    current = {s.crn: s.allocation_seconds for s in case.account.instances}
+    qres = qmodels.OptimizationResult(
+        allocation_changes={
+            crn: qmodels.AllocationChange(current=current[crn], new=new, reason="")
+            for crn, new in proposed.items()
+            if new != current[crn]
+        },
+        limit_changes=q.optimize().limit_changes,
+    )
+    _ok, q_errors = q.validate_allocations(qres)
+    ours = validate_allocations(case.account, case.settings, proposed, today=case.today, options=case.options)
+    crns = [s.crn for s in case.settings]
+    assert sorted(((v.invariant, v.crn) for v in ours), key=str) == qauvern_violations(q_errors, crns)
+
+
+# --------------------------------------------------------------------------------------------- strategies
+
+SCALES = st.sampled_from([10, 100, 1_000, 10_000, 100_000, 1_000_000])
+
+
+@st.composite
+def grants_and_daily(
+    draw: st.DrawFn, today: date, scale: int
+) -> tuple[tuple[NetGrant, ...], dict[date, int]]:
+    n = draw(st.integers(0, 3))
+    grants = []
+    for _ in range(n):
+        start = today + timedelta(days=draw(st.integers(-90, 10)))
+        length = draw(st.one_of(st.just(28), st.integers(1, 75)))
+        grants.append(NetGrant(start, start + timedelta(days=length), draw(st.integers(1, 2 * scale))))
+    days = draw(st.lists(st.integers(-90, 1), max_size=25, unique=True))
+    daily = {today + timedelta(days=d): draw(st.integers(0, scale // 5 + 1)) for d in days}
+    return tuple(grants), daily
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    today = TODAY + timedelta(days=draw(st.integers(0, 120)))
+    scale = draw(SCALES)
+    n = draw(st.integers(1, 12))
+    minimum = draw(
+        st.one_of(st.just(60), st.just(0), st.just(1), st.integers(0, min(3600, scale)), st.integers(0, 3600))
+    )
+    reserve = draw(
+        st.one_of(
+            st.just(0.0),
+            st.sampled_from([10.0, 20.0, 33.3, 0.29, 14.000000000000002, 49.99]),
+            st.floats(0, 50, allow_nan=False, exclude_max=True),
+        )
+    )
+    snaps: list[InstanceSnapshot] = []
+    configs: list[InstanceSettings] = []
+    for i in range(n):
+        crn = f"crn-v1-q-us-east-{i}"
+        c28 = draw(st.one_of(st.just(0), st.integers(0, scale), st.integers(0, 60)))
+        c14 = draw(st.integers(0, c28))
+        c7 = draw(st.integers(0, c14))
+        c3 = draw(st.integers(0, c7))
+        h24 = draw(st.integers(0, c3))
+        if draw(st.booleans()) and c28:  # some instances are idle lately
+            c14 = c7 = c3 = h24 = 0
+        alloc = draw(st.one_of(st.integers(1, 2 * scale), st.just(60), st.just(c28), st.just(0)))
+        live_limit = draw(
+            st.one_of(st.none(), st.integers(0, 2 * scale), st.just(c28), st.just(max(0, c28 - 1)))
+        )
+        cfg_limit = draw(
+            st.one_of(st.none(), st.just(live_limit), st.integers(0, 2 * scale), st.just(max(0, c28 - 1)))
+        )
+        grants: tuple[NetGrant, ...] = ()
+        daily: dict[date, int] = {}
+        if cfg_limit is not None and draw(st.booleans()):
+            grants, daily = draw(grants_and_daily(today, scale))
+        elif draw(st.booleans()):
+            _g, daily = draw(grants_and_daily(today, scale))
+        snaps.append(
+            InstanceSnapshot(
+                crn=crn,
+                name=f"inst-{i}",
+                allocation_seconds=alloc,
+                limit_seconds=live_limit,
+                consumed_28d_seconds=c28,
+                consumed_14d_seconds=c14,
+                consumed_7d_seconds=c7,
+                consumed_3d_seconds=c3,
+                consumed_24h_seconds=h24,
+                daily_usage=daily,
+            )
+        )
+        configs.append(
+            InstanceSettings(crn=crn, name=f"inst-{i}", limit_seconds=cfg_limit, net_grants=grants)
+        )
+    managed_alloc = sum(s.allocation_seconds for s in snaps)
+    managed_used = sum(s.consumed_28d_seconds for s in snaps)
+    unmanaged = draw(st.one_of(st.just(0), st.integers(0, 2 * scale)))
+    regime = draw(st.sampled_from(["under", "under", "under", "over", "equal", "random"]))
+    headroom = draw(
+        st.one_of(
+            st.integers(0, 4 * scale),
+            st.integers(managed_used + n * minimum, managed_used + n * minimum + 4 * scale),
+        )
+    )
+    budget = int((managed_alloc + unmanaged + headroom) / (1 - reserve / 100)) + 1  # room for the reserve
+    budget_kind = draw(st.sampled_from(["consistent"] * 8 + ["random", "zero"]))
+    if budget_kind == "random":
+        budget = draw(st.integers(0, 2 * scale))  # tight or inconsistent budget
+    elif budget_kind == "zero":
+        budget = 0
+    consistent = draw(st.sampled_from([True, True, True, False]))
+    unallocated = (
+        max(0, budget - managed_alloc - unmanaged) if consistent else draw(st.integers(0, 2 * scale))
+    )
+    extra_used = draw(st.integers(0, scale))
+    if regime == "under":
+        consumed = min(managed_used + extra_used, max(0, budget - 1))
+    elif regime == "over":
+        consumed = budget + draw(st.integers(0, scale))
+    elif regime == "equal":
+        consumed = budget
+    else:
+        consumed = managed_used + extra_used
+    account = AccountSnapshot(
+        allocation_budget_seconds=budget,
+        unallocated_seconds=unallocated,
+        consumed_seconds=consumed,
+        instances=tuple(snaps),
+    )
+    order = draw(st.permutations(range(n)))  # config order need not be snapshot order
+    return Case(account, tuple(configs[i] for i in order), minimum, reserve, today)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_plan_matches_qauvern(case: Case) -> None:
+    compare(case)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.data())
+def test_validation_matches_qauvern(case: Case, data: st.DataObject) -> None:
+    proposed = {}
+    for s in case.settings:
+        snap = next(x for x in case.account.instances if x.crn == s.crn)
+        proposed[s.crn] = data.draw(
+            st.one_of(
+                st.just(snap.allocation_seconds),
+                st.just(0),
+                st.just(snap.consumed_28d_seconds),
+                st.integers(0, 2 * max(1, snap.consumed_28d_seconds, snap.allocation_seconds)),
+            )
+        )
+    compare_validation(case, proposed)
+
+
+# --------------------------------------------------------------------------------------------- explicit cases
+
+
+def _snap(crn: str, alloc: int, live: int | None, c28: int, **kw: int) -> InstanceSnapshot:
+    return InstanceSnapshot(crn, crn, alloc, live, c28, **kw)  # type: ignore[arg-type]
+
+
+def test_readme_over_budget_table() -> None:
+    """README: budget 1000, account usage 1200, minimum 60 -> 60 (limit reached), 400, 300."""
+    account = AccountSnapshot(
+        1000,
+        0,
+        1200,
+        (
+            _snap("inst-1", 400, 500, 500, consumed_24h_seconds=10),
+            _snap("inst-2", 300, 1000, 400, consumed_24h_seconds=10),
+            _snap("inst-3", 300, 1000, 300, consumed_24h_seconds=10),
+        ),
+    )
+    case = Case(
+        account,
+        (
+            InstanceSettings("inst-1", "inst-1", 500),
+            InstanceSettings("inst-2", "inst-2", 1000),
+            InstanceSettings("inst-3", "inst-3", 1000),
+        ),
+        60,
+        0.0,
+        TODAY,
+    )
+    ours = compare(case)
+    assert [p.new_allocation_seconds for p in ours.instances] == [60, 400, 300]
+    assert ours.limit_reached == {"inst-1"}
+    assert ours.instances[0].reason == "Limit reached — pinned to config minimum"
+
+
+def _grant_case(base: int, grant: NetGrant, daily: dict[date, int], today: date, c28: int) -> Case:
+    account = AccountSnapshot(100_000, 100_000 - 500, 0, (_snap("g", 500, base, c28, daily_usage=daily),))  # type: ignore[arg-type]
+    return Case(account, (InstanceSettings("g", "g", base, (grant,)),), 60, 0.0, today)
+
+
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [
+        (date(2026, 3, 10), 110),
+        (date(2026, 3, 11), 110),
+        (date(2026, 4, 2), 110),
+        (date(2026, 4, 3), 40),
+        (date(2026, 4, 6), 10),
+        (date(2026, 4, 8), 10),
+    ],
+)
+def test_vector_09_grant_decay(today: date, expected: int) -> None:
+    """base 10, grant 100 Mar 1-11, 70 s on Mar 5 and 50 s on Mar 8."""
+    grant = NetGrant(date(2026, 3, 1), date(2026, 3, 11), 100)
+    daily = {date(2026, 3, 5): 70, date(2026, 3, 8): 50}
+    ours = compare(_grant_case(10, grant, daily, today, 0))
+    assert ours.instances[0].effective_limit_seconds == expected
+
+
+@pytest.mark.parametrize(
+    ("today", "expected"),
+    [(date(2026, 3, 5), 1100), (date(2026, 4, 2), 1100), (date(2026, 4, 3), 500), (date(2026, 5, 1), 100)],
+)
+def test_vector_10_lifetime_budget(today: date, expected: int) -> None:
+    """base 100, grant 1000 Mar 1 - May 1, 600 s on Mar 5."""
+    grant = NetGrant(date(2026, 3, 1), date(2026, 5, 1), 1000)
+    ours = compare(_grant_case(100, grant, {date(2026, 3, 5): 600}, today, 0))
+    assert ours.instances[0].effective_limit_seconds == expected
+
+
+def test_no_config_limit_keeps_live_limit_as_cap() -> None:
+    """Vector 21 style: the live limit caps the water-fill, and no limit change is emitted."""
+    account = AccountSnapshot(
+        10_000, 8_000, 100, (_snap("a", 1000, 700, 100, consumed_24h_seconds=5), _snap("b", 1000, None, 0))
+    )
+    ours = compare(Case(account, (InstanceSettings("a", "a"), InstanceSettings("b", "b")), 60, 0.0, TODAY))
+    assert ours.by_crn["a"].new_allocation_seconds == 700
+    assert not ours.limit_changes
+
+
+def test_floors_exceed_budget_fails_validation() -> None:
+    """Vector 15 style: floors (usage) above budget - reserve -> budget-cap violation, plan still returned."""
+    account = AccountSnapshot(
+        1000, 0, 900, (_snap("a", 500, None, 800, consumed_24h_seconds=3), _snap("b", 500, 100, 300))
+    )
+    case = Case(account, (InstanceSettings("a", "a"), InstanceSettings("b", "b", 100)), 60, 10.0, TODAY)
+    ours = compare(case)
+    assert [v.invariant for v in ours.violations] == [Invariant.BUDGET_CAP]
+    assert not ours.ok
+
+
+# --------------------------------------------------------------------------------------------- qauvern quirks
+# Cases where qauvern 0.14 does something we consider a bug. The compat default matches it; each quirk is
+# documented here and, where we offer one, the fix is an explicit opt-in.
+
+
+def test_quirk_reserve_is_truncated_after_a_float_product() -> None:
+    """QUIRK (cosmetic): reserve = int(budget * pct / 100) in floating point, so 33.3 % of 3000 s is 998 s,
+    not 999 s (3000 * 33.3 = 99899.99999999999). The cap is one second looser than the decimal percentage
+    says. We match it (compat): the budget-cap invariant must flag exactly what qauvern flags."""
+    account = AccountSnapshot(3000, 1000, 0, (_snap("a", 2000, None, 0, consumed_24h_seconds=1),))
+    ours = compare(Case(account, (InstanceSettings("a", "a"),), 60, 33.3, TODAY))
+    assert ours.reserve_seconds == 998
+    assert ours.by_crn["a"].new_allocation_seconds == 3000 - 998
+
+
+def test_quirk_retired_grant_makes_overlapping_grant_pay_again() -> None:
+    """QUIRK (a real bug): when a grant stops crediting (end + 28 days) qauvern drops it from the attribution,
+    so the usage it paid for is charged again to a longer, overlapping grant. Here grant A (Jan 1 - Mar 1)
+    paid 800 s used on Jan 20; on Mar 29 A retires and grant B (Jan 15 - May 1) suddenly has 200 s unspent
+    instead of 1000 s: the effective limit falls from 1100 to 300 with no new usage at all. Compat mode
+    matches it; `retired_grants_keep_paying=True` keeps 1100."""
+    grant_a = NetGrant(date(2026, 1, 1), date(2026, 3, 1), 1000)
+    grant_b = NetGrant(date(2026, 1, 15), date(2026, 5, 1), 1000)
+    snap = _snap("x", 500, 100, 0, daily_usage={date(2026, 1, 20): 800})  # type: ignore[arg-type]
+    setting = InstanceSettings("x", "x", 100, (grant_a, grant_b))
+    account = AccountSnapshot(100_000, 99_500, 0, (snap,))
+    limits = {}
+    for day in (date(2026, 3, 28), date(2026, 3, 29)):
+        limits[day] = compare(Case(account, (setting,), 60, 0.0, day)).by_crn["x"].effective_limit_seconds
+    assert limits == {date(2026, 3, 28): 1100, date(2026, 3, 29): 300}
+    fixed = plan_allocations(
+        account,
+        (setting,),
+        today=date(2026, 3, 29),
+        options=PlanOptions(retired_grants_keep_paying=True),
+    )
+    assert fixed.by_crn["x"].effective_limit_seconds == 1100
