@@ -200,32 +200,41 @@ def water_fill(
     Mutates `allocations`; returns the seconds handed out. Each round gives each candidate
     `int(score / sum(scores of candidates) * remaining)`, cut to its cap; a candidate that reaches its cap
     leaves; the loop stops when a round hands out nothing. Truncation leftovers stay unallocated.
+
+    The sum of scores is taken in config order (float addition is not associative, and the split must be
+    bit-identical to qauvern's). Within a round, each candidate's share depends only on its own score, so
+    candidates are visited by descending score and the round stops at the first share that truncates to 0:
+    every lower score truncates to 0 too (IEEE division and multiplication are monotonic). The long tail of
+    rounds that hand out a second or two then costs almost nothing, whatever the number of instances.
     """
     remaining = pool
     current = [i for i in candidates if _below_cap(allocations[i], caps[i])]
+    by_score = sorted(current, key=lambda i: -scores[i])
     total = sum([scores[i] for i in current])
     while remaining > 0 and current and total > 0:
         handed = 0
-        kept: list[int] = []
-        for i in current:
+        capped: list[int] = []
+        for i in by_score:
             want = int(scores[i] / total * remaining)
+            if want <= 0:
+                break  # lower scores get 0 as well
             cap = caps[i]
             if cap is None:
                 allocations[i] += want
                 handed += want
-                kept.append(i)
                 continue
             give = min(want, cap - allocations[i])
-            if give > 0:
-                allocations[i] += give
-                handed += give
-            if allocations[i] < cap:
-                kept.append(i)
+            allocations[i] += give
+            handed += give
+            if allocations[i] >= cap:
+                capped.append(i)
         remaining -= handed
         if handed == 0:
             break
-        if len(kept) != len(current):
-            current = kept
+        if capped:
+            gone = set(capped)
+            current = [i for i in current if i not in gone]
+            by_score = [i for i in by_score if i not in gone]
             total = sum([scores[i] for i in current])
     return pool - remaining
 

@@ -9,6 +9,7 @@ A second property feeds arbitrary proposed allocations to both validators.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -463,3 +464,32 @@ def test_quirk_retired_grant_makes_overlapping_grant_pay_again() -> None:
         options=PlanOptions(retired_grants_keep_paying=True),
     )
     assert fixed.by_crn["x"].effective_limit_seconds == 1100
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_large_accounts_match_qauvern(seed: int) -> None:
+    """Hundreds of instances: long water-fill tails (a second per round) and many capped rounds."""
+    rng = random.Random(seed)
+    n = 400
+    snaps, configs = [], []
+    for i in range(n):
+        crn = f"big-{i}"
+        c28 = rng.choice([0, rng.randint(0, 50_000)])
+        h24 = rng.randint(0, c28) if rng.random() < 0.7 else 0
+        limit = rng.choice([None, rng.randint(1_000, 80_000), 60 + 10 * (i % 50)])
+        grants: tuple[NetGrant, ...] = ()
+        daily: dict[date, int] = {}
+        if limit is not None and rng.random() < 0.2:
+            start = TODAY - timedelta(days=rng.randint(0, 40))
+            grants = (NetGrant(start, start + timedelta(days=rng.randint(5, 60)), rng.randint(100, 20_000)),)
+            daily = {TODAY - timedelta(days=d): rng.randint(0, 2000) for d in range(1, 61)}
+        snaps.append(
+            InstanceSnapshot(
+                crn, crn, rng.randint(60, 40_000), rng.choice([None, limit]), c28, c28, h24, h24, h24, daily
+            )
+        )
+        configs.append(InstanceSettings(crn, crn, limit, grants))
+    held = sum(s.allocation_seconds for s in snaps)
+    budget = held + rng.randint(0, 5_000_000)
+    account = AccountSnapshot(budget, budget - held, rng.randint(0, budget), tuple(snaps))
+    compare(Case(account, tuple(configs), rng.choice([0, 60, 600]), rng.choice([0.0, 12.5]), TODAY))
