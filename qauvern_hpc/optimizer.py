@@ -48,6 +48,13 @@ b. **Balance-period target** (`InstanceSettings.target_usage_seconds` + `balance
 c. **Hysteresis** (`PlanOptions.min_change_seconds`): an allocation change smaller than this is not
    emitted, provided holding the current value breaks no invariant (an increase is held only if the current
    value is still valid; a decrease only if, in addition, the total stays within the cap).
+
+qauvern 0.14 quirks we reproduce (tests in `test_differential_qauvern.py`)
+-------------------------------------------------------------------------
+* The reserve is `int(budget * percent / 100)` in floating point: 33.3 % of 3000 s is 998 s, not 999 s.
+* A grant that stops crediting leaves the attribution, so the days it paid for are charged again to a
+  longer overlapping grant: the limit can drop with no new usage. `PlanOptions.retired_grants_keep_paying`
+  (off by default) fixes it.
 """
 
 from __future__ import annotations
