@@ -60,7 +60,13 @@ def _dt(d: date) -> datetime:
 
 
 def to_qauvern(case: Case) -> Any:
-    """The same inputs as qauvern objects; returns its AllocationOptimizer."""
+    """The same inputs as qauvern objects; returns its AllocationOptimizer.
+
+    qauvern's CLI loads `account.instances` in config order (its water-fill follows that list); we pass
+    the snapshot in that order too, whatever order our own snapshot has (ours follows the settings).
+    """
+    rank = {c.crn: k for k, c in enumerate(case.settings)}
+    ordered = sorted(case.account.instances, key=lambda s: rank.get(s.crn, len(rank)))
     instances = tuple(
         qmodels.InstanceState(
             crn=s.crn,
@@ -76,7 +82,7 @@ def to_qauvern(case: Case) -> Any:
                 daily_usage=dict(s.daily_usage),
             ),
         )
-        for s in case.account.instances
+        for s in ordered
     )
     configs = [
         qmodels.InstanceConfig(

@@ -363,3 +363,15 @@ def test_writes_carry_both_fields_in_apply_order() -> None:
     assert (lim.allocation_seconds, lim.limit_seconds, lim.previous_limit_seconds) == (2000, 2000, 3000)
     down = plan.writes[0]
     assert down.limit_seconds is None and down.allocation_delta_seconds == 60 - 3000
+
+
+def test_water_fill_sums_scores_in_config_order() -> None:
+    """Float addition is not associative: the sum of scores follows the candidates' (config) order, as in
+    qauvern, so shares are bit-identical. 1e16 + 1 + 1 == 1e16, but 1 + 1 + 1e16 == 1e16 + 2."""
+    scores = [1e16, 1.0, 1.0]
+    big_first = [0, 0, 0]
+    water_fill([0, 1, 2], scores, big_first, [None, None, None], 1_000_000)
+    big_last = [0, 0, 0]
+    water_fill([1, 2, 0], scores, big_last, [None, None, None], 1_000_000)
+    assert big_first[0] == 1_000_000
+    assert big_last[0] == 999_999
