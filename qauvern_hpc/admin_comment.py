@@ -40,7 +40,9 @@ def format_admin_comment(record: Mapping[str, Any]) -> str:
         f"{_enc(str(r['resource']))}@{_enc(str(r['session_id'])) if r.get('session_id') else '-'}"
         for r in record.get("resources", [])
     )
-    text = f"{PREFIX}rule={_enc(str(record.get('rule') or ''))};inst={_enc(str(record.get('instance') or ''))};res={res}"
+    rule = _enc(str(record.get("rule") or ""))
+    inst = _enc(str(record.get("instance") or ""))
+    text = f"{PREFIX}rule={rule};inst={inst};res={res}"
     if len(text) > MAX_LENGTH:
         raise ValueError(f"AdminComment record is {len(text)} characters, more than {MAX_LENGTH}")
     return text
@@ -74,6 +76,7 @@ def parse_admin_comment(text: str | None) -> AdminRecord | None:
             if not sep or not name:
                 return None
             resources.append((unquote(name), None if sess == "-" else unquote(sess)))
-        return AdminRecord(rule=unquote(fields.get("rule", "")), instance=unquote(fields["inst"]),
-                           resources=tuple(resources))
+        return AdminRecord(
+            rule=unquote(fields.get("rule", "")), instance=unquote(fields["inst"]), resources=tuple(resources)
+        )
     return None

@@ -25,7 +25,8 @@ def parse_seconds(text: str | int | float) -> int:
     m = _DURATION.match(text)
     if not m:
         raise ValueError(
-            f"not a duration: {text!r} (use seconds or a number with a unit: s, m, h, d, w, qau; e.g. 10h, 2.5d)"
+            f"not a duration: {text!r} "
+            "(use seconds or a number with a unit: s, m, h, d, w, qau; e.g. 10h, 2.5d)"
         )
     unit = m.group(2).lower()
     if unit not in _UNITS:

@@ -16,6 +16,7 @@ QRMI_LIST_DELIMITER, QAUVERN_HPC_INSTANCE, QAUVERN_HPC_RULE.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -124,8 +125,6 @@ def write_private(path: str, content: str) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise

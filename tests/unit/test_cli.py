@@ -44,6 +44,11 @@ def test_every_registered_command_module_has_help() -> None:
 
 def test_top_level_import_is_light() -> None:
     """The dispatcher must not pull heavy modules before a command is chosen."""
-    code = "import sys, qauvern_hpc.cli; print(','.join(m for m in ('httpx','pydantic','yaml','rich') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys, qauvern_hpc.cli; "
+        "print(','.join(m for m in ('httpx','pydantic','yaml','rich') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""

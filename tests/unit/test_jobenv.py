@@ -28,7 +28,9 @@ def _res(name: str = "ibm_torino", **kw: object) -> AcquiredResource:
 
 
 def test_render_follows_qrmi_conventions() -> None:
-    env = render([_res(), _res("ibm_fez", session_id="sess-2")], time_limit_seconds=600, instance="phys", rule="r1")
+    env = render(
+        [_res(), _res("ibm_fez", session_id="sess-2")], time_limit_seconds=600, instance="phys", rule="r1"
+    )
     assert env["QRMI_JOB_QPU_RESOURCES"] == "ibm_torino,ibm_fez"
     assert env["SLURM_JOB_QPU_RESOURCES"] == "ibm_torino,ibm_fez"
     assert env["QRMI_JOB_QPU_TYPES"] == "ibm-quantum-compute-service,ibm-quantum-compute-service"
@@ -62,5 +64,6 @@ def test_write_private_is_0600_and_atomic(tmp_path: os.PathLike[str]) -> None:
     write_private(path, "A=1\n")
     write_private(path, "A=2\n")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert open(path).read() == "A=2\n"
+    with open(path) as fh:
+        assert fh.read() == "A=2\n"
     assert [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp")] == []

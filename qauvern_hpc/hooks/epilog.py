@@ -1,0 +1,63 @@
+"""EpilogSlurmctld hook: release a job's QPUs when it ends, however it ends. Always exits 0.
+
+Slurm runs EpilogSlurmctld on the controller for every job end: completed, failed, cancelled, timed out,
+preempted, and node failures (the job's node could not clean up; the controller still can). It is the
+safest hook: its failure is only logged. A session we could not close keeps `close_error` in the job record
+and is retried by `qauvern-hpc release-pending` (the rebalancer runs it too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+from qauvern_hpc.hooks import common
+
+log = logging.getLogger("qauvern_hpc.epilog")
+
+
+def release(environ: Mapping[str, str]) -> dict[str, object] | None:
+    from qauvern_hpc.policy import load_policy
+
+    job_id = environ.get("SLURM_JOB_ID", "")
+    policy = load_policy(environ.get("QAUVERN_HPC_POLICY") or None)
+    paths = common.StatePaths(environ.get("QAUVERN_HPC_STATE_DIR") or policy.state_dir, job_id)
+    record = common.read_record(paths)
+    if record is None:
+        log.info("job %s: no QPU record, nothing to release", job_id)
+        return None
+    from qauvern_hpc.hooks import ibm_session
+
+    ibm_session.close_all(policy, record, log)
+    record["ended_at"] = time.time()
+    record["slurm_exit_code"] = environ.get("SLURM_JOB_EXIT_CODE2") or environ.get("SLURM_JOB_EXIT_CODE")
+    common.write_record(paths, record)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.env_file)  # the tasks are gone; the session id in it is dead
+    return record
+
+
+def _has_record(environ: Mapping[str, str]) -> bool:
+    job_id = environ.get("SLURM_JOB_ID", "")
+    state_dir = environ.get("QAUVERN_HPC_STATE_DIR") or common.DEFAULT_STATE_DIR
+    return job_id.isdigit() and os.path.exists(common.StatePaths(state_dir, job_id).record_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    environ = os.environ
+    if not environ.get("SPANK_QPU") and not _has_record(environ):
+        return 0  # not a QPU job: the fast path
+    common.setup_logging(environ)
+    try:
+        release(environ)
+    except Exception as exc:
+        log.exception("job %s: qauvern-hpc epilog failed: %s", environ.get("SLURM_JOB_ID"), exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Open and close the IBM sessions a job holds, through the instance its mapping rule chose.
+
+Imported by the hooks only when a job asked for a QPU (it pulls in httpx through the IBM client).
+Time is bounded: the hooks must finish well within Slurm's PrologEpilogTimeout even when IBM is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from qauvern_hpc.hooks.jobenv import AcquiredResource
+from qauvern_hpc.ibm import Endpoints, IBMClient, RetryPolicy
+from qauvern_hpc.mapping import ResourceGrant
+from qauvern_hpc.policy import Policy
+
+# One short retry budget for the job path: a job should not wait minutes for a flapping API.
+HOOK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, deadline=20.0)
+HOOK_TIMEOUT = 10.0
+
+_clients: dict[str | None, IBMClient] = {}
+
+
+def endpoints_for(policy: Policy) -> Endpoints:
+    ep = policy.endpoints
+    if ep.emulator:
+        return Endpoints.single(ep.emulator)
+    base = Endpoints.staging() if ep.staging else Endpoints.production()
+    overrides = {
+        k: v
+        for k, v in (
+            ("iam", ep.iam),
+            ("resource_controller", ep.resource_controller),
+            ("quantum", ep.quantum),
+        )
+        if v
+    }
+    return base.with_overrides(**overrides) if overrides else base
+
+
+def read_api_key(path: str | None, instance: str) -> str:
+    if not path:
+        raise RuntimeError(f"instance {instance!r} has no api_key_file in the config")
+    from qauvern_hpc.config import load_api_key
+
+    return load_api_key(path).get_secret_value()
+
+
+def client_for(policy: Policy, grant: ResourceGrant) -> IBMClient:
+    key = grant.api_key_file
+    client = _clients.get(key)
+    if client is None:
+        client = IBMClient(
+            read_api_key(grant.api_key_file, grant.instance),
+            endpoints_for(policy),
+            timeout=HOOK_TIMEOUT,
+            retry=HOOK_RETRY,
+        )
+        _clients[key] = client
+    return client
+
+
+def describe(policy: Policy, grant: ResourceGrant, *, session_id: str | None) -> AcquiredResource:
+    endpoints = endpoints_for(policy)
+    api_key = read_api_key(grant.api_key_file, grant.instance) if grant.expose_api_key else None
+    return AcquiredResource(
+        name=grant.resource,
+        type=grant.type,
+        crn=grant.crn,
+        session_mode=grant.session_mode,
+        max_ttl_seconds=grant.max_ttl_seconds,
+        session_id=session_id,
+        endpoint=endpoints.qrmi_endpoint(grant.crn),
+        iam_endpoint=endpoints.iam,
+        api_key=api_key,
+        extra_env=grant.env,
+    )
+
+
+def open_session(policy: Policy, grant: ResourceGrant, *, job_id: str) -> AcquiredResource:
+    client = client_for(policy, grant)
+    session = client.create_session(
+        grant.crn, grant.backend, mode=grant.session_mode, max_ttl=grant.max_ttl_seconds
+    )
+    logging.getLogger("qauvern_hpc.prolog").info(
+        "job %s: opened %s session %s on %s for %s",
+        job_id,
+        grant.session_mode,
+        session.id,
+        grant.backend,
+        grant.instance,
+    )
+    return describe(policy, grant, session_id=session.id)
+
+
+def close_all(policy: Policy, record: MutableMapping[str, Any], log: logging.Logger) -> bool:
+    """Close every session in the record that is still open. Returns True when none is left open.
+
+    Each closed session gets `closed_at`; a failure leaves `close_error` so a later sweep retries.
+    """
+    from qauvern_hpc.mapping import ResourceGrant as _Grant
+
+    all_closed = True
+    for res in record.get("resources", []):
+        if not res.get("session_id") or res.get("closed_at"):
+            continue
+        grant = _Grant(
+            resource=res["resource"],
+            instance=res["instance"],
+            crn=res["crn"],
+            api_key_file=res.get("api_key_file"),
+            type="",
+            backend=res.get("backend", ""),
+            session_mode=res.get("session_mode", ""),
+            max_ttl_seconds=0,
+            fail_mode="closed",
+            expose_api_key=False,
+        )
+        try:
+            client_for(policy, grant).close_session(res["crn"], res["session_id"])
+        except Exception as exc:
+            from qauvern_hpc.ibm.errors import IBMNotFound
+
+            if isinstance(exc, IBMNotFound):
+                res["closed_at"] = time.time()  # already gone at IBM (expired max_ttl): nothing to release
+                res["close_note"] = "session not found at IBM"
+                continue
+            all_closed = False
+            res["close_error"] = str(exc)[:500]
+            log.error("job %s: cannot close session %s: %s", record.get("job_id"), res["session_id"], exc)
+            continue
+        res["closed_at"] = time.time()
+        res.pop("close_error", None)
+        log.info("job %s: closed session %s (%s)", record.get("job_id"), res["session_id"], res["resource"])
+    return all_closed

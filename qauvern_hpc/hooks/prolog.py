@@ -1,0 +1,162 @@
+"""PrologSlurmctld hook: acquire a job's QPUs once, before it starts. Always exits 0.
+
+Slurm runs this on the controller for every job (see slurm-conf/slurm.conf.snippet). A job without `--qpu`
+costs one environment lookup. For a `--qpu` job (the SPANK plugin put `SPANK_QPU=a,b` in our environment):
+
+1. map the job's user/account/partition/QOS to an instance with the compiled policy (`policy.json`);
+2. open one IBM session per resource through that instance;
+3. write `{state_dir}/jobs/{jobid}.env` (what the job's tasks get, read by the SPANK plugin) and
+   `{state_dir}/jobs/{jobid}.json` (the record the epilog and the collector read);
+4. record `qauvern:v1;...` in the job's AdminComment so sacct alone can tell later what the job used.
+
+Any failure is written into the env file (`QAUVERN_HPC_ERROR` + the resource's fail mode) instead of being
+returned to Slurm: a non-zero PrologSlurmctld would requeue the job, and the admin asked for fail-open or
+fail-closed per resource, not for requeues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from qauvern_hpc.hooks import common
+from qauvern_hpc.hooks.jobenv import (
+    ERROR_KEY,
+    FAIL_MODE_KEY,
+    AcquiredResource,
+    format_env_file,
+    render,
+    write_private,
+)
+
+log = logging.getLogger("qauvern_hpc.prolog")
+
+
+def _error_env(message: str, fail_mode: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(base or {})
+    env[ERROR_KEY] = message.replace("\n", " ")[:900]
+    env[FAIL_MODE_KEY] = fail_mode
+    return env
+
+
+def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Do the prolog's work for one job; returns the job record (also written to the state dir)."""
+    from qauvern_hpc.mapping import JobIdentity, decide, parse_request
+    from qauvern_hpc.policy import load_policy
+
+    job = common.JobContext.from_environ(environ)
+    policy = load_policy(environ.get("QAUVERN_HPC_POLICY") or None)
+    paths = common.StatePaths(environ.get("QAUVERN_HPC_STATE_DIR") or policy.state_dir, job.job_id)
+    record: dict[str, Any] = {
+        "format": 1,
+        "job_id": job.job_id,
+        "user": job.user,
+        "account": job.account,
+        "partition": job.partition,
+        "qos": job.qos,
+        "requested": job.qpu,
+        "prepared_at": time.time(),
+        "resources": [],
+        "error": None,
+    }
+    requested = parse_request(job.qpu)
+    decision = decide(policy, JobIdentity(job.user, job.account, job.partition, job.qos), requested)
+    record["rule"] = decision.rule
+    record["instance"] = decision.instance
+    if not decision.allowed:
+        # A refusal here means job_submit.lua was bypassed or the policy changed after submission.
+        record["error"] = f"qpu: {decision.message}"
+        write_private(paths.env_file, format_env_file(_error_env(record["error"], "closed")))
+        common.write_record(paths, record)
+        return record
+
+    grants = decision.resources
+    fail_mode = "closed" if any(g.fail_mode == "closed" for g in grants) else "open"
+    acquired: list[AcquiredResource] = []
+    try:
+        from qauvern_hpc.hooks import ibm_session
+
+        for grant in grants:
+            opened = ibm_session.open_session(policy, grant, job_id=job.job_id)
+            acquired.append(opened)
+            record["resources"].append(
+                {
+                    "resource": grant.resource,
+                    "instance": grant.instance,
+                    "crn": grant.crn,
+                    "backend": grant.backend,
+                    "session_mode": grant.session_mode,
+                    "session_id": opened.session_id,
+                    "api_key_file": grant.api_key_file,
+                }
+            )
+            # Write the record after every session so the epilog can close what was opened even if
+            # we die before the end.
+            common.write_record(paths, record)
+    except Exception as exc:  # every failure goes to the job, never to Slurm
+        record["error"] = (
+            f"qpu: could not acquire {', '.join(g.resource for g in grants)}: {common.one_line(exc)}"
+        )
+        log.error("job %s: %s", job.job_id, record["error"])
+        base = render(
+            _without_sessions(grants, policy),
+            time_limit_seconds=job.time_limit_seconds,
+            instance=decision.instance or "",
+            rule=decision.rule or "",
+        )
+        write_private(paths.env_file, format_env_file(_error_env(record["error"], fail_mode, base)))
+        common.write_record(paths, record)
+        if fail_mode == "closed":
+            # Nothing will use what we opened: give it back now rather than at job end.
+            from qauvern_hpc.hooks import ibm_session
+
+            ibm_session.close_all(policy, record, log)
+            common.write_record(paths, record)
+        return record
+
+    env = render(
+        acquired,
+        time_limit_seconds=job.time_limit_seconds,
+        instance=decision.instance or "",
+        rule=decision.rule or "",
+    )
+    write_private(paths.env_file, format_env_file(env))
+    common.write_record(paths, record)
+    if policy.slurm.admin_comment:
+        common.set_admin_comment(job.job_id, record, environ)
+    return record
+
+
+def _without_sessions(grants: Any, policy: Any) -> list[AcquiredResource]:
+    from qauvern_hpc.hooks import ibm_session
+
+    return [ibm_session.describe(policy, g, session_id=None) for g in grants]
+
+
+def main(argv: list[str] | None = None) -> int:
+    environ = os.environ
+    if not environ.get("SPANK_QPU"):
+        return 0  # not a QPU job: the fast path
+    common.setup_logging(environ)
+    started = time.monotonic()
+    try:
+        record = prepare(environ)
+        log.info(
+            "job %s: %s in %.0f ms",
+            environ.get("SLURM_JOB_ID"),
+            record.get("error") or f"acquired {json.dumps(record['resources'])}",
+            (time.monotonic() - started) * 1000,
+        )
+    except Exception as exc:
+        # Even the failure path failed (no policy, unwritable state dir): log loudly, never fail the hook.
+        common.last_resort(environ, exc, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

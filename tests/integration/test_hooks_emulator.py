@@ -1,0 +1,122 @@
+"""The controller hooks against the IBM emulator over real HTTP: one session per job, released at the end,
+usable by qrmi from inside the job; faults follow the configured fail mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qauvern_hpc.emulator import run_emulator
+from qauvern_hpc.hooks.jobenv import parse_env_file
+from tests.support.site import CRN_PHYS, emulator_seed, write_site
+
+
+@pytest.fixture()
+def emu() -> Iterator[object]:
+    with run_emulator(emulator_seed(), clock="real") as e:
+        yield e
+
+
+def _hook(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a hook the way slurmctld does: a fresh process with a minimal environment."""
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(
+        [sys.executable, "-m", f"qauvern_hpc.hooks.{name}"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _job_env(tmp: Path, policy: Path, job_id: str = "7", **kw: str) -> dict[str, str]:
+    env = {
+        "SLURM_JOB_ID": job_id,
+        "SLURM_JOB_USER": "qalice",
+        "SLURM_JOB_ACCOUNT": "physics",
+        "SLURM_JOB_PARTITION": "debug",
+        "SPANK_QPU": "ibm_torino,ibm_fez",
+        "QAUVERN_HPC_POLICY": str(policy),
+        "QAUVERN_HPC_LOG_FILE": str(tmp / "hooks.log"),
+        "QAUVERN_HPC_SCONTROL": "/bin/true",
+    }
+    env.update(kw)
+    return env
+
+
+def test_prolog_opens_one_session_per_resource_and_epilog_closes_them(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy = write_site(tmp_path / "site", emu.base_url)
+    env = _job_env(tmp_path, policy)
+    assert _hook("prolog", env).returncode == 0
+    job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+    assert "QAUVERN_HPC_ERROR" not in job_env, job_env.get("QAUVERN_HPC_ERROR")
+    sessions = emu.state.snapshot()["sessions"]
+    assert len(sessions) == 2
+    by_id = {s["id"]: s for s in sessions}
+    torino = job_env["ibm_torino_QRMI_IBM_QCS_SESSION_ID"]
+    fez = job_env["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"]
+    assert by_id[torino]["backend_name"] == "ibm_torino" and by_id[torino]["mode"] == "batch"
+    assert by_id[fez]["mode"] == "dedicated"
+    assert job_env["ibm_torino_QRMI_IBM_QCS_SERVICE_CRN"] == CRN_PHYS
+    assert job_env["ibm_torino_QRMI_IBM_QCS_ENDPOINT"] == f"{emu.base_url}/api/v1"
+    assert job_env["QRMI_JOB_QPU_RESOURCES"] == "ibm_torino,ibm_fez"
+
+    assert _hook("epilog", env).returncode == 0
+    states = {s["id"]: s["state"] for s in emu.state.snapshot()["sessions"]}
+    assert states[torino] == "closed" and states[fez] == "closed"
+    assert not (tmp_path / "site" / "state" / "jobs" / "7.env").exists()
+
+
+def test_qrmi_in_the_job_reuses_the_prolog_session(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("qrmi")
+    policy = write_site(tmp_path / "site", emu.base_url)
+    env = _job_env(tmp_path, policy, SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env).returncode == 0
+    job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+    code = (
+        "import os\n"
+        "from qrmi import QuantumResource, ResourceType\n"
+        "r = QuantumResource('ibm_torino', ResourceType.IBMQuantumComputeService)\n"
+        "print(r.is_accessible())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **job_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+    assert len(emu.state.snapshot()["sessions"]) == 1  # qrmi opened nothing of its own
+
+
+def test_second_resource_fails_fail_closed_releases_the_first(tmp_path: Path) -> None:
+    seed = emulator_seed()
+    seed["backends"] = [{"name": "ibm_torino", "status": "online"}]  # ibm_fez is gone at IBM
+    with run_emulator(seed, clock="real") as emu:
+        policy = write_site(tmp_path / "site", emu.base_url, fail_mode="closed")
+        env = _job_env(tmp_path, policy)
+        assert _hook("prolog", env).returncode == 0
+        job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+        assert job_env["QAUVERN_HPC_FAIL_MODE"] == "closed"
+        assert "could not acquire" in job_env["QAUVERN_HPC_ERROR"]
+        sessions = emu.state.snapshot()["sessions"]
+        assert len(sessions) == 1  # ibm_torino's session was opened...
+        assert sessions[0]["state"] == "closed"  # ...and given back at once
+
+
+def test_dropped_connections_are_bounded_in_time(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy = write_site(tmp_path / "site", emu.base_url, fail_mode="open")
+    emu.faults.add(path=r"^/api/v1/sessions$", method="POST", drop=True)
+    env = _job_env(tmp_path, policy, SPANK_QPU="ibm_torino")
+    proc = _hook("prolog", env)
+    assert proc.returncode == 0
+    job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+    assert job_env["QAUVERN_HPC_FAIL_MODE"] == "open"
+    assert job_env["QRMI_JOB_QPU_RESOURCES"] == "ibm_torino"
