@@ -120,3 +120,23 @@ def test_dropped_connections_are_bounded_in_time(emu, tmp_path: Path) -> None:  
     job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
     assert job_env["QAUVERN_HPC_FAIL_MODE"] == "open"
     assert job_env["QRMI_JOB_QPU_RESOURCES"] == "ibm_torino"
+
+
+def test_shipped_job_script_runs_work_in_the_prolog_session(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The stdlib-only job script (what demo/sandbox jobs run) charges its work to the job's session."""
+    import qauvern_hpc
+
+    policy = write_site(tmp_path / "site", emu.base_url)
+    env = _job_env(tmp_path, policy, SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env).returncode == 0
+    job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+    script = Path(qauvern_hpc.__file__).parent / "data" / "qpu_job.py"
+    proc = subprocess.run(
+        ["/usr/bin/python3", str(script), "3"], env=job_env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    session = job_env["ibm_torino_QRMI_IBM_QCS_SESSION_ID"]
+    assert f"session={session}" in proc.stdout
+    assert "status=Completed quantum_seconds=3" in proc.stdout
+    jobs = [j for j in emu.state.snapshot()["jobs"] if j.get("session_id") == session]
+    assert len(jobs) == 1
