@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Print N distinct free TCP ports, one a line, for a sandbox's daemons.
 
-Ports come from 20000-32767: below Linux's ephemeral range (32768-60999), so an outgoing connection never takes
-one between now and the daemon's bind, and far from Slurm's defaults (6817-6819) and MariaDB's (3306).
+Ports come from 20000-32767: below Linux's ephemeral range (32768-60999), so an outgoing connection never
+takes one between now and the daemon's bind, and far from Slurm's defaults (6817-6819) and MariaDB's (3306).
 A port counts as free when it can be bound on every address (the daemons bind 0.0.0.0 or 127.0.0.1).
 All sockets are held until every port is chosen, so the N ports differ.
 Usage: freeports.py N [EXCLUDED_PORT...]

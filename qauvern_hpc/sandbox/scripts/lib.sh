@@ -57,7 +57,7 @@ sb_require_root() {
 # sb_pid NAME: print the pid recorded for a daemon (empty when none).
 sb_pid() {
   # A daemon removes its own pid file on exit (the same path): tolerate it vanishing under us.
-  tr -dc '0-9' <"$RUN/$1.pid" 2>/dev/null || true
+  { tr -dc '0-9' <"$RUN/$1.pid"; } 2>/dev/null || true
 }
 
 # sb_exe_name PID: the program a process runs, without Debian's "-wlm" suffix (/usr/sbin/slurmctld is an
