@@ -181,6 +181,8 @@ class Sandbox:
         self.workdir = Path(workdir).resolve() if workdir is not None else default_workdir().resolve()
         self.script_timeout = script_timeout
         self._env: dict[str, str] | None = None
+        #: how long the last `up` took, in seconds
+        self.last_up_seconds: float | None = None
 
     # ----- paths -----
     @property
@@ -236,7 +238,8 @@ class Sandbox:
         start = time.monotonic()
         self._script("up.sh", echo=echo)
         self._env = None
-        return time.monotonic() - start
+        self.last_up_seconds = time.monotonic() - start
+        return self.last_up_seconds
 
     def down(self, *, echo: bool = False) -> None:
         """Stop every process of this sandbox; logs, state and the database stay in the work dir."""
