@@ -60,7 +60,7 @@ def test_prolog_opens_one_session_per_resource_and_epilog_closes_them(emu, tmp_p
     by_id = {s["id"]: s for s in sessions}
     torino = job_env["ibm_torino_QRMI_IBM_QCS_SESSION_ID"]
     fez = job_env["ibm_fez_QRMI_JOB_ACQUISITION_TOKEN"]
-    assert by_id[torino]["backend_name"] == "ibm_torino" and by_id[torino]["mode"] == "batch"
+    assert by_id[torino]["backend"] == "ibm_torino" and by_id[torino]["mode"] == "batch"
     assert by_id[fez]["mode"] == "dedicated"
     assert job_env["ibm_torino_QRMI_IBM_QCS_SERVICE_CRN"] == CRN_PHYS
     assert job_env["ibm_torino_QRMI_IBM_QCS_ENDPOINT"] == f"{emu.base_url}/api/v1"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,18 @@ import pytest
 from qauvern_hpc.hooks import epilog, prolog
 from qauvern_hpc.hooks.jobenv import parse_env_file
 from tests.support.site import write_site
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each hook run is its own process in production: start every test without log handlers."""
+    logger = logging.getLogger("qauvern_hpc")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield
+    for h in logger.handlers:
+        h.close()
+    logger.handlers[:] = saved
 
 
 def _env(policy: Path, state: Path, **kw: str) -> dict[str, str]:

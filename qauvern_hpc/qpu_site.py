@@ -1,0 +1,143 @@
+"""Wire qauvern-hpc into a sandbox cluster: a site config pointed at an emulator, the rendered policy,
+the hook wrappers, the SPANK plugin and job_submit.lua. Used by `qauvern-hpc demo` and the end-to-end
+tests, so what the demo shows is what the tests check.
+
+The site has two instances (physics in us-east, chemistry in eu-de), two QPUs (ibm_torino batch,
+ibm_fez dedicated) and rules: QOS `student` denied, accounts `phys*` -> physics (both QPUs), account `chem`
+on partition `quantum` -> chemistry (ibm_fez only), everything else denied.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qauvern_hpc.config import compile_policy, parse_config
+from qauvern_hpc.policy import POLICY_JSON, POLICY_LUA, render_json, render_lua
+from qauvern_hpc.sandbox import Hooks
+
+ACCOUNT = "acct0001"
+CRN_PHYS = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:phys0001::"
+CRN_CHEM = f"crn:v1:bluemix:public:quantum-computing:eu-de:a/{ACCOUNT}:chem0001::"
+API_KEY = "demo-site-api-key-0123456789"
+ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
+JOB_SCRIPT = Path(__file__).parent / "data" / "qpu_job.py"
+
+
+def config_text(
+    base_url: str, state_dir: str | Path, *, fail_mode: str = "closed", expose: bool = True
+) -> str:
+    expose_text = "true" if expose else "false"
+    return f"""\
+ibm:
+  account_id: {ACCOUNT}
+  plan: premium
+  endpoints:
+    emulator: {base_url}
+  api_key_file: ibm.key
+instances:
+  - name: physics
+    crn: "{CRN_PHYS}"
+  - name: chemistry
+    crn: "{CRN_CHEM}"
+resources:
+  - name: ibm_torino
+    fail_mode: {fail_mode}
+    expose_api_key: {expose_text}
+  - name: ibm_fez
+    session_mode: dedicated
+    fail_mode: {fail_mode}
+    expose_api_key: {expose_text}
+rules:
+  - name: students-denied
+    match: {{qos: [student]}}
+    deny: true
+    message: students use the simulator
+  - name: physics
+    match: {{accounts: [phys*]}}
+    instance: physics
+    resources: [ibm_torino, ibm_fez]
+  - name: chemistry
+    match: {{accounts: [chem], partitions: [quantum]}}
+    instance: chemistry
+    resources: [ibm_fez]
+default: deny
+slurm:
+  state_dir: {state_dir}
+"""
+
+
+def emulator_seed() -> dict[str, Any]:
+    return {
+        "accounts": [{"id": ACCOUNT, "plans": [{"plan": "premium", "usage_allocation_seconds": 1_000_000}]}],
+        "api_keys": [{"key": API_KEY, "name": "site"}],
+        "backends": [{"name": "ibm_torino", "status": "online"}, {"name": "ibm_fez", "status": "online"}],
+        "instances": [
+            {
+                "name": "physics",
+                "crn": CRN_PHYS,
+                "usage_allocation_seconds": 400_000,
+                "instance_limit_seconds": 600_000,
+            },
+            {"name": "chemistry", "crn": CRN_CHEM, "usage_allocation_seconds": 300_000},
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Site:
+    directory: Path
+    config: Path
+    policy: Path
+    state_dir: Path
+    log_file: Path
+
+
+def write_site(directory: Path, base_url: str, *, fail_mode: str = "closed", expose: bool = True) -> Site:
+    """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dir = directory / "state"
+    key = directory / "ibm.key"
+    key.write_text(API_KEY + "\n")
+    os.chmod(key, 0o600)
+    text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose)
+    cfg = directory / "config.yaml"
+    cfg.write_text(text)
+    policy = compile_policy(parse_config(text, cfg))
+    (directory / POLICY_JSON).write_text(render_json(policy))
+    (directory / POLICY_LUA).write_text(render_lua(policy))
+    return Site(directory, cfg, directory / POLICY_JSON, state_dir, directory / "hooks.log")
+
+
+def _wrapper(path: Path, module: str, site: Site) -> Path:
+    path.write_text(
+        "#!/bin/sh\n"
+        "# slurmctld runs this with SLURM_*/SPANK_* variables only\n"
+        f"export QAUVERN_HPC_POLICY={site.policy}\n"
+        f"export QAUVERN_HPC_LOG_FILE={site.log_file}\n"
+        "export PATH=/usr/local/bin:/usr/bin:/bin\n"
+        f"exec {sys.executable} -m {module}\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def sandbox_hooks(site: Site, *, plugin: Path | None = None, slurm_conf_dir: Path | None = None) -> Hooks:
+    """The sandbox hook points for this site (builds the SPANK plugin into the site dir if not given)."""
+    from qauvern_hpc.spank_build import build_plugin, plugstack_line
+
+    so = plugin or build_plugin(site.directory / "qpu.so", check_running=False).path
+    repo_lua = Path(__file__).resolve().parent.parent / "slurm-conf" / "job_submit.lua"
+    lua = repo_lua if repo_lua.is_file() else Path(__file__).parent / "data" / "job_submit.lua"
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    return Hooks(
+        plugstack_lines=[plugstack_line(so, state_dir=str(site.state_dir))],
+        job_submit_lua=lua,
+        etc_files=[site.directory / POLICY_LUA],
+        prolog_slurmctld=_wrapper(site.directory / "prolog.sh", "qauvern_hpc.hooks.prolog", site),
+        epilog_slurmctld=_wrapper(site.directory / "epilog.sh", "qauvern_hpc.hooks.epilog", site),
+        prolog_epilog_timeout=120,
+    )
