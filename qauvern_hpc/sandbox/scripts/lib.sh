@@ -50,6 +50,12 @@ sb_paths() {
   unset SLURM_CLUSTERS SBATCH_ACCOUNT SBATCH_PARTITION SLURM_ACCOUNT SLURM_PARTITION
 }
 
+# sb_lock: serialise up/down/seed on one work dir (held until the script exits).
+sb_lock() {
+  exec 9>"$W/.lock"
+  flock -w 300 9 || sb_die "another sandbox script holds $W/.lock"
+}
+
 sb_require_root() {
   [[ $(id -u) -eq 0 ]] || sb_die "run as root: the sandbox starts munged, MariaDB and Slurm daemons as root/their users"
 }
@@ -69,12 +75,15 @@ sb_exe_name() {
   printf '%s\n' "${exe%-wlm}"
 }
 
-# sb_alive NAME: true when the daemon's recorded pid is alive and really is that program (pids get reused).
+# sb_pid_is PID NAME: true when process PID is alive (not a zombie) and runs program NAME (pids get reused).
+sb_pid_is() {
+  [[ -n $1 && -d /proc/$1 ]] || return 1
+  [[ $(sb_exe_name "$1") == "$2" ]]
+}
+
+# sb_alive NAME: true when the daemon's recorded pid is alive and really is that program.
 sb_alive() {
-  local pid
-  pid="$(sb_pid "$1")"
-  [[ -n $pid && -d /proc/$pid ]] || return 1
-  [[ $(sb_exe_name "$pid") == "$1" ]]
+  sb_pid_is "$(sb_pid "$1")" "$1"
 }
 
 # sb_spawn NAME CMD...: start a daemon in the foreground of its own session, stdout/stderr appended to
@@ -83,7 +92,8 @@ sb_alive() {
 sb_spawn() {
   local name=$1
   shift
-  setsid "$@" </dev/null >>"$LOG/$name.out" 2>&1 &
+  # 9>&-: the daemon must not inherit (and so hold forever) the work dir's lock.
+  setsid "$@" </dev/null >>"$LOG/$name.out" 2>&1 9>&- &
   echo "$!" >"$RUN/$name.pid"
 }
 
@@ -177,12 +187,13 @@ sb_render() {
 sb_stop() {
   local name=$1 timeout=${2:-15} pid deadline
   pid="$(sb_pid "$name")"
-  if [[ -n $pid ]] && sb_alive "$name"; then
+  # Wait on the pid, not the pid file: Slurm's daemons delete their pid file (the same path) early in shutdown.
+  if sb_pid_is "$pid" "$name"; then
     sb_log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$((SECONDS + timeout))
-    while sb_alive "$name" && ((SECONDS < deadline)); do sleep 0.2; done
-    if sb_alive "$name"; then
+    while sb_pid_is "$pid" "$name" && ((SECONDS < deadline)); do sleep 0.2; done
+    if sb_pid_is "$pid" "$name"; then
       sb_log "$name did not stop within ${timeout}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 0.2

@@ -13,6 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 sb_require_root
 [[ -d ${1:-} && $# -ge 2 ]] || sb_die "usage: $(basename "$0") WORKDIR ACCOUNT[@PARENT][:USER,...]... | WORKDIR --unix-only USER..."
 sb_paths "$1"
+sb_lock
 shift
 [[ -f $SLURM_CONF ]] || sb_die "$SLURM_CONF does not exist: run up.sh $W first"
 cluster="$(sed -n 's/^ClusterName=//p' "$SLURM_CONF")"
