@@ -108,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.sandbox import DEFAULT_ACCOUNTS, Hooks, Sandbox, missing_prerequisites
 
     sb = Sandbox(args.workdir)
-    if args.action in ("up", "down"):
+    if args.action in ("up", "down", "status"):
         problems = missing_prerequisites()
         if problems:
             raise UsageError(
                 f"cannot run `sandbox {args.action}`: " + "; ".join(problems),
                 hint="run it as root (sudo) on a machine set up with .ci/install-debian-deps.sh",
             )
-    elif args.action != "logs" and not sb.slurm_conf.is_file():
+    if args.action in ("env", "status") and not sb.slurm_conf.is_file():
         raise UsageError(f"no sandbox in {sb.workdir}", hint="start one with `qauvern-hpc sandbox up`")
 
     if args.action == "up":
