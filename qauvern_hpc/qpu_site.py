@@ -119,10 +119,18 @@ def _wrapper(path: Path, module: str, site: Site) -> Path:
         f"export QAUVERN_HPC_POLICY={site.policy}\n"
         f"export QAUVERN_HPC_LOG_FILE={site.log_file}\n"
         "export PATH=/usr/local/bin:/usr/bin:/bin\n"
+        "# site-specific additions, e.g. SLURM_CONF for a cluster whose config is not /etc/slurm\n"
+        f"[ -r {site.directory}/hook.env ] && . {site.directory}/hook.env\n"
         f"exec {sys.executable} -m {module}\n"
     )
     path.chmod(0o755)
     return path
+
+
+def set_hook_env(site: Site, variables: dict[str, str]) -> None:
+    """Variables the hook wrappers export (sourced at every hook run, so it can change after `up`)."""
+    lines = [f"export {k}='{v}'" for k, v in variables.items() if "'" not in v]
+    (site.directory / "hook.env").write_text("\n".join(lines) + "\n")
 
 
 def sandbox_hooks(site: Site, *, plugin: Path | None = None, slurm_conf_dir: Path | None = None) -> Hooks:

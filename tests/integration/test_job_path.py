@@ -43,6 +43,7 @@ def qpu(sandbox_factory: Callable[..., Sandbox]) -> Iterator[QpuCluster]:
     with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         site = qpu_site.write_site(site_dir, emu.base_url)
         sb = sandbox_factory("qpu", hooks=qpu_site.sandbox_hooks(site), accounts=qpu_site.ACCOUNTS)
+        qpu_site.set_hook_env(site, {"SLURM_CONF": str(sb.slurm_conf)})
         script = sb.jobs_dir / "qpu_job.py"
         shutil.copy(qpu_site.JOB_SCRIPT, script)
         script.chmod(0o755)
