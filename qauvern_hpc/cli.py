@@ -23,10 +23,22 @@ from typing import Any
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("qauvern_hpc.commands.emulator", "run the local IBM Cloud IAM + IBM Quantum API emulator"),
-    "check-config": ("qauvern_hpc.commands.check_config", "validate the site config and print the resolved table"),
-    "map": ("qauvern_hpc.commands.map_cmd", "explain which rule maps a user/account/partition/QOS to an instance"),
-    "render-policy": ("qauvern_hpc.commands.render_policy", "write the submit-time policy table for job_submit.lua"),
-    "sandbox": ("qauvern_hpc.commands.sandbox", "start/stop a throwaway local Slurm cluster with the plugin wired in"),
+    "check-config": (
+        "qauvern_hpc.commands.check_config",
+        "validate the site config and print the resolved table",
+    ),
+    "map": (
+        "qauvern_hpc.commands.map_cmd",
+        "explain which rule maps a user/account/partition/QOS to an instance",
+    ),
+    "render-policy": (
+        "qauvern_hpc.commands.render_policy",
+        "write the submit-time policy table for job_submit.lua",
+    ),
+    "sandbox": (
+        "qauvern_hpc.commands.sandbox",
+        "start/stop a throwaway local Slurm cluster with the plugin wired in",
+    ),
     "spank": ("qauvern_hpc.commands.spank", "build or locate the --qpu SPANK plugin"),
 }
 
@@ -49,7 +61,9 @@ def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=d if suppress else os.environ.get("QAUVERN_HPC_CONFIG", "/etc/qauvern-hpc/config.yaml"),
         help="site config (default: $QAUVERN_HPC_CONFIG or /etc/qauvern-hpc/config.yaml)",
     )
-    p.add_argument("--json", action="store_true", default=d if suppress else False, help="machine-readable output")
+    p.add_argument(
+        "--json", action="store_true", default=d if suppress else False, help="machine-readable output"
+    )
     p.add_argument(
         "--staging",
         action="store_true",
@@ -57,7 +71,9 @@ def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="use IBM's staging hosts (also $IBMCLOUD_STAGING)",
     )
     p.add_argument("--api-key-file", default=d, help="file holding the IBM Cloud API key (mode 0600)")
-    p.add_argument("-v", "--verbose", action="count", default=d if suppress else 0, help="more logging (repeatable)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=d if suppress else 0, help="more logging (repeatable)"
+    )
 
 
 def _top_parser() -> argparse.ArgumentParser:
