@@ -10,5 +10,6 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 2
 fi
 bash "$here/install-debian-deps.sh"
-python3 -m pip install -q --disable-pip-version-check -e "$top[test]"
+# Debian's own python3 is "externally managed" (PEP 668); this machine is dedicated to the project.
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -e "$top[test]"
 make -s -C "$top/spank"

@@ -22,6 +22,7 @@ from typing import Any
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("qauvern_hpc.commands.demo", "run the end-to-end demo on a throwaway cluster and emulator"),
     "emulator": ("qauvern_hpc.commands.emulator", "run the local IBM Cloud IAM + IBM Quantum API emulator"),
     "check-config": (
         "qauvern_hpc.commands.check_config",

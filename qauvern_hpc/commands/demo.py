@@ -1,0 +1,287 @@
+"""`qauvern-hpc demo`: the whole product on one machine, in about a minute."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qauvern_hpc.errors import QauvernError, UsageError
+
+HELP = "run the end-to-end demo on a throwaway cluster and emulator"
+DESCRIPTION = """\
+Brings up a private Slurm 22.05 cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd on loopback) with the
+--qpu SPANK plugin, job_submit.lua and the controller hooks wired in, and the IBM Quantum emulator; then
+submits QPU jobs as researchers of two projects, shows a forbidden and a malformed request being refused
+at submit time, and prints what happened: which instance and IBM session each job used, the quantum seconds
+IBM charged, and the instances' 28-day usage. Everything is removed at the end (unless --keep).
+
+Needs root and Debian's Slurm packages (run `bash .ci/setup.sh` once on a fresh machine)."""
+EPILOG = """\
+examples:
+  qauvern-hpc demo
+  qauvern-hpc demo --keep        # leave the cluster and emulator running; prints how to use and stop them
+  qauvern-hpc demo --json        # the results as JSON on stdout"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", help="where to put the cluster and site (default: a new dir in /tmp)")
+    parser.add_argument("--keep", action="store_true", help="do not tear down at the end (Ctrl-C stops it)")
+    parser.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for the jobs (default 180)"
+    )
+
+
+def _say(msg: str) -> None:
+    print(f"demo: {msg}", file=sys.stderr, flush=True)
+
+
+JOBS: list[dict[str, Any]] = [
+    {"user": "qalice", "account": "physics", "partition": None, "qpu": "ibm_torino", "seconds": 8},
+    {"user": "qbob", "account": "physics", "partition": None, "qpu": "ibm_torino,ibm_fez", "seconds": 5},
+    {"user": "qcarol", "account": "chem", "partition": "quantum", "qpu": "ibm_fez", "seconds": 12},
+]
+REFUSED: list[dict[str, Any]] = [
+    {
+        "why": "chemistry is not mapped on partition debug",
+        "user": "qcarol",
+        "account": "chem",
+        "partition": "debug",
+        "qpu": "ibm_fez",
+    },
+    {
+        "why": "chemistry may not use ibm_torino",
+        "user": "qcarol",
+        "account": "chem",
+        "partition": "quantum",
+        "qpu": "ibm_torino",
+    },
+    {"why": "malformed --qpu", "user": "qalice", "account": "physics", "partition": None, "qpu": ";rm -rf /"},
+]
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from qauvern_hpc.sandbox import missing_prerequisites
+
+    if os.geteuid() != 0:
+        raise UsageError("the demo starts a private Slurm cluster and must run as root")
+    problems = missing_prerequisites()
+    if problems:
+        raise QauvernError(
+            "cannot run the demo: " + "; ".join(problems), hint="run `bash .ci/setup.sh` first"
+        )
+
+    from qauvern_hpc import qpu_site
+    from qauvern_hpc.emulator import run_emulator
+    from qauvern_hpc.sandbox import Sandbox, SubmitError
+
+    base = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="qauvern-hpc-demo-", dir="/tmp"))
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    started = time.monotonic()
+    result: dict[str, Any] = {"workdir": str(base), "jobs": [], "refused": []}
+    sb: Sandbox | None = None
+    with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
+        try:
+            _say(f"IBM Quantum emulator at {emu.base_url}")
+            site = qpu_site.write_site(base / "site", emu.base_url)
+            _say("building the SPANK plugin and rendering the policy")
+            hooks = qpu_site.sandbox_hooks(site)
+            sb = Sandbox(base / "cluster")
+            _say("starting Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) ...")
+            seconds = sb.up(hooks=hooks)
+            sb.add_accounts(qpu_site.ACCOUNTS)
+            qpu_site.set_hook_env(site, {"SLURM_CONF": str(sb.slurm_conf)})
+            _say(f"cluster up in {seconds:.0f}s")
+            script = sb.jobs_dir / "qpu_job.py"
+            shutil.copy(qpu_site.JOB_SCRIPT, script)
+            script.chmod(0o755)
+
+            for spec in REFUSED:
+                try:
+                    sb.submit(
+                        "true\n",
+                        user=spec["user"],
+                        account=spec["account"],
+                        partition=spec["partition"],
+                        extra_args=[f"--qpu={spec['qpu']}"],
+                    )
+                    message = "ACCEPTED (unexpected)"
+                except SubmitError as exc:
+                    message = _first_qpu_line(str(exc))
+                result["refused"].append({**spec, "message": message})
+                _say(f"refused at submit ({spec['why']}): {message}")
+
+            ids = []
+            for spec in JOBS:
+                jobid = sb.submit(
+                    f"/usr/bin/python3 {script} {spec['seconds']}\n",
+                    user=spec["user"],
+                    account=spec["account"],
+                    partition=spec["partition"],
+                    extra_args=[f"--qpu={spec['qpu']}"],
+                )
+                ids.append(jobid)
+                _say(f"submitted job {jobid}: {spec['user']} ({spec['account']}) --qpu={spec['qpu']}")
+            for jobid, spec in zip(ids, JOBS, strict=True):
+                state = sb.wait_job(
+                    jobid, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=args.timeout
+                )
+                result["jobs"].append(_job_result(sb, emu, jobid, spec, state))
+            result["instances"] = _instances(emu)
+            result["seconds"] = round(time.monotonic() - started, 1)
+            _report(result, as_json=bool(args.json))
+            if args.keep:
+                _say(f'kept: eval "$(qauvern-hpc sandbox env --workdir {sb.workdir})"; Ctrl-C to stop')
+                while True:
+                    time.sleep(3600)
+        except KeyboardInterrupt:
+            _say("interrupted")
+        finally:
+            if sb is not None:
+                _say("stopping the cluster")
+                try:
+                    sb.down()
+                except QauvernError as exc:
+                    _say(f"cleanup: {exc}")
+            if not args.workdir and not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
+    return 0 if all(j["state"] == "COMPLETED" for j in result["jobs"]) and result["jobs"] else 1
+
+
+def _first_qpu_line(text: str) -> str:
+    for line in text.splitlines():
+        if "qpu:" in line:
+            return line[line.index("qpu:") :].strip()
+    return text.strip().splitlines()[-1] if text.strip() else ""
+
+
+def _job_result(sb: Any, emu: Any, jobid: int, spec: dict[str, Any], state: str) -> dict[str, Any]:
+    from qauvern_hpc.admin_comment import parse_admin_comment
+
+    deadline = time.monotonic() + 15
+    record = None
+    while record is None and time.monotonic() < deadline:
+        record = parse_admin_comment(sb.job(jobid, ("JobID", "AdminComment")).get("AdminComment"))
+        if record is None:
+            time.sleep(0.3)
+    from qauvern_hpc import qpu_site
+    from qauvern_hpc.ibm import Endpoints, IBMClient
+
+    used: list[dict[str, Any]] = []
+    with IBMClient(qpu_site.API_KEY, Endpoints.single(emu.base_url)) as client:
+        crn_of = {i.name: i.crn for i in client.list_instances()}
+        for resource, session_id in record.resources if record else ():
+            crn = crn_of.get(record.instance if record else "", "")
+            if not crn or not session_id:
+                continue
+            sess = client.get_session(crn, session_id)
+            # The epilog releases the session when the job ends; give it a moment to land.
+            until = time.monotonic() + 20
+            while sess.state != "closed" and time.monotonic() < until:
+                time.sleep(0.5)
+                sess = client.get_session(crn, session_id)
+            quantum = sum(j.quantum_seconds or 0.0 for j in client.session_jobs(crn, session_id))
+            used.append(
+                {
+                    "resource": resource,
+                    "session": session_id,
+                    "instance": record.instance if record else "",
+                    "mode": sess.mode,
+                    "session_state": sess.state,
+                    "quantum_seconds": round(quantum, 1),
+                }
+            )
+    return {
+        "job": jobid,
+        **{k: spec[k] for k in ("user", "account", "qpu")},
+        "state": state,
+        "rule": record.rule if record else None,
+        "resources": used,
+    }
+
+
+def _instances(emu: Any) -> list[dict[str, Any]]:
+    from qauvern_hpc import qpu_site
+    from qauvern_hpc.ibm import Endpoints, IBMClient
+
+    out = []
+    with IBMClient(qpu_site.API_KEY, Endpoints.single(emu.base_url)) as client:
+        for inst in client.list_instances():
+            usage = client.instance_usage(inst.crn)
+            out.append(
+                {
+                    "instance": inst.name,
+                    "allocation_seconds": inst.allocation_seconds,
+                    "consumed_28d_seconds": usage.consumed_seconds,
+                    "fairness": round(usage.consumed_seconds / inst.allocation_seconds, 6)
+                    if inst.allocation_seconds
+                    else None,
+                }
+            )
+    return out
+
+
+def _report(result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="Refused at submit time (no job, no node touched)")
+    for col in ("user", "account", "partition", "--qpu", "message"):
+        t.add_column(col)
+    for r in result["refused"]:
+        t.add_row(r["user"], r["account"], r["partition"] or "debug", r["qpu"], r["message"])
+    console.print(t)
+    t = Table(title="QPU jobs: what each used (from sacct's AdminComment and IBM)")
+    for col in (
+        "job",
+        "user",
+        "account",
+        "state",
+        "rule",
+        "resource",
+        "instance",
+        "session",
+        "mode",
+        "released",
+        "quantum s",
+    ):
+        t.add_column(col)
+    for j in result["jobs"]:
+        for r in j["resources"] or [{}]:
+            t.add_row(
+                str(j["job"]),
+                j["user"],
+                j["account"],
+                j["state"],
+                j["rule"] or "-",
+                r.get("resource", "-"),
+                r.get("instance", "-"),
+                str(r.get("session", "-"))[:12],
+                str(r.get("mode", "-")),
+                "yes" if r.get("session_state") == "closed" else "no",
+                str(r.get("quantum_seconds", "-")),
+            )
+    console.print(t)
+    t = Table(title="IBM Quantum instances (28-day rolling usage)")
+    for col in ("instance", "allocation s", "consumed s", "fairness"):
+        t.add_column(col)
+    for i in result["instances"]:
+        t.add_row(
+            i["instance"], str(i["allocation_seconds"]), str(i["consumed_28d_seconds"]), str(i["fairness"])
+        )
+    console.print(t)
+    console.print(f"demo finished in {result['seconds']}s")
