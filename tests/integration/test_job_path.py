@@ -198,3 +198,33 @@ def test_jobs_without_qpu_are_untouched(qpu: QpuCluster) -> None:
     assert qpu.sb.wait_job(job, timeout=60) == "COMPLETED"
     assert qpu.output(job).strip() == "0"
     assert len(qpu.sessions()) == before
+
+
+def test_srun_with_qpu_gets_a_session_too(qpu: QpuCluster) -> None:
+    before = {s["id"] for s in qpu.sessions()}
+    res = qpu.sb.run(
+        ["srun", "--qpu=ibm_torino", "-A", "physics", "/usr/bin/python3", str(qpu.job_script), "1"],
+        user="qalice",
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "status=Completed quantum_seconds=1" in res.stdout
+    new = [s for s in qpu.sessions() if s["id"] not in before]
+    assert len(new) == 1
+    assert _wait(lambda: {s["id"]: s for s in qpu.sessions()}[new[0]["id"]]["state"] == "closed")
+
+
+def test_srun_steps_inside_a_qpu_batch_job_share_its_session(qpu: QpuCluster) -> None:
+    before = {s["id"] for s in qpu.sessions()}
+    job = qpu.sb.submit(
+        f"srun -n1 /usr/bin/python3 {qpu.job_script} 1\nsrun -n1 /usr/bin/python3 {qpu.job_script} 1\n",
+        user="qbob",
+        account="physics",
+        extra_args=["--qpu=ibm_torino"],
+    )
+    assert qpu.sb.wait_job(job, timeout=120) == "COMPLETED", qpu.output(job)
+    sessions = {
+        line.split("session=")[1].split()[0] for line in qpu.output(job).splitlines() if "session=" in line
+    }
+    assert len(sessions) == 1
+    assert len([s for s in qpu.sessions() if s["id"] not in before]) == 1
