@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.render_policy",
         "write the submit-time policy table for job_submit.lua",
     ),
+    "release-pending": (
+        "qauvern_hpc.commands.release_pending",
+        "close IBM sessions the epilog could not release (safety net; run from cron)",
+    ),
     "sandbox": (
         "qauvern_hpc.commands.sandbox",
         "start/stop a throwaway local Slurm cluster with the plugin wired in",

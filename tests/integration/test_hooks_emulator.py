@@ -3,6 +3,7 @@ usable by qrmi from inside the job; faults follow the configured fail mode."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +141,44 @@ def test_shipped_job_script_runs_work_in_the_prolog_session(emu, tmp_path: Path)
     assert "status=Completed quantum_seconds=3" in proc.stdout
     jobs = [j for j in emu.state.snapshot()["jobs"] if j.get("session_id") == session]
     assert len(jobs) == 1
+
+
+def test_release_pending_closes_what_the_epilog_could_not(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from qauvern_hpc.policy import load_policy
+    from qauvern_hpc.release import release_pending
+
+    policy_path = write_site(tmp_path / "site", emu.base_url)
+    state = tmp_path / "site" / "state"
+    env = _job_env(tmp_path, policy_path, SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env).returncode == 0
+    # IBM fails every close while the epilog runs: the session stays open, the record says why.
+    emu.faults.add(path=r"^/api/v1/sessions/[^/]+/close$", method="DELETE", status=503, times=50)
+    assert _hook("epilog", env).returncode == 0
+    record = json.loads((state / "jobs" / "7.json").read_text())
+    assert record["ended_at"] and "503" in record["resources"][0]["close_error"]
+    session_id = record["resources"][0]["session_id"]
+    assert {s["id"]: s for s in emu.state.snapshot()["sessions"]}[session_id]["state"] != "closed"
+    # A second job whose epilog never ran, and that Slurm no longer knows.
+    env8 = _job_env(tmp_path, policy_path, job_id="8", SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env8).returncode == 0
+    # A third that is still running must be left alone.
+    env9 = _job_env(tmp_path, policy_path, job_id="9", SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env9).returncode == 0
+    emu.faults.clear()
+
+    policy = load_policy(policy_path)
+    dry = release_pending(policy, state, is_alive=lambda j: j == "9", dry_run=True)
+    assert [(e["job"], e["why"], e["released"]) for e in dry] == [
+        ("7", "epilog could not close", False),
+        ("8", "job no longer known to Slurm", False),
+    ]
+    done = release_pending(policy, state, is_alive=lambda j: j == "9")
+    assert [e["released"] for e in done] == [True, True]
+    states = {s["id"]: s["state"] for s in emu.state.snapshot()["sessions"]}
+    closed = {
+        json.loads((state / "jobs" / f"{j}.json").read_text())["resources"][0]["session_id"] for j in (7, 8)
+    }
+    assert all(states[s] == "closed" for s in closed)
+    running = json.loads((state / "jobs" / "9.json").read_text())["resources"][0]["session_id"]
+    assert states[running] != "closed"
+    assert release_pending(policy, state, is_alive=lambda j: j == "9") == []  # nothing left: idempotent
