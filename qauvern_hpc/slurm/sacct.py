@@ -1,0 +1,440 @@
+"""Streaming parser of `sacct --parsable2 --noheader --noconvert -o FIELDS` output, and its command line.
+
+Run sacct with `SLURM_TIME_FORMAT=%s` (`sacct_env()`): dates are then epoch seconds, and Slurm prints
+`Unknown` for "not set" (0, e.g. End of a running job, Start of a pending one) and `None` for NO_VAL;
+both, and empty fields, become `None` here.
+
+What sacct prints (Slurm 22.05.8, src/sacct/print.c and src/common/slurmdb_defs.c, checked here):
+
+* JobID: `123` (plain), `123_4` (array task), `123_[1-3]` / `123_[1,5-7%2]` (array tasks not started
+  yet), `123+0` (heterogeneous job component), `123.batch` / `123.0` / `123+0.extern` (steps: skipped;
+  `-X` does not print them anyway). JobIDRaw is the job's own numeric id (an array task's or het
+  component's own id).
+* State: `COMPLETED`, `FAILED`, ..., and `CANCELLED by <uid>` -> state `CANCELLED`, `cancelled_by=uid`.
+* ExitCode: `<status>:<signal>`.
+* TimelimitRaw: minutes, or `UNLIMITED` / `Partition_Limit` (-> None); ElapsedRaw: seconds.
+* `--duplicates` (-D) prints every run of a requeued job: each run is its own accounting record with its
+  own Submit time (slurmctld sets a new submit time on requeue; the database key is (id_job,
+  time_submit)). Slurm 22.05 has no field with the requeue count; Slurm 24.11+ has `Restarts` (not
+  accepted by 22.05's sacct: add it only for newer versions, see `sacct_fields`). Without it the run
+  index is derived by the ledger from the submit times of a job's runs.
+* `--parsable2` does not escape `|` inside values. AdminComment is free text and our own merged record
+  uses ` | ` as separator, so AdminComment must be the LAST field: extra `|` are folded back into it.
+  A newline inside AdminComment continues the previous record on the next line(s); those lines are
+  folded back too.
+
+The hot loop uses `str.split("|")` and precomputed column positions; no regular expressions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from qauvern_hpc.admin_comment import PREFIX as _ADMIN_PREFIX
+from qauvern_hpc.admin_comment import AdminRecord, parse_admin_comment
+from qauvern_hpc.errors import QauvernError
+
+#: Fields we ask sacct for (Slurm 22.05 names). AdminComment must stay last (see module docstring).
+DEFAULT_FIELDS: tuple[str, ...] = (
+    "Cluster",
+    "JobID",
+    "JobIDRaw",
+    "User",
+    "Account",
+    "Partition",
+    "QOS",
+    "State",
+    "ExitCode",
+    "Submit",
+    "Start",
+    "End",
+    "ElapsedRaw",
+    "TimelimitRaw",
+    "NodeList",
+    "AdminComment",
+)
+
+#: Job states a finished job can have (sacct -s accepts these names).
+FINISHED_STATES: tuple[str, ...] = (
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REQUEUED",
+    "TIMEOUT",
+)
+
+_MAX_CONTINUATION = 64 * 1024  # characters folded into one AdminComment before we call it garbage
+
+
+class SacctParseError(QauvernError):
+    """sacct output that does not have the shape we asked for."""
+
+
+@dataclass(slots=True)
+class SacctRecord:
+    """One job allocation (one run of it) as sacct printed it."""
+
+    cluster: str
+    job_id: str  # as printed: 123, 123_4, 123_[1-3], 123+0
+    job_id_raw: int
+    array_job_id: int | None
+    array_task_id: int | None
+    array_tasks: str | None  # pending task range, e.g. "1-3%2", for 123_[1-3%2]
+    het_job_id: int | None
+    het_offset: int | None
+    user: str
+    account: str
+    partition: str
+    qos: str
+    state: str  # base state: COMPLETED, CANCELLED, ...
+    cancelled_by: int | None  # uid from "CANCELLED by <uid>"
+    exit_code: int | None
+    exit_signal: int | None
+    submit: int | None  # epoch seconds
+    start: int | None
+    end: int | None
+    elapsed: int | None  # seconds
+    time_limit: int | None  # seconds; None = unlimited / partition limit / unknown
+    node_list: str
+    admin_comment: str
+    qpu: AdminRecord | None  # our record decoded from AdminComment
+    restarts: int | None  # Slurm 24.11+ `Restarts`; None when not asked for
+
+    @property
+    def run(self) -> int | None:
+        """The requeue index when Slurm printed it (Restarts), else None (the ledger derives it)."""
+        return self.restarts
+
+
+@dataclass(slots=True)
+class ParseStats:
+    lines: int = 0
+    records: int = 0
+    steps_skipped: int = 0
+    bad_lines: int = 0
+    first_error: str | None = None
+
+
+def sacct_env() -> dict[str, str]:
+    """Environment for sacct: epoch seconds for every date."""
+    return {"SLURM_TIME_FORMAT": "%s"}
+
+
+def parse_slurm_version(text: str) -> tuple[int, int, int]:
+    """`slurm 22.05.8` / `slurm-wlm 22.05.8` (sacct --version) -> (22, 5, 8)."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise SacctParseError(f"cannot read a Slurm version from {text.strip()[:80]!r}")
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def sacct_fields(version: tuple[int, int, int] | None = None) -> tuple[str, ...]:
+    """DEFAULT_FIELDS, plus `Restarts` (before AdminComment) on Slurm 24.11 and later."""
+    if version is not None and version[:2] >= (24, 11):
+        return (*DEFAULT_FIELDS[:-1], "Restarts", DEFAULT_FIELDS[-1])
+    return DEFAULT_FIELDS
+
+
+def build_sacct_argv(
+    start: int,
+    end: int | None,
+    *,
+    clusters: Sequence[str] = (),
+    states: Sequence[str] = (),
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    sacct: str = "sacct",
+) -> list[str]:
+    """The sacct command line for job allocations (not steps) in [start, end] (epoch seconds).
+
+    `-S` is always given (with only `-j`, sacct starts at 1970). With `-s` finished states and `-S/-E`,
+    sacct returns the jobs that ended in the window. `-D` prints every run of requeued jobs. `-a` (all
+    users) is explicit so the result does not depend on who runs it. `-M` selects clusters
+    (`("all",)` for every cluster in the database). Times are passed as `uts<epoch>`, which Slurm's
+    parse_time reads without any time zone.
+    """
+    if start < 1_000_000:
+        raise ValueError(f"start must be epoch seconds, got {start}")
+    if end is not None and end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    names = [f.strip() for f in fields]
+    if not names or any(not n or "," in n for n in names):
+        raise ValueError(f"bad sacct field list: {fields!r}")
+    argv = [
+        sacct,
+        "--parsable2",
+        "--noheader",
+        "--noconvert",
+        "--allocations",
+        "--duplicates",
+        "--allusers",
+        f"--starttime=uts{int(start)}",
+    ]
+    if end is not None:
+        argv.append(f"--endtime=uts{int(end)}")
+    if clusters:
+        argv.append("--clusters=" + ",".join(clusters))
+    if states:
+        argv.append("--state=" + ",".join(states))
+    argv.append("--format=" + ",".join(names))
+    return argv
+
+
+def _clock_seconds(text: str) -> int | None:
+    """`[D-]HH:MM:SS`, `MM:SS`, `MM` (minutes) -> seconds; anything else -> None."""
+    days = 0
+    if "-" in text:
+        head, _, text = text.partition("-")
+        if not head.isdigit():
+            return None
+        days = int(head)
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts):
+        return None
+    nums = [int(p) for p in parts]
+    if len(nums) == 3:
+        secs = nums[0] * 3600 + nums[1] * 60 + nums[2]
+    elif len(nums) == 2:
+        secs = nums[0] * 60 + nums[1]
+    elif len(nums) == 1:
+        secs = nums[0] * 60
+    else:
+        return None
+    return days * 86400 + secs
+
+
+class SacctParser:
+    """Parse sacct output for a given field list. Iterate `parse(lines)`; counters are in `stats`.
+
+    `strict=True` raises `SacctParseError` at the first malformed line; otherwise malformed lines are
+    counted (`stats.bad_lines`, `stats.first_error`) and skipped.
+    """
+
+    def __init__(self, fields: Sequence[str] = DEFAULT_FIELDS, *, strict: bool = True) -> None:
+        names = [f.strip() for f in fields]
+        self.fields = tuple(names)
+        self.strict = strict
+        self.stats = ParseStats()
+        index = {name.lower(): i for i, name in enumerate(names)}
+        if len(index) != len(names):
+            raise ValueError(f"duplicate sacct fields in {fields!r}")
+        for required in ("jobid", "jobidraw"):
+            if required not in index:
+                raise ValueError(f"sacct fields must include JobID and JobIDRaw, got {fields!r}")
+        n = len(names)
+        self._n = n
+        self._index = index
+        pad = n  # position of the empty column appended to every row for fields not asked for
+        self._pad = pad
+
+        def at(*names_: str) -> int:
+            for name in names_:
+                if name.lower() in index:
+                    return index[name.lower()]
+            return pad
+
+        self._admin = at("AdminComment")
+        self._admin_last = self._admin == n - 1
+        self._elapsed_raw = "elapsedraw" in index
+        self._limit_raw = "timelimitraw" in index
+        self._cols = (
+            at("Cluster"),
+            index["jobid"],
+            index["jobidraw"],
+            at("User"),
+            at("Account"),
+            at("Partition"),
+            at("QOS"),
+            at("State"),
+            at("ExitCode"),
+            at("Submit"),
+            at("Start"),
+            at("End"),
+            at("ElapsedRaw", "Elapsed"),
+            at("TimelimitRaw", "Timelimit"),
+            at("NodeList"),
+            self._admin,
+            at("Restarts"),
+        )
+
+    def _error(self, lineno: int, message: str) -> None:
+        text = f"sacct output line {lineno}: {message}"
+        if self.strict:
+            raise SacctParseError(text)
+        self.stats.bad_lines += 1
+        if self.stats.first_error is None:
+            self.stats.first_error = text
+
+    def parse(self, lines: Iterable[str]) -> Iterator[SacctRecord]:
+        """Yield one record per job allocation line; steps are skipped. Memory does not grow with input."""
+        n = self._n
+        admin_i = self._admin
+        admin_last = self._admin_last
+        (
+            c_cluster,
+            c_jobid,
+            c_raw,
+            c_user,
+            c_account,
+            c_part,
+            c_qos,
+            c_state,
+            c_exit,
+            c_submit,
+            c_start,
+            c_end,
+            c_elapsed,
+            c_limit,
+            c_nodes,
+            c_admin,
+            c_restarts,
+        ) = self._cols
+        elapsed_raw = self._elapsed_raw
+        limit_raw = self._limit_raw
+        stats = self.stats
+        prefix = _ADMIN_PREFIX
+        parse_admin = parse_admin_comment
+        record_cls = SacctRecord
+        clock = _clock_seconds
+        prev: SacctRecord | None = None
+        continued = 0
+        lineno = 0
+        for lineno, raw in enumerate(lines, 1):
+            line = raw[:-1] if raw.endswith("\n") else raw
+            p = line.split("|")
+            if len(p) != n:
+                if len(p) < n:
+                    # A newline inside the last field (AdminComment) of the previous record.
+                    if prev is not None and admin_last and continued + len(line) < _MAX_CONTINUATION:
+                        continued += len(line) + 1
+                        prev.admin_comment += "\n" + line
+                        prev.qpu = parse_admin(prev.admin_comment) if prefix in prev.admin_comment else None
+                        continue
+                    if not line.strip():
+                        continue
+                    self._error(lineno, f"{len(p)} fields, expected {n}: {line[:120]!r}")
+                    continue
+                if not admin_last:
+                    self._error(lineno, f"{len(p)} fields, expected {n}: {line[:120]!r}")
+                    continue
+                p[admin_i:] = ["|".join(p[admin_i:])]
+            if prev is not None:
+                stats.records += 1
+                yield prev
+                prev = None
+            continued = 0
+            p.append("")
+            job_id = p[c_jobid]
+            try:
+                raw_text = p[c_raw]
+                if raw_text.isdigit():
+                    job_id_raw = int(raw_text)
+                elif "." in raw_text or "." in job_id:
+                    stats.steps_skipped += 1
+                    continue
+                else:
+                    raise ValueError(f"JobIDRaw {raw_text!r}")
+                array_job_id = array_task_id = het_job_id = het_offset = None
+                array_tasks = None
+                if not job_id.isdigit():
+                    if "." in job_id:
+                        stats.steps_skipped += 1
+                        continue
+                    if "_" in job_id:
+                        head, _, tail = job_id.partition("_")
+                        array_job_id = int(head)
+                        if tail[:1] == "[":
+                            if tail[-1:] != "]":
+                                raise ValueError(f"JobID {job_id!r}")
+                            array_tasks = tail[1:-1]
+                        else:
+                            array_task_id = int(tail)
+                    elif "+" in job_id:
+                        head, _, tail = job_id.partition("+")
+                        het_job_id = int(head)
+                        het_offset = int(tail)
+                    else:
+                        raise ValueError(f"JobID {job_id!r}")
+                state = p[c_state]
+                cancelled_by = None
+                if " " in state:
+                    state, _, by = state.partition(" by ")
+                    if by.isdigit():
+                        cancelled_by = int(by)
+                    state = state.strip()
+                ec = p[c_exit]
+                exit_code = exit_signal = None
+                if ec:
+                    a, _, b = ec.partition(":")
+                    if a.isdigit():
+                        exit_code = int(a)
+                    if b.isdigit():
+                        exit_signal = int(b)
+                v = p[c_submit]
+                submit = int(v) if v.isdigit() else None
+                v = p[c_start]
+                start = int(v) if v.isdigit() else None
+                v = p[c_end]
+                end = int(v) if v.isdigit() else None
+                v = p[c_elapsed]
+                if v.isdigit():
+                    elapsed: int | None = int(v) if elapsed_raw else clock(v)
+                else:
+                    elapsed = clock(v) if v else None
+                v = p[c_limit]
+                if v.isdigit():
+                    limit: int | None = int(v) * 60 if limit_raw else clock(v)
+                elif v and v[0].isdigit():
+                    limit = clock(v)
+                else:
+                    limit = None
+                admin = p[c_admin]
+                v = p[c_restarts]
+                restarts = int(v) if v.isdigit() else None
+            except ValueError as exc:
+                self._error(lineno, f"{exc}: {line[:120]!r}")
+                continue
+            prev = record_cls(
+                p[c_cluster],
+                job_id,
+                job_id_raw,
+                array_job_id,
+                array_task_id,
+                array_tasks,
+                het_job_id,
+                het_offset,
+                p[c_user],
+                p[c_account],
+                p[c_part],
+                p[c_qos],
+                state,
+                cancelled_by,
+                exit_code,
+                exit_signal,
+                submit,
+                start,
+                end,
+                elapsed,
+                limit,
+                p[c_nodes],
+                admin,
+                parse_admin(admin) if prefix in admin else None,
+                restarts,
+            )
+        stats.lines += lineno
+        if prev is not None:
+            stats.records += 1
+            yield prev
+
+
+def parse_sacct(
+    lines: Iterable[str], fields: Sequence[str] = DEFAULT_FIELDS, *, strict: bool = True
+) -> Iterator[SacctRecord]:
+    """Shortcut for `SacctParser(fields, strict=strict).parse(lines)`."""
+    return SacctParser(fields, strict=strict).parse(lines)
