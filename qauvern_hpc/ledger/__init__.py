@@ -1,0 +1,63 @@
+"""Usage ledger: every quantum second attributed to the Slurm job run, user, account, partition, QOS,
+QPU resource and IBM instance that spent it.
+
+`open_ledger(url)` picks the back end by URL scheme:
+
+* `sqlite:///PATH` -> `SQLiteLedger` on PATH, SQLAlchemy style: `sqlite:////var/lib/x.db` is absolute,
+  `sqlite:///x.db` relative to the working directory;
+* `postgresql://user@host/db` (also `postgres://`, libpq URLs) -> `PostgresLedger`.
+"""
+
+from __future__ import annotations
+
+from qauvern_hpc.errors import ConfigError
+from qauvern_hpc.ledger.base import Ledger, LedgerError, UpsertStats
+from qauvern_hpc.ledger.models import (
+    DIMENSIONS,
+    FINAL,
+    PENDING,
+    AuditEntry,
+    InstanceUsage,
+    RunKey,
+    RunRow,
+    StoredRun,
+    UsageRow,
+)
+
+__all__ = [
+    "DIMENSIONS",
+    "FINAL",
+    "PENDING",
+    "AuditEntry",
+    "InstanceUsage",
+    "Ledger",
+    "LedgerError",
+    "RunKey",
+    "RunRow",
+    "StoredRun",
+    "UpsertStats",
+    "UsageRow",
+    "open_ledger",
+]
+
+
+def open_ledger(url: str) -> Ledger:
+    """Open (creating and migrating as needed) the ledger at `url`."""
+    if url.startswith("sqlite:"):
+        from qauvern_hpc.ledger.sqlite import SQLiteLedger
+
+        if not url.startswith("sqlite:///") or not url[len("sqlite:///") :].strip("/"):
+            raise ConfigError(
+                f"ledger URL {url!r} has no database path",
+                hint="sqlite:////var/lib/qauvern-hpc/ledger.db (absolute) or sqlite:///ledger.db (relative)",
+            )
+        path = url[len("sqlite:///") :]
+        return SQLiteLedger(path)
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        from qauvern_hpc.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    raise ConfigError(
+        f"unsupported ledger URL {url!r}",
+        hint="use sqlite:///path/to/ledger.db or postgresql://user@host/dbname",
+    )

@@ -1,0 +1,110 @@
+"""Versioned schema of the usage ledger, for SQLite and PostgreSQL.
+
+Each migration is applied once, in order, inside the writer lock and one transaction, and recorded in
+`schema_migrations(version, name, applied_at)`. Add new migrations at the end; never edit an applied one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def _types(dialect: Dialect) -> dict[str, str]:
+    if dialect == "sqlite":
+        return {
+            "int": "INTEGER",
+            "real": "REAL",
+            "json": "TEXT",
+            "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "without_rowid": " WITHOUT ROWID",
+        }
+    return {
+        "int": "BIGINT",
+        "real": "DOUBLE PRECISION",
+        "json": "JSONB",
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "without_rowid": "",
+    }
+
+
+def migrations(dialect: Dialect) -> tuple[Migration, ...]:
+    t = _types(dialect)
+    runs = f"""
+CREATE TABLE runs (
+    cluster TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    job_id_raw {t["int"]} NOT NULL,
+    array_job_id {t["int"]},
+    array_task_id {t["int"]},
+    het_job_id {t["int"]},
+    het_offset {t["int"]},
+    run {t["int"]} NOT NULL,
+    "user" TEXT NOT NULL,
+    account TEXT NOT NULL,
+    "partition" TEXT NOT NULL,
+    qos TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    instance TEXT,
+    session_id TEXT,
+    rule TEXT,
+    submit {t["int"]} NOT NULL,
+    start {t["int"]},
+    "end" {t["int"]},
+    wall_seconds {t["int"]},
+    quantum_seconds {t["real"]},
+    usage_state TEXT NOT NULL,
+    slurm_state TEXT NOT NULL,
+    updated_at {t["real"]} NOT NULL,
+    PRIMARY KEY (cluster, job_id_raw, run, resource),
+    CONSTRAINT runs_usage_state CHECK (usage_state IN ('pending', 'final')),
+    CONSTRAINT runs_final_has_seconds CHECK (usage_state = 'pending' OR quantum_seconds IS NOT NULL),
+    CONSTRAINT runs_run_non_negative CHECK (run >= 0)
+){t["without_rowid"]}"""
+    return (
+        Migration(
+            1,
+            "runs, collector_state, audit",
+            (
+                runs.strip(),
+                'CREATE INDEX runs_end ON runs ("end")',
+                "CREATE INDEX runs_pending ON runs (cluster, job_id_raw) WHERE usage_state = 'pending'",
+                f"""CREATE TABLE collector_state (
+    cluster TEXT PRIMARY KEY,
+    high_water {t["int"]} NOT NULL,
+    updated_at {t["real"]} NOT NULL
+)""",
+                f"""CREATE TABLE audit (
+    id {t["serial"]},
+    run_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at {t["real"]} NOT NULL,
+    action TEXT NOT NULL,
+    before {t["json"]},
+    after {t["json"]},
+    reason TEXT
+)""",
+                "CREATE INDEX audit_run_id ON audit (run_id, id)",
+            ),
+        ),
+    )
+
+
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+
+
+def latest_version(dialect: Dialect) -> int:
+    return max(m.version for m in migrations(dialect))
