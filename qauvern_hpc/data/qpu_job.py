@@ -43,7 +43,7 @@ def main(argv):
     seconds = float(argv[1]) if len(argv) > 1 else 5.0
     names = [n for n in os.environ.get("QRMI_JOB_QPU_RESOURCES", "").split(",") if n]
     if not names:
-        print("qpu_job: QRMI_JOB_QPU_RESOURCES is not set: was the job submitted with --qpu?", file=sys.stderr)
+        print("qpu_job: QRMI_JOB_QPU_RESOURCES is not set (submitted without --qpu?)", file=sys.stderr)
         return 3
     ok = True
     for name in names:
