@@ -1,0 +1,60 @@
+"""How many quantum seconds a Slurm job spent, from the IBM sessions it held. Pure: no I/O.
+
+IBM's rules (seed "Workload usage"):
+- batch (and single-job) mode: usage is the sum of the quantum time of the session's jobs;
+- dedicated session mode: usage is wall clock from the first job start until the session is closed or goes
+  inactive (IBM reports it as the session's `elapsed_time`);
+- failed and cancelled jobs count only for the time the QPU was locked (IBM's per-job quantum seconds
+  already say so, so they are summed like any other job).
+
+A job's usage is *final* once every session it held is closed and none of its IBM jobs is still queued or
+running; until then the collector stores what is known as *pending* and revisits it on later runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TERMINAL_JOB_STATES = frozenset({"completed", "failed", "cancelled", "canceled", "error"})
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    session_id: str
+    mode: str  # "batch" | "dedicated"
+    state: str  # IBM session state: open, active, inactive, closed
+    elapsed_seconds: float | None  # dedicated sessions: IBM's wall-clock usage
+    job_quantum_seconds: Sequence[float | None]  # per IBM job in the session (None: not reported yet)
+    job_states: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    quantum_seconds: float
+    final: bool
+    why: str
+
+
+def attribute(session: SessionUsage) -> Attribution:
+    """The quantum seconds one session charged, and whether IBM's figure can still change."""
+    jobs_done = all(s.lower() in TERMINAL_JOB_STATES for s in session.job_states)
+    closed = session.state.lower() == "closed"
+    if session.mode == "dedicated":
+        seconds = max(0.0, session.elapsed_seconds or 0.0)
+        return Attribution(seconds, closed, "dedicated session: wall clock from first job start to close")
+    known = [q for q in session.job_quantum_seconds if q is not None]
+    missing = len(known) != len(session.job_quantum_seconds)
+    seconds = float(sum(max(0.0, q) for q in known))
+    final = closed and jobs_done and not missing
+    return Attribution(seconds, final, f"batch: sum of {len(known)} job(s) quantum time")
+
+
+def attribute_job(sessions: Sequence[SessionUsage]) -> Attribution:
+    """A Slurm job's total over the sessions it held (one per resource)."""
+    parts = [attribute(s) for s in sessions]
+    if not parts:
+        return Attribution(0.0, True, "no session was opened")
+    return Attribution(
+        sum(p.quantum_seconds for p in parts), all(p.final for p in parts), "; ".join(p.why for p in parts)
+    )
