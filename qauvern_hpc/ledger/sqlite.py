@@ -144,19 +144,23 @@ class SQLiteLedger(Ledger):
         return self._conn.execute(sql, params).fetchall()
 
     def _existing_runs(self, jobs: Sequence[tuple[str, int]]) -> list[tuple[str, int, int, int]]:
+        # Per cluster, `job_id_raw IN (...)`: a lookup on the primary key's prefix for each id (a row-value
+        # `IN (VALUES ...)` makes SQLite scan the whole table).
+        by_cluster: dict[str, list[int]] = {}
+        for cluster, job_id_raw in jobs:
+            by_cluster.setdefault(cluster, []).append(job_id_raw)
         out: list[tuple[str, int, int, int]] = []
-        step = _MAX_VARIABLES // 2
-        for i in range(0, len(jobs), step):
-            part = jobs[i : i + step]
-            values = ", ".join("(?, ?)" for _ in part)
-            flat = [v for job in part for v in job]
-            out.extend(
-                self._conn.execute(
-                    "SELECT cluster, job_id_raw, submit, run FROM runs "
-                    f"WHERE (cluster, job_id_raw) IN (VALUES {values})",
-                    flat,
-                ).fetchall()
-            )
+        step = _MAX_VARIABLES - 1
+        for cluster, ids in by_cluster.items():
+            for i in range(0, len(ids), step):
+                part = ids[i : i + step]
+                out.extend(
+                    self._conn.execute(
+                        "SELECT cluster, job_id_raw, submit, run FROM runs "
+                        f"WHERE cluster = ? AND job_id_raw IN ({', '.join('?' * len(part))})",
+                        [cluster, *part],
+                    ).fetchall()
+                )
         return out
 
     def close(self) -> None:

@@ -70,6 +70,7 @@ FINISHED_STATES: tuple[str, ...] = (
     "TIMEOUT",
 )
 
+_CACHE_MAX = 4096  # distinct State / ExitCode / Timelimit texts remembered while parsing
 _MAX_CONTINUATION = 64 * 1024  # characters folded into one AdminComment before we call it garbage
 
 
@@ -186,6 +187,51 @@ def build_sacct_argv(
     return argv
 
 
+def _state(text: str) -> tuple[str, int | None]:
+    """`CANCELLED by 1000` -> ("CANCELLED", 1000); `COMPLETED` -> ("COMPLETED", None)."""
+    if " " not in text:
+        return text, None
+    state, _, by = text.partition(" by ")
+    return state.strip(), int(by) if by.isdigit() else None
+
+
+def _exit_code(text: str) -> tuple[int | None, int | None]:
+    """`2:0` -> (2, 0); empty -> (None, None)."""
+    a, _, b = text.partition(":")
+    return (int(a) if a.isdigit() else None, int(b) if b.isdigit() else None)
+
+
+_RULE, _INST, _RES = "rule=", "inst=", "res="
+
+
+def _decode_admin(text: str) -> AdminRecord | None:
+    """`parse_admin_comment`, with a fast path for the plain shape our prolog writes.
+
+    The fast path takes only text that is exactly `qauvern:v1;rule=..;inst=..;res=..` with nothing to
+    percent-decode and no surrounding text; for it, it returns what `parse_admin_comment` returns
+    (tests/unit/test_sacct.py compares both). Anything else goes to `parse_admin_comment`.
+    """
+    if "%" in text or not text.startswith(_ADMIN_PREFIX) or " " in text:
+        return parse_admin_comment(text)
+    parts = text[len(_ADMIN_PREFIX) :].split(";")
+    if len(parts) != 3:
+        return parse_admin_comment(text)
+    rule, inst, res = parts
+    if not (rule.startswith(_RULE) and inst.startswith(_INST) and res.startswith(_RES)) or "=" in res[4:]:
+        return parse_admin_comment(text)
+    resources: list[tuple[str, str | None]] = []
+    for entry in res[4:].split(","):
+        if not entry:
+            continue
+        name, sep, sess = entry.partition("@")
+        if not sep or not name:
+            return None
+        resources.append((name, None if sess == "-" else sess))
+    if "=" in rule[5:] or "=" in inst[5:]:
+        return parse_admin_comment(text)
+    return AdminRecord(rule[5:], inst[5:], tuple(resources))
+
+
 def _clock_seconds(text: str) -> int | None:
     """`[D-]HH:MM:SS`, `MM:SS`, `MM` (minutes) -> seconds; anything else -> None."""
     days = 0
@@ -300,15 +346,24 @@ class SacctParser:
         stats = self.stats
         prefix = _ADMIN_PREFIX
         parse_admin = parse_admin_comment
+        decode_admin = _decode_admin
         record_cls = SacctRecord
         clock = _clock_seconds
         prev: SacctRecord | None = None
         continued = 0
         lineno = 0
+        state_cache: dict[str, tuple[str, int | None]] = {}
+        exit_cache: dict[str, tuple[int | None, int | None]] = {}
+        limit_cache: dict[str, int | None] = {}
         for lineno, raw in enumerate(lines, 1):
-            line = raw[:-1] if raw.endswith("\n") else raw
-            p = line.split("|")
-            if len(p) != n:
+            p = raw.split("|")
+            if len(p) == n:
+                last = p[-1]
+                if last[-1:] == "\n":
+                    p[-1] = last[:-1]
+            else:
+                line = raw[:-1] if raw.endswith("\n") else raw
+                p = line.split("|")
                 if len(p) < n:
                     # A newline inside the last field (AdminComment) of the previous record.
                     if prev is not None and admin_last and continued + len(line) < _MAX_CONTINUATION:
@@ -361,44 +416,55 @@ class SacctParser:
                         het_offset = int(tail)
                     else:
                         raise ValueError(f"JobID {job_id!r}")
-                state = p[c_state]
-                cancelled_by = None
-                if " " in state:
-                    state, _, by = state.partition(" by ")
-                    if by.isdigit():
-                        cancelled_by = int(by)
-                    state = state.strip()
-                ec = p[c_exit]
-                exit_code = exit_signal = None
-                if ec:
-                    a, _, b = ec.partition(":")
-                    if a.isdigit():
-                        exit_code = int(a)
-                    if b.isdigit():
-                        exit_signal = int(b)
-                v = p[c_submit]
-                submit = int(v) if v.isdigit() else None
-                v = p[c_start]
-                start = int(v) if v.isdigit() else None
-                v = p[c_end]
-                end = int(v) if v.isdigit() else None
+                v = p[c_state]
+                st = state_cache.get(v)
+                if st is None:
+                    st = _state(v)
+                    if len(state_cache) < _CACHE_MAX:
+                        state_cache[v] = st
+                state, cancelled_by = st
+                v = p[c_exit]
+                ex = exit_cache.get(v)
+                if ex is None:
+                    ex = _exit_code(v)
+                    if len(exit_cache) < _CACHE_MAX:
+                        exit_cache[v] = ex
+                exit_code, exit_signal = ex
+                # int() straight away is the fast path; "Unknown" / "None" / "" take the except.
+                try:
+                    submit: int | None = int(p[c_submit])
+                except ValueError:
+                    submit = None
+                try:
+                    start: int | None = int(p[c_start])
+                except ValueError:
+                    start = None
+                try:
+                    end: int | None = int(p[c_end])
+                except ValueError:
+                    end = None
                 v = p[c_elapsed]
                 if v.isdigit():
                     elapsed: int | None = int(v) if elapsed_raw else clock(v)
                 else:
                     elapsed = clock(v) if v else None
                 v = p[c_limit]
-                if v.isdigit():
-                    limit: int | None = int(v) * 60 if limit_raw else clock(v)
-                elif v and v[0].isdigit():
-                    limit = clock(v)
+                if v in limit_cache:
+                    limit = limit_cache[v]
                 else:
-                    limit = None
+                    if v.isdigit():
+                        limit = int(v) * 60 if limit_raw else clock(v)
+                    elif v and v[0].isdigit():
+                        limit = clock(v)
+                    else:
+                        limit = None
+                    if len(limit_cache) < _CACHE_MAX:
+                        limit_cache[v] = limit
                 admin = p[c_admin]
                 v = p[c_restarts]
                 restarts = int(v) if v.isdigit() else None
             except ValueError as exc:
-                self._error(lineno, f"{exc}: {line[:120]!r}")
+                self._error(lineno, f"{exc}: {raw.rstrip(chr(10))[:120]!r}")
                 continue
             prev = record_cls(
                 p[c_cluster],
@@ -424,7 +490,7 @@ class SacctParser:
                 limit,
                 p[c_nodes],
                 admin,
-                parse_admin(admin) if prefix in admin else None,
+                decode_admin(admin) if prefix in admin else None,
                 restarts,
             )
         stats.lines += lineno

@@ -276,3 +276,32 @@ def test_memory_does_not_hold_records() -> None:
         last = rec
     assert last.job_id_raw == 20000
     assert parser.stats.records == 20000
+
+
+def test_fast_admin_decoding_matches_parse_admin_comment() -> None:
+    from qauvern_hpc.admin_comment import format_admin_comment, merge_admin_comment, parse_admin_comment
+    from qauvern_hpc.slurm.sacct import _decode_admin
+
+    texts = [
+        "qauvern:v1;rule=chem;inst=chem-2026;res=ibm_torino@sess-1",
+        "qauvern:v1;rule=;inst=;res=",
+        "qauvern:v1;rule=a;inst=b;res=x@-,y@s2",
+        "qauvern:v1;rule=a;inst=b;res=x@s,",
+        "qauvern:v1;rule=a;inst=b;res=x",  # malformed resource
+        "qauvern:v1;rule=a;inst=b;res=@s",  # malformed resource
+        "qauvern:v1;inst=b;rule=a;res=x@s",  # other order
+        "qauvern:v1;rule=a;inst=b",  # no res
+        "qauvern:v1;rule=a=b;inst=c;res=x@s",
+        "qauvern:v1;rule=a;inst=b;res=x@s;extra=1",
+        "qauvern:v1;rule=a;inst=b;res=x@s ",
+        " qauvern:v1;rule=a;inst=b;res=x@s",
+        "note | qauvern:v1;rule=a;inst=b;res=x@s",
+        format_admin_comment(
+            {"rule": "a;b", "instance": "x | y", "resources": [{"resource": "r@", "session_id": "s,1"}]}
+        ),
+        merge_admin_comment(
+            "ticket 1", format_admin_comment({"rule": "r", "instance": "i", "resources": []})
+        ),
+    ]
+    for text in texts:
+        assert _decode_admin(text) == parse_admin_comment(text), text
