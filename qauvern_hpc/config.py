@@ -20,7 +20,6 @@ import difflib
 import hashlib
 import os
 import re
-import stat
 import types
 import typing
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from pydantic import (
 
 from qauvern_hpc import mapping
 from qauvern_hpc.errors import ConfigError
+from qauvern_hpc.keyfile import check_key_file, read_key_file
 from qauvern_hpc.policy import (
     MATCH_FIELDS,
     Policy,
@@ -979,37 +979,9 @@ def _pydantic_messages(exc: ValidationError, doc: _Document, filename: str) -> l
     return out
 
 
-def check_key_file(path: Path) -> str | None:
-    """Why `path` is not usable as an API key file, or None."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return f"API key file {path} does not exist"
-    except OSError as exc:
-        return f"API key file {path}: {exc.strerror or exc}"
-    if not stat.S_ISREG(st.st_mode):
-        return f"API key file {path} is not a regular file"
-    if st.st_mode & 0o077:
-        return (
-            f"API key file {path} is accessible to group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-        )
-    return None
-
-
 def load_api_key(path: str | os.PathLike[str]) -> SecretStr:
     """Read an API key file (must be mode 0600 or stricter). The key stays wrapped in a SecretStr."""
-    p = Path(path)
-    problem = check_key_file(p)
-    if problem:
-        raise ConfigError(problem)
-    try:
-        key = p.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"API key file {p}: cannot read it: {exc}") from None
-    if not key:
-        raise ConfigError(f"API key file {p} is empty")
-    return SecretStr(key)
+    return SecretStr(read_key_file(path))
 
 
 @dataclass(frozen=True)

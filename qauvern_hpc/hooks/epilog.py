@@ -8,20 +8,23 @@ and is retried by `qauvern-hpc release-pending` (the rebalancer runs it too).
 
 from __future__ import annotations
 
-import contextlib
-import logging
+# Module level stays at os/sys: Slurm runs this hook for EVERY job, and most jobs have no --qpu.
 import os
 import sys
-import time
 from collections.abc import Mapping
 
-from qauvern_hpc.hooks import common
-
-log = logging.getLogger("qauvern_hpc.epilog")
+DEFAULT_STATE_DIR = "/var/lib/qauvern-hpc"  # == hooks.common.DEFAULT_STATE_DIR (not imported: fast path)
 
 
 def release(environ: Mapping[str, str]) -> dict[str, object] | None:
+    import contextlib
+    import logging
+    import time
+
+    from qauvern_hpc.hooks import common
     from qauvern_hpc.policy import load_policy
+
+    log = logging.getLogger("qauvern_hpc.epilog")
 
     job_id = environ.get("SLURM_JOB_ID", "")
     policy = load_policy(environ.get("QAUVERN_HPC_POLICY") or None)
@@ -43,19 +46,25 @@ def release(environ: Mapping[str, str]) -> dict[str, object] | None:
 
 def _has_record(environ: Mapping[str, str]) -> bool:
     job_id = environ.get("SLURM_JOB_ID", "")
-    state_dir = environ.get("QAUVERN_HPC_STATE_DIR") or common.DEFAULT_STATE_DIR
-    return job_id.isdigit() and os.path.exists(common.StatePaths(state_dir, job_id).record_file)
+    state_dir = environ.get("QAUVERN_HPC_STATE_DIR") or DEFAULT_STATE_DIR
+    return job_id.isdigit() and os.path.exists(os.path.join(state_dir, "jobs", f"{job_id}.json"))
 
 
 def main(argv: list[str] | None = None) -> int:
     environ = os.environ
     if not environ.get("SPANK_QPU") and not _has_record(environ):
         return 0  # not a QPU job: the fast path
+    import logging
+
+    from qauvern_hpc.hooks import common
+
     common.setup_logging(environ)
     try:
         release(environ)
     except Exception as exc:
-        log.exception("job %s: qauvern-hpc epilog failed: %s", environ.get("SLURM_JOB_ID"), exc)
+        logging.getLogger("qauvern_hpc.epilog").exception(
+            "job %s: qauvern-hpc epilog failed: %s", environ.get("SLURM_JOB_ID"), exc
+        )
     return 0
 
 

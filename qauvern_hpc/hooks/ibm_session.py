@@ -43,9 +43,9 @@ def endpoints_for(policy: Policy) -> Endpoints:
 def read_api_key(path: str | None, instance: str) -> str:
     if not path:
         raise RuntimeError(f"instance {instance!r} has no api_key_file in the config")
-    from qauvern_hpc.config import load_api_key
+    from qauvern_hpc.keyfile import read_key_file
 
-    return load_api_key(path).get_secret_value()
+    return read_key_file(path)
 
 
 def client_for(policy: Policy, grant: ResourceGrant) -> IBMClient:

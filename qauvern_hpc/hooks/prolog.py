@@ -16,28 +16,25 @@ fail-closed per resource, not for requeues.
 
 from __future__ import annotations
 
-import json
-import logging
+# Module level stays at os/sys: Slurm runs this hook for EVERY job, and most jobs have no --qpu.
 import os
 import sys
-import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qauvern_hpc.hooks import common
-from qauvern_hpc.hooks.jobenv import (
-    ERROR_KEY,
-    FAIL_MODE_KEY,
-    AcquiredResource,
-    format_env_file,
-    render,
-    write_private,
-)
+if TYPE_CHECKING:
+    from qauvern_hpc.hooks.jobenv import AcquiredResource
 
-log = logging.getLogger("qauvern_hpc.prolog")
+
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger("qauvern_hpc.prolog")
 
 
 def _error_env(message: str, fail_mode: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    from qauvern_hpc.hooks.jobenv import ERROR_KEY, FAIL_MODE_KEY
+
     env = dict(base or {})
     env[ERROR_KEY] = message.replace("\n", " ")[:900]
     env[FAIL_MODE_KEY] = fail_mode
@@ -46,8 +43,14 @@ def _error_env(message: str, fail_mode: str, base: Mapping[str, str] | None = No
 
 def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
     """Do the prolog's work for one job; returns the job record (also written to the state dir)."""
+    import time
+
+    from qauvern_hpc.hooks import common
+    from qauvern_hpc.hooks.jobenv import format_env_file, render, write_private
     from qauvern_hpc.mapping import JobIdentity, decide, parse_request
     from qauvern_hpc.policy import load_policy
+
+    log = _log()
 
     job = common.JobContext.from_environ(environ)
     policy = load_policy(environ.get("QAUVERN_HPC_POLICY") or None)
@@ -142,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     environ = os.environ
     if not environ.get("SPANK_QPU"):
         return 0  # not a QPU job: the fast path
+    import json
+    import time
+
+    from qauvern_hpc.hooks import common
+
+    log = _log()
     common.setup_logging(environ)
     started = time.monotonic()
     try:

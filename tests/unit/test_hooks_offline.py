@@ -101,3 +101,20 @@ def test_unreachable_ibm_follows_the_fail_mode(tmp_path: Path, monkeypatch: pyte
     # The epilog has nothing to release and still exits 0.
     assert _run(monkeypatch, epilog, _env(policy, state)) == 0
     assert not (state / "jobs" / "101.env").exists()
+
+
+def test_hook_fast_path_imports_almost_nothing() -> None:
+    """Slurm runs both hooks for every job: a job without --qpu must not pay for our imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qauvern_hpc.hooks import prolog, epilog\n"
+        "assert prolog.main() == 0 and epilog.main() == 0\n"
+        "heavy = ('logging', 'subprocess', 'json', 'httpx', 'pydantic', 'yaml', 'qauvern_hpc.policy')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {"SLURM_JOB_ID": "5", "PATH": "/usr/bin:/bin", "QAUVERN_HPC_STATE_DIR": "/nonexistent"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
