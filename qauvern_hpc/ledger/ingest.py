@@ -54,7 +54,7 @@ class IngestStats:
     parse: ParseStats
     store: UpsertStats
     qpu_records: int = 0
-    max_end: int | None = None  # latest End seen: the next high-water mark candidate
+    max_end: int | None = None  # latest End among the QPU records
 
 
 def ingest_sacct(
@@ -64,8 +64,13 @@ def ingest_sacct(
     *,
     strict: bool = False,
 ) -> IngestStats:
-    """Parse sacct output line by line and upsert the QPU jobs' rows, in one transaction."""
-    parser = SacctParser(fields, strict=strict)
+    """Parse sacct output line by line and upsert the QPU jobs' rows, in one transaction.
+
+    Only records carrying our AdminComment record are parsed in full (`SacctParser(qpu_only=True)`);
+    `max_end` is the latest End among them. The collector's high-water mark is the end of the window it
+    asked sacct for, not this.
+    """
+    parser = SacctParser(fields, strict=strict, qpu_only=True)
     stats = IngestStats(parse=parser.stats, store=UpsertStats())
 
     def rows() -> Iterator[RunRow]:
@@ -75,9 +80,8 @@ def ingest_sacct(
             end = rec.end
             if end is not None and (max_end is None or end > max_end):
                 max_end = end
-            if rec.qpu is not None:
-                qpu += 1
-                yield from runs_from_record(rec)
+            qpu += 1
+            yield from runs_from_record(rec)
         stats.qpu_records = qpu
         stats.max_end = max_end
 

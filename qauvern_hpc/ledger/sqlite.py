@@ -154,11 +154,16 @@ class SQLiteLedger(Ledger):
         for cluster, ids in by_cluster.items():
             for i in range(0, len(ids), step):
                 part = ids[i : i + step]
+                # Pad the list to a multiple of 1024 with an id no job has: a few distinct statement texts
+                # only. Every distinct text is a prepared statement the sqlite3 module caches, and one with
+                # thousands of parameters holds hundreds of KB: memory grew with N before this.
+                size = min(step, -(-len(part) // 1024) * 1024)
+                params: list[Any] = [cluster, *part, *([-1] * (size - len(part)))]
                 out.extend(
                     self._conn.execute(
                         "SELECT cluster, job_id_raw, submit, run FROM runs "
-                        f"WHERE cluster = ? AND job_id_raw IN ({', '.join('?' * len(part))})",
-                        [cluster, *part],
+                        f"WHERE cluster = ? AND job_id_raw IN ({', '.join(['?'] * size)})",
+                        params,
                     ).fetchall()
                 )
         return out

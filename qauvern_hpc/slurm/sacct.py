@@ -119,6 +119,7 @@ class ParseStats:
     lines: int = 0
     records: int = 0
     steps_skipped: int = 0
+    filtered: int = 0  # qpu_only: records without our AdminComment record, not parsed
     bad_lines: int = 0
     first_error: str | None = None
 
@@ -260,12 +261,19 @@ class SacctParser:
 
     `strict=True` raises `SacctParseError` at the first malformed line; otherwise malformed lines are
     counted (`stats.bad_lines`, `stats.first_error`) and skipped.
+
+    `qpu_only=True` yields only records whose AdminComment holds our record (QPU jobs): the other lines
+    cost a substring test instead of a full parse (`stats.filtered` counts them). Newlines inside an
+    AdminComment are still folded back, also when our record only comes after such a newline.
     """
 
-    def __init__(self, fields: Sequence[str] = DEFAULT_FIELDS, *, strict: bool = True) -> None:
+    def __init__(
+        self, fields: Sequence[str] = DEFAULT_FIELDS, *, strict: bool = True, qpu_only: bool = False
+    ) -> None:
         names = [f.strip() for f in fields]
         self.fields = tuple(names)
         self.strict = strict
+        self.qpu_only = qpu_only
         self.stats = ParseStats()
         index = {name.lower(): i for i, name in enumerate(names)}
         if len(index) != len(names):
@@ -355,7 +363,23 @@ class SacctParser:
         state_cache: dict[str, tuple[str, int | None]] = {}
         exit_cache: dict[str, tuple[int | None, int | None]] = {}
         limit_cache: dict[str, int | None] = {}
+        qpu_only = self.qpu_only
+        min_pipes = n - 1
+        held: str | None = None  # qpu_only: the last skipped record line, in case continuation lines follow
+        held_grew = False
         for lineno, raw in enumerate(lines, 1):
+            if qpu_only and prefix not in raw and raw.count("|") >= min_pipes:
+                # A whole record without our AdminComment record: not a QPU job, not parsed. Kept as text
+                # until the next line shows whether a newline in its AdminComment continues it.
+                if prev is not None:
+                    stats.records += 1
+                    yield prev
+                    prev = None
+                if held_grew and held is not None and prefix in held:
+                    yield from self._reparse(held, lineno - 1)
+                held, held_grew, continued = raw, False, 0
+                stats.filtered += 1
+                continue
             p = raw.split("|")
             if len(p) == n:
                 last = p[-1]
@@ -371,6 +395,11 @@ class SacctParser:
                         prev.admin_comment += "\n" + line
                         prev.qpu = parse_admin(prev.admin_comment) if prefix in prev.admin_comment else None
                         continue
+                    if held is not None and admin_last and continued + len(line) < _MAX_CONTINUATION:
+                        continued += len(line) + 1
+                        held = (held[:-1] if held.endswith("\n") else held) + "\n" + line
+                        held_grew = True
+                        continue
                     if not line.strip():
                         continue
                     self._error(lineno, f"{len(p)} fields, expected {n}: {line[:120]!r}")
@@ -383,6 +412,10 @@ class SacctParser:
                 stats.records += 1
                 yield prev
                 prev = None
+            if held is not None:
+                if held_grew and prefix in held:
+                    yield from self._reparse(held, lineno - 1)
+                held, held_grew = None, False
             continued = 0
             p.append("")
             job_id = p[c_jobid]
@@ -497,10 +530,30 @@ class SacctParser:
         if prev is not None:
             stats.records += 1
             yield prev
+        if held_grew and held is not None and prefix in held:
+            yield from self._reparse(held, lineno)
+
+    def _reparse(self, text: str, lineno: int) -> Iterator[SacctRecord]:
+        """Parse one skipped record whose continuation lines brought our AdminComment record in."""
+        sub = SacctParser(self.fields, strict=self.strict)
+        try:
+            for rec in sub.parse([text]):
+                self.stats.records += 1
+                self.stats.filtered -= 1
+                yield rec
+        except SacctParseError as exc:
+            raise SacctParseError(f"{exc} (record ending at line {lineno})") from exc
+        self.stats.bad_lines += sub.stats.bad_lines
+        if self.stats.first_error is None and sub.stats.first_error is not None:
+            self.stats.first_error = f"{sub.stats.first_error} (record ending at line {lineno})"
 
 
 def parse_sacct(
-    lines: Iterable[str], fields: Sequence[str] = DEFAULT_FIELDS, *, strict: bool = True
+    lines: Iterable[str],
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    *,
+    strict: bool = True,
+    qpu_only: bool = False,
 ) -> Iterator[SacctRecord]:
-    """Shortcut for `SacctParser(fields, strict=strict).parse(lines)`."""
-    return SacctParser(fields, strict=strict).parse(lines)
+    """Shortcut for `SacctParser(fields, strict=strict, qpu_only=qpu_only).parse(lines)`."""
+    return SacctParser(fields, strict=strict, qpu_only=qpu_only).parse(lines)

@@ -9,8 +9,10 @@ A plain script, not a pytest test:
    The target is "parse+store within 1.5x of the time sacct needs to print the records"; we cannot run
    sacct on a million jobs here (no slurmdbd with such a history), so the `cat` floor stands in for it.
    It is a strict lower bound: sacct must also query slurmdbd/MariaDB, unpack and format every record.
-3. parse-only (SacctParser over the file) and parse+store (`ingest_sacct` into a fresh SQLite ledger in
-   one transaction), each in its own child process so its peak RSS is its own; best of `--repeat`.
+3. parse-only, every record typed (SacctParser over the file); parse-only, QPU records only
+   (`qpu_only=True`, what the ingest uses: other lines cost a substring test); parse+store (`ingest_sacct`
+   into a fresh SQLite ledger, one transaction). Each in its own child process so its peak RSS is its
+   own; best of `--repeat`.
 
 Prints records/s, the ratios to both floors, and the peak RSS of parse+store at `--small` and at N
 (memory must not grow with N: the parser streams and the ledger writes in chunks of 5,000).
@@ -43,8 +45,8 @@ def _child(mode: str, path: str, db_dir: str) -> dict[str, float]:
             for _ in fh:
                 n += 1
             out["records"] = n
-        elif mode == "parse":
-            parser = SacctParser(strict=False)
+        elif mode in ("parse", "parse-qpu"):
+            parser = SacctParser(strict=False, qpu_only=mode == "parse-qpu")
             qpu = 0
             for rec in parser.parse(fh):
                 if rec.qpu is not None:
@@ -137,13 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         floor = cat_floor(path, args.repeat)
         lines = run_child("lines", path, work, args.repeat)
         parse = run_child("parse", path, work, args.repeat)
+        parse_qpu = run_child("parse-qpu", path, work, args.repeat)
         store = run_child("store", path, work, args.repeat)
         rss[n] = store["peak_rss_mb"]
         print(f"\n== {n:,} records, {size_mb:.0f} MB ==")
         print(f"floor  cat > /dev/null          {floor:8.3f} s  {n / floor:12,.0f} rec/s")
         loop = lines["seconds"]
         print(f"floor  python line loop         {loop:8.3f} s  {n / loop:12,.0f} rec/s")
-        for label, res in (("parse only", parse), ("parse+store (SQLite)", store)):
+        for label, res in (
+            ("parse only, every record", parse),
+            ("parse only, QPU records", parse_qpu),
+            ("parse+store (SQLite)", store),
+        ):
             secs = res["seconds"]
             print(
                 f"{label:31s} {secs:8.3f} s  {n / secs:12,.0f} rec/s  "

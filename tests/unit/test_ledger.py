@@ -589,8 +589,9 @@ def test_sqlite_missing_directory(tmp_path: Path) -> None:
 def test_ingest_fixture(ledger: Ledger) -> None:
     with open(FIXTURES / "default_fields.txt", encoding="utf-8") as fh:
         stats = ingest_sacct(ledger, fh)
-    assert (stats.parse.records, stats.qpu_records, stats.store.rows, stats.store.changed) == (13, 8, 9, 9)
-    assert stats.max_end == 1767230401
+    assert (stats.parse.lines, stats.parse.filtered, stats.qpu_records) == (14, 5, 8)
+    assert (stats.store.rows, stats.store.changed) == (9, 9)
+    assert stats.max_end == 1767227100
     got = [(r.job_id, r.job_id_raw, r.run, r.resource, r.session_id, r.slurm_state) for r in ledger.runs()]
     assert got == [
         ("1002", 1002, 0, "ibm_torino", "sess-1a2b", "COMPLETED"),

@@ -305,3 +305,31 @@ def test_fast_admin_decoding_matches_parse_admin_comment() -> None:
     ]
     for text in texts:
         assert _decode_admin(text) == parse_admin_comment(text), text
+
+
+def test_qpu_only_yields_exactly_the_qpu_records() -> None:
+    with open(FIXTURES / "default_fields.txt", encoding="utf-8") as fh:
+        full = [r for r in parse_sacct(fh) if r.qpu is not None]
+    parser = SacctParser(qpu_only=True)
+    with open(FIXTURES / "default_fields.txt", encoding="utf-8") as fh:
+        only = list(parser.parse(fh))
+    assert only == full
+    assert [r.job_id for r in only] == ["1002", "1003_4", "1020+0", "1030", "1040", "1040", "1050", "1080"]
+    assert (parser.stats.records, parser.stats.filtered, parser.stats.lines) == (8, 5, 14)
+
+
+@pytest.mark.parametrize("at_end", [False, True])
+def test_qpu_only_finds_our_record_after_a_newline_in_admin_comment(at_end: bool) -> None:
+    head = "alpha|7|7|u|a|qpu|normal|COMPLETED|0:0|1767225600|1767225601|1767225700|99|10|n1|note line1\n"
+    cont = "line2 | qauvern:v1;rule=r;inst=i;res=ibm_fez@s7\n"
+    other = "alpha|8|8|u|a|cpu|normal|COMPLETED|0:0|1767225600|1767225601|1767225700|99|10|n1|\n"
+    text = (other + head + cont) if at_end else (head + cont + other)
+    parser = SacctParser(qpu_only=True)
+    recs = list(parser.parse(io.StringIO(text)))
+    assert [(r.job_id, r.admin_comment) for r in recs] == [
+        ("7", "note line1\nline2 | qauvern:v1;rule=r;inst=i;res=ibm_fez@s7")
+    ]
+    assert recs[0].qpu == AdminRecord("r", "i", (("ibm_fez", "s7"),))
+    assert recs[0].end == 1767225700
+    assert (parser.stats.records, parser.stats.filtered) == (1, 1)
+    assert recs == [r for r in parse_sacct(io.StringIO(text)) if r.qpu is not None]

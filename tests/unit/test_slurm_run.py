@@ -132,7 +132,8 @@ def test_classify_failure_texts() -> None:
     cases = {
         "slurm_load_jobs error: Unable to contact slurm controller (connect failure)": "slurmctld",
         "sacct: error: Problem talking to the database: Connection refused": "slurmdbd",
-        "sacctmgr: error: slurmdbd: Getting response to message type: DBD_GET_CLUSTERS": "slurmdbd",
+        "sacctmgr: error: Getting response to message type: DBD_GET_ASSOCS": "slurmdbd",
+        "sacct: error: Sending PersistInit msg: Connection refused": "slurmdbd",
         "sacct: fatal: Could not establish a configuration source": "the Slurm configuration",
         "error: Munge encode failed: Failed to access socket": "munged",
         "error: Socket timed out on send/recv operation": "Slurm",
@@ -141,8 +142,13 @@ def test_classify_failure_texts() -> None:
         err = classify_failure(["/usr/bin/sacct", "-X"], 1, "", f"noise\n{text}\n")
         assert isinstance(err, ServiceUnavailable), text
         assert err.message == f"`/usr/bin/sacct -X` could not reach {service}: {text}"
-    other = classify_failure(["sacct"], 1, "", "sacct: error: Unknown cluster 'x'")
-    assert isinstance(other, SlurmCommandError) and not isinstance(other, ServiceUnavailable)
+    for text in (
+        "sacct: error: Unknown cluster 'x'",
+        "sacctmgr: error: slurmdbd: Invalid message version=9000, type:1407",  # not "unreachable"
+        " Problem adding accounts: Access/permission denied",
+    ):
+        other = classify_failure(["sacctmgr"], 1, "", text)
+        assert isinstance(other, SlurmCommandError) and not isinstance(other, ServiceUnavailable), text
 
 
 def test_stream_slurm_yields_lines_and_checks_the_exit(tmp_path: Path) -> None:
