@@ -1,18 +1,51 @@
-"""The one way qauvern-hpc talks to IBM Cloud IAM, the Resource Controller and the IBM Quantum API.
+"""`IBMClient`: qauvern-hpc's only way to talk to IBM Cloud IAM, the Resource Controller and IBM Quantum.
 
-- IAM: the API key is exchanged for a bearer token, cached, refreshed a minute before it expires and once
-  more whenever a call gets 401 (then that call is retried once).
-- Retries (`RetryPolicy`): 429 (honouring Retry-After), 502/503/504, timeouts and connection errors, with
-  exponential backoff and jitter, bounded in tries and in total time. A request that may have reached IBM is
-  retried only when it is idempotent: GET, DELETE and the instance PATCH (it sets absolute values). POSTs
-  (create instance, create session) are retried only when nothing was sent (connect errors) or on 429.
-- Analytics answer milliseconds; we return whole seconds truncated like qauvern (`int(ms / 1000)`).
-- The API key never appears in logs, errors, reprs or URLs (it only travels in the IAM form body).
+Authentication
+  The API key is exchanged at IAM (``POST {iam}/identity/token``, form
+  ``grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=KEY``) for a bearer token. The token is cached
+  (thread-safe) and fetched again shortly before it expires (``expires_in``, else ``expiration``; the margin
+  is a minute, or a fifth of a short lifetime). A call answered 401 triggers exactly one re-authentication
+  and is sent once more; a second 401 is an `IBMAuthError`. Concurrent 401s share one refresh.
 
-Paths follow IBM's public APIs (see ../shared/reference/ibm-quantum-api.md and the emulator's docstring):
-sessions are created with `POST /v1/sessions`, closed with `DELETE /v1/sessions/{id}/close` (cancels queued
-jobs, lets the running one finish), a session's jobs are listed with `GET /v1/jobs?session_id=` and a job's
-usage is `usage.quantum_seconds` (from `GET /v1/jobs/{id}`, or `/v1/jobs/{id}/metrics` when missing).
+Headers
+  ``Authorization: Bearer …`` and ``IBM-API-Version: 2026-02-15`` (`API_VERSION`) on every RC and quantum
+  call; ``Service-CRN: <crn>`` on instance-scoped calls; ``Account-Id: <account>`` on analytics calls. The
+  IAM call carries neither (like qauvern's). Account and plan-wide analytics calls go to the us-east host,
+  instance-scoped calls to the CRN's regional host (`Endpoints.quantum_for`).
+
+Retries (`RetryPolicy`, see `qauvern_hpc.ibm.retry`)
+  429 (Retry-After honoured, capped), 502/503/504, timeouts and connection errors, with exponential backoff
+  and jitter, bounded in tries and in total time (each try's timeout is cut to what is left of the
+  deadline). A request that may have reached IBM is retried only when it is idempotent: GET, DELETE, the IAM
+  exchange, the session close (PATCH/DELETE) and the instance PATCH (it sets absolute values). POSTs that
+  create something (`create_instance`, `create_session`) are retried only after a connect error or connect
+  timeout, when nothing was sent — not after 429/5xx or a read timeout.
+
+Units
+  Seconds everywhere. Analytics answer milliseconds; they become whole seconds by truncation,
+  ``int(ms / 1000)``, as qauvern 0.14 does (so the numbers agree with qauvern's). `daily_usage` sums the
+  milliseconds of same-date entries first and truncates each day once (qauvern overwrote same-date entries).
+
+Secrets
+  The API key travels only in the IAM form body: never in a URL, a log record, an exception or a repr; IBM
+  error messages are scrubbed of it (and of the bearer token) before they are kept.
+
+Sessions and jobs (what IBM's Qiskit Runtime REST API really does; checked against IBM's API reference at
+quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST adapters and qrmi 0.26)
+  - ``POST /v1/sessions {"mode", "max_ttl", "backend"}`` -> the session (``id``, ``backend_name``, ``mode``,
+    ``state``, ...); we also send ``backend_name`` as qrmi does.
+  - ``GET /v1/sessions/{id}`` -> ``state`` (open | active | inactive | closed), ``accepting_jobs``,
+    ``started_at``, ``closed_at``, ``elapsed_time`` (seconds), ...
+  - Closing has two shapes. ``DELETE /v1/sessions/{id}/close`` (204; qiskit-ibm-runtime's
+    ``Session.cancel()``) closes at once: queued jobs are cancelled, a running job finishes.
+    ``PATCH /v1/sessions/{id} {"accepting_jobs": false}`` (204; ``Session.close()``) stops new jobs and lets
+    the queued ones run. qrmi's ``release()`` uses the DELETE when jobs are pending, else the PATCH.
+    `close_session` uses the DELETE by default (the Slurm job is over, nothing it queued should run on after
+    it), the PATCH with ``cancel_queued=False``.
+  - A session's jobs: ``GET /v1/jobs?session_id=ID&limit=&offset=`` -> ``{"jobs": [...], "count"}``; each job
+    has ``status`` (Queued | Running | Completed | Cancelled | Failed) and ``usage.quantum_seconds``; when the
+    list leaves the usage out we read ``GET /v1/jobs/{id}/metrics`` (``usage.quantum_seconds``), which is what
+    qiskit-ibm-runtime's ``RuntimeJobV2.usage()`` reads.
 """
 
 from __future__ import annotations
@@ -24,46 +57,99 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from datetime import time as dtime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from qauvern_hpc import __version__
 from qauvern_hpc.ibm import models as m
-from qauvern_hpc.ibm.endpoints import Endpoints, parse_crn
+from qauvern_hpc.ibm.endpoints import Endpoints, parse_crn, valid_region
 from qauvern_hpc.ibm.errors import (
     IBMAuthError,
     IBMError,
     IBMNotFound,
     IBMRateLimited,
     IBMResponseError,
+    InvalidRequestError,
     ibm_message,
+    one_line,
 )
 from qauvern_hpc.ibm.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 
 log = logging.getLogger("qauvern_hpc.ibm")
 
 API_VERSION = "2026-02-15"
-QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
-APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
-TOKEN_MARGIN = 60.0  # refresh this many seconds before IBM says the token expires
-MAX_PAGES = 10_000
+"""Sent as ``IBM-API-Version`` on every Resource Controller and quantum API call."""
 
+QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
+"""The Resource Controller ``resource_id`` of IBM Quantum instances."""
+
+PLAN_IDS = {
+    "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
+    "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
+    "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
+}
+"""Plan name -> Resource Controller plan id (the same in production and staging)."""
+
+APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
+TOKEN_MARGIN = 60.0  # refresh at most this many seconds before the token expires...
+TOKEN_MARGIN_FRACTION = 0.2  # ...and at most this fraction of its lifetime (short-lived tokens)
+DEFAULT_TOKEN_LIFETIME = 600.0  # when IAM gives neither expires_in nor expiration
+MAX_PAGES = 1000
+TOKEN_CALL = "POST /identity/token"
+
+SessionMode = Literal["batch", "dedicated"]
 T = TypeVar("T", bound=BaseModel)
 
 
+def ms_to_seconds(ms: float) -> int:
+    """Analytics milliseconds -> whole seconds, truncated like qauvern 0.14's ``int(ms / 1000)``."""
+    return int(ms / 1000)
+
+
 def _iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with ``+00:00`` (qauvern's format). A naive datetime is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat()
 
 
-def ms_to_seconds(ms: float) -> int:
-    """Analytics milliseconds -> whole seconds, truncated (as qauvern 0.14 does)."""
-    return int(ms / 1000)
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _whole_seconds(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{what} must be a whole number of seconds, got {value!r}")
+    return value
+
+
+class _Secret:
+    """Holds the API key; its repr never shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+    __str__ = __repr__
 
 
 class IBMClient:
+    """Synchronous client for IAM, the Resource Controller and the IBM Quantum API. Thread-safe.
+
+    ``IBMClient(api_key, endpoints, *, timeout=30.0, retry=RetryPolicy())``; `sleep` and `clock` (monotonic
+    seconds) are injectable for tests, `transport` takes e.g. an ``httpx.MockTransport``. Use it as a
+    context manager or call `close()`.
+    """
+
     def __init__(
         self,
         api_key: str,
@@ -72,20 +158,28 @@ class IBMClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not api_key or not api_key.strip():
-            raise IBMAuthError("POST /identity/token", None, "no API key given")
-        self._api_key = api_key.strip()
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise IBMAuthError(TOKEN_CALL, None, "no API key given")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self._api_key = _Secret(api_key.strip())
         self.endpoints = endpoints
         self.retry = retry or RetryPolicy()
+        self.timeout = float(timeout)
         self._sleep = sleep
+        self._clock = clock
         self._http = httpx.Client(
-            timeout=timeout, transport=transport, headers={"IBM-API-Version": API_VERSION}
+            timeout=self.timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": f"qauvern-hpc/{__version__}"},
         )
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._token_expires = 0.0
+        self._refresh_at = 0.0
 
     def __repr__(self) -> str:
         return f"IBMClient(endpoints={self.endpoints!r}, api_key=<redacted>)"
@@ -99,30 +193,50 @@ class IBMClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ----- transport -------------------------------------------------------------------------------------
+    # ----- IAM ---------------------------------------------------------------------------------------------
 
-    def _token_value(self, *, force: bool = False) -> str:
+    def _bearer(self, deadline_at: float) -> str:
+        """The cached token, fetched first when missing or about to expire."""
         with self._lock:
-            if not force and self._token and time.time() < self._token_expires - TOKEN_MARGIN:
+            if self._token is not None and self._clock() < self._refresh_at:
                 return self._token
-            reply = self._send(
+            resp = self._send(
                 "POST",
                 self.endpoints.token_url,
-                call="POST /identity/token",
-                data={"grant_type": APIKEY_GRANT, "apikey": self._api_key},
+                call=TOKEN_CALL,
+                data={"grant_type": APIKEY_GRANT, "apikey": self._api_key.get()},
                 idempotent=True,
                 auth=False,
+                deadline_at=deadline_at,
             )
-            tok = self._parse(m.Token, reply, "POST /identity/token")
-            now = time.time()
-            if tok.expiration:
-                expires = tok.expiration
-            elif tok.expires_in:
-                expires = now + tok.expires_in
+            tok = self._parse(m.Token, resp, TOKEN_CALL)
+            if tok.expires_in is not None:
+                lifetime = tok.expires_in
+            elif tok.expiration is not None:
+                lifetime = max(0.0, tok.expiration - time.time())
             else:
-                expires = now + 3600
-            self._token, self._token_expires = tok.access_token, expires
+                lifetime = DEFAULT_TOKEN_LIFETIME
+            margin = min(TOKEN_MARGIN, lifetime * TOKEN_MARGIN_FRACTION)
+            self._token = tok.access_token
+            self._refresh_at = self._clock() + lifetime - margin
+            log.debug("IAM token obtained, valid for %.0f s", lifetime)
             return tok.access_token
+
+    def _forget_token(self, stale: str) -> None:
+        """Drop the token a 401 refused, unless another thread already replaced it."""
+        with self._lock:
+            if self._token == stale:
+                self._token = None
+
+    # ----- transport ---------------------------------------------------------------------------------------
+
+    def _scrub(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        for secret in (self._api_key.get(), self._token):
+            if secret and secret in text:
+                text = text.replace(secret, "<redacted>")
+        return text
 
     def _send(
         self,
@@ -130,133 +244,198 @@ class IBMClient:
         url: str,
         *,
         call: str,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
         json: Any = None,
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool,
         auth: bool = True,
+        deadline_at: float | None = None,
     ) -> httpx.Response:
+        """Send one logical request: re-authentication, retries and error mapping. Returns a 2xx reply."""
         policy = self.retry
-        started = time.monotonic()
+        if deadline_at is None:
+            deadline_at = self._clock() + policy.deadline
+        host = urllib.parse.urlsplit(url).netloc
         attempt = 0
         reauthed = False
+        failure: IBMError | None = None
         while True:
             attempt += 1
+            remaining = deadline_at - self._clock()
+            if remaining <= 0:
+                raise failure or IBMError(
+                    call, None, f"deadline of {policy.deadline:g} s passed before sending"
+                )
             hdrs = {"Accept": "application/json", **(headers or {})}
+            token: str | None = None
             if auth:
-                hdrs["Authorization"] = f"Bearer {self._token_value()}"
-            t0 = time.monotonic()
+                token = self._bearer(deadline_at)
+                hdrs["Authorization"] = f"Bearer {token}"
+                hdrs["IBM-API-Version"] = API_VERSION
+                remaining = deadline_at - self._clock()
+                if remaining <= 0:
+                    raise failure or IBMError(
+                        call, None, f"deadline of {policy.deadline:g} s passed before sending"
+                    )
             retry_after: float | None = None
+            t0 = self._clock()
             try:
-                resp = self._http.request(method, url, params=params, json=json, data=data, headers=hdrs)
-            except httpx.ConnectError as exc:  # nothing reached IBM: always safe to retry
-                failure: IBMError = IBMError(call, None, f"cannot connect: {type(exc).__name__}")
+                resp = self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    data=data,
+                    headers=hdrs,
+                    timeout=min(self.timeout, remaining),
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never left: safe to retry whatever it is.
+                failure = IBMError(call, None, f"cannot connect to {host} ({type(exc).__name__})")
                 retryable = True
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                failure = IBMError(call, None, f"{type(exc).__name__} (no complete reply)")
+            except httpx.TimeoutException as exc:
+                failure = IBMError(
+                    call,
+                    None,
+                    f"no reply from {host} within {min(self.timeout, remaining):.1f} s "
+                    f"({type(exc).__name__})",
+                )
                 retryable = idempotent
+            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+                failure = IBMError(call, None, f"connection to {host} failed ({type(exc).__name__})")
+                retryable = idempotent
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise IBMError(call, None, f"cannot send to {host} ({type(exc).__name__})") from None
             else:
-                elapsed_ms = (time.monotonic() - t0) * 1000
-                log.debug("%s -> %s in %.0f ms", call, resp.status_code, elapsed_ms)
-                if resp.status_code < 400:
+                status = resp.status_code
+                log.debug("%s %s -> %d in %.0f ms", call, host, status, (self._clock() - t0) * 1000)
+                if 200 <= status < 300:
                     return resp
-                body = _body(resp)
-                message = ibm_message(body)
-                if resp.status_code == 401 and auth and not reauthed:
+                message = self._scrub(ibm_message(_body(resp)))
+                if status == 401 and auth and not reauthed and token is not None:
                     reauthed = True
-                    self._token_value(force=True)
-                    attempt -= 1  # a token refresh is not a retry
+                    self._forget_token(token)
+                    attempt -= 1  # a re-authentication is not a retry
+                    log.debug("%s got 401: re-authenticating once", call)
                     continue
-                if resp.status_code in (401, 403) or (not auth and resp.status_code == 400):
-                    raise IBMAuthError(call, resp.status_code, message or "not authorized")
-                if resp.status_code == 404:
-                    raise IBMNotFound(call, 404, message)
-                if resp.status_code not in RETRY_STATUSES:
-                    raise IBMError(call, resp.status_code, message)
+                if not auth and status in (400, 401, 403):
+                    raise IBMAuthError(call, status, message or "IAM refused the API key")
+                if status == 401:
+                    raise IBMAuthError(
+                        call, status, message or "unauthorized", hint="a fresh IAM token was refused too"
+                    )
+                if status == 403:
+                    raise IBMAuthError(
+                        call, status, message or "forbidden", hint="the API key has no access to this"
+                    )
+                if status == 404:
+                    raise IBMNotFound(call, status, message or "not found")
+                if status not in RETRY_STATUSES:
+                    if 300 <= status < 400:
+                        message = f"unexpected redirect to {resp.headers.get('Location', '?')}"
+                    raise IBMError(call, status, message)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                cls = IBMRateLimited if resp.status_code == 429 else IBMError
-                failure = cls(call, resp.status_code, message)
-                retryable = idempotent or resp.status_code == 429
-            if not retryable or attempt >= policy.max_attempts:
+                if status == 429:
+                    failure = IBMRateLimited(call, status, message or "rate limited", retry_after=retry_after)
+                else:
+                    failure = IBMError(call, status, message)
+                retryable = idempotent
+            log.debug("%s %s -> %s", call, host, failure.ibm_message)
+            if not retryable:
                 raise failure
             delay = policy.delay(attempt, retry_after)
-            if time.monotonic() - started + delay > policy.deadline:
+            if attempt >= policy.max_attempts or self._clock() + delay >= deadline_at:
+                if attempt > 1:
+                    failure.hint = f"gave up after {attempt} tries"
                 raise failure
             log.info(
-                "%s failed (%s); retry %d in %.1fs",
+                "%s failed (%s); retry %d of %d in %.1f s",
                 call,
-                failure.ibm_message or failure.status,
+                failure.message,
                 attempt,
+                policy.max_attempts - 1,
                 delay,
             )
             self._sleep(delay)
 
-    @staticmethod
-    def _parse(model: type[T], resp: httpx.Response, call: str) -> T:
+    def _parse(self, model: type[T], resp: httpx.Response, call: str) -> T:
         try:
             payload = resp.json()
         except ValueError:
-            raise IBMResponseError(call, resp.status_code, "reply is not JSON") from None
+            what = "empty" if not resp.content else "not JSON"
+            raise IBMResponseError(call, resp.status_code, f"reply is {what}") from None
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            errors = exc.errors(include_url=False, include_input=False)
+            first = errors[0]
             where = ".".join(str(p) for p in first["loc"]) or "reply"
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
             raise IBMResponseError(
-                call, resp.status_code, f"unexpected reply: {where}: {first['msg']}"
+                call, resp.status_code, f"unexpected reply: {where}: {first['msg']}{more}"
             ) from None
 
     def _quantum(self, crn: str, path: str) -> str:
         return f"{self.endpoints.quantum_for(crn)}{path}"
 
-    # ----- Resource Controller ---------------------------------------------------------------------------
+    # ----- Resource Controller -----------------------------------------------------------------------------
 
     def list_instances(self, plan_id: str | None = None) -> list[m.Instance]:
+        """Every IBM Quantum instance this key sees (optionally of one plan id), all pages.
+
+        Pages follow ``next_url``'s ``start`` token until it is null; a token seen twice, a ``next_url``
+        without ``start`` or more than `MAX_PAGES` pages is an `IBMResponseError`.
+        """
         call = "GET /v2/resource_instances"
-        params: dict[str, str] = {"resource_id": QUANTUM_RESOURCE_ID}
+        params: dict[str, str | int] = {"resource_id": QUANTUM_RESOURCE_ID}
         if plan_id:
             params["resource_plan_id"] = plan_id
+        url = f"{self.endpoints.resource_controller}/v2/resource_instances"
         out: list[m.Instance] = []
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             page = self._parse(
-                m.InstancePage,
-                self._send(
-                    "GET",
-                    f"{self.endpoints.resource_controller}/v2/resource_instances",
-                    call=call,
-                    params=params,
-                    idempotent=True,
-                ),
-                call,
+                m.InstancePage, self._send("GET", url, call=call, params=params, idempotent=True), call
             )
             out.extend(page.resources)
             if not page.next_url:
                 return out
-            start = urllib.parse.parse_qs(urllib.parse.urlsplit(page.next_url).query).get("start", [""])[0]
-            if not start or start in seen:
-                raise IBMResponseError(call, 200, f"pagination does not advance (next_url {page.next_url!r})")
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.next_url).query)
+            start = (query.get("start") or [""])[0]
+            if not start:
+                raise IBMResponseError(call, 200, f"next_url without a start token: {page.next_url[:200]!r}")
+            if start in seen:
+                raise IBMResponseError(call, 200, f"pagination loops (start token {start[:60]!r} came twice)")
             seen.add(start)
             params = {**params, "start": start}
         raise IBMResponseError(call, 200, f"more than {MAX_PAGES} pages")
 
     def update_instance(self, crn: str, *, allocation_seconds: int, limit_seconds: int | None) -> None:
-        """Set allocation and limit together: RC replaces `parameters` whole, so both are always sent."""
+        """Set an instance's allocation and limit (None = no limit).
+
+        ``PATCH {rc}/v2/resource_instances/{url-encoded CRN}`` with ``{"parameters":
+        {"usage_allocation_seconds": "N", "instance_limit_seconds": "M" | null}}``: the RC replaces
+        ``parameters`` whole, so both are always sent, as strings. An allocation of 0 would archive the
+        instance and is refused here, as are negative limits (`InvalidRequestError`, nothing sent). Retried
+        like a GET: it sets absolute values.
+        """
         parse_crn(crn)
-        if allocation_seconds <= 0:
-            raise ValueError(
-                f"allocation must be > 0 seconds (0 archives the instance), got {allocation_seconds}"
+        allocation = _whole_seconds(allocation_seconds, "allocation_seconds")
+        if allocation <= 0:
+            raise InvalidRequestError(
+                f"allocation must be > 0 seconds (0 archives the instance), got {allocation}"
             )
-        if limit_seconds is not None and limit_seconds < 0:
-            raise ValueError(f"limit must be >= 0 seconds or None, got {limit_seconds}")
+        limit = None if limit_seconds is None else _whole_seconds(limit_seconds, "limit_seconds")
+        if limit is not None and limit < 0:
+            raise InvalidRequestError(f"limit must be >= 0 seconds or None (no limit), got {limit}")
         body = {
             "parameters": {
-                "usage_allocation_seconds": str(int(allocation_seconds)),
-                "instance_limit_seconds": None if limit_seconds is None else str(int(limit_seconds)),
+                "usage_allocation_seconds": str(allocation),
+                "instance_limit_seconds": None if limit is None else str(limit),
             }
         }
-        url = f"{self.endpoints.resource_controller}/v2/resource_instances/{urllib.parse.quote(crn, safe='')}"
+        url = f"{self.endpoints.resource_controller}/v2/resource_instances/{_quote(crn)}"
         self._send("PATCH", url, call="PATCH /v2/resource_instances/{crn}", json=body, idempotent=True)
 
     def create_instance(
@@ -269,34 +448,40 @@ class IBMClient:
         allocation_seconds: int,
         limit_seconds: int | None = None,
         tags: list[str] | None = None,
-    ) -> m.Instance:
-        if allocation_seconds <= 0:
-            raise ValueError(f"allocation must be > 0 seconds, got {allocation_seconds}")
+    ) -> m.CreatedInstance:
+        """Create an instance in region `target` (``POST /v2/resource_instances``); not retried once sent."""
+        if not name.strip():
+            raise InvalidRequestError("instance name must not be empty")
+        if not valid_region(target):
+            raise InvalidRequestError(f"target must be a region such as us-east or eu-de, got {target!r}")
+        allocation = _whole_seconds(allocation_seconds, "allocation_seconds")
+        if allocation <= 0:
+            raise InvalidRequestError(f"allocation must be > 0 seconds, got {allocation}")
+        limit = None if limit_seconds is None else _whole_seconds(limit_seconds, "limit_seconds")
+        if limit is not None and limit < 0:
+            raise InvalidRequestError(f"limit must be >= 0 seconds or None (no limit), got {limit}")
         body: dict[str, Any] = {
             "name": name,
             "target": target,
             "resource_group": resource_group,
             "resource_plan_id": plan_id,
             "parameters": {
-                "usage_allocation_seconds": str(allocation_seconds),
-                "instance_limit_seconds": None if limit_seconds is None else str(limit_seconds),
+                "usage_allocation_seconds": str(allocation),
+                "instance_limit_seconds": None if limit is None else str(limit),
             },
         }
         if tags:
-            body["tags"] = tags
+            body["tags"] = list(tags)
         call = "POST /v2/resource_instances"
-        resp = self._send(
-            "POST",
-            f"{self.endpoints.resource_controller}/v2/resource_instances",
-            call=call,
-            json=body,
-            idempotent=False,
+        url = f"{self.endpoints.resource_controller}/v2/resource_instances"
+        return self._parse(
+            m.CreatedInstance, self._send("POST", url, call=call, json=body, idempotent=False), call
         )
-        return self._parse(m.Instance, resp, call)
 
-    # ----- usage -----------------------------------------------------------------------------------------
+    # ----- usage and accounts ------------------------------------------------------------------------------
 
     def instance_usage(self, crn: str) -> m.InstanceUsage:
+        """``GET /v1/instances/usage`` (Service-CRN): the 28-day rolling usage and what IBM adds."""
         call = "GET /v1/instances/usage"
         resp = self._send(
             "GET",
@@ -310,17 +495,30 @@ class IBMClient:
     def analytics_usage(
         self,
         *,
+        instance: str | None = None,
+        plan: str | None = None,
         account_id: str,
         start: datetime,
         end: datetime,
-        instance: str | None = None,
-        plan: str | None = None,
     ) -> int:
+        """Usage in [start, end) in whole seconds (truncated), of one instance CRN or one plan name.
+
+        `plan` is the plan *name* IBM's analytics take (internal | premium | paygo), not its id. Instance
+        usage is asked of the instance's regional host, plan usage of the us-east host. Naive datetimes are
+        taken as UTC.
+        """
         if (instance is None) == (plan is None):
-            raise ValueError("give exactly one of instance= or plan=")
-        params = {"interval_start": _iso(start), "interval_end": _iso(end)}
-        params.update({"instance": instance} if instance else {"plan": plan or ""})
-        base = self.endpoints.quantum_for(instance) if instance else self.endpoints.quantum
+            raise InvalidRequestError("give exactly one of instance= or plan=")
+        if _aware(start) >= _aware(end):
+            raise InvalidRequestError(f"start {_iso(start)} must be before end {_iso(end)}")
+        params: dict[str, str | int] = {}
+        if instance is not None:
+            params["instance"] = instance
+            base = self.endpoints.quantum_for(instance)
+        else:
+            params["plan"] = plan or ""
+            base = self.endpoints.quantum
+        params.update({"interval_start": _iso(start), "interval_end": _iso(end)})
         call = "GET /v1/analytics/usage"
         resp = self._send(
             "GET",
@@ -333,8 +531,14 @@ class IBMClient:
         return ms_to_seconds(self._parse(m.AnalyticsUsage, resp, call).usage_ms)
 
     def daily_usage(self, crn: str, *, account_id: str, start: date, end: date) -> dict[date, int]:
-        """Per-day usage over [start, end) (UTC days); same-date buckets are summed."""
-        params = {
+        """Per-day usage of an instance over [start, end) (UTC days, end excluded), whole seconds.
+
+        Days IBM reports nothing for are absent. Entries of the same date are summed (in milliseconds, then
+        truncated once per day).
+        """
+        if start >= end:
+            raise InvalidRequestError(f"start {start} must be before end {end}")
+        params: dict[str, str | int] = {
             "group_by": "instance",
             "instance": crn,
             "interval_start": _iso(datetime.combine(start, dtime(), UTC)),
@@ -349,34 +553,51 @@ class IBMClient:
             headers={"Account-Id": account_id},
             idempotent=True,
         )
-        out: dict[date, int] = {}
+        per_day_ms: dict[date, float] = {}
         for bucket in self._parse(m.DailyUsage, resp, call).data:
-            day = m.day_of(bucket)
-            out[day] = out.get(day, 0) + ms_to_seconds(bucket.usage_ms)
-        return out
+            day = bucket.interval_start.date()  # the date as IBM wrote it (qauvern reads its first 10 chars)
+            per_day_ms[day] = per_day_ms.get(day, 0.0) + bucket.usage_ms
+        return {day: ms_to_seconds(ms) for day, ms in sorted(per_day_ms.items())}
 
     def account_plan(self, account_id: str, plan_id: str) -> m.AccountPlan:
+        """``GET /v1/accounts/{id}?plan_id=``: the plan's budget, unallocated seconds and limit."""
+        if not account_id:
+            raise InvalidRequestError("account_id must not be empty")
         call = "GET /v1/accounts/{id}"
         resp = self._send(
             "GET",
-            f"{self.endpoints.quantum}/v1/accounts/{urllib.parse.quote(account_id, safe='')}",
+            f"{self.endpoints.quantum}/v1/accounts/{_quote(account_id)}",
             call=call,
             params={"plan_id": plan_id},
             idempotent=True,
         )
         plans = self._parse(m.AccountPlans, resp, call).plans
-        chosen = next((p for p in plans if p.plan_id == plan_id), plans[0])
-        return m.AccountPlan(**chosen.model_dump(), account_id=account_id)
+        if any(p.plan_id is not None for p in plans):
+            chosen = next((p for p in plans if p.plan_id == plan_id), None)
+            if chosen is None:
+                raise IBMResponseError(call, resp.status_code, f"no plan {plan_id!r} in the reply")
+        else:
+            chosen = plans[0]  # the server filtered by plan_id (qauvern relies on that too)
+        return m.AccountPlan.model_validate({**chosen.model_dump(), "account_id": account_id})
 
-    # ----- sessions and jobs (job path and accounting) ---------------------------------------------------
+    # ----- sessions and jobs -------------------------------------------------------------------------------
 
     def create_session(
-        self, crn: str, backend: str, *, mode: str = "batch", max_ttl: int = 28800
+        self, crn: str, backend: str, *, mode: SessionMode | str = "batch", max_ttl: int = 28800
     ) -> m.Session:
+        """Open a `mode` (batch | dedicated) session on `backend` via the instance (``POST /v1/sessions``).
+
+        Not retried once sent (a retry could open a second session).
+        """
         if mode not in ("batch", "dedicated"):
-            raise ValueError(f"session mode must be batch or dedicated, not {mode!r}")
+            raise InvalidRequestError(f"session mode must be batch or dedicated, not {mode!r}")
+        ttl = _whole_seconds(max_ttl, "max_ttl")
+        if ttl <= 0:
+            raise InvalidRequestError(f"max_ttl must be > 0 seconds, got {ttl}")
+        if not backend:
+            raise InvalidRequestError("backend must not be empty")
         call = "POST /v1/sessions"
-        body = {"max_ttl": int(max_ttl), "mode": mode, "backend": backend, "backend_name": backend}
+        body = {"max_ttl": ttl, "mode": mode, "backend": backend, "backend_name": backend}
         resp = self._send(
             "POST",
             self._quantum(crn, "/v1/sessions"),
@@ -388,74 +609,103 @@ class IBMClient:
         return self._parse(m.Session, resp, call)
 
     def get_session(self, crn: str, session_id: str) -> m.Session:
+        """``GET /v1/sessions/{id}``: state, mode, backend, start/close times and elapsed seconds."""
         call = "GET /v1/sessions/{id}"
         resp = self._send(
             "GET",
-            self._quantum(crn, f"/v1/sessions/{urllib.parse.quote(session_id, safe='')}"),
+            self._quantum(crn, f"/v1/sessions/{_quote(session_id)}"),
             call=call,
             headers={"Service-CRN": crn},
             idempotent=True,
         )
         return self._parse(m.Session, resp, call)
 
-    def close_session(self, crn: str, session_id: str) -> None:
-        """Close now: queued jobs are cancelled, a running one finishes. 404 raises IBMNotFound."""
-        sid = urllib.parse.quote(session_id, safe="")
-        self._send(
-            "DELETE",
-            self._quantum(crn, f"/v1/sessions/{sid}/close"),
-            call="DELETE /v1/sessions/{id}/close",
-            headers={"Service-CRN": crn},
-            idempotent=True,
-        )
+    def close_session(self, crn: str, session_id: str, *, cancel_queued: bool = True) -> None:
+        """Close a session. A session IBM does not know (any more) raises `IBMNotFound`.
+
+        ``cancel_queued=True``: ``DELETE /v1/sessions/{id}/close`` — no new jobs, queued ones cancelled, a
+        running one finishes. ``cancel_queued=False``: ``PATCH /v1/sessions/{id} {"accepting_jobs": false}``
+        — no new jobs, queued ones still run. Both are idempotent and retried.
+        """
+        sid = _quote(session_id)
+        if cancel_queued:
+            self._send(
+                "DELETE",
+                self._quantum(crn, f"/v1/sessions/{sid}/close"),
+                call="DELETE /v1/sessions/{id}/close",
+                headers={"Service-CRN": crn},
+                idempotent=True,
+            )
+        else:
+            self._send(
+                "PATCH",
+                self._quantum(crn, f"/v1/sessions/{sid}"),
+                call="PATCH /v1/sessions/{id}",
+                json={"accepting_jobs": False},
+                headers={"Service-CRN": crn},
+                idempotent=True,
+            )
 
     def session_jobs(self, crn: str, session_id: str, *, page_size: int = 100) -> list[m.RuntimeJob]:
+        """Every job of a session with its status and ``usage.quantum_seconds`` (all pages).
+
+        ``GET /v1/jobs?session_id=&limit=&offset=&exclude_params=true``; a job listed without usage gets it
+        from ``GET /v1/jobs/{id}/metrics``.
+        """
+        if page_size < 1:
+            raise InvalidRequestError(f"page_size must be >= 1, got {page_size}")
         call = "GET /v1/jobs"
         out: list[m.RuntimeJob] = []
-        offset = 0
+        seen: set[str] = set()
         for _ in range(MAX_PAGES):
             resp = self._send(
                 "GET",
                 self._quantum(crn, "/v1/jobs"),
                 call=call,
-                params={"session_id": session_id, "limit": page_size, "offset": offset},
+                params={
+                    "session_id": session_id,
+                    "limit": page_size,
+                    "offset": len(out),
+                    "exclude_params": "true",
+                },
                 headers={"Service-CRN": crn},
                 idempotent=True,
             )
             page = self._parse(m.JobList, resp, call)
-            out.extend(page.jobs)
-            offset += len(page.jobs)
-            if (
-                not page.jobs
-                or (page.count is not None and offset >= page.count)
-                or len(page.jobs) < page_size
-            ):
+            new = [j for j in page.jobs if j.id not in seen]
+            if page.jobs and not new:
+                raise IBMResponseError(
+                    call, resp.status_code, "pagination does not advance (same jobs again)"
+                )
+            seen.update(j.id for j in new)
+            out.extend(new)
+            done = not page.jobs or len(page.jobs) < page_size
+            if page.count is not None:
+                done = len(out) >= page.count or not page.jobs
+            if done:
                 break
+        else:
+            raise IBMResponseError(call, 200, f"more than {MAX_PAGES} pages")
         return [j if j.quantum_seconds is not None else self._with_metrics(crn, j) for j in out]
 
     def _with_metrics(self, crn: str, job: m.RuntimeJob) -> m.RuntimeJob:
         call = "GET /v1/jobs/{id}/metrics"
-        jid = urllib.parse.quote(job.id, safe="")
         resp = self._send(
             "GET",
-            self._quantum(crn, f"/v1/jobs/{jid}/metrics"),
+            self._quantum(crn, f"/v1/jobs/{_quote(job.id)}/metrics"),
             call=call,
             headers={"Service-CRN": crn},
             idempotent=True,
         )
-        usage = _body(resp).get("usage") if isinstance(_body(resp), dict) else None
-        try:
-            parsed = m.JobUsage.model_validate(usage or {})
-        except ValidationError:
-            raise IBMResponseError(call, resp.status_code, "unexpected usage in job metrics") from None
-        return job.model_copy(update={"usage": parsed})
+        metrics = self._parse(m.JobMetrics, resp, call)
+        return job.model_copy(update={"usage": metrics.usage})
 
     def backend_status(self, crn: str, backend: str) -> m.BackendStatus:
+        """``GET /v1/backends/{name}/status`` through the instance."""
         call = "GET /v1/backends/{name}/status"
-        name = urllib.parse.quote(backend, safe="")
         resp = self._send(
             "GET",
-            self._quantum(crn, f"/v1/backends/{name}/status"),
+            self._quantum(crn, f"/v1/backends/{_quote(backend)}/status"),
             call=call,
             headers={"Service-CRN": crn},
             idempotent=True,
@@ -463,8 +713,12 @@ class IBMClient:
         return self._parse(m.BackendStatus, resp, call)
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _body(resp: httpx.Response) -> Any:
     try:
         return resp.json()
     except ValueError:
-        return resp.text
+        return one_line(resp.text, 200) if resp.text else None

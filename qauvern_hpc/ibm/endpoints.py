@@ -1,48 +1,119 @@
-"""Where IBM's services are: production, staging, per-region quantum hosts, or one emulator base URL."""
+"""Where IBM's services are: production, staging, per-region quantum hosts, or one emulator base URL.
+
+`Endpoints` holds three base URLs (no trailing slash):
+
+- `iam`: IAM; the token URL is ``{iam}/identity/token``;
+- `resource_controller`: the Resource Controller; paths ``/v2/resource_instances...`` are appended;
+- `quantum`: the IBM Quantum platform API *including* ``/api``; paths ``/v1/...`` are appended. This is the
+  us-east (non-regional) host. Account and plan-wide analytics calls always go there.
+
+Instance-scoped calls go to `Endpoints.quantum_for(crn)`: the region is the CRN's 6th field; ``us-east`` uses
+`quantum` as is, any other region R puts ``R.`` in front of its host (``https://eu-de.quantum.cloud.ibm.com/api``).
+Any syntactically valid region is accepted (IBM may open more). `Endpoints.single(base)` (the emulator) serves
+every region from the same base; ``quantum_regions`` pins chosen regions to explicit bases, and
+``regional=False`` turns the host prefixing off (e.g. for a proxy that serves every region at one URL).
+
+Every base can be overridden on its own with `Endpoints.with_overrides` (the site config does that);
+`Endpoints.with_regions` pins regions or switches the prefixing off.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from qauvern_hpc.ibm.errors import UnknownCRNError
 
-_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+US_EAST = "us-east"
+QUANTUM_SERVICE = "quantum-computing"
+_REGION = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+)+$")
+_CRN_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: it travels in a header
+
+
+def valid_region(region: str) -> bool:
+    """A syntactically valid IBM Cloud region name (``us-east``, ``eu-de``, ``jp-tok``, ...)."""
+    return isinstance(region, str) and _REGION.match(region) is not None
 
 
 @dataclass(frozen=True)
 class CRN:
+    """The parts of an instance CRN that matter here."""
+
     text: str
-    cloud: str
-    service: str
-    region: str
-    account_id: str
-    instance: str
+    cloud: str  # bluemix, staging, ...
+    service: str  # quantum-computing
+    region: str  # us-east, eu-de, ...
+    account_id: str  # from the a/<account> scope
+    instance: str  # the service instance (GUID)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def parse_crn(crn: str) -> CRN:
-    """`crn:v1:bluemix:public:quantum-computing:us-east:a/ACCOUNT:INSTANCE::` -> its parts."""
+    """``crn:v1:bluemix:public:quantum-computing:us-east:a/ACCOUNT:INSTANCE::`` -> its parts.
+
+    Raises `UnknownCRNError` (naming the problem) for anything that is not an IBM Quantum instance CRN.
+    """
+    if not isinstance(crn, str) or not crn:
+        raise UnknownCRNError(str(crn), "empty CRN")
+    if not _CRN_CHARS.match(crn):
+        raise UnknownCRNError(crn, "spaces or non-ASCII characters")
     parts = crn.split(":")
-    if len(parts) < 8 or parts[0] != "crn" or parts[1] != "v1":
-        raise UnknownCRNError(crn, "not an IBM Cloud CRN")
-    region, scope = parts[5], parts[6]
+    if parts[0] != "crn" or len(parts) < 8:
+        raise UnknownCRNError(crn, "not a CRN (expected crn:v1:...:REGION:a/ACCOUNT:INSTANCE::)")
+    if parts[1] != "v1":
+        raise UnknownCRNError(crn, f"unsupported CRN version {parts[1][:20]!r}")
+    service, region, scope, instance = parts[4], parts[5], parts[6], parts[7]
+    if service != QUANTUM_SERVICE:
+        raise UnknownCRNError(crn, f"service {service[:40]!r} is not {QUANTUM_SERVICE}")
+    if not region:
+        raise UnknownCRNError(crn, "no region (6th field)")
     if not _REGION.match(region):
-        raise UnknownCRNError(crn, f"bad region {region[:30]!r} in CRN")
-    if not scope.startswith("a/") or len(scope) < 3:
-        raise UnknownCRNError(crn, "CRN has no account scope (a/ACCOUNT)")
-    if not parts[7]:
-        raise UnknownCRNError(crn, "CRN has no service instance")
-    return CRN(crn, parts[2], parts[4], region, scope[2:], parts[7])
+        raise UnknownCRNError(crn, f"bad region {region[:30]!r}")
+    if not scope.startswith("a/") or len(scope) < 3 or "/" in scope[2:]:
+        raise UnknownCRNError(crn, "no account scope a/ACCOUNT (7th field)")
+    if not instance:
+        raise UnknownCRNError(crn, "no service instance (8th field)")
+    return CRN(crn, parts[2], service, region, scope[2:], instance)
+
+
+def _base(url: str, what: str) -> str:
+    if not isinstance(url, str):
+        raise ValueError(f"{what} base URL must be a string, got {type(url).__name__}")
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{what} base URL must be http(s)://host[:port][/path], got {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"{what} base URL must not carry a query or fragment, got {url!r}")
+    return url.strip().rstrip("/")
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Base URLs. `quantum` includes `/api`. `one_host` = every service and region on one host (emulator)."""
+    """Base URLs of IAM, the Resource Controller and the IBM Quantum API (see the module docstring)."""
 
     iam: str
     resource_controller: str
     quantum: str
-    one_host: bool = False
+    regional: bool = True
+    quantum_regions: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "iam", _base(self.iam, "iam"))
+        object.__setattr__(
+            self, "resource_controller", _base(self.resource_controller, "resource_controller")
+        )
+        object.__setattr__(self, "quantum", _base(self.quantum, "quantum"))
+        pinned = {}
+        for region, url in dict(self.quantum_regions).items():
+            if not _REGION.match(region):
+                raise ValueError(f"quantum_regions: bad region {region!r}")
+            pinned[region] = _base(url, f"quantum_regions[{region}]")
+        object.__setattr__(self, "quantum_regions", MappingProxyType(pinned))
 
     @classmethod
     def production(cls) -> Endpoints:
@@ -53,7 +124,7 @@ class Endpoints:
         )
 
     @classmethod
-    def staging_hosts(cls) -> Endpoints:
+    def staging(cls) -> Endpoints:
         return cls(
             "https://iam.test.cloud.ibm.com",
             "https://resource-controller.test.cloud.ibm.com",
@@ -61,26 +132,34 @@ class Endpoints:
         )
 
     @classmethod
-    def staging(cls) -> Endpoints:  # alias kept short for callers
-        return cls.staging_hosts()
-
-    @classmethod
-    def single_host(cls, base_url: str) -> Endpoints:
-        base = base_url.rstrip("/")
-        return cls(base, base, f"{base}/api", one_host=True)
-
-    @classmethod
     def single(cls, base_url: str) -> Endpoints:
-        return cls.single_host(base_url)
+        """Everything on one host (the emulator): IAM at ``{base}/identity/token``, RC at ``{base}/v2/...``,
+        the quantum API at ``{base}/api/v1/...``, for every region."""
+        base = _base(base_url, "emulator")
+        return cls(base, base, f"{base}/api", regional=False)
 
     def with_overrides(
         self, *, iam: str | None = None, resource_controller: str | None = None, quantum: str | None = None
     ) -> Endpoints:
+        """A copy with the given bases replaced (None or "" keeps the current one).
+
+        An overridden `quantum` base is still made regional by host prefix; see `with_regions`.
+        """
         return replace(
             self,
-            iam=(iam or self.iam).rstrip("/"),
-            resource_controller=(resource_controller or self.resource_controller).rstrip("/"),
-            quantum=(quantum or self.quantum).rstrip("/"),
+            iam=iam or self.iam,
+            resource_controller=resource_controller or self.resource_controller,
+            quantum=quantum or self.quantum,
+        )
+
+    def with_regions(
+        self, quantum_regions: Mapping[str, str] | None = None, *, regional: bool | None = None
+    ) -> Endpoints:
+        """A copy with regions pinned to explicit quantum bases, and/or host prefixing switched on or off."""
+        return replace(
+            self,
+            quantum_regions={**self.quantum_regions, **(quantum_regions or {})},
+            regional=self.regional if regional is None else regional,
         )
 
     @property
@@ -88,15 +167,24 @@ class Endpoints:
         return f"{self.iam}/identity/token"
 
     def quantum_for(self, crn: str) -> str:
-        """The quantum API base (…/api) serving the CRN's region; us-east is the unprefixed host."""
+        """The quantum API base (…/api) serving the CRN's region. Raises `UnknownCRNError`."""
         region = parse_crn(crn).region
-        if self.one_host or region == "us-east":
+        return self.quantum_for_region(region)
+
+    def quantum_for_region(self, region: str) -> str:
+        pinned = self.quantum_regions.get(region)
+        if pinned:
+            return pinned
+        if not valid_region(region):
+            raise ValueError(f"bad region {region!r}")
+        if not self.regional or region == US_EAST:
             return self.quantum
-        scheme, sep, rest = self.quantum.partition("://")
-        if rest.startswith(f"{region}."):
+        parsed = urllib.parse.urlsplit(self.quantum)
+        host = parsed.netloc
+        if host.startswith(f"{region}."):
             return self.quantum
-        return f"{scheme}{sep}{region}.{rest}"
+        return urllib.parse.urlunsplit(parsed._replace(netloc=f"{region}.{host}"))
 
     def qrmi_endpoint(self, crn: str) -> str:
-        """What qrmi's `<name>_QRMI_IBM_QCS_ENDPOINT` wants: the regional API base with `/v1`."""
+        """What qrmi's ``<name>_QRMI_IBM_QCS_ENDPOINT`` wants: the regional API base with ``/v1``."""
         return f"{self.quantum_for(crn)}/v1"
