@@ -33,6 +33,8 @@ from qauvern_hpc.ledger.schema import Dialect
 
 DEFAULT_CHUNK = 5000
 _PARK = 1 << 40  # temporary offset while renumbering runs
+_RUN = RUN_COLUMNS.index("run")
+_AFTER_RUN = _RUN + 1
 _KEY_COLUMNS = ("cluster", "job_id_raw", "run", "resource")
 # Columns sacct owns: a re-ingest replaces them (the newest sacct view wins).
 _SLURM_COLUMNS = tuple(
@@ -110,6 +112,10 @@ class Ledger(ABC):
     def _sql(self, text: str) -> str:
         return text
 
+    def _upsert_many(self, params: list[tuple[Any, ...]]) -> int:
+        """Run the upsert for these parameter rows; return how many rows were inserted or changed."""
+        return self._executemany(self._upsert_sql, params)
+
     def _ne(self) -> str:
         """Null-safe "differs" operator."""
         return "IS NOT"
@@ -154,8 +160,10 @@ class Ledger(ABC):
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def _build_upsert(self) -> str:
+    def _build_upsert(self, rows: int = 1) -> str:
+        """The upsert statement for `rows` rows (several VALUES groups in one statement)."""
         cols = (*RUN_COLUMNS, "updated_at")
+        group = "(" + ", ".join("?" for _ in cols) + ")"
         ne = self._ne()
         qs = (
             "CASE WHEN runs.usage_state = 'final' AND excluded.usage_state <> 'final' "
@@ -176,7 +184,7 @@ class Ledger(ABC):
         changed += [f"runs.quantum_seconds {ne} {qs}", f"runs.usage_state {ne} {us}"]
         return (
             f"INSERT INTO runs ({', '.join(q(c) for c in cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)}) "
+            f"VALUES {', '.join([group] * rows)} "
             f"ON CONFLICT ({', '.join(_KEY_COLUMNS)}) DO UPDATE SET {', '.join(sets)} "
             f"WHERE {' OR '.join(changed)}"
         )
@@ -195,34 +203,45 @@ class Ledger(ABC):
             for chunk in _chunks(rows, self.chunk_size):
                 now = time.time()
                 params: list[tuple[Any, ...]] = []
-                for row in self._resolve_runs(chunk):
-                    if row.usage_state == FINAL:
-                        if row.quantum_seconds is None:
-                            raise LedgerError(f"{row.key}: a final row needs quantum_seconds")
-                    elif row.usage_state != PENDING:
-                        raise LedgerError(f"{row.cluster}/{row.job_id}: bad usage_state {row.usage_state!r}")
-                    params.append((*row, now))
+                append = params.append
+                for row, run in zip(chunk, self._run_indexes(chunk), strict=True):
+                    state = row.usage_state
+                    if state != PENDING and (state != FINAL or row.quantum_seconds is None):
+                        if state == FINAL:
+                            raise LedgerError(
+                                f"{row.cluster}/{row.job_id}: a final row needs quantum_seconds"
+                            )
+                        raise LedgerError(f"{row.cluster}/{row.job_id}: bad usage_state {state!r}")
+                    append((*row[:_RUN], run, *row[_AFTER_RUN:], now))
                 stats.rows += len(params)
-                stats.changed += self._executemany(self._upsert_sql, params)
+                stats.changed += self._upsert_many(params)
         return stats
 
-    def _resolve_runs(self, chunk: list[RunRow]) -> list[RunRow]:
-        """Give rows with run=None their run index: the rank of their submit time among the job's runs."""
+    def _run_indexes(self, chunk: list[RunRow]) -> list[int]:
+        """Each row's run index: its own, or for run=None the rank of its submit time among its job's runs
+        (stored ones and those in the chunk). Renumbers stored runs when an earlier one arrives late."""
         incoming: dict[tuple[str, int], set[int]] = {}
         for row in chunk:
             if row.run is None:
-                incoming.setdefault((row.cluster, row.job_id_raw), set()).add(row.submit)
+                key = (row.cluster, row.job_id_raw)
+                submits = incoming.get(key)
+                if submits is None:
+                    incoming[key] = {row.submit}
+                else:
+                    submits.add(row.submit)
         if not incoming:
-            return chunk
+            return [row.run for row in chunk if row.run is not None]
         stored: dict[tuple[str, int], dict[int, int]] = {}
         for cluster, job_id_raw, submit, run in self._existing_runs(list(incoming)):
             runs_of = stored.setdefault((cluster, job_id_raw), {})
             runs_of[submit] = min(run, runs_of.get(submit, run))
+        # Only jobs with more than one known run need a lookup table; the rest are run 0.
         assign: dict[tuple[str, int], dict[int, int]] = {}
         for job, submits in incoming.items():
             have = stored.get(job)
             if not have:
-                assign[job] = {s: i for i, s in enumerate(sorted(submits))}
+                if len(submits) > 1:
+                    assign[job] = {s: i for i, s in enumerate(sorted(submits))}
                 continue
             if submits <= have.keys():
                 assign[job] = have
@@ -232,12 +251,14 @@ class Ledger(ABC):
             if moves:
                 self._renumber(job, moves)
             assign[job] = ranks
-        return [
-            row
-            if row.run is not None
-            else row._replace(run=assign[(row.cluster, row.job_id_raw)][row.submit])
-            for row in chunk
-        ]
+        out: list[int] = []
+        for row in chunk:
+            index = row.run
+            if index is None:
+                table = assign.get((row.cluster, row.job_id_raw))
+                index = 0 if table is None else table[row.submit]
+            out.append(index)
+        return out
 
     def _renumber(self, job: tuple[str, int], moves: list[tuple[int, int, int]]) -> None:
         """An earlier run of a job arrived after later ones: shift the later ones' run index.

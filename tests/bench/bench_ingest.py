@@ -85,6 +85,7 @@ def run_child(mode: str, path: str, db_dir: str, repeat: int) -> dict[str, float
             text=True,
             check=True,
             cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
         )
         result: dict[str, float] = json.loads(proc.stdout)
         if best is None or result["seconds"] < best["seconds"]:
@@ -114,10 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child[0], args.child[1], args.dir or tempfile.gettempdir())))
         return 0
 
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, HERE)
-    from gen_sacct_dump import generate
-
     work = args.dir or tempfile.mkdtemp(prefix="qauvern-bench-")
     os.makedirs(work, exist_ok=True)
     sizes = sorted({min(args.small, args.n), args.n})
@@ -126,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(work, f"sacct-{n}.txt")
         if not os.path.exists(path):
             started = time.perf_counter()
-            generate(n, path)
+            subprocess.run(
+                [sys.executable, os.path.join(HERE, "gen_sacct_dump.py"), str(n), path],
+                check=True,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": ROOT},
+            )
             print(f"generated {n:,} records in {time.perf_counter() - started:.1f} s -> {path}")
         dumps[n] = path
 
