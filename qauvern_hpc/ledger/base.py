@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from qauvern_hpc.errors import QauvernError
@@ -35,6 +35,7 @@ DEFAULT_CHUNK = 5000
 _PARK = 1 << 40  # temporary offset while renumbering runs
 _RUN = RUN_COLUMNS.index("run")
 _AFTER_RUN = _RUN + 1
+_RESOURCE = RUN_COLUMNS.index("resource")
 _KEY_COLUMNS = ("cluster", "job_id_raw", "run", "resource")
 # Columns sacct owns: a re-ingest replaces them (the newest sacct view wins).
 _SLURM_COLUMNS = tuple(
@@ -74,10 +75,12 @@ class Ledger(ABC):
 
     dialect: Dialect
     chunk_size: int = DEFAULT_CHUNK
+    rows_per_statement: int = 1  # >1: multi-row INSERTs (see _upsert_many)
 
     def __init__(self) -> None:
         self._depth = 0
         self._upsert_sql = self._sql(self._build_upsert())
+        self._upsert_block_sql: str | None = None
 
     # -- primitives supplied by a back end -------------------------------------------------------
 
@@ -113,8 +116,32 @@ class Ledger(ABC):
         return text
 
     def _upsert_many(self, params: list[tuple[Any, ...]]) -> int:
-        """Run the upsert for these parameter rows; return how many rows were inserted or changed."""
-        return self._executemany(self._upsert_sql, params)
+        """Run the upsert for these parameter rows in order; return how many were inserted or changed.
+
+        Rows go `rows_per_statement` at a time into one multi-row INSERT (much less per-row overhead).
+        A key may appear only once per statement (PostgreSQL refuses to update a row twice in one
+        statement), so a repeated key closes the block: the rows still apply in their order.
+        """
+        block = self.rows_per_statement
+        if block <= 1:
+            return self._executemany(self._upsert_sql, params)
+        if self._upsert_block_sql is None:
+            self._upsert_block_sql = self._sql(self._build_upsert(block))
+        block_sql = self._upsert_block_sql
+        changed = 0
+        current: list[tuple[Any, ...]] = []
+        keys: set[tuple[Any, ...]] = set()
+        for p in params:
+            key = (p[0], p[2], p[_RUN], p[_RESOURCE])
+            if key in keys:
+                changed += self._executemany(self._upsert_sql, current)
+                current, keys = [], set()
+            current.append(p)
+            keys.add(key)
+            if len(current) == block:
+                changed += self._execute(block_sql, list(chain.from_iterable(current)))
+                current, keys = [], set()
+        return changed + self._executemany(self._upsert_sql, current)
 
     def _ne(self) -> str:
         """Null-safe "differs" operator."""
@@ -160,8 +187,8 @@ class Ledger(ABC):
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def _build_upsert(self, rows: int = 1) -> str:
-        """The upsert statement for `rows` rows (several VALUES groups in one statement)."""
+    def _build_upsert(self, rows: int = 1, source: str | None = None) -> str:
+        """The upsert statement for `rows` rows (VALUES groups), or for every row of table `source`."""
         cols = (*RUN_COLUMNS, "updated_at")
         group = "(" + ", ".join("?" for _ in cols) + ")"
         ne = self._ne()
@@ -182,9 +209,10 @@ class Ledger(ABC):
         changed = [f"runs.{q(c)} {ne} excluded.{q(c)}" for c in _SLURM_COLUMNS]
         changed += [f"runs.{q(c)} {ne} {expr}" for c, expr in keep.items()]
         changed += [f"runs.quantum_seconds {ne} {qs}", f"runs.usage_state {ne} {us}"]
+        names = ", ".join(q(c) for c in cols)
+        values = f"SELECT {names} FROM {source}" if source else "VALUES " + ", ".join([group] * rows)
         return (
-            f"INSERT INTO runs ({', '.join(q(c) for c in cols)}) "
-            f"VALUES {', '.join([group] * rows)} "
+            f"INSERT INTO runs ({names}) {values} "
             f"ON CONFLICT ({', '.join(_KEY_COLUMNS)}) DO UPDATE SET {', '.join(sets)} "
             f"WHERE {' OR '.join(changed)}"
         )

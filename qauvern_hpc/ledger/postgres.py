@@ -13,7 +13,12 @@ from typing import Any
 
 from qauvern_hpc.errors import ServiceUnavailable
 from qauvern_hpc.ledger.base import Ledger, LedgerError
+from qauvern_hpc.ledger.models import RUN_COLUMNS
 from qauvern_hpc.ledger.schema import MIGRATIONS_TABLE, migrations
+
+_STAGING = "qauvern_runs_staging"
+_RUN = RUN_COLUMNS.index("run")
+_RESOURCE = RUN_COLUMNS.index("resource")
 
 # pg_advisory_xact_lock key of the ledger's writer lock ("qauvern" + 1).
 WRITER_LOCK_KEY = 0x7161_7576_6572_6E01 & 0x7FFF_FFFF_FFFF_FFFF
@@ -40,9 +45,14 @@ class PostgresLedger(Ledger):
         super().__init__()
         try:
             self._migrate()
+            # Per-session staging table for bulk upserts (see _upsert_many).
+            self._conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE runs)")
         except BaseException:
             self.close()
             raise
+        cols = ", ".join(f'"{c}"' for c in (*RUN_COLUMNS, "updated_at"))
+        self._copy_sql = f"COPY {_STAGING} ({cols}) FROM STDIN"
+        self._upsert_staged_sql = self._build_upsert(source=_STAGING)
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
@@ -108,6 +118,34 @@ class PostgresLedger(Ledger):
         with self._conn.cursor() as cur:
             cur.executemany(sql, rows)
             return max(cur.rowcount, 0)
+
+    def _upsert_many(self, params: list[tuple[Any, ...]]) -> int:
+        """COPY the rows into the session's staging table, then one INSERT ... SELECT ... ON CONFLICT.
+
+        One statement per chunk instead of one per row (executemany spent ~90 us per row in the server).
+        A key repeated within the chunk cannot go into the same statement (PostgreSQL refuses to update a
+        row twice); its later occurrences are applied after, in order, one by one.
+        """
+        if not params:
+            return 0
+        first: list[tuple[Any, ...]] = []
+        later: list[tuple[Any, ...]] = []
+        seen: set[tuple[Any, ...]] = set()
+        for p in params:
+            key = (p[0], p[2], p[_RUN], p[_RESOURCE])
+            if key in seen:
+                later.append(p)
+            else:
+                seen.add(key)
+                first.append(p)
+        with self._conn.cursor() as cur:
+            with cur.copy(self._copy_sql) as copy:
+                for p in first:
+                    copy.write_row(p)
+            cur.execute(self._upsert_staged_sql)
+            changed = max(cur.rowcount, 0)
+            cur.execute(f"TRUNCATE {_STAGING}")
+        return changed + self._executemany(self._upsert_sql, later)
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._conn.execute(sql, params).fetchall())

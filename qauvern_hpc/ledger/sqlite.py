@@ -17,7 +17,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 from qauvern_hpc.errors import LockHeld
@@ -25,11 +24,11 @@ from qauvern_hpc.ledger.base import Ledger, LedgerError
 from qauvern_hpc.ledger.schema import MIGRATIONS_TABLE, migrations
 
 _MAX_VARIABLES = 30000  # SQLite >= 3.32 allows 32766 bound parameters per statement
-_ROWS_PER_STATEMENT = 40  # upsert rows per INSERT (40 x 24 parameters): ~1/3 less binding overhead
 
 
 class SQLiteLedger(Ledger):
     dialect = "sqlite"
+    rows_per_statement = 40  # 40 x 24 parameters: about a third less binding overhead than executemany
 
     def __init__(
         self,
@@ -48,7 +47,6 @@ class SQLiteLedger(Ledger):
         self._lock_fd: int | None = None
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         super().__init__()
-        self._upsert_block_sql = self._build_upsert(_ROWS_PER_STATEMENT)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
@@ -142,18 +140,6 @@ class SQLiteLedger(Ledger):
         if not rows:
             return 0
         return self._conn.executemany(sql, rows).rowcount
-
-    def _upsert_many(self, params: list[tuple[Any, ...]]) -> int:
-        # Blocks of rows per statement (a key twice in one block is fine: SQLite applies the upsert row
-        # by row), the rest with executemany.
-        block = _ROWS_PER_STATEMENT
-        full = len(params) - len(params) % block
-        execute = self._conn.execute
-        sql = self._upsert_block_sql
-        changed = 0
-        for i in range(0, full, block):
-            changed += execute(sql, list(chain.from_iterable(params[i : i + block]))).rowcount
-        return changed + self._executemany(self._upsert_sql, params[full:])
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
