@@ -87,6 +87,16 @@ class PostgresLedger(Ledger):
             tx.__exit__(type(err), err, None)
 
     def _migrate(self) -> None:
+        import psycopg
+
+        # Schema already current: no lock needed (readers must not wait for a long ingest to finish).
+        try:
+            rows = self._conn.execute("SELECT version FROM schema_migrations").fetchall()
+            current = {int(r[0]) for r in rows}
+        except psycopg.errors.UndefinedTable:
+            current = set()
+        if current == {m.version for m in migrations("postgres")}:
+            return
         with self.batch():
             self._conn.execute(MIGRATIONS_TABLE)
             done = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations").fetchall()}

@@ -109,6 +109,13 @@ class SQLiteLedger(Ledger):
             self._unlock()
 
     def _migrate(self) -> None:
+        # Schema already current: no lock needed (readers must not wait for a long ingest to finish).
+        try:
+            current = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations")}
+        except sqlite3.OperationalError:
+            current = set()
+        if current == {m.version for m in migrations("sqlite")}:
+            return
         with self.batch():
             self._conn.execute(MIGRATIONS_TABLE)
             done = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations")}

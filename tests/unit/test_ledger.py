@@ -568,6 +568,9 @@ def test_sqlite_wal_readers_see_committed_data_only_and_one_writer(tmp_path: Pat
             assert other.count_runs() == 1
             with pytest.raises(LockHeld, match="another process is writing"):
                 other.set_high_water("alpha", T0)
+            late = SQLiteLedger(path, lock_timeout=0.2)  # opening to read does not need the lock
+            assert late.count_runs() == 1
+            late.close()
         assert reader.execute("SELECT COUNT(*) FROM runs").fetchone() == (3,)
         other.set_high_water("alpha", T0)  # free again
         assert writer.get_high_water("alpha") == T0
@@ -689,3 +692,17 @@ def test_concurrent_writers_serialize(backend: tuple[str, str]) -> None:
         assert ids == list(range(10_000, 11_550))  # 10000..11049 and 10500..11549, overlap stored once
         assert {r.run for r in led.runs()} == {0}
         assert led.get_high_water("alpha") in (10_019, 10_519)
+
+
+def test_readers_open_and_read_while_a_write_is_in_progress(backend: tuple[str, str]) -> None:
+    with open_ledger(backend[1]) as writer:
+        writer.upsert_runs([row(1)])
+        with writer.batch():
+            writer.upsert_runs([row(2)])
+            started = time.monotonic()
+            with open_ledger(backend[1]) as reader:
+                assert reader.count_runs() == 1  # committed data only
+                assert reader.usage_by("user") == [UsageRow("alice", 1, 0.0, 100)]
+            assert time.monotonic() - started < 5
+        with open_ledger(backend[1]) as reader:
+            assert reader.count_runs() == 2
