@@ -1,14 +1,23 @@
 """The record qauvern-hpc leaves in a job's AdminComment, so sacct alone can tell what a job used.
 
-Format (one line, at most 1000 characters; Slurm stores AdminComment as free text):
+Format (one token: no blanks, no `|`, no newline; at most 1000 characters):
 
     qauvern:v1;rule=physics;inst=physics-2025;res=ibm_torino@sess-1a2b,ibm_fez@sess-3c4d
 
 - `rule`, `inst`: the mapping rule and the IBM Quantum instance (names from the site config);
-- `res`: the resources, each `name@session_id` (`name@-` when no session was opened).
-Values are percent-encoded for `;`, `,`, `@`, `=`, `%`, blanks and non-ASCII, so any text round-trips.
-Anything an admin or another tool already put in AdminComment is kept: our record is appended after a
-` | ` separator, and `parse_admin_comment` finds it anywhere in the text. Standard library only.
+- `res`: the resources, each `name@session_id` (`name@-` when no session was opened); a job on several
+  QPUs lists them all, in the order the job asked for them;
+- keys may come in any order; unknown `key=value` items are ignored (room for later fields in v1);
+  another version prefix (`qauvern:v2;`) is not read by this code.
+
+Values are percent-encoded (RFC 3986 style, UTF-8) for everything but `A-Z a-z 0-9 - _ . ~ : / +`, so
+`;`, `,`, `@`, `=`, `%`, `|`, blanks, newlines and non-ASCII text all round-trip.
+
+Other content: Slurm's AdminComment is free text that admins and other tools use too. Our record is a
+single token, so it is found anywhere in the text where it starts a token (at the start, or after a
+blank, a newline or `|`), and it ends at the next blank, newline or `|`. `merge_admin_comment` keeps
+everything else, drops older records of ours and appends the new one after ` | `. When several records
+are present (someone merged by hand), the last well-formed one wins. Standard library only.
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 PREFIX = "qauvern:v1;"
-MAX_LENGTH = 1000
+MAX_LENGTH = 1000  # our record alone
+SEPARATOR = " | "  # between other text and our record, in merge_admin_comment
 _SAFE = "-_.~:/+"
+_TOKEN_END = (" ", "\t", "\n", "\r", "|")
 
 
 def _enc(text: str) -> str:
@@ -35,48 +46,87 @@ class AdminRecord:
 
 
 def format_admin_comment(record: Mapping[str, Any]) -> str:
-    """Render from a prolog job record (keys: rule, instance, resources[{resource, session_id}])."""
-    res = ",".join(
-        f"{_enc(str(r['resource']))}@{_enc(str(r['session_id'])) if r.get('session_id') else '-'}"
-        for r in record.get("resources", [])
-    )
+    """Render from a prolog job record (keys: rule, instance, resources[{resource, session_id}]).
+
+    Raises ValueError for a resource without a name, or a record longer than MAX_LENGTH.
+    """
+    parts = []
+    for r in record.get("resources", []):
+        name = str(r.get("resource") or "")
+        if not name:
+            raise ValueError(f"AdminComment record: resource without a name in {r!r}")
+        session = r.get("session_id")
+        parts.append(f"{_enc(name)}@{_enc(str(session)) if session else '-'}")
     rule = _enc(str(record.get("rule") or ""))
     inst = _enc(str(record.get("instance") or ""))
-    text = f"{PREFIX}rule={rule};inst={inst};res={res}"
+    text = f"{PREFIX}rule={rule};inst={inst};res={','.join(parts)}"
     if len(text) > MAX_LENGTH:
         raise ValueError(f"AdminComment record is {len(text)} characters, more than {MAX_LENGTH}")
     return text
 
 
-def merge_admin_comment(existing: str | None, ours: str) -> str:
-    """Keep what was there (minus an older record of ours), append ours."""
-    kept = [part for part in (existing or "").split(" | ") if part and not part.startswith(PREFIX)]
-    return " | ".join([*kept, ours])
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every token in `text` that starts with PREFIX at a token boundary."""
+    spans: list[tuple[int, int]] = []
+    i = text.find(PREFIX)
+    while i >= 0:
+        if i == 0 or text[i - 1] in _TOKEN_END:
+            end = len(text)
+            for stop in _TOKEN_END:
+                j = text.find(stop, i)
+                if 0 <= j < end:
+                    end = j
+            spans.append((i, end))
+            i = text.find(PREFIX, end)
+        else:
+            i = text.find(PREFIX, i + 1)
+    return spans
+
+
+def _decode(token: str) -> AdminRecord | None:
+    """One record token (starting with PREFIX) -> AdminRecord, or None when malformed."""
+    fields: dict[str, str] = {}
+    for item in token[len(PREFIX) :].split(";"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            return None
+        fields[key] = value
+    if "inst" not in fields or "res" not in fields:
+        return None
+    resources: list[tuple[str, str | None]] = []
+    for entry in filter(None, fields["res"].split(",")):
+        name, sep, sess = entry.partition("@")
+        if not sep or not name:
+            return None
+        resources.append((unquote(name), None if sess == "-" else unquote(sess)))
+    return AdminRecord(
+        rule=unquote(fields.get("rule", "")), instance=unquote(fields["inst"]), resources=tuple(resources)
+    )
 
 
 def parse_admin_comment(text: str | None) -> AdminRecord | None:
-    """Find and decode our record in an AdminComment; None when there is none or it is malformed."""
-    if not text:
+    """Find and decode our record in an AdminComment; None when there is none or none is well-formed."""
+    if not text or PREFIX not in text:
         return None
-    for part in text.split(" | "):
-        part = part.strip()
-        if not part.startswith(PREFIX):
-            continue
-        fields: dict[str, str] = {}
-        for item in part[len(PREFIX) :].split(";"):
-            key, sep, value = item.partition("=")
-            if not sep:
-                return None
-            fields[key] = value
-        if "inst" not in fields or "res" not in fields:
-            return None
-        resources: list[tuple[str, str | None]] = []
-        for entry in filter(None, fields["res"].split(",")):
-            name, sep, sess = entry.partition("@")
-            if not sep or not name:
-                return None
-            resources.append((unquote(name), None if sess == "-" else unquote(sess)))
-        return AdminRecord(
-            rule=unquote(fields.get("rule", "")), instance=unquote(fields["inst"]), resources=tuple(resources)
-        )
+    for start, end in reversed(_spans(text)):
+        record = _decode(text[start:end])
+        if record is not None:
+            return record
     return None
+
+
+def merge_admin_comment(existing: str | None, ours: str) -> str:
+    """Keep what was there (minus older records of ours and the separators around them), append ours."""
+    if not ours.startswith(PREFIX) or any(c in ours for c in _TOKEN_END):
+        raise ValueError(f"not an AdminComment record of ours: {ours[:80]!r}")
+    text = existing or ""
+    kept: list[str] = []
+    pos = 0
+    for start, end in _spans(text):
+        kept.append(text[pos:start])
+        pos = end
+    kept.append(text[pos:])
+    # Tidy the seams: drop the ` | ` (or bare `|`) that joined a removed record to its neighbours.
+    pieces = [p.strip().strip("|").strip() for p in kept]
+    rest = SEPARATOR.join(p for p in pieces if p)
+    return f"{rest}{SEPARATOR}{ours}" if rest else ours

@@ -209,10 +209,19 @@ def _decode_admin(text: str) -> AdminRecord | None:
     """`parse_admin_comment`, with a fast path for the plain shape our prolog writes.
 
     The fast path takes only text that is exactly `qauvern:v1;rule=..;inst=..;res=..` with nothing to
-    percent-decode and no surrounding text; for it, it returns what `parse_admin_comment` returns
-    (tests/unit/test_sacct.py compares both). Anything else goes to `parse_admin_comment`.
+    percent-decode and no surrounding text (no blank, `|` or line break: one token); for it, it returns
+    what `parse_admin_comment` returns (tests/unit/test_sacct.py compares both). Anything else goes to
+    `parse_admin_comment`.
     """
-    if "%" in text or not text.startswith(_ADMIN_PREFIX) or " " in text:
+    if (
+        "%" in text
+        or not text.startswith(_ADMIN_PREFIX)
+        or " " in text
+        or "|" in text
+        or "\n" in text
+        or "\t" in text
+        or "\r" in text
+    ):
         return parse_admin_comment(text)
     parts = text[len(_ADMIN_PREFIX) :].split(";")
     if len(parts) != 3:

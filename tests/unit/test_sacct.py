@@ -296,6 +296,12 @@ def test_fast_admin_decoding_matches_parse_admin_comment() -> None:
         "qauvern:v1;rule=a;inst=b;res=x@s ",
         " qauvern:v1;rule=a;inst=b;res=x@s",
         "note | qauvern:v1;rule=a;inst=b;res=x@s",
+        "note|qauvern:v1;rule=a;inst=b;res=x@s",
+        "qauvern:v1;rule=a;inst=b;res=x@s|tail",
+        "qauvern:v1;rule=a;inst=b;res=x@s\nnext line",
+        "qauvern:v1;rule=a;inst=b;res=x@s\tz",
+        "qauvern:v1;rule=a;inst=b;res=x@s\r",
+        "qauvern:v1;rule=a;inst=b;res=x@1 qauvern:v1;rule=c;inst=d;res=y@2",
         format_admin_comment(
             {"rule": "a;b", "instance": "x | y", "resources": [{"resource": "r@", "session_id": "s,1"}]}
         ),
