@@ -24,6 +24,7 @@ from qauvern_hpc.ledger.models import (
     STORED_COLUMNS,
     AuditEntry,
     InstanceUsage,
+    RevisitEntry,
     RunKey,
     RunRow,
     StoredRun,
@@ -388,6 +389,51 @@ class Ledger(ABC):
                 ),
                 (cluster, int(epoch), time.time()),
             )
+
+    def add_revisit(self, cluster: str, job_ids: Iterable[int], reason: str) -> int:
+        """Put jobs on the cluster's revisit list (or, when already there, count one more attempt and take
+        the new reason). Returns how many jobs were handed in."""
+        now = time.time()
+        params = [(cluster, int(j), reason, now, now) for j in job_ids]
+        if not params:
+            return 0
+        sql = self._sql(
+            "INSERT INTO collector_revisit (cluster, job_id_raw, reason, first_seen, last_seen, attempts) "
+            "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (cluster, job_id_raw) DO UPDATE SET "
+            "reason = excluded.reason, last_seen = excluded.last_seen, "
+            "attempts = collector_revisit.attempts + 1"
+        )
+        with self.batch():
+            for i in range(0, len(params), self.chunk_size):
+                self._executemany(sql, params[i : i + self.chunk_size])
+        return len(params)
+
+    def revisits(self, cluster: str, *, limit: int | None = None) -> list[RevisitEntry]:
+        """The cluster's revisit list, oldest first."""
+        sql = (
+            "SELECT cluster, job_id_raw, reason, first_seen, last_seen, attempts FROM collector_revisit "
+            "WHERE cluster = ? ORDER BY first_seen, job_id_raw"
+        )
+        params: list[Any] = [cluster]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [
+            RevisitEntry(str(c), int(j), str(r), float(f), float(ls), int(a))
+            for c, j, r, f, ls, a in self._fetchall(self._sql(sql), params)
+        ]
+
+    def clear_revisit(self, cluster: str, job_ids: Iterable[int]) -> int:
+        """Take jobs off the cluster's revisit list; returns how many were on it."""
+        params = [(cluster, int(j)) for j in job_ids]
+        if not params:
+            return 0
+        sql = self._sql("DELETE FROM collector_revisit WHERE cluster = ? AND job_id_raw = ?")
+        removed = 0
+        with self.batch():
+            for i in range(0, len(params), self.chunk_size):
+                removed += self._executemany(sql, params[i : i + self.chunk_size])
+        return removed
 
     # -- usage ---------------------------------------------------------------------------------
 

@@ -119,6 +119,17 @@ class InstanceUsage(NamedTuple):
         return self.final_seconds + self.pending_seconds
 
 
+class RevisitEntry(NamedTuple):
+    """A job the collector must look at again. `attempts` counts how often it was (re)added."""
+
+    cluster: str
+    job_id_raw: int
+    reason: str
+    first_seen: float
+    last_seen: float
+    attempts: int
+
+
 class AuditEntry(NamedTuple):
     id: int
     run_id: str

@@ -96,6 +96,23 @@ CREATE TABLE runs (
                 "CREATE INDEX audit_run_id ON audit (run_id, id)",
             ),
         ),
+        Migration(
+            2,
+            "collector_revisit",
+            (
+                # Jobs the collector must look at again (still running at the end of a window, QPU job
+                # whose AdminComment had not arrived yet, ...): one row per job, whatever its runs.
+                f"""CREATE TABLE collector_revisit (
+    cluster TEXT NOT NULL,
+    job_id_raw {t["int"]} NOT NULL,
+    reason TEXT NOT NULL,
+    first_seen {t["real"]} NOT NULL,
+    last_seen {t["real"]} NOT NULL,
+    attempts {t["int"]} NOT NULL,
+    PRIMARY KEY (cluster, job_id_raw)
+){t["without_rowid"]}""",
+            ),
+        ),
     )
 
 

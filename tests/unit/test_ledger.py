@@ -38,7 +38,7 @@ from qauvern_hpc.ledger import (
     open_ledger,
 )
 from qauvern_hpc.ledger.ingest import ingest_sacct, runs_from_record
-from qauvern_hpc.ledger.schema import latest_version
+from qauvern_hpc.ledger.schema import MIGRATIONS_TABLE, latest_version, migrations
 from qauvern_hpc.ledger.sqlite import SQLiteLedger
 from qauvern_hpc.slurm.sacct import parse_sacct
 
@@ -226,19 +226,55 @@ def test_open_ledger_by_scheme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_schema_is_versioned_and_migrated_once(backend: tuple[str, str]) -> None:
     led = open_ledger(backend[1])
     try:
-        assert latest_version(led.dialect) == 1
-        versions = led._fetchall("SELECT version, name FROM schema_migrations")
-        assert versions == [(1, "runs, collector_state, audit")]
+        assert latest_version(led.dialect) == 2
+        versions = led._fetchall("SELECT version, name FROM schema_migrations ORDER BY version")
+        assert versions == [(1, "runs, collector_state, audit"), (2, "collector_revisit")]
     finally:
         led.close()
     again = open_ledger(backend[1])  # reopening applies nothing twice
     try:
-        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(1,)]
+        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(2,)]
         again._execute(again._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"), (99, "future", 0.0))
     finally:
         again.close()
     with pytest.raises(LedgerError, match="99"):
         open_ledger(backend[1])
+
+
+def _raw_connection(kind: str, url: str) -> Any:
+    if kind == "sqlite":
+        return sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_a_version_1_ledger_is_upgraded_in_place(backend: tuple[str, str]) -> None:
+    """A ledger written by the first release (schema 1 only) gains migration 2 on open; data stays."""
+    kind, url = backend
+    dialect: Any = "sqlite" if kind == "sqlite" else "postgres"
+    first = migrations(dialect)[0]
+    conn = _raw_connection(kind, url)
+    ph = "?" if kind == "sqlite" else "%s"
+    try:
+        conn.execute(MIGRATIONS_TABLE)
+        for statement in first.statements:
+            conn.execute(statement)
+        conn.execute(
+            f"INSERT INTO schema_migrations (version, name, applied_at) VALUES ({ph}, {ph}, {ph})",
+            (1, first.name, 0.0),
+        )
+        conn.execute(
+            "INSERT INTO collector_state (cluster, high_water, updated_at) VALUES ('alpha', 1767225600, 0)"
+        )
+    finally:
+        conn.close()
+    with open_ledger(url) as led:
+        assert led._fetchall("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+        assert led.get_high_water("alpha") == 1767225600
+        assert led.revisits("alpha") == []
+        led.add_revisit("alpha", [5], "running")
+        assert [e.job_id_raw for e in led.revisits("alpha")] == [5]
 
 
 # -- upsert semantics -----------------------------------------------------------------------------------
@@ -461,6 +497,32 @@ def test_high_water(ledger: Ledger) -> None:
     assert (ledger.get_high_water("alpha"), ledger.get_high_water("beta")) == (T0 + 10, T0 + 5)
 
 
+def test_revisit_list(ledger: Ledger) -> None:
+    assert ledger.revisits("alpha") == []
+    assert ledger.add_revisit("alpha", [30, 10, 20, 40], "running at window end") == 4  # > chunk_size 3
+    assert ledger.add_revisit("beta", [10], "no AdminComment yet") == 1
+    assert ledger.add_revisit("alpha", [], "nothing") == 0
+    got = ledger.revisits("alpha")
+    assert [(e.job_id_raw, e.reason, e.attempts) for e in got] == [
+        (10, "running at window end", 1),
+        (20, "running at window end", 1),
+        (30, "running at window end", 1),
+        (40, "running at window end", 1),
+    ]
+    first_seen = got[0].first_seen
+    time.sleep(0.01)
+    ledger.add_revisit("alpha", [10], "still running")
+    again = ledger.revisits("alpha")
+    ten = next(e for e in again if e.job_id_raw == 10)
+    assert (ten.reason, ten.attempts, ten.first_seen) == ("still running", 2, first_seen)
+    assert ten.last_seen > ten.first_seen
+    assert [e.job_id_raw for e in ledger.revisits("alpha", limit=2)] == [10, 20]
+    assert ledger.clear_revisit("alpha", [10, 20, 99, 30, 40]) == 4
+    assert ledger.clear_revisit("alpha", []) == 0
+    assert ledger.revisits("alpha") == []
+    assert [(e.cluster, e.job_id_raw) for e in ledger.revisits("beta")] == [("beta", 10)]
+
+
 def test_audit(ledger: Ledger) -> None:
     a = ledger.record_audit(
         "rb-1",
@@ -493,10 +555,12 @@ def test_batch_is_all_or_nothing(ledger: Ledger) -> None:
         ledger.upsert_runs([row(2), row(3), row(4), row(5)])
         ledger.set_high_water("alpha", T0)
         ledger.record_audit("rb", "me", "x")
+        ledger.add_revisit("alpha", [7], "running")
         raise RuntimeError("boom")
     assert [r.job_id_raw for r in ledger.runs()] == [1]
     assert ledger.get_high_water("alpha") is None
     assert ledger.audit_entries() == []
+    assert ledger.revisits("alpha") == []
     with ledger.batch():  # and the ledger is usable afterwards
         ledger.upsert_runs([row(2)])
         with ledger.batch():  # nested: same transaction
