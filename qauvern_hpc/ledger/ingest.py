@@ -14,10 +14,13 @@ from qauvern_hpc.slurm.sacct import DEFAULT_FIELDS, ParseStats, SacctParser, Sac
 def runs_from_record(rec: SacctRecord, qpu: AdminRecord | None = None) -> list[RunRow]:
     """One pending row per QPU resource the job used (from its AdminComment record, or `qpu`).
 
-    A job without a record used no QPU: no rows. Quantum seconds are unknown until IBM reports them.
+    A job without a record used no QPU: no rows. Neither did a run that never started (Start `Unknown`):
+    a requeued job waiting for its next run is such a record, and its AdminComment is still the previous
+    run's (session ids included), so taking it would count that session twice. Quantum seconds are
+    unknown until IBM reports them.
     """
     record = qpu if qpu is not None else rec.qpu
-    if record is None or not record.resources:
+    if record is None or not record.resources or rec.start is None:
         return []
     return [
         RunRow(
@@ -54,6 +57,7 @@ class IngestStats:
     parse: ParseStats
     store: UpsertStats
     qpu_records: int = 0
+    not_started: int = 0  # QPU records of runs that never started (pending): no rows
     max_end: int | None = None  # latest End among the QPU records
 
 
@@ -75,14 +79,18 @@ def ingest_sacct(
 
     def rows() -> Iterator[RunRow]:
         max_end = None
-        qpu = 0
+        qpu = not_started = 0
         for rec in parser.parse(lines):
             end = rec.end
             if end is not None and (max_end is None or end > max_end):
                 max_end = end
             qpu += 1
+            if rec.start is None:
+                not_started += 1
+                continue
             yield from runs_from_record(rec)
         stats.qpu_records = qpu
+        stats.not_started = not_started
         stats.max_end = max_end
 
     stats.store = ledger.upsert_runs(rows())

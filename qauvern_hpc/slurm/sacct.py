@@ -56,7 +56,10 @@ DEFAULT_FIELDS: tuple[str, ...] = (
     "AdminComment",
 )
 
-#: Job states a finished job can have (sacct -s accepts these names).
+#: Job states a finished job run can have (sacct -s accepts these names). Checked with the real 22.05.8
+#: sacct (tests/unit/test_sacct_real.py): every name is accepted, and `-s REQUEUED` also selects PENDING
+#: (`sacct -v` prints "Jobs PENDING,REQUEUED in the time window ..."), so a pull with these states also
+#: returns jobs pending in the window; those never started and carry no usage (the ingest skips them).
 FINISHED_STATES: tuple[str, ...] = (
     "BOOT_FAIL",
     "CANCELLED",
@@ -70,6 +73,7 @@ FINISHED_STATES: tuple[str, ...] = (
     "TIMEOUT",
 )
 
+_ELAPSED_MAX = 1 << 31  # ElapsedRaw at or above this is a wrapped negative number, not a duration
 _CACHE_MAX = 4096  # distinct State / ExitCode / Timelimit texts remembered while parsing
 _MAX_CONTINUATION = 64 * 1024  # characters folded into one AdminComment before we call it garbage
 
@@ -488,6 +492,8 @@ class SacctParser:
                 v = p[c_elapsed]
                 if v.isdigit():
                     elapsed: int | None = int(v) if elapsed_raw else clock(v)
+                    if elapsed is not None and elapsed >= _ELAPSED_MAX:
+                        elapsed = None  # a negative difference printed unsigned (seen on 22.05 -c)
                 else:
                     elapsed = clock(v) if v else None
                 v = p[c_limit]

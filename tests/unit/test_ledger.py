@@ -688,6 +688,35 @@ def test_ingest_fixture(ledger: Ledger) -> None:
         assert ingest_sacct(ledger, fh).store.changed == 0
 
 
+def test_ingest_skips_a_requeued_run_that_has_not_started(ledger: Ledger) -> None:
+    """After a requeue the pending run's record still carries the previous run's AdminComment (and
+    session): it must not become a row, or that session would be counted twice."""
+    admin0 = "qauvern:v1;rule=chem;inst=chem-2026;res=ibm_torino@sess-r0"
+    admin1 = "qauvern:v1;rule=chem;inst=chem-2026;res=ibm_torino@sess-r1"
+    run0 = (
+        f"alpha|1040|1040|frank|chem|qpu|normal|REQUEUED|0:0|{T0}|{T0 + 10}|{T0 + 100}|90|60|node02|"
+        f"{admin0}\n"
+    )
+    pending = (
+        f"alpha|1040|1040|frank|chem|qpu|normal|PENDING|0:0|{T0 + 101}|Unknown|Unknown|0|60|None assigned|"
+        f"{admin0}\n"
+    )
+    stats = ingest_sacct(ledger, [run0, pending])
+    assert (stats.qpu_records, stats.not_started, stats.store.rows) == (2, 1, 1)
+    assert [(r.run, r.session_id, r.slurm_state) for r in ledger.runs()] == [(0, "sess-r0", "REQUEUED")]
+    # the next pull: the run started (new session in AdminComment) and completed
+    run1 = (
+        f"alpha|1040|1040|frank|chem|qpu|normal|COMPLETED|0:0|{T0 + 101}|{T0 + 130}|{T0 + 230}|100|60|node01|"
+        f"{admin1}\n"
+    )
+    stats = ingest_sacct(ledger, [run0, run1])
+    assert (stats.not_started, stats.store.changed) == (0, 1)
+    assert [(r.run, r.session_id, r.slurm_state) for r in ledger.runs()] == [
+        (0, "sess-r0", "REQUEUED"),
+        (1, "sess-r1", "COMPLETED"),
+    ]
+
+
 def test_runs_from_record_without_qpu_is_empty() -> None:
     with open(FIXTURES / "default_fields.txt", encoding="utf-8") as fh:
         recs = list(parse_sacct(fh))

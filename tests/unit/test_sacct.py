@@ -189,6 +189,14 @@ def test_other_field_orders_and_non_raw_columns() -> None:
     assert recs[0].cluster == "" and recs[0].admin_comment == "" and recs[0].qpu is None
 
 
+def test_wrapped_negative_elapsed_is_unknown() -> None:
+    """sacct prints a negative difference as a huge unsigned number (seen from 22.05's `sacct -c` for a
+    job without an end): not a duration."""
+    fields = ("JobID", "JobIDRaw", "ElapsedRaw")
+    recs = list(parse_sacct(io.StringIO("1|1|2527740591\n2|2|2147483647\n3|3|0\n"), fields))
+    assert [r.elapsed for r in recs] == [None, 2147483647, 0]
+
+
 def test_strict_mode_raises_with_line_number() -> None:
     text = "alpha|1|1|u|a|p|q|COMPLETED|0:0|1|1|1|1|1|n|\nalpha|x1|x1|u|a|p|q|COMPLETED|0:0|1|1|1|1|1|n|\n"
     with pytest.raises(SacctParseError, match="line 2"):
