@@ -7,8 +7,13 @@ A plain script, not a pytest test:
 1. Writes synthetic dumps of N and `--small` records (tests/bench/gen_sacct_dump.py; not timed).
 2. Floors: `cat dump > /dev/null` (reading the bytes) and a bare Python loop over the file's lines.
    The target is "parse+store within 1.5x of the time sacct needs to print the records"; we cannot run
-   sacct on a million jobs here (no slurmdbd with such a history), so the `cat` floor stands in for it.
-   It is a strict lower bound: sacct must also query slurmdbd/MariaDB, unpack and format every record.
+   sacct against slurmdbd on a million jobs here (no cluster), so the `cat` floor is a strict lower
+   bound: sacct must also query slurmdbd/MariaDB, unpack and format every record.
+   When the real `sacct` binary is installed, a second floor comes from it, with no daemon: the same
+   records written as a jobcomp/filetxt log (untimed) and printed by `sacct --completion` with our
+   field list (see tests/unit/test_sacct_real.py). Timed twice, with `-o JobID` (reading the log) and
+   with all our fields; the difference is sacct's own cost of formatting and printing those fields,
+   the part of its work that any data source (slurmdbd included) adds on top of fetching.
 3. parse-only, every record typed (SacctParser over the file); parse-only, QPU records only
    (`qpu_only=True`, what the ingest uses: other lines cost a substring test); parse+store (`ingest_sacct`
    into a fresh SQLite ledger, one transaction). Each in its own child process so its peak RSS is its
@@ -24,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +100,71 @@ def run_child(mode: str, path: str, db_dir: str, repeat: int) -> dict[str, float
     return best
 
 
+_SACCT_CONF = """ClusterName=bench
+SlurmctldHost=localhost
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={log}
+"""
+
+
+def write_jobcomp(dump: str, out: str) -> None:
+    """The dump's records as a jobcomp/filetxt log, the format `sacct --completion` reads."""
+    with open(dump, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+        for line in src:
+            p = line.rstrip("\n").split("|")
+            if len(p) < 16:
+                continue  # continuation of a multi-line AdminComment
+            cluster, _job_id, raw, user, account, part, qos, state, exit_code = p[:9]
+            submit, start, end, _elapsed, limit, nodes = p[9:15]
+
+            def t(v: str) -> str:
+                return f"uts{v}" if v.isdigit() else "Unknown"
+
+            dst.write(
+                f"JobId={raw} UserId={user}(1000) GroupId=users(100) Name=job{raw} "
+                f"JobState={state.split()[0]} Partition={part} TimeLimit={limit} StartTime={t(start)} "
+                f"EndTime={t(end)} NodeList={nodes.replace(' ', '_')} NodeCnt=1 ProcCnt=1 "
+                f"WorkDir=/home/{user} "
+                f"ReservationName= Tres=cpu=1,mem=1G,node=1 Account={account} QOS={qos} WcKey= "
+                f"Cluster={cluster} SubmitTime={t(submit)} EligibleTime={t(submit)} DerivedExitCode=0:0 "
+                f"ExitCode={exit_code}\n"
+            )
+
+
+def sacct_floor(dump: str, work: str, repeat: int) -> tuple[float, float, int] | None:
+    """(seconds to read the log with -o JobID, seconds with our fields, lines printed), or None without
+    sacct. Best of `repeat` each."""
+    sacct = shutil.which("sacct")
+    if sacct is None:
+        return None
+    sys.path.insert(0, ROOT)
+    from qauvern_hpc.slurm.sacct import DEFAULT_FIELDS, build_sacct_argv, sacct_env
+
+    log = dump + ".jobcomp"
+    if not os.path.exists(log):
+        write_jobcomp(dump, log)
+    conf = os.path.join(work, "slurm.conf")
+    with open(conf, "w", encoding="utf-8") as fh:
+        fh.write(_SACCT_CONF.format(log=log))
+    env = {**os.environ, **sacct_env(), "SLURM_CONF": conf, "TZ": "UTC"}
+    times: list[float] = []
+    lines = 0
+    for fields in (("JobID",), DEFAULT_FIELDS):
+        argv = [*build_sacct_argv(1_000_000_000, None, fields=fields, sacct=sacct), "--completion"]
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            with open(os.path.join(work, "sacct.out"), "w") as out:
+                subprocess.run(argv, env=env, stdout=out, stderr=subprocess.DEVNULL, check=True)
+            best = min(best, time.perf_counter() - started)
+        times.append(best)
+        with open(os.path.join(work, "sacct.out"), encoding="utf-8") as fh:
+            lines = sum(1 for _ in fh)
+    os.unlink(os.path.join(work, "sacct.out"))
+    return times[0], times[1], lines
+
+
 def cat_floor(path: str, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -109,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where dumps and ledgers go (default: a temp dir)")
+    ap.add_argument("--no-sacct", action="store_true", help="skip the real-sacct floor")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -139,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         path = dumps[n]
         size_mb = os.path.getsize(path) / 1e6
         floor = cat_floor(path, args.repeat)
+        real = sacct_floor(path, work, args.repeat) if not args.no_sacct else None
         lines = run_child("lines", path, work, args.repeat)
         parse = run_child("parse", path, work, args.repeat)
         parse_qpu = run_child("parse-qpu", path, work, args.repeat)
@@ -148,15 +221,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floor  cat > /dev/null          {floor:8.3f} s  {n / floor:12,.0f} rec/s")
         loop = lines["seconds"]
         print(f"floor  python line loop         {loop:8.3f} s  {n / loop:12,.0f} rec/s")
+        if real is not None:
+            read_s, full_s, printed = real
+            print_s = max(full_s - read_s, 1e-9)
+            print(
+                f"floor  real sacct -c, -o JobID  {read_s:8.3f} s  {n / read_s:12,.0f} rec/s  (reads the log)"
+            )
+            print(
+                f"floor  real sacct -c, our fields {full_s:7.3f} s  {n / full_s:12,.0f} rec/s  "
+                f"({printed:,} lines; formatting+printing our fields: {print_s:.3f} s)"
+            )
         for label, res in (
             ("parse only, every record", parse),
             ("parse only, QPU records", parse_qpu),
             ("parse+store (SQLite)", store),
         ):
             secs = res["seconds"]
+            vs_sacct = ""
+            if real is not None:
+                vs_sacct = (
+                    f"x{secs / real[1]:5.2f} sacct  x{secs / max(real[1] - real[0], 1e-9):5.2f} sacct print  "
+                )
             print(
                 f"{label:31s} {secs:8.3f} s  {n / secs:12,.0f} rec/s  "
-                f"x{secs / floor:6.1f} cat  x{secs / lines['seconds']:5.1f} line loop  "
+                f"x{secs / floor:6.1f} cat  x{secs / lines['seconds']:5.1f} line loop  {vs_sacct}"
                 f"peak RSS {res['peak_rss_mb']:.1f} MB"
             )
         print(
@@ -170,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(x{rss[big] / rss[small]:.2f} for x{big / small:.0f} records)"
         )
     print(
-        "\nnote: sacct itself cannot be run on 1M jobs here; `cat` only reads the bytes and is a strict "
-        "lower bound for the time sacct needs to fetch (slurmdbd + MariaDB) and print the same records."
+        "\nnote: sacct cannot be run against slurmdbd on 1M jobs here; `cat` only reads the bytes and is a "
+        "strict lower bound for the time sacct needs to fetch (slurmdbd + MariaDB) and print the same "
+        "records. The real-sacct floor (jobcomp mode, no daemon) reads a text log instead of querying "
+        "slurmdbd; its `sacct print` part (our fields minus -o JobID) is what printing alone costs sacct."
     )
     return 0
 
