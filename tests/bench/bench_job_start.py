@@ -1,35 +1,38 @@
 """Benchmark: what `--qpu` adds to a job's start, on a real local Slurm cluster (target: < 100 ms per job).
 
-A plain script, not a pytest test (root and the sandbox's Slurm packages needed; about 2-4 minutes at N=20):
+A plain script, not a pytest test (root and the sandbox's Slurm packages needed; 3-4 minutes at N=20):
 
-    python tests/bench/bench_job_start.py [--jobs N] [--json OUT] [--rounds R] [--no-bare] [--keep]
+    python tests/bench/bench_job_start.py [--jobs N] [--json OUT] [--rounds R] [--warmup W] [--seed S]
+                                          [--no-bare] [--keep]
 
 Set-up, exactly like the `qpu` fixture of tests/integration/test_job_path.py: the IBM emulator (real clock),
 the site config written by `qauvern_hpc.qpu_site`, a sandbox cluster in its own /tmp work dir with the SPANK
 plugin, job_submit.lua and the PrologSlurmctld/EpilogSlurmctld wrappers. Unless `--no-bare`, a second
 sandbox without any qauvern hook runs beside it, to show what the hooks cost jobs that do not ask for a QPU.
-Everything is stopped and removed at the end, also on errors and Ctrl-C (`--keep` keeps the work dir).
+Everything is stopped and removed at the end, also on errors, Ctrl-C and SIGTERM (`--keep` keeps the dir).
 
 Measured (N samples each, after warm-up; the variants interleaved in rotating order to cancel drift):
 
 1. submit -> running: wall clock just before `sbatch` (run as user qalice through runuser, account
    physics, partition debug) to the `date +%s.%N` the job script writes as its first command. Same script
    with `--qpu=ibm_torino` ("qpu"), without ("plain"), and without on the bare cluster ("bare"). One job
-   at a time: the next is submitted once the previous one ended and its hooks exited. Split into the
-   `sbatch` command's own wall time (submission, job_submit.lua) and the rest (scheduling, PrologSlurmctld,
-   batch launch, SPANK task_init, bash start-up). sacct's Submit/Start (1 s resolution) as a cross-check.
+   at a time, submitted after a random 0-1 s pause once the previous one ended and its hooks exited.
+   Split with slurmctld's log (ms timestamps): the `sbatch` command, the scheduler wait (submit RPC ->
+   allocated; the sandbox's backfill pass runs every second), PrologSlurmctld (allocated -> "Configuration
+   ... is complete") and the batch launch (-> first line). sacct's Submit/Start (1 s) as a cross-check.
 2. srun step start inside an allocation: one batch job per variant and round runs `srun -n1 /bin/date`
    N/R times; from just before `srun` to the task's own timestamp (step creation, slurmstepd, the SPANK
    remote path: task_init_privileged reading the job's env file), and srun's whole wall time.
 3. The hooks directly, as slurmctld runs them (fresh process, SLURM_* environment, cwd /): the prolog for a
    `--qpu` job against the emulator (and the matching epilog), the no-QPU fast path (`python -m` and the
-   site's sh wrapper), the floors (`/bin/true`, `python -c pass`) and a shell-level guard as an alternative
-   fast path.
-4. Where the prolog's time goes: `python -X importtime` and an instrumented run (imports, policy load,
-   IBM client creation, each HTTP request).
+   site's sh wrapper), floors (`/bin/true`, `python -c pass`, Python with the standard library's ssl and
+   http.client, Python with httpx) and a shell-level SPANK_QPU test as an alternative fast path.
+4. Where the prolog's time goes: `python -X importtime` and instrumented runs (interpreter start-up and
+   exit, imports, policy load, IBM client creation, each HTTP request).
 
-Prints a table (medians and p95 in ms, added = median(with) - median(without), PASS when < 100 ms) and
-writes the same with all samples as JSON (default bench-results/job_start.json).
+Prints a table (ms: medians, added = median(with) - median(without) with a bootstrap 95 % interval, p95s,
+PASS/FAIL against 100 ms, '?' when the interval straddles it) and conclusions; writes the same with all
+samples as JSON (default bench-results/job_start.json). Exit 1 when a targeted row fails outright.
 """
 
 from __future__ import annotations
