@@ -6,6 +6,19 @@ QPU resource and IBM instance that spent it.
 * `sqlite:///PATH` -> `SQLiteLedger` on PATH, SQLAlchemy style: `sqlite:////var/lib/x.db` is absolute,
   `sqlite:///x.db` relative to the working directory;
 * `postgresql://user@host/db` (also `postgres://`, libpq URLs) -> `PostgresLedger`.
+
+Tables (qauvern_hpc/ledger/schema.py, versioned migrations recorded in `schema_migrations`):
+
+* `runs`: one row per job run per QPU resource, key (cluster, job_id_raw, run, resource); quantum_seconds
+  NULL until IBM reports, usage_state 'pending' | 'final';
+* `collector_state`: per cluster high-water mark (epoch end time fully ingested);
+* `collector_revisit`: per cluster jobs to look at again (reason, first/last seen, attempts);
+* `audit`: rebalancer actions (run id, actor, time, action, before/after JSON, reason).
+
+API (`Ledger`): `upsert_runs`, `pending_usage`, `set_usage`, `get_run`, `runs`, `count_runs`,
+`get_high_water`/`set_high_water`, `add_revisit`/`revisits`/`clear_revisit`, `usage_by`,
+`usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one all-or-nothing transaction), `close`.
+Streaming sacct ingest: `qauvern_hpc.ledger.ingest.ingest_sacct`.
 """
 
 from __future__ import annotations

@@ -14,10 +14,17 @@ What sacct prints (Slurm 22.05.8, src/sacct/print.c and src/common/slurmdb_defs.
 * ExitCode: `<status>:<signal>`.
 * TimelimitRaw: minutes, or `UNLIMITED` / `Partition_Limit` (-> None); ElapsedRaw: seconds.
 * `--duplicates` (-D) prints every run of a requeued job: each run is its own accounting record with its
-  own Submit time (slurmctld sets a new submit time on requeue; the database key is (id_job,
-  time_submit)). Slurm 22.05 has no field with the requeue count; Slurm 24.11+ has `Restarts` (not
-  accepted by 22.05's sacct: add it only for newer versions, see `sacct_fields`). Without it the run
-  index is derived by the ledger from the submit times of a job's runs.
+  own Submit time (slurmctld sets a new submit time on requeue, "so the restarted job looks like a new
+  job"; the job table's unique key is (id_job, time_submit)). Slurm 22.05 has no field with the requeue
+  count: its `--helpformat` (recorded in tests/unit/fixtures/sacct/helpformat_22_05.txt) has no
+  `Restarts`, and `-o Restarts` fails with `Invalid field requested: "Restarts"`. `DBIndex` exists but
+  is only a row id of one cluster's database. So the ledger derives the run index from the submit
+  times of a job's runs. Newer Slurm is said to print `Restarts` (24.11+, not verified here: only the
+  22.05 binary is installed); `sacct_fields` adds it for those versions and the parser reads it.
+* Checked against the real 22.05.8 binary without any daemon (`sacct --completion` reading a jobcomp
+  log, tests/unit/test_sacct_real.py): our argv is accepted, `uts<epoch>` times are read as epoch
+  seconds whatever TZ says, `SLURM_TIME_FORMAT=%s` prints epoch seconds and `Unknown` for unset times,
+  and the line shape is the one parsed here.
 * `--parsable2` does not escape `|` inside values. AdminComment is free text and our own merged record
   uses ` | ` as separator, so AdminComment must be the LAST field: extra `|` are folded back into it.
   A newline inside AdminComment continues the previous record on the next line(s); those lines are
