@@ -29,7 +29,7 @@ from qauvern_hpc.ibm.errors import UnknownCRNError
 
 US_EAST = "us-east"
 QUANTUM_SERVICE = "quantum-computing"
-_REGION = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+)+$")
+_REGION = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+)+\Z")
 _CRN_CHARS = re.compile(r"^[\x21-\x7e]+\Z")  # printable ASCII, no spaces: it travels in a header
 
 
