@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from qauvern_hpc.errors import ExitCode
-from qauvern_hpc.ibm import Endpoints, IBMClient, UnknownCRNError, parse_crn
+from qauvern_hpc.ibm import Endpoints, IBMClient, InvalidRequestError, UnknownCRNError, parse_crn
 
 US = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:inst-us::"
 EU = "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct1:inst-eu::"
@@ -166,13 +166,13 @@ def test_malformed_crn_sends_nothing() -> None:
     assert seen == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: endpoints._REGION ends in `$`, which matches before a trailing newline, so "
-    "valid_region('eu-de\\n') is True and create_instance sends the target as is (fix: `\\Z`)",
-)
 def test_region_with_a_trailing_newline_is_refused() -> None:
     from qauvern_hpc.ibm.endpoints import valid_region
 
     assert valid_region("eu-de") is True
     assert valid_region("eu-de\n") is False
+    with pytest.raises(ValueError, match="bad region"):
+        Endpoints.production().quantum_for_region("eu-de\n")
+    never = httpx.MockTransport(lambda r: httpx.Response(500))
+    with IBMClient("k", Endpoints.production(), transport=never) as c, pytest.raises(InvalidRequestError):
+        c.create_instance("n", target="eu-de\n", resource_group="rg", plan_id="p", allocation_seconds=60)
