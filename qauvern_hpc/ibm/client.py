@@ -51,6 +51,7 @@ quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST ad
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -525,7 +526,7 @@ class IBMClient:
             f"{base}/v1/analytics/usage",
             call=call,
             params=params,
-            headers={"Account-Id": account_id},
+            headers={"Account-Id": _header_value(account_id, "account_id")},
             idempotent=True,
         )
         return ms_to_seconds(self._parse(m.AnalyticsUsage, resp, call).usage_ms)
@@ -550,7 +551,7 @@ class IBMClient:
             self._quantum(crn, "/v1/analytics/usage_grouped_by_date"),
             call=call,
             params=params,
-            headers={"Account-Id": account_id},
+            headers={"Account-Id": _header_value(account_id, "account_id")},
             idempotent=True,
         )
         per_day_ms: dict[date, float] = {}
@@ -657,6 +658,7 @@ class IBMClient:
         call = "GET /v1/jobs"
         out: list[m.RuntimeJob] = []
         seen: set[str] = set()
+        offset = 0  # advances by rows received: a job submitted while paging shifts pages, not our offset
         for _ in range(MAX_PAGES):
             resp = self._send(
                 "GET",
@@ -665,7 +667,7 @@ class IBMClient:
                 params={
                     "session_id": session_id,
                     "limit": page_size,
-                    "offset": len(out),
+                    "offset": offset,
                     "exclude_params": "true",
                 },
                 headers={"Service-CRN": crn},
@@ -679,6 +681,7 @@ class IBMClient:
                 )
             seen.update(j.id for j in new)
             out.extend(new)
+            offset += len(page.jobs)
             done = not page.jobs or len(page.jobs) < page_size
             if page.count is not None:
                 done = len(out) >= page.count or not page.jobs
@@ -722,3 +725,13 @@ def _body(resp: httpx.Response) -> Any:
         return resp.json()
     except ValueError:
         return one_line(resp.text, 200) if resp.text else None
+
+
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+
+
+def _header_value(value: str, what: str) -> str:
+    """A value sent in an HTTP header: printable ASCII without blanks, else refused before sending."""
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        raise InvalidRequestError(f"{what} must be printable ASCII without spaces, got {value!r}")
+    return value

@@ -358,15 +358,6 @@ def test_analytics_usage_argument_checks(client: IBMClient, fake: Fake) -> None:
     assert fake.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason=(
-        "client bug: account_id goes into the Account-Id header unchecked; a non-ASCII one makes httpx raise "
-        "a bare UnicodeEncodeError (neither InvalidRequestError nor IBMError). Fix: check it like the CRN "
-        "(printable ASCII) and raise InvalidRequestError before sending"
-    ),
-)
 def test_non_ascii_account_id_is_refused_client_side(client: IBMClient, fake: Fake) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": 1}))
     with pytest.raises(InvalidRequestError):
@@ -644,15 +635,6 @@ def test_session_jobs_repeating_page_is_an_error(client: IBMClient, fake: Fake) 
     assert len(fake.calls(JOBS)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "client bug: session_jobs asks for offset=len(unique jobs so far); when a job is submitted while it "
-        "pages (IBM lists newest first) every later page overlaps the previous one, the overlap is dropped "
-        "as a duplicate, the offset falls behind, and the last page holds only seen jobs -> 'pagination does "
-        "not advance'. Fix: advance the offset by the rows received (offset += len(page.jobs))"
-    ),
-)
 def test_session_jobs_survive_a_job_submitted_while_paging(client: IBMClient, fake: Fake) -> None:
     listed = [f"j{n}" for n in range(5, 0, -1)]  # newest first, as IBM lists them
 
