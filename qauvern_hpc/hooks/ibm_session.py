@@ -48,12 +48,13 @@ def read_api_key(path: str | None, instance: str) -> str:
     return read_key_file(path)
 
 
-def client_for(policy: Policy, grant: ResourceGrant) -> IBMClient:
-    key = grant.api_key_file
+def client_for(policy: Policy, api_key_file: str | None, instance: str) -> IBMClient:
+    """One client per key file (tokens are reused across a job's resources)."""
+    key = api_key_file
     client = _clients.get(key)
     if client is None:
         client = IBMClient(
-            read_api_key(grant.api_key_file, grant.instance),
+            read_api_key(api_key_file, instance),
             endpoints_for(policy),
             timeout=HOOK_TIMEOUT,
             retry=HOOK_RETRY,
@@ -80,7 +81,7 @@ def describe(policy: Policy, grant: ResourceGrant, *, session_id: str | None) ->
 
 
 def open_session(policy: Policy, grant: ResourceGrant, *, job_id: str) -> AcquiredResource:
-    client = client_for(policy, grant)
+    client = client_for(policy, grant.api_key_file, grant.instance)
     session = client.create_session(
         grant.crn, grant.backend, mode=grant.session_mode, max_ttl=grant.max_ttl_seconds
     )
@@ -100,26 +101,13 @@ def close_all(policy: Policy, record: MutableMapping[str, Any], log: logging.Log
 
     Each closed session gets `closed_at`; a failure leaves `close_error` so a later sweep retries.
     """
-    from qauvern_hpc.mapping import ResourceGrant as _Grant
-
     all_closed = True
     for res in record.get("resources", []):
         if not res.get("session_id") or res.get("closed_at"):
             continue
-        grant = _Grant(
-            resource=res["resource"],
-            instance=res["instance"],
-            crn=res["crn"],
-            api_key_file=res.get("api_key_file"),
-            type="",
-            backend=res.get("backend", ""),
-            session_mode=res.get("session_mode", ""),
-            max_ttl_seconds=0,
-            fail_mode="closed",
-            expose_api_key=False,
-        )
         try:
-            client_for(policy, grant).close_session(res["crn"], res["session_id"])
+            client = client_for(policy, res.get("api_key_file"), res["instance"])
+            client.close_session(res["crn"], res["session_id"])
         except Exception as exc:
             from qauvern_hpc.ibm.errors import IBMNotFound
 
