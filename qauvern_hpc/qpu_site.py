@@ -10,7 +10,6 @@ on partition `quantum` -> chemistry (ibm_fez only), everything else denied.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ CRN_CHEM = f"crn:v1:bluemix:public:quantum-computing:eu-de:a/{ACCOUNT}:chem0001:
 API_KEY = "demo-site-api-key-0123456789"
 ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
 JOB_SCRIPT = Path(__file__).parent / "data" / "qpu_job.py"
+# A sandbox's hookd goes away on its own soon after the tests or the demo stop using it.
+HOOKD_IDLE_SECONDS = 300
 
 
 def config_text(
@@ -112,19 +113,63 @@ def write_site(directory: Path, base_url: str, *, fail_mode: str = "closed", exp
     return Site(directory, cfg, directory / POLICY_JSON, state_dir, directory / "hooks.log")
 
 
-def _wrapper(path: Path, module: str, site: Site) -> Path:
-    path.write_text(
-        "#!/bin/sh\n"
-        "# slurmctld runs this with SLURM_*/SPANK_* variables only\n"
-        f"export QAUVERN_HPC_POLICY={site.policy}\n"
-        f"export QAUVERN_HPC_LOG_FILE={site.log_file}\n"
-        "export PATH=/usr/local/bin:/usr/bin:/bin\n"
-        "# site-specific additions, e.g. SLURM_CONF for a cluster whose config is not /etc/slurm\n"
-        f"[ -r {site.directory}/hook.env ] && . {site.directory}/hook.env\n"
-        f"exec {sys.executable} -m {module}\n"
+def hookd_socket(site: Site) -> Path:
+    """The site's hookd socket: in the site dir, or (AF_UNIX paths are limited to 107 bytes) in a private
+    0700 temp dir remembered in the site dir."""
+    path = site.directory / "hookd.sock"
+    if len(os.fsencode(path)) <= 100:
+        return path
+    marker = site.directory / "hookd.sock.path"
+    if marker.exists():
+        return Path(marker.read_text().strip())
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="qhookd-")) / "hookd.sock"
+    marker.write_text(f"{short}\n")
+    return short
+
+
+def _wrapper(path: Path, kind: str, site: Site, hookd: str) -> Path:
+    from qauvern_hpc.hooks.wrapper import render_wrapper, write_wrapper
+
+    text = render_wrapper(
+        kind,
+        policy=site.policy,
+        state_dir=site.state_dir,
+        hookd=hookd,
+        socket=hookd_socket(site),
+        idle_timeout=HOOKD_IDLE_SECONDS,
+        log_file=site.log_file,
+        hook_env=site.directory / "hook.env",
     )
-    path.chmod(0o755)
-    return path
+    return write_wrapper(path, text)
+
+
+def stop_hookd(site: Site, timeout: float = 10.0) -> bool:
+    """Stop the site's hookd (it exits when its socket file goes). True when it is gone within `timeout`."""
+    import contextlib
+    import fcntl
+    import time
+
+    sock = hookd_socket(site)
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    lock = Path(f"{sock}.lock")
+    if not lock.exists():
+        return True
+    deadline = time.monotonic() + timeout
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
 
 
 def set_hook_env(site: Site, variables: dict[str, str]) -> None:
@@ -133,7 +178,9 @@ def set_hook_env(site: Site, variables: dict[str, str]) -> None:
     (site.directory / "hook.env").write_text("\n".join(lines) + "\n")
 
 
-def sandbox_hooks(site: Site, *, plugin: Path | None = None, slurm_conf_dir: Path | None = None) -> Hooks:
+def sandbox_hooks(
+    site: Site, *, plugin: Path | None = None, slurm_conf_dir: Path | None = None, hookd: str = "auto"
+) -> Hooks:
     """The sandbox hook points for this site (builds the SPANK plugin into the site dir if not given)."""
     from qauvern_hpc.spank_build import build_plugin, plugstack_line
 
@@ -145,7 +192,7 @@ def sandbox_hooks(site: Site, *, plugin: Path | None = None, slurm_conf_dir: Pat
         plugstack_lines=[plugstack_line(so, state_dir=str(site.state_dir))],
         job_submit_lua=lua,
         etc_files=[site.directory / POLICY_LUA],
-        prolog_slurmctld=_wrapper(site.directory / "prolog.sh", "qauvern_hpc.hooks.prolog", site),
-        epilog_slurmctld=_wrapper(site.directory / "epilog.sh", "qauvern_hpc.hooks.epilog", site),
+        prolog_slurmctld=_wrapper(site.directory / "prolog.sh", "prolog", site, hookd),
+        epilog_slurmctld=_wrapper(site.directory / "epilog.sh", "epilog", site, hookd),
         prolog_epilog_timeout=120,
     )

@@ -135,9 +135,13 @@ def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, 
 
     text = format_admin_comment(record)
     scontrol = env.get("QAUVERN_HPC_SCONTROL", "scontrol")
+    # The hook's own PATH/SLURM_CONF, also when the work runs in hookd (whose environment is older).
+    child_env = dict(os.environ)
+    child_env.update({k: v for k, v in env.items() if k in ("PATH", "SLURM_CONF")})
     try:
         subprocess.Popen(
             [scontrol, "update", f"JobId={job_id}", f"AdminComment={text}"],
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

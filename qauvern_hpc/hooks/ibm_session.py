@@ -7,6 +7,8 @@ Time is bounded: the hooks must finish well within Slurm's PrologEpilogTimeout e
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -20,7 +22,11 @@ from qauvern_hpc.policy import Policy
 HOOK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, deadline=20.0)
 HOOK_TIMEOUT = 10.0
 
-_clients: dict[str | None, IBMClient] = {}
+# Warm clients (connection pool + IAM token), per key file and endpoints. A hook process makes at most one per
+# key file; the resident hookd keeps them across jobs, so a rotated key file (new inode/mtime/size) or changed
+# endpoints get a new client.
+_clients: dict[tuple[object, ...], IBMClient] = {}
+_clients_lock = threading.Lock()
 
 
 def endpoints_for(policy: Policy) -> Endpoints:
@@ -49,17 +55,23 @@ def read_api_key(path: str | None, instance: str) -> str:
 
 
 def client_for(policy: Policy, api_key_file: str | None, instance: str) -> IBMClient:
-    """One client per key file (tokens are reused across a job's resources)."""
-    key = api_key_file
-    client = _clients.get(key)
-    if client is None:
-        client = IBMClient(
-            read_api_key(api_key_file, instance),
-            endpoints_for(policy),
-            timeout=HOOK_TIMEOUT,
-            retry=HOOK_RETRY,
-        )
-        _clients[key] = client
+    """One client per key file (tokens are reused across a job's resources and, in hookd, across jobs)."""
+    endpoints = endpoints_for(policy)
+    try:
+        st = os.stat(api_key_file) if api_key_file else None
+    except OSError:
+        st = None  # read_api_key below reports it
+    key = (api_key_file, repr(endpoints), st and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = IBMClient(
+                read_api_key(api_key_file, instance),
+                endpoints,
+                timeout=HOOK_TIMEOUT,
+                retry=HOOK_RETRY,
+            )
+            _clients[key] = client
     return client
 
 

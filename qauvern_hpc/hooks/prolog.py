@@ -67,6 +67,7 @@ def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
         "resources": [],
         "error": None,
     }
+    _close_previous_attempt(policy, paths, log)
     requested = parse_request(job.qpu)
     decision = decide(policy, JobIdentity(job.user, job.account, job.partition, job.qos), requested)
     record["rule"] = decision.rule
@@ -133,6 +134,25 @@ def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
     if policy.slurm.admin_comment:
         common.set_admin_comment(job.job_id, record, environ)
     return record
+
+
+def _close_previous_attempt(policy: Any, paths: Any, log: Any) -> None:
+    """Sessions a previous run of this hook opened for the same job id and nobody closed (hookd died mid-job
+    and the hook re-ran in-process; a requeued job whose epilog could not close): close them before opening
+    new ones, so nothing leaks and nothing is billed twice."""
+    from qauvern_hpc.hooks import common
+
+    try:
+        previous = common.read_record(paths)
+        if previous and any(
+            r.get("session_id") and not r.get("closed_at") for r in previous.get("resources", [])
+        ):
+            from qauvern_hpc.hooks import ibm_session
+
+            log.warning("job %s: closing sessions a previous prolog run left open", paths.job_id)
+            ibm_session.close_all(policy, previous, log)
+    except Exception as exc:  # best effort: `release-pending` sweeps what is left
+        log.warning("job %s: cannot close a previous attempt's sessions: %s", paths.job_id, exc)
 
 
 def _without_sessions(grants: Any, policy: Any) -> list[AcquiredResource]:
