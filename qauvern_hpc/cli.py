@@ -40,6 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.release_pending",
         "close IBM sessions the epilog could not release (safety net; run from cron)",
     ),
+    "install-hooks": (
+        "qauvern_hpc.commands.install_hooks",
+        "write the PrologSlurmctld/EpilogSlurmctld wrapper scripts for slurm.conf",
+    ),
+    "hookd": (
+        "qauvern_hpc.commands.hookd",
+        "serve the controller hooks from a resident process (fast --qpu job starts)",
+    ),
     "sandbox": (
         "qauvern_hpc.commands.sandbox",
         "start/stop a throwaway local Slurm cluster with the plugin wired in",
