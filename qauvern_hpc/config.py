@@ -441,12 +441,93 @@ class LedgerConfig(_Model):
     url: str = "sqlite:////var/lib/qauvern-hpc/ledger.db"
 
 
+class DemandConfig(_Model):
+    """How Slurm's queue and the ledger raise an instance's activity score (`qauvern-hpc rebalance`).
+
+    Points are on the scale of IBM's usage score, where one second used in the last 24 h is worth 32.
+    An instance's demand score is
+    `(queued_seconds_weight * queued seconds + pending_job_weight * pending jobs) * age factor
+    + recent_seconds_weight * max(0, ledger seconds in recent_window - IBM's 24 h figure)`, with
+    age factor `1 + age_boost_per_day * min(oldest pending age in days, age_boost_max_days)`.
+    """
+
+    enabled: bool = Field(True, description="use Slurm's pending QPU jobs and the ledger at all")
+    queued_seconds_weight: float = Field(32.0, ge=0, description="points per requested second, pending job")
+    pending_job_weight: float = Field(
+        1920.0, ge=0, description="points per pending job (1920 = 60 s at 24 h)"
+    )
+    age_boost_per_day: float = Field(1.0, ge=0, description="queue points grow by this factor per day waited")
+    age_boost_max_days: float = Field(7.0, ge=0, description="the age boost stops growing after this")
+    recent_seconds_weight: float = Field(
+        32.0, ge=0, description="points per ledger second IBM's 24 h usage does not show yet"
+    )
+    recent_window: Seconds = Field(86400, description="how far back the ledger's finished usage counts")
+    max_job_seconds: Seconds = Field(
+        3600, description="a pending job's requested time counts at most this much (its QPU time is unknown)"
+    )
+    count_held: bool = Field(False, description="count held jobs (priority 0, JobHeld*) as demand")
+
+    @field_validator("recent_window", "max_job_seconds")
+    @classmethod
+    def _positive_window(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+
+class RebalanceSlurmConfig(_Model):
+    """How the rebalancer enforces its plan in Slurm (sacctmgr -i, idempotent)."""
+
+    license_prefix: str | None = Field(
+        "qpu_",
+        description="per-instance license `<prefix><instance>` that job_submit.lua adds to QPU jobs "
+        "(QAUVERN_HPC_QPU_INSTANCE_LICENSE); null: no demand from squeue and no gating",
+    )
+    gate: bool = Field(
+        True,
+        description="set GrpTRES=license/<prefix><instance>=0 on top-level accounts while the instance's "
+        "limit is reached (its jobs pend with reason AssocGrpLicense); -1 again when usage rolls off",
+    )
+    fairshare: bool = Field(True, description="mirror instance shares onto the mapped accounts' Fairshare")
+    fairshare_scale: int = Field(100, ge=1, description="Fairshare points the whole account budget is worth")
+    accounts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="instance -> Slurm accounts whose Fairshare mirrors it (default: the accounts the "
+        "rules name for it)",
+    )
+
+    @field_validator("license_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", value):
+            raise ValueError(f"license_prefix {value!r}: use a letter, then letters, digits or '_'")
+        return value
+
+
+class BalancePeriodConfig(_Model):
+    start_date: UtcDateTime
+    end_date: UtcDateTime
+
+
 class RebalanceConfig(_Model):
-    """Periodic rebalancing of instance allocations (coming in a later release)."""
+    """Periodic rebalancing of instance allocations (`qauvern-hpc rebalance`)."""
 
     enabled: bool = False
     interval: Seconds = Field(3600, description="how often to rebalance")
-    weights: dict[str, float] = Field(default_factory=dict, description="placeholder: per-instance weights")
+    min_change_seconds: Seconds = Field(
+        0, description="hysteresis: allocation changes smaller than this are not written"
+    )
+    retired_grants_keep_paying: bool = Field(
+        False, description="fix qauvern 0.14's quirk that can lower a limit when a short grant retires"
+    )
+    balance_period: BalancePeriodConfig | None = Field(
+        None, description="the period instances[].target_usage_seconds counts over (opt-in)"
+    )
+    demand: DemandConfig = Field(default_factory=DemandConfig)
+    slurm: RebalanceSlurmConfig = Field(default_factory=RebalanceSlurmConfig)
+    state_dir: Annotated[Path, BeforeValidator(_path)] | None = Field(
+        None, description="journal and lock directory (default: slurm.state_dir/rebalance)"
+    )
 
 
 class MetricsConfig(_Model):
@@ -572,6 +653,25 @@ class Config(_Model):
                         Issue(
                             (*loc, "resources", n),
                             f"unknown resource '{pat}'{hint} (known: {', '.join(resource_names) or 'none'})",
+                        )
+                    )
+        for name in self.rebalance.slurm.accounts:
+            if name not in instance_names:
+                hint = _did_you_mean(name, instance_names)
+                out.append(
+                    Issue(
+                        ("rebalance", "slurm", "accounts", name),
+                        f"unknown instance '{name}'{hint} (known: {', '.join(instance_names) or 'none'})",
+                    )
+                )
+        if self.rebalance.balance_period is None:
+            for n, inst in enumerate(self.instances):
+                if inst.target_usage_seconds is not None:
+                    out.append(
+                        Issue(
+                            ("instances", n, "target_usage_seconds"),
+                            "target_usage_seconds needs rebalance.balance_period (start_date, end_date): "
+                            "the period the target counts over",
                         )
                     )
         return out
@@ -862,6 +962,10 @@ _REMOVED: dict[tuple[str, str], str] = {
     ("MatchConfig", "account"): "use `accounts` (a list of globs)",
     ("MatchConfig", "partition"): "use `partitions` (a list of globs)",
     ("MatchConfig", "qoses"): "use `qos` (a list of globs)",
+    ("RebalanceConfig", "weights"): (
+        "`rebalance.weights` was a placeholder: the Slurm demand weighting is `rebalance.demand` "
+        "(queued_seconds_weight, pending_job_weight, age_boost_per_day, ...)"
+    ),
 }
 
 

@@ -390,13 +390,13 @@ def test_endpoints_and_optional_sections(tmp_path: Path) -> None:
         "  plan: premium\n  staging: true\n  endpoints: {emulator: 'http://127.0.0.1:8790/'}\n",
     )
     text += "slurm: {cluster: hpc, state_dir: state, sacct: /opt/slurm/bin/sacct, admin_comment: false}\n"
-    text += "rebalance: {enabled: true, interval: 30m, weights: {phys: 2}}\nmetrics: {enabled: true}\n"
+    text += "rebalance: {enabled: true, interval: 30m, demand: {pending_job_weight: 10}}\nmetrics: {enabled: true}\n"
     text += "ledger: {url: 'postgresql://db/qauvern'}\nminimum_allocation_seconds: 2m\n"
     cfg = load_config(write(tmp_path, text))
     assert cfg.ibm.staging and cfg.ibm.endpoints.emulator == "http://127.0.0.1:8790"
     assert cfg.slurm.cluster == ["hpc"] and cfg.slurm.state_dir == tmp_path / "state"
     assert cfg.slurm.sacct == "/opt/slurm/bin/sacct" and cfg.slurm.admin_comment is False
-    assert cfg.rebalance.interval == 1800 and cfg.rebalance.weights == {"phys": 2.0}
+    assert cfg.rebalance.interval == 1800 and cfg.rebalance.demand.pending_job_weight == 10.0
     assert cfg.ledger.url == "postgresql://db/qauvern" and cfg.minimum_allocation_seconds == 120
     policy = cfg.to_policy()
     assert policy.endpoints.staging and policy.endpoints.emulator == "http://127.0.0.1:8790"
