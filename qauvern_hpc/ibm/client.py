@@ -18,8 +18,8 @@ Retries (`RetryPolicy`, see `qauvern_hpc.ibm.retry`)
   and jitter, bounded in tries and in total time (each try's timeout is cut to what is left of the
   deadline). A request that may have reached IBM is retried only when it is idempotent: GET, DELETE, the IAM
   exchange, the session close (PATCH/DELETE) and the instance PATCH (it sets absolute values). POSTs that
-  create something (`create_instance`, `create_session`) are retried only after a connect error or connect
-  timeout, when nothing was sent — not after 429/5xx or a read timeout.
+  create something (`create_instance`, `create_session`) are retried after a connect error or connect
+  timeout (nothing was sent) and after a 429 (IBM refused before acting) — not after 5xx or a read timeout.
 
 Units
   Seconds everywhere. Analytics answer milliseconds; they become whole seconds by truncation,
@@ -341,7 +341,8 @@ class IBMClient:
                     failure = IBMRateLimited(call, status, message or "rate limited", retry_after=retry_after)
                 else:
                     failure = IBMError(call, status, message)
-                retryable = idempotent
+                # A 429 is IBM refusing before acting: even a create is safe to send again.
+                retryable = idempotent or status == 429
             log.debug("%s %s -> %s", call, host, failure.ibm_message)
             if not retryable:
                 raise failure

@@ -574,12 +574,6 @@ def test_create_session_is_retried_after_a_connect_error(
     assert clock.sleeps == [0.5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client disagrees with the brief: a 429 on POST /v1/sessions is not retried (client.py sets "
-    "retryable = idempotent for every status); a 429 means IBM refused the request before acting on it, so "
-    "retrying cannot open a second session. Proposed fix: retryable = idempotent or status == 429",
-)
 def test_create_session_is_retried_after_429(client: IBMClient, fake: Fake, clock: Clock) -> None:
     fake.on("POST", SESSIONS, err(429, "too many requests", **{"Retry-After": "2"}), ok(SESSION))
     assert client.create_session(EU, "ibm_torino").id == "s-1"
