@@ -48,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.hookd",
         "serve the controller hooks from a resident process (fast --qpu job starts)",
     ),
+    "rebalance": (
+        "qauvern_hpc.commands.rebalance",
+        "move QAU between instances from IBM usage and Slurm's queue; enforce it in IBM and Slurm",
+    ),
+    "optimize": ("qauvern_hpc.commands.rebalance", "alias of rebalance (qauvern's name)"),
     "sandbox": (
         "qauvern_hpc.commands.sandbox",
         "start/stop a throwaway local Slurm cluster with the plugin wired in",

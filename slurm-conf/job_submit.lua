@@ -46,6 +46,14 @@ local SETTINGS = {
 	policy_file = os.getenv("QAUVERN_HPC_QPU_POLICY"),
 	-- --qpu jobs when the policy cannot be read: "closed" refuses them, "open" lets them through.
 	fail_mode = os.getenv("QAUVERN_HPC_QPU_FAIL_MODE") or "closed",
+	-- Per-instance license prefix (e.g. "qpu_"): every --qpu job let through gets the license
+	-- <prefix><instance>:1 for the instance the rules chose (any <prefix>* license the user asked for is
+	-- replaced). `qauvern-hpc rebalance` reads it back from squeue (which instance a pending job needs) and
+	-- gates an instance whose quantum limit is reached with GrpTRES=license/<prefix><instance>=0, so its
+	-- jobs pend with reason AssocGrpLicense. Unset: no license is added. The licenses must be in slurm.conf
+	-- (Licenses=qpu_physics:100000,... and AccountingStorageTRES=license/qpu_physics,...), with counts above
+	-- any number of QPU jobs that may run at once, or --qpu jobs are refused ("Invalid license").
+	instance_license = os.getenv("QAUVERN_HPC_QPU_INSTANCE_LICENSE"),
 }
 
 local POLICY_FORMAT = 1
@@ -574,7 +582,22 @@ local function policy_unavailable(reason, modify)
 	return slurm.ERROR
 end
 
-local function check(text, identity, modify)
+-- The job's license list with exactly one <prefix><instance>:1 (other <prefix>* entries dropped).
+function M.with_instance_license(licenses, prefix, instance)
+	local out = {}
+	if type(licenses) == "string" then
+		for item in (licenses .. ","):gmatch("([^,]*),") do
+			item = trim(item)
+			if item ~= "" and item:sub(1, #prefix) ~= prefix then
+				out[#out + 1] = item
+			end
+		end
+	end
+	out[#out + 1] = prefix .. instance .. ":1"
+	return table.concat(out, ",")
+end
+
+local function check(text, identity, modify, on_allowed)
 	local policy, err = M.load_policy()
 	if not policy then
 		return policy_unavailable(err, modify)
@@ -582,6 +605,9 @@ local function check(text, identity, modify)
 	local d = M.decide(policy, identity, M.parse_request(text))
 	if d.allowed then
 		log("log_debug", "qpu: %s", d.message)
+		if on_allowed then
+			on_allowed(d)
+		end
 		return slurm.SUCCESS
 	end
 	if modify then
@@ -614,7 +640,12 @@ function M.job_submit(job_desc, part_list, submit_uid)
 	return guarded(function()
 		return M.qpu_request(job_desc.spank_job_env)
 	end, function(text)
-		return check(text, M.submit_identity(job_desc, part_list, submit_uid))
+		return check(text, M.submit_identity(job_desc, part_list, submit_uid), false, function(d)
+			local prefix = SETTINGS.instance_license
+			if prefix and prefix ~= "" and d.instance then
+				job_desc.licenses = M.with_instance_license(job_desc.licenses, prefix, d.instance)
+			end
+		end)
 	end)
 end
 
@@ -631,7 +662,19 @@ function M.job_modify(job_desc, job_rec, part_list, modify_uid)
 			partition = nonempty(job_desc.partition) or nonempty(job_rec.partition) or "",
 			qos = nonempty(job_desc.qos) or nonempty(job_rec.qos) or "",
 		}
-		return check(text, identity, true)
+		return check(text, identity, true, function(d)
+			local prefix = SETTINGS.instance_license
+			if prefix and prefix ~= "" and d.instance then
+				local current = job_desc.licenses
+				if current == nil then
+					current = job_rec.licenses
+				end
+				local wanted = M.with_instance_license(current, prefix, d.instance)
+				if wanted ~= current then
+					job_desc.licenses = wanted
+				end
+			end
+		end)
 	end, true)
 end
 

@@ -1,0 +1,283 @@
+"""Gather a rebalance's inputs: IBM's snapshot, Slurm's queue and associations, the ledger's recent usage.
+
+IBM (through `IBMClient` only), as qauvern 0.14 reads it:
+
+* `list_instances(plan_id)`: every instance of the plan with its allocation and limit (unmanaged ones too:
+  their allocation is fixed and counts against the budget);
+* `account_plan`: budget, unallocated seconds, plan limit; `analytics_usage(plan=)` over the last 28 days:
+  the plan-wide usage that decides the over-budget regime;
+* per managed instance: `instance_usage` (IBM's 28-day figure), analytics over the last 14d/7d/3d/24h,
+  per-day usage (for net grants) and, with a target, the usage since the balance period began.
+
+A configured instance that is missing from the plan or archived (allocation 0), or whose usage cannot be
+read, is an error: the run stops before planning (qauvern 0.14 treated it as unmanaged, silently moving its
+allocation into the "unmanaged" bucket).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from qauvern_hpc.config import Config
+from qauvern_hpc.errors import ConfigError, QauvernError, ServiceUnavailable
+from qauvern_hpc.ibm import Endpoints, IBMClient
+from qauvern_hpc.planmodel import (
+    AccountSnapshot,
+    DemandSignal,
+    InstanceSettings,
+    InstanceSnapshot,
+    PlanOptions,
+    UnknownInstanceError,
+)
+from qauvern_hpc.rebalance.demand import QueueSummary, aggregate_pending, demand_signals
+from qauvern_hpc.rebalance.settings import instance_settings, plan_options
+from qauvern_hpc.rolling import daily_usage_lookback_days
+from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
+from qauvern_hpc.slurm.squeue import PendingJob, pending_jobs
+
+log = logging.getLogger("qauvern_hpc.rebalance")
+
+IBM_WORKERS = 8
+
+
+def endpoints_for(cfg: Config, *, staging: bool = False) -> Endpoints:
+    ep = cfg.ibm.endpoints
+    if ep.emulator:
+        return Endpoints.single(ep.emulator)
+    base = Endpoints.staging() if (staging or cfg.ibm.staging) else Endpoints.production()
+    if ep.iam or ep.resource_controller or ep.quantum:
+        return base.with_overrides(iam=ep.iam, resource_controller=ep.resource_controller, quantum=ep.quantum)
+    return base
+
+
+def admin_api_key(cfg: Config, api_key_file: str | None) -> str:
+    """The account-level API key: --api-key-file, then $IBMCLOUD_API_KEY, then ibm.api_key_file."""
+    from qauvern_hpc.keyfile import read_key_file
+
+    if api_key_file:
+        return read_key_file(api_key_file)
+    env = os.environ.get("IBMCLOUD_API_KEY", "").strip()
+    if env:
+        return env
+    if cfg.ibm.api_key_file is not None:
+        return read_key_file(cfg.ibm.api_key_file)
+    raise ConfigError(
+        "no IBM Cloud API key: give --api-key-file, set $IBMCLOUD_API_KEY, or set ibm.api_key_file",
+        hint="the rebalancer needs a key with administrator rights on the account's instances",
+    )
+
+
+@dataclass
+class Gathered:
+    now: float
+    today: date
+    account: AccountSnapshot
+    settings: list[InstanceSettings]
+    options: PlanOptions
+    queue: QueueSummary | None
+    recent_seconds: dict[str, float]
+    demand: dict[str, DemandSignal] | None
+    associations: list[Association] = field(default_factory=list)
+    tres_names: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def _instance_snapshot(
+    client: IBMClient,
+    cfg: Config,
+    s: InstanceSettings,
+    alloc: int,
+    limit: int | None,
+    now: datetime,
+    today: date,
+) -> InstanceSnapshot:
+    account_id = cfg.ibm.account_id
+    try:
+        usage = client.instance_usage(s.crn)
+        windows = {}
+        for key, days in (("14d", 14), ("7d", 7), ("3d", 3), ("24h", 1)):
+            windows[key] = client.analytics_usage(
+                instance=s.crn, account_id=account_id, start=now - timedelta(days=days), end=now
+            )
+        daily: dict[date, int] = {}
+        if s.net_grants:
+            lookback = daily_usage_lookback_days(s.net_grants, today)
+            daily = client.daily_usage(
+                s.crn, account_id=account_id, start=today - timedelta(days=lookback), end=today
+            )
+        period_used = None
+        if s.target_usage_seconds is not None and s.balance_period is not None:
+            start = datetime.combine(s.balance_period.start_date, datetime.min.time(), UTC)
+            period_used = (
+                client.analytics_usage(instance=s.crn, account_id=account_id, start=start, end=now)
+                if start < now
+                else 0
+            )
+    except QauvernError as exc:
+        raise ServiceUnavailable(
+            f"instance {s.name} ({s.crn}): its usage cannot be read: {exc}",
+            hint="an instance whose usage is unknown cannot be planned safely; nothing was changed",
+        ) from exc
+    return InstanceSnapshot(
+        crn=s.crn,
+        name=s.name,
+        allocation_seconds=alloc,
+        limit_seconds=limit,
+        consumed_28d_seconds=usage.consumed_seconds,
+        consumed_14d_seconds=windows["14d"],
+        consumed_7d_seconds=windows["7d"],
+        consumed_3d_seconds=windows["3d"],
+        consumed_24h_seconds=windows["24h"],
+        daily_usage=daily,
+        balance_period_consumed_seconds=period_used,
+    )
+
+
+def ibm_snapshot(
+    client: IBMClient, cfg: Config, settings: list[InstanceSettings], *, now: datetime, today: date
+) -> AccountSnapshot:
+    plan_id = cfg.ibm.plan_id
+    listed = client.list_instances(plan_id)
+    by_crn: dict[str, Any] = {}
+    for inst in listed:
+        by_crn.setdefault(inst.crn, inst)
+    missing = [s for s in settings if s.crn not in by_crn]
+    if missing:
+        raise UnknownInstanceError(
+            "configured instance(s) not in the account's "
+            f"{cfg.ibm.plan} plan: "
+            + ", ".join(f"{s.name} ({s.crn})" for s in missing)
+            + " (unknown, deleted, or in another plan/account)"
+        )
+    archived = [s for s in settings if by_crn[s.crn].extensions.usage_allocation_seconds == 0]
+    if archived:
+        raise ConfigError(
+            "configured instance(s) archived (allocation 0): "
+            + ", ".join(f"{s.name} ({s.crn})" for s in archived)
+            + "; remove them from the config or give them an allocation"
+        )
+    plan = client.account_plan(cfg.ibm.account_id, plan_id)
+    consumed = client.analytics_usage(
+        plan=cfg.ibm.plan, account_id=cfg.ibm.account_id, start=now - timedelta(days=28), end=now
+    )
+    managed = {s.crn for s in settings}
+    with ThreadPoolExecutor(max_workers=min(IBM_WORKERS, max(1, len(settings)))) as pool:
+        futures = [
+            pool.submit(
+                _instance_snapshot,
+                client,
+                cfg,
+                s,
+                by_crn[s.crn].extensions.usage_allocation_seconds,
+                by_crn[s.crn].extensions.instance_limit_seconds,
+                now,
+                today,
+            )
+            for s in settings
+        ]
+        snaps = [f.result() for f in futures]
+    others = [
+        InstanceSnapshot(
+            crn=i.crn,
+            name=i.name,
+            allocation_seconds=i.extensions.usage_allocation_seconds,
+            limit_seconds=i.extensions.instance_limit_seconds,
+            consumed_28d_seconds=0,
+        )
+        for crn, i in by_crn.items()
+        if crn not in managed
+    ]
+    return AccountSnapshot(
+        allocation_budget_seconds=plan.budget_seconds,
+        unallocated_seconds=max(0, plan.unallocated_seconds),
+        consumed_seconds=consumed,
+        instances=(*snaps, *others),
+        limit_seconds=plan.limit_seconds,
+        account_id=cfg.ibm.account_id,
+    )
+
+
+def recent_ledger_seconds(cfg: Config, *, now: float) -> dict[str, float]:
+    """Instance name -> quantum seconds of runs that ended in the recent window (ledger)."""
+    from qauvern_hpc.ledger import open_ledger
+
+    ledger = open_ledger(cfg.ledger.url)
+    try:
+        usage = ledger.usage_per_instance(since=int(now - cfg.rebalance.demand.recent_window))
+    finally:
+        ledger.close()
+    return {name: u.quantum_seconds for name, u in usage.items() if name}
+
+
+def gather(
+    cfg: Config,
+    client: IBMClient,
+    *,
+    now: float | None = None,
+    sacctmgr: Sacctmgr | None = None,
+    squeue: Callable[[], list[PendingJob]] | None = None,
+    recent: Callable[[], Mapping[str, float]] | None = None,
+) -> Gathered:
+    t = time.time() if now is None else now
+    moment = datetime.fromtimestamp(t, UTC)
+    today = moment.date()
+    settings = instance_settings(cfg)
+    options = plan_options(cfg)
+    account = ibm_snapshot(client, cfg, settings, now=moment, today=today)
+    rs = cfg.rebalance
+    notes: list[str] = []
+    queue: QueueSummary | None = None
+    recent_s: dict[str, float] = {}
+    demand: dict[str, DemandSignal] | None = None
+    names = [i.name for i in cfg.instances]
+    if rs.demand.enabled:
+        if rs.slurm.license_prefix:
+            jobs = squeue() if squeue else pending_jobs(cfg.slurm.squeue, clusters=cfg.slurm.cluster)
+            queue = aggregate_pending(
+                jobs,
+                rs.slurm.license_prefix,
+                names,
+                now=t,
+                max_job_seconds=rs.demand.max_job_seconds,
+                count_held=rs.demand.count_held,
+            )
+            if queue.unmapped_jobs:
+                notes.append(
+                    f"{queue.unmapped_jobs} pending job(s) carry a {rs.slurm.license_prefix}* license of no "
+                    "configured instance (not counted)"
+                )
+        else:
+            notes.append("rebalance.slurm.license_prefix is null: pending jobs cannot be mapped, not counted")
+        recent_s = dict(recent() if recent else recent_ledger_seconds(cfg, now=t))
+        demand = demand_signals(
+            queue.by_instance if queue else {}, recent_s, {i.name: i.crn for i in cfg.instances}
+        )
+    mgr = sacctmgr or Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)
+    associations: list[Association] = []
+    tres: set[str] = set()
+    if rs.slurm.fairshare or (rs.slurm.gate and rs.slurm.license_prefix):
+        associations = mgr.associations()
+        tres = mgr.tres_names()
+    return Gathered(
+        now=t,
+        today=today,
+        account=account,
+        settings=settings,
+        options=options,
+        queue=queue,
+        recent_seconds=recent_s,
+        demand=demand,
+        associations=associations,
+        tres_names=tres,
+        notes=notes,
+    )
+
+
+__all__ = ["Gathered", "admin_api_key", "endpoints_for", "gather", "ibm_snapshot", "recent_ledger_seconds"]

@@ -1,0 +1,198 @@
+"""The rebalance diff for humans (a rich table) and scripts (`--json`). Pure apart from printing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from qauvern_hpc.optimizer import explain_score
+from qauvern_hpc.planmodel import PlanResult
+from qauvern_hpc.rebalance.apply import describe_target, fmt_value
+from qauvern_hpc.rebalance.demand import QueueSummary
+from qauvern_hpc.rebalance.enforce import SlurmPlan
+from qauvern_hpc.rebalance.journal import Journal, Step
+from qauvern_hpc.units import format_seconds
+
+
+def _secs(v: int | None) -> str:
+    if v is None:
+        return "none"
+    return f"{v:,}s" if v < 3600 else f"{v:,}s ({format_seconds(v)})"
+
+
+def instance_rows(
+    plan: PlanResult,
+    slurm: SlurmPlan,
+    queue: QueueSummary | None,
+    recent: dict[str, float],
+    names: dict[str, str],
+) -> list[dict[str, Any]]:
+    """One dict per managed instance: current vs new allocation/limit, Slurm settings, demand, why."""
+    rows: list[dict[str, Any]] = []
+    for p in plan.instances:
+        name = names.get(p.crn, p.name)
+        st = slurm.instances.get(name)
+        q = queue.by_instance.get(name) if queue else None
+        why = p.reason
+        if p.score_breakdown.get("total", 0.0) > 0:
+            why += "; " + explain_score(p.score_breakdown)
+        rows.append(
+            {
+                "instance": name,
+                "crn": p.crn,
+                "allocation_seconds": {
+                    "current": p.current_allocation_seconds,
+                    "new": p.new_allocation_seconds,
+                },
+                "limit_seconds": {"current": p.current_limit_seconds, "new": p.new_limit_seconds},
+                "effective_limit_seconds": p.effective_limit_seconds,
+                "consumed_28d_seconds": p.consumed_28d_seconds,
+                "fairness": p.fairness if math.isfinite(p.fairness) else None,
+                "limit_reached": p.limit_reached,
+                "active": p.active,
+                "activity_score": p.activity_score,
+                "score_breakdown": dict(p.score_breakdown),
+                "queue": q.to_dict() if q else None,
+                "recent_ledger_seconds": recent.get(name, 0.0),
+                "slurm": None
+                if st is None
+                else {
+                    "accounts": list(st.accounts),
+                    "fairshare": {
+                        a: {"current": st.fairshare_before.get(a), "new": st.fairshare_after.get(a)}
+                        for a in st.accounts
+                    },
+                    "license": st.license,
+                    "gate_available": st.gate_available,
+                    "gated": {"current": st.gated_before, "new": st.gated_after},
+                },
+                "why": why,
+            }
+        )
+    return rows
+
+
+def step_dict(s: Step) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "kind": s.kind,
+        "target": s.target,
+        "before": s.before,
+        "after": s.after,
+        "why": s.why,
+        "state": s.state,
+        "note": s.note,
+    }
+
+
+def plan_json(
+    plan: PlanResult, rows: list[dict[str, Any]], steps: list[Step], slurm: SlurmPlan, notes: list[str]
+) -> dict[str, Any]:
+    return {
+        "today": plan.today.isoformat(),
+        "ok": plan.ok,
+        "over_allocation_budget": plan.over_allocation_budget,
+        "allocation_budget_seconds": plan.allocation_budget_seconds,
+        "reserve_seconds": plan.reserve_seconds,
+        "unmanaged_allocation_seconds": plan.unmanaged_allocation_seconds,
+        "pool_seconds": plan.pool_seconds,
+        "distributable_seconds": plan.distributable_seconds,
+        "awarded_seconds": plan.awarded_seconds,
+        "instances": rows,
+        "violations": [
+            {
+                "invariant": v.invariant.value,
+                "crn": v.crn,
+                "message": v.message,
+                "value": v.value,
+                "bound": v.bound,
+            }
+            for v in plan.violations
+        ],
+        "warnings": [w.message for w in plan.warnings] + list(slurm.warnings) + list(notes),
+        "steps": [step_dict(s) for s in steps],
+    }
+
+
+def _change(cur: Any, new: Any, fmt: Any = str) -> str:
+    if cur == new:
+        return str(fmt(cur))
+    return f"{fmt(cur)} → [bold]{fmt(new)}[/bold]"
+
+
+def print_plan(
+    console: Any, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"rebalance plan ({plan.today.isoformat()})", show_lines=True, expand=False)
+    for col in ("instance", "allocation", "limit", "28d used", "queue", "Slurm", "why"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        a, lim = r["allocation_seconds"], r["limit_seconds"]
+        q = r["queue"]
+        queue = "-"
+        if q:
+            queue = f"{q['pending_jobs']} jobs, {format_seconds(q['queued_seconds'])}"
+            if q["oldest_pending_age_seconds"]:
+                queue += f", oldest {format_seconds(int(q['oldest_pending_age_seconds']))}"
+            if q["max_priority"]:
+                queue += f", prio ≤{q['max_priority']}"
+            if q["held_jobs"]:
+                queue += f" (+{q['held_jobs']} held)"
+        if r["recent_ledger_seconds"]:
+            queue += f"; ledger 24h {r['recent_ledger_seconds']:.0f}s"
+        slurm = "-"
+        s = r["slurm"]
+        if s:
+            parts = [
+                f"{acct} fairshare {_change(v['current'], v['current'] if v['new'] is None else v['new'])}"
+                for acct, v in s["fairshare"].items()
+            ]
+            if s["license"]:
+                gate = _change(
+                    "gated" if s["gated"]["current"] else "open", "gated" if s["gated"]["new"] else "open"
+                )
+                parts.append(f"{s['license']}: {gate}" + ("" if s["gate_available"] else " (not a TRES)"))
+            slurm = "\n".join(parts) or "-"
+        fairness = "∞" if r["fairness"] is None else f"{r['fairness']:.2f}"
+        t.add_row(
+            r["instance"],
+            _change(a["current"], a["new"], _secs),
+            _change(lim["current"], lim["new"], _secs),
+            f"{_secs(r['consumed_28d_seconds'])} (fairness {fairness})"
+            + (" [red]limit reached[/red]" if r["limit_reached"] else ""),
+            queue,
+            slurm,
+            r["why"],
+        )
+    console.print(t)
+    console.print(
+        f"budget {_secs(plan.allocation_budget_seconds)}, reserve {_secs(plan.reserve_seconds)}, unmanaged "
+        f"{_secs(plan.unmanaged_allocation_seconds)}, pool {_secs(plan.pool_seconds)}, awarded "
+        f"{_secs(plan.awarded_seconds)}"
+        + (" [yellow](account over its allocation budget)[/yellow]" if plan.over_allocation_budget else "")
+    )
+    for v in plan.violations:
+        console.print(f"[red]invariant {v.invariant.value}:[/red] {v.message}")
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    print_steps(console, steps, title="changes to apply")
+
+
+def print_steps(console: Any, steps: list[Step], *, title: str) -> None:
+    if not steps:
+        console.print("no changes: IBM and Slurm already match the plan")
+        return
+    console.print(f"{title} ({len(steps)}, in order):")
+    for n, s in enumerate(steps, 1):
+        state = "" if s.state == "pending" else f" [{s.state}]"
+        console.print(f"  {n:>2}. {describe_target(s)}: {fmt_value(s.before)} → {fmt_value(s.after)}{state}")
+
+
+def print_journal(console: Any, j: Journal) -> None:
+    console.print(f"run {j.run_id} ({j.kind}) by {j.actor}: {j.status}" + (f": {j.error}" if j.error else ""))
+    print_steps(console, j.steps, title="steps")
+
+
+__all__ = ["instance_rows", "plan_json", "print_journal", "print_plan", "print_steps", "step_dict"]

@@ -1,0 +1,68 @@
+"""The site config -> the planner's inputs (`InstanceSettings`, `PlanOptions`). Pure.
+
+Config order is kept (it is the water-fill order). Duplicate CRNs and unknown keys are refused when the
+config loads (`qauvern_hpc.config`); `instance_settings` checks CRNs again so a config built in code cannot
+slip one through.
+"""
+
+from __future__ import annotations
+
+from qauvern_hpc.config import Config, DemandConfig
+from qauvern_hpc.planmodel import (
+    BalancePeriod,
+    DemandWeights,
+    DuplicateInstanceError,
+    InstanceSettings,
+    NetGrant,
+    PlanOptions,
+)
+
+
+def instance_settings(cfg: Config) -> list[InstanceSettings]:
+    period = None
+    bp = cfg.rebalance.balance_period
+    if bp is not None:
+        period = BalancePeriod(bp.start_date, bp.end_date)
+    out: list[InstanceSettings] = []
+    seen: dict[str, str] = {}
+    for inst in cfg.instances:
+        if inst.crn in seen:
+            raise DuplicateInstanceError(
+                f"duplicate CRN: instances '{seen[inst.crn]}' and '{inst.name}' are the same IBM instance"
+            )
+        seen[inst.crn] = inst.name
+        grants = tuple(NetGrant(g.start_date, g.end, g.net_grant_seconds) for g in inst.net_grants)
+        out.append(
+            InstanceSettings(
+                crn=inst.crn,
+                name=inst.name,
+                limit_seconds=inst.limit_seconds,
+                net_grants=grants,
+                target_usage_seconds=inst.target_usage_seconds,
+                balance_period=period if inst.target_usage_seconds is not None else None,
+            )
+        )
+    return out
+
+
+def demand_weights(d: DemandConfig) -> DemandWeights:
+    return DemandWeights(
+        queued_seconds_weight=d.queued_seconds_weight,
+        pending_job_weight=d.pending_job_weight,
+        age_boost_per_day=d.age_boost_per_day,
+        age_boost_max_days=d.age_boost_max_days,
+        recent_seconds_weight=d.recent_seconds_weight,
+    )
+
+
+def plan_options(cfg: Config) -> PlanOptions:
+    return PlanOptions(
+        minimum_allocation_seconds=cfg.minimum_allocation_seconds,
+        allocation_reserve_percent=cfg.allocation_reserve_percent,
+        min_change_seconds=cfg.rebalance.min_change_seconds,
+        demand_weights=demand_weights(cfg.rebalance.demand),
+        retired_grants_keep_paying=cfg.rebalance.retired_grants_keep_paying,
+    )
+
+
+__all__ = ["demand_weights", "instance_settings", "plan_options"]

@@ -1,0 +1,193 @@
+"""Pending jobs from `squeue`, and the licenses slurmctld knows (`scontrol show licenses`).
+
+    for job in pending_jobs():            # streams: 100,000 pending jobs never sit in memory as one string
+        job.licenses                      # (("qpu_physics", 1),)
+
+The command line (verified on Slurm 22.05.8):
+
+    squeue -h -r -t PENDING -o '%i|%u|%a|%P|%q|%W|%l|%V|%Q|%r'       with SLURM_TIME_FORMAT=%s
+
+* `-r` lists every pending array task on its own line (otherwise `123_[0-99]` counts as one job);
+* `%W` the licenses (`qpu:1,qpu_physics:1`, `(null)` when none), `%l` the time limit
+  (`[D-]HH:MM:SS`, `MM:SS`, `UNLIMITED`, `NOT_SET`), `%V` the submit time (epoch seconds because of
+  SLURM_TIME_FORMAT), `%Q` the priority (0 = held), `%r` the pending reason;
+* fields are separated by `|`, which no Slurm user, account, partition, QOS or license name may contain.
+
+Parsing is pure (`parse_squeue_line`, `parse_time_limit`, `parse_licenses`), so unit tests feed it recorded
+output; `pending_jobs` runs the real command.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from qauvern_hpc.slurm.run import run_slurm, stream_slurm
+
+SQUEUE_FIELDS = ("%i", "%u", "%a", "%P", "%q", "%W", "%l", "%V", "%Q", "%r")
+SQUEUE_FORMAT = "|".join(SQUEUE_FIELDS)
+_NONE = ("", "(null)", "N/A", "n/a")
+
+
+class PendingJob(NamedTuple):
+    """One pending job (or array task) as squeue shows it."""
+
+    job_id: str
+    user: str
+    account: str
+    partition: str
+    qos: str
+    licenses: tuple[tuple[str, int], ...]
+    time_limit_seconds: int | None  # None: UNLIMITED / NOT_SET / unreadable
+    submit_epoch: int | None
+    priority: int
+    reason: str
+
+    @property
+    def held(self) -> bool:
+        """Held by a user or an admin (priority 0 or a JobHeld* reason): will not start by itself."""
+        return self.priority == 0 or self.reason.startswith("JobHeld")
+
+
+class SqueueParseError(ValueError):
+    """A line of squeue output that does not have our fields."""
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Slurm's time format -> seconds: `D-HH:MM:SS`, `D-HH:MM`, `D-HH`, `HH:MM:SS`, `MM:SS`, `MM`.
+
+    `UNLIMITED`, `NOT_SET`, `INVALID` and anything unreadable are None.
+    """
+    t = text.strip()
+    if not t or not (t[0].isdigit()):
+        return None
+    days = 0
+    if "-" in t:
+        d, _, t = t.partition("-")
+        if not d.isdigit():
+            return None
+        days = int(d)
+        parts = t.split(":")
+        if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+            return None
+        nums = [int(p) for p in parts] + [0] * (3 - len(parts))  # D-HH[:MM[:SS]]
+        h, m, s = nums
+    else:
+        parts = t.split(":")
+        if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+            return None
+        nums = [int(p) for p in parts]
+        if len(nums) == 1:  # minutes
+            h, m, s = 0, nums[0], 0
+        elif len(nums) == 2:  # MM:SS
+            h, m, s = 0, nums[0], nums[1]
+        else:
+            h, m, s = nums
+    return ((days * 24 + h) * 60 + m) * 60 + s
+
+
+_LICENSE_RE = re.compile(r"^([^:,]+)(?:[:*](\d+))?$")
+
+
+def parse_licenses(text: str) -> tuple[tuple[str, int], ...]:
+    """`qpu:1,qpu_physics:2` -> (("qpu", 1), ("qpu_physics", 2)); `(null)` -> (). A name without a count
+    counts 1; an `a|b` (OR) request from newer Slurms counts each side once."""
+    t = text.strip()
+    if t in _NONE:
+        return ()
+    out: list[tuple[str, int]] = []
+    for item in t.replace("|", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        m = _LICENSE_RE.match(item)
+        if m is None:
+            continue
+        out.append((m.group(1), int(m.group(2)) if m.group(2) else 1))
+    return tuple(out)
+
+
+def _int_or_none(text: str) -> int | None:
+    t = text.strip()
+    return int(t) if t.isdigit() else None
+
+
+def parse_squeue_line(line: str) -> PendingJob:
+    """One line of `squeue -o SQUEUE_FORMAT` output. Raises SqueueParseError."""
+    parts = line.rstrip("\n").split("|")
+    if len(parts) != len(SQUEUE_FIELDS):
+        raise SqueueParseError(
+            f"squeue line has {len(parts)} fields, expected {len(SQUEUE_FIELDS)}: {line[:200]!r}"
+        )
+    job_id, user, account, partition, qos, lic, limit, submit, prio, reason = parts
+    priority = _int_or_none(prio)
+    return PendingJob(
+        job_id=job_id.strip(),
+        user=user.strip(),
+        account="" if account.strip() in _NONE else account.strip(),
+        partition=partition.strip(),
+        qos="" if qos.strip() in _NONE else qos.strip(),
+        licenses=parse_licenses(lic),
+        time_limit_seconds=parse_time_limit(limit),
+        submit_epoch=_int_or_none(submit),
+        priority=priority if priority is not None else 0,
+        reason=reason.strip(),
+    )
+
+
+def parse_squeue(lines: Iterable[str]) -> Iterator[PendingJob]:
+    """Parse squeue output; blank lines are skipped, malformed ones raise SqueueParseError."""
+    for line in lines:
+        if line.strip():
+            yield parse_squeue_line(line)
+
+
+def squeue_argv(squeue: str = "squeue", *, clusters: Iterable[str] = ()) -> list[str]:
+    argv = [squeue, "-h", "-r", "-t", "PENDING", "-o", SQUEUE_FORMAT]
+    names = [c for c in clusters if c]
+    if names:
+        argv += ["-M", ",".join(names)]
+    return argv
+
+
+def pending_jobs(
+    squeue: str = "squeue", *, clusters: Iterable[str] = (), timeout: float | None = 120.0
+) -> list[PendingJob]:
+    """Every pending job and array task. Raises ServiceUnavailable when slurmctld cannot be reached."""
+    argv = squeue_argv(squeue, clusters=clusters)
+    with stream_slurm(argv, env={"SLURM_TIME_FORMAT": "%s"}, timeout=timeout) as lines:
+        # With -M, squeue prints a "CLUSTER: name" header line per cluster.
+        return list(parse_squeue(ln for ln in lines if not ln.startswith("CLUSTER: ")))
+
+
+def parse_license_totals(text: str) -> dict[str, int]:
+    """`scontrol show licenses -o` output -> license name -> total count."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        name = fields.get("LicenseName")
+        total = fields.get("Total", "")
+        if name and total.isdigit():
+            out[name] = int(total)
+    return out
+
+
+def configured_licenses(scontrol: str = "scontrol") -> dict[str, int]:
+    """The licenses slurmctld has (slurm.conf `Licenses=`), name -> total."""
+    return parse_license_totals(run_slurm([scontrol, "show", "licenses", "-o"]))
+
+
+__all__ = [
+    "SQUEUE_FORMAT",
+    "PendingJob",
+    "SqueueParseError",
+    "configured_licenses",
+    "parse_license_totals",
+    "parse_licenses",
+    "parse_squeue",
+    "parse_squeue_line",
+    "parse_time_limit",
+    "pending_jobs",
+    "squeue_argv",
+]
