@@ -25,7 +25,7 @@ API_KEY = "demo-site-api-key-0123456789"
 ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
 JOB_SCRIPT = Path(__file__).parent / "data" / "qpu_job.py"
 # A sandbox's hookd goes away on its own soon after the tests or the demo stop using it.
-HOOKD_IDLE_SECONDS = 300
+HOOKD_IDLE_SECONDS = 120
 
 
 def config_text(

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result: dict[str, Any] = {"workdir": str(base), "jobs": [], "refused": []}
     sb: Sandbox | None = None
+    site: qpu_site.Site | None = None
     with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         try:
             _say(f"IBM Quantum emulator at {emu.base_url}")
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _say("interrupted")
         finally:
+            if site is not None and not args.keep:
+                qpu_site.stop_hookd(site)
             if sb is not None:
                 _say("stopping the cluster")
                 try:
