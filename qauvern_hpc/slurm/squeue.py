@@ -87,7 +87,7 @@ def parse_time_limit(text: str) -> int | None:
     return ((days * 24 + h) * 60 + m) * 60 + s
 
 
-_LICENSE_RE = re.compile(r"^([^:,]+)(?:[:*](\d+))?$")
+_LICENSE_RE = re.compile(r"^([^:,*]+)(?:[:*](\d+))?$")
 
 
 def parse_licenses(text: str) -> tuple[tuple[str, int], ...]:
