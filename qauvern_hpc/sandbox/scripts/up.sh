@@ -171,10 +171,25 @@ else
   chmod 0400 "$MUNGE_DIR/munge.key"
   touch "$LOG/munged.log"
   if [[ ${#as_munge[@]} -gt 0 ]]; then chown munge:munge "$MUNGE_DIR/munge.key" "$LOG/munged.log"; fi
-  sb_log "starting munged"
-  sb_spawn munged "${as_munge[@]}" munged --foreground --force --socket="$MUNGE_SOCKET" \
-    --key-file="$MUNGE_DIR/munge.key" --pid-file="$MUNGE_DIR/munged.pid" \
-    --log-file="$LOG/munged.log" --seed-file="$MUNGE_DIR/munged.seed"
+  start_munged() {
+    sb_log "starting munged"
+    sb_spawn munged "${as_munge[@]}" munged --foreground --force --socket="$MUNGE_SOCKET" \
+      --key-file="$MUNGE_DIR/munge.key" --pid-file="$MUNGE_DIR/munged.pid" \
+      --log-file="$LOG/munged.log" --seed-file="$MUNGE_DIR/munged.seed"
+  }
+  start_munged
+  # munged has been seen to exit at once, rarely, while other sandboxes start beside it: one more try.
+  for _ in $(seq 1 30); do
+    munge_ok >/dev/null 2>&1 && break
+    if ! sb_alive munged; then
+      sb_log "munged exited at start; its log:"
+      sb_tail "$LOG/munged.log" "$LOG/munged.out"
+      sleep 1
+      start_munged
+      break
+    fi
+    sleep 0.3
+  done
 fi
 sb_wait_for munged 20 "munged to answer" munge_ok
 
