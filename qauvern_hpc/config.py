@@ -485,7 +485,7 @@ class RebalanceSlurmConfig(_Model):
     )
     gate: bool = Field(
         True,
-        description="set GrpTRES=license/<prefix><instance>=0 on top-level accounts while the instance's "
+        description="set GrpTRES=license/<prefix><instance>=0 on the root association while the instance's "
         "limit is reached (its jobs pend with reason AssocGrpLicense); -1 again when usage rolls off",
     )
     fairshare: bool = Field(True, description="mirror instance shares onto the mapped accounts' Fairshare")

@@ -83,40 +83,42 @@ def aggregate_pending(
     acc: dict[str, list[float]] = {}
     total = qpu = unmapped = 0
     cap = max_job_seconds
+    inf = float("inf")
+    memo: dict[tuple[tuple[str, int], ...], str | None] = {}  # license list -> instance ("" = unknown)
     for job in jobs:
         total += 1
-        inst = None
-        for name, _count in job.licenses:
-            if name.startswith(prefix):
-                inst = by_license.get(name)
-                if inst is None:
-                    unmapped += 1
-                    inst = ""
-                break
-        if not inst:
-            if inst == "":
-                qpu += 1
+        _jid, _u, _a, _p, _q, licenses, limit, submit, prio, reason = job
+        try:
+            inst = memo[licenses]
+        except KeyError:
+            inst = None
+            for name, _count in licenses:
+                if name.startswith(prefix):
+                    inst = by_license.get(name, "")
+                    break
+            memo[licenses] = inst
+        if inst is None:
             continue
         qpu += 1
+        if not inst:
+            unmapped += 1
+            continue
         row = acc.get(inst)
         if row is None:
-            row = acc[inst] = [0, 0, float("inf"), 0, 0, 0, 0]
-        held = job.priority == 0 or job.reason.startswith("JobHeld")
-        if held:
+            row = acc[inst] = [0, 0, inf, 0, 0, 0, 0]
+        if prio == 0 or reason.startswith("JobHeld"):
             row[5] += 1
             if not count_held:
                 continue
-        if job.reason == GATE_REASON:
+        if reason == GATE_REASON:
             row[6] += 1
         row[0] += 1
-        limit = job.time_limit_seconds
         row[1] += cap if limit is None or limit > cap else limit
-        submit = job.submit_epoch
         if submit is not None and submit < row[2]:
             row[2] = submit
-        row[3] += job.priority
-        if job.priority > row[4]:
-            row[4] = job.priority
+        row[3] += prio
+        if prio > row[4]:
+            row[4] = prio
     out: dict[str, QueueStats] = {}
     for inst, (n, queued, oldest, psum, pmax, held_n, gated) in acc.items():
         jobs_n = int(n)

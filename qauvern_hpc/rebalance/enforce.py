@@ -14,12 +14,14 @@ keep QPU projects in accounts of their own (or set `fairshare: false`).
 Gate (`rebalance.slurm.gate`)
 -----------------------------
 QPU jobs carry the license `<prefix><instance>` (job_submit.lua). While an instance's limit is reached
-(28-day usage >= effective limit, as planned), every top-level account (child of root) gets
-`GrpTRES=license/<prefix><instance>=0`: Grp limits cover a whole subtree, so every job of that instance
-stays PENDING with reason `AssocGrpLicense` instead of starting and failing at IBM; running jobs go on
-(AccountingStorageEnforce=safe). Jobs of other instances are not affected. When usage rolls off (limit
-no longer reached) the item is removed (`=-1`). The license must be a tracked TRES
-(`AccountingStorageTRES=license/<prefix><instance>`), else the instance cannot be gated: a warning says so.
+(28-day usage >= effective limit, as planned), the root association of each cluster gets
+`GrpTRES=license/<prefix><instance>=0`: Grp limits cover the whole tree (verified on 22.05.8: the root
+association's GrpTRES is enforced), so every job of that instance, whatever its account, stays PENDING
+with reason `AssocGrpLicense` instead of starting and failing at IBM; running jobs go on
+(AccountingStorageEnforce=safe). Jobs of other instances are not affected. When usage rolls off (limit no
+longer reached) the item is removed (`=-1`). One sacctmgr call per gated instance and cluster, whatever
+the number of accounts. The license must be a tracked TRES (`AccountingStorageTRES=license/<prefix>
+<instance>`), else the instance cannot be gated: a warning says so.
 """
 
 from __future__ import annotations
@@ -79,21 +81,24 @@ def mapped_accounts(
 ) -> dict[str, tuple[str, ...]]:
     """Instance name -> Slurm accounts mirroring it (config override, else the rules' account globs)."""
     accounts = sorted({a for a in slurm_accounts if a and a != "root"})
-    out: dict[str, list[str]] = {name: [] for name in instances}
+    known = set(accounts)
+    out: dict[str, dict[str, None]] = {name: {} for name in instances}  # ordered sets
     overrides = cfg.rebalance.slurm.accounts
-    bodies = [(r.instance, r.deny, r.match.accounts) for r in cfg.rules]
-    bodies.append((cfg.default.instance, cfg.default.deny, None))
+    globs_of: dict[str, list[list[str]]] = {}
+    for r in cfg.rules:  # the default rule has no `accounts`: it maps no account
+        if not r.deny and r.instance is not None and r.match.accounts is not None:
+            globs_of.setdefault(r.instance, []).append(r.match.accounts)
     for name in instances:
         if name in overrides:
-            out[name] = list(dict.fromkeys(overrides[name]))
+            out[name] = dict.fromkeys(overrides[name])
             continue
-        for inst, deny, globs in bodies:
-            if deny or inst != name or globs is None:
-                continue
-            for account in accounts:
-                if account not in out[name] and list_match(globs, account)[0]:
-                    out[name].append(account)
-    return {k: tuple(v) for k, v in out.items()}
+        for globs in globs_of.get(name, ()):
+            if all(not set(g) & set("*?[!") for g in globs):  # plain names: no need to try every account
+                hits = [a for a in globs if a in known]
+            else:
+                hits = [a for a in accounts if list_match(globs, a)[0]]
+            out[name].update(dict.fromkeys(hits))
+    return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
 def fairshare_targets(
@@ -161,13 +166,18 @@ def plan_slurm(
                     instances=insts,
                 )
             )
-    top = [a for a in account_assocs if a.parent == "root"]
+    top = [a for a in associations if a.is_account and a.account == "root"]
+    set_on_top: dict[str, list[Association]] = {}  # TRES -> root associations where it is set
+    for top_assoc in top:
+        for t in top_assoc.grp_tres:
+            set_on_top.setdefault(t, []).append(top_assoc)
+    fs_live = {a.account: a.fairshare for a in account_assocs}
     states: dict[str, InstanceSlurmState] = {}
     for name, p in by_name.items():
         lic = f"{rs.license_prefix}{name}" if rs.license_prefix else None
         tres = f"license/{lic}" if lic else None
         available = bool(tres and tres in tres_names)
-        gated_before = bool(tres) and any(a.grp_tres.get(tres or "") == 0 for a in top)
+        gated_before = bool(tres) and any(a.grp_tres[tres or ""] == 0 for a in set_on_top.get(tres or "", ()))
         want_gate = rs.gate and p.limit_reached
         gated_after = gated_before
         if rs.gate and tres is not None:
@@ -179,7 +189,7 @@ def plan_slurm(
                     )
             else:
                 gated_after = want_gate
-                for assoc in top:
+                for assoc in top if want_gate else set_on_top.get(tres, ()):
                     live = assoc.grp_tres.get(tres)
                     if want_gate and live != 0:
                         gates.append(
@@ -213,7 +223,7 @@ def plan_slurm(
         states[name] = InstanceSlurmState(
             instance=name,
             accounts=accts,
-            fairshare_before={a.account: a.fairshare for a in account_assocs if a.account in accts},
+            fairshare_before={a: fs_live.get(a) for a in accts},
             fairshare_after={a: fs_after[a] for a in accts if a in fs_after},
             license=lic,
             gate_available=available,

@@ -19,6 +19,7 @@ output; `pending_jobs` runs the real command.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -113,6 +114,10 @@ def _int_or_none(text: str) -> int | None:
     return int(t) if t.isdigit() else None
 
 
+_cached_limit = functools.lru_cache(maxsize=4096)(parse_time_limit)
+_cached_licenses = functools.lru_cache(maxsize=16384)(parse_licenses)
+
+
 def parse_squeue_line(line: str) -> PendingJob:
     """One line of `squeue -o SQUEUE_FORMAT` output. Raises SqueueParseError."""
     parts = line.rstrip("\n").split("|")
@@ -121,18 +126,18 @@ def parse_squeue_line(line: str) -> PendingJob:
             f"squeue line has {len(parts)} fields, expected {len(SQUEUE_FIELDS)}: {line[:200]!r}"
         )
     job_id, user, account, partition, qos, lic, limit, submit, prio, reason = parts
-    priority = _int_or_none(prio)
+    # Limits and license lists repeat across a queue: parse each distinct text once.
     return PendingJob(
-        job_id=job_id.strip(),
-        user=user.strip(),
-        account="" if account.strip() in _NONE else account.strip(),
-        partition=partition.strip(),
-        qos="" if qos.strip() in _NONE else qos.strip(),
-        licenses=parse_licenses(lic),
-        time_limit_seconds=parse_time_limit(limit),
-        submit_epoch=_int_or_none(submit),
-        priority=priority if priority is not None else 0,
-        reason=reason.strip(),
+        job_id.strip(),
+        user.strip(),
+        "" if account in _NONE else account.strip(),
+        partition.strip(),
+        "" if qos in _NONE else qos.strip(),
+        _cached_licenses(lic),
+        _cached_limit(limit),
+        int(submit) if submit.isdigit() else _int_or_none(submit),
+        int(prio) if prio.isdigit() else (_int_or_none(prio) or 0),
+        reason.strip(),
     )
 
 

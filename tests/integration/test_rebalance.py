@@ -199,9 +199,8 @@ def test_exhausted_instance_pends_with_a_reason_and_starts_after_usage_rolls_off
     chem = _row(doc, "chemistry")
     assert chem["limit_reached"] and chem["slurm"]["gated"] == {"current": False, "new": True}
     assocs = rig.assocs()
-    assert assocs["chem"].grp_tres.get("license/qpu_chemistry") == 0
-    assert assocs["physics"].grp_tres.get("license/qpu_chemistry") == 0  # every top-level account
-    assert "license/qpu_physics" not in assocs["physics"].grp_tres
+    assert assocs["root"].grp_tres == {"license/qpu_chemistry": 0}  # root's Grp limits cover every account
+    assert assocs["chem"].grp_tres == {}
 
     job = rig.sb.submit(
         f"/usr/bin/python3 {rig.job_script} 1\n",
@@ -220,7 +219,7 @@ def test_exhausted_instance_pends_with_a_reason_and_starts_after_usage_rolls_off
     assert rc == 0, err
     chem = _row(doc, "chemistry")
     assert not chem["limit_reached"] and chem["slurm"]["gated"] == {"current": True, "new": False}
-    assert "license/qpu_chemistry" not in rig.assocs()["chem"].grp_tres
+    assert "license/qpu_chemistry" not in rig.assocs()["root"].grp_tres
     assert rig.sb.wait_job(job, timeout=120) == "COMPLETED"
     entries = [e for e in _audit(rig) if e.action in ("slurm.gate", "slurm.ungate")]
     assert {e.action for e in entries} == {"slurm.gate", "slurm.ungate"}

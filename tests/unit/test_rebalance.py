@@ -278,12 +278,12 @@ def _plan(chem_used: int) -> Any:
     return c, plan_allocations(snap, instance_settings(c), today=date(2026, 1, 1), options=plan_options(c))
 
 
-def test_gate_when_limit_reached_on_every_top_level_account() -> None:
+def test_gate_when_limit_reached_on_the_root_association() -> None:
     c, plan = _plan(1500)
     assert plan.by_crn[CRN_B].limit_reached
     sp = plan_slurm(c, plan, ASSOCS, {"license/qpu_chem", "license/qpu_physics"})
     gates = [ch for ch in sp.changes if ch.kind == "gate"]
-    assert sorted(g.account for g in gates) == ["chem", "lab", "other", "physics"]  # parent root only
+    assert [g.account for g in gates] == ["root"]  # Grp limits of root cover every account
     assert all(g.after == 0 and g.tres == "license/qpu_chem" for g in gates)
     assert sp.instances["chem"].gated_after and not sp.instances["physics"].gated_after
     # Apply order: ungates, fairshare, gates.
@@ -293,13 +293,10 @@ def test_gate_when_limit_reached_on_every_top_level_account() -> None:
 
 def test_ungate_when_usage_rolled_off_and_nothing_when_in_place() -> None:
     c, plan = _plan(10)
-    gated = [
-        assoc(a.account, a.fairshare, a.parent, {"license/qpu_chem": 0}) if a.parent == "root" else a
-        for a in ASSOCS
-    ]
+    gated = [assoc("root", 1, "", {"license/qpu_chem": 0}) if a.account == "root" else a for a in ASSOCS]
     sp = plan_slurm(c, plan, gated, {"license/qpu_chem"})
     ungates = [ch for ch in sp.changes if ch.kind == "gate"]
-    assert len(ungates) == 4 and all(u.before == 0 and u.after is None for u in ungates)
+    assert len(ungates) == 1 and all(u.before == 0 and u.after is None for u in ungates)
     # Converged state: no change at all.
     fs = {ch.account: ch.after for ch in sp.changes if ch.kind == "fairshare"}
     done = [assoc(a.account, fs.get(a.account, a.fairshare), a.parent) for a in ASSOCS if a.is_account]
@@ -412,7 +409,7 @@ def test_execute_applies_in_order_and_audits_each_step(tmp_path: Path) -> None:
     assert out.ok and store.load("r").status == "completed"
     assert [crn for crn, _ in ibm.calls] == [CRN_B, CRN_A]  # the decrease first
     assert len(audit.entries) == len(steps) and all(e.after["step"] for e in audit.entries)
-    assert slurm.assocs["chem"].grp_tres == {"license/qpu_chem": 0}
+    assert slurm.assocs["root"].grp_tres == {"license/qpu_chem": 0}
 
 
 def test_execute_stops_at_the_first_failed_write(tmp_path: Path) -> None:
