@@ -24,6 +24,13 @@ CRN_CHEM = f"crn:v1:bluemix:public:quantum-computing:eu-de:a/{ACCOUNT}:chem0001:
 API_KEY = "demo-site-api-key-0123456789"
 ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
 JOB_SCRIPT = Path(__file__).parent / "data" / "qpu_job.py"
+# Per-instance licenses: job_submit.lua adds `qpu_<instance>` to each QPU job (the rebalancer reads the queue
+# per instance from them and gates an exhausted instance on them).
+LICENSE_PREFIX = "qpu_"
+SANDBOX_SETTINGS = {
+    "LICENSES": "qpu:8,qpu_physics:10000,qpu_chemistry:10000",
+    "ACCOUNTING_TRES": "license/qpu,license/qpu_physics,license/qpu_chemistry",
+}
 # A sandbox's hookd goes away on its own soon after the tests or the demo stop using it.
 HOOKD_IDLE_SECONDS = 120
 
@@ -97,14 +104,33 @@ class Site:
     log_file: Path
 
 
-def write_site(directory: Path, base_url: str, *, fail_mode: str = "closed", expose: bool = True) -> Site:
-    """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`."""
+def operations_text(directory: Path) -> str:
+    """The config sections of the collector and the rebalancer, with their state in `directory`."""
+    return (
+        f"ledger:\n  url: sqlite:///{directory}/ledger.db\n"
+        f"rebalance:\n  state_dir: {directory}/rebalance\n"
+        f"  slurm: {{license_prefix: {LICENSE_PREFIX}, gate: true, fairshare: true, fairshare_scale: 100}}\n"
+    )
+
+
+def write_site(
+    directory: Path,
+    base_url: str,
+    *,
+    fail_mode: str = "closed",
+    expose: bool = True,
+    operations: bool = False,
+) -> Site:
+    """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`. With `operations`,
+    also a ledger and a rebalance section (use `SANDBOX_SETTINGS` and `license_env()` for the cluster)."""
     directory.mkdir(parents=True, exist_ok=True)
     state_dir = directory / "state"
     key = directory / "ibm.key"
     key.write_text(API_KEY + "\n")
     os.chmod(key, 0o600)
     text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose)
+    if operations:
+        text += operations_text(directory)
     cfg = directory / "config.yaml"
     cfg.write_text(text)
     policy = compile_policy(parse_config(text, cfg))
@@ -143,6 +169,11 @@ def _wrapper(path: Path, kind: str, site: Site, hookd: str) -> Path:
         hook_env=site.directory / "hook.env",
     )
     return write_wrapper(path, text)
+
+
+def license_env() -> dict[str, str]:
+    """slurmctld's environment for job_submit.lua to add the per-instance license."""
+    return {"QAUVERN_HPC_QPU_INSTANCE_LICENSE": LICENSE_PREFIX}
 
 
 def stop_hookd(site: Site, timeout: float = 10.0) -> bool:

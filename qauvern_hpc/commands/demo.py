@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +22,10 @@ Brings up a private Slurm 22.05 cluster (munge, MariaDB, slurmdbd, slurmctld, sl
 --qpu SPANK plugin, job_submit.lua and the controller hooks wired in, and the IBM Quantum emulator; then
 submits QPU jobs as researchers of two projects, shows a forbidden and a malformed request being refused
 at submit time, and prints what happened: which instance and IBM session each job used, the quantum seconds
-IBM charged, and the instances' 28-day usage. Everything is removed at the end (unless --keep).
+IBM charged, and the instances' 28-day usage. Then it runs the admin side as cron would: `collect` (sacct +
+IBM sessions -> the usage ledger), `usage --by account`, and `rebalance --yes` (allocations moved at IBM,
+the shares mirrored into Slurm), each as the real command against the same config, and prints the results.
+Everything is removed at the end (unless --keep).
 
 Needs root and Debian's Slurm packages (run `bash .ci/setup.sh` once on a fresh machine)."""
 EPILOG = """\
@@ -66,8 +72,6 @@ REFUSED: list[dict[str, Any]] = [
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from qauvern_hpc.sandbox import missing_prerequisites
 
     if os.geteuid() != 0:
@@ -94,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
     with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         try:
             _say(f"IBM Quantum emulator at {emu.base_url}")
-            site = qpu_site.write_site(base / "site", emu.base_url)
+            site = qpu_site.write_site(base / "site", emu.base_url, operations=True)
             _say("building the SPANK plugin and rendering the policy")
             hooks = qpu_site.sandbox_hooks(site)
+            hooks = dataclasses.replace(hooks, env={**hooks.env, **qpu_site.license_env()})
             sb = Sandbox(base / "cluster")
             _say("starting Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) ...")
-            seconds = sb.up(hooks=hooks)
+            seconds = sb.up(hooks=hooks, settings=qpu_site.SANDBOX_SETTINGS)
             sb.add_accounts(qpu_site.ACCOUNTS)
             qpu_site.set_hook_env(site, {"SLURM_CONF": str(sb.slurm_conf)})
             _say(f"cluster up in {seconds:.0f}s")
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 result["jobs"].append(_job_result(sb, emu, jobid, spec, state))
             result["instances"] = _instances(emu)
+            _operations(result, site.config, sb.slurm_conf)
             result["seconds"] = round(time.monotonic() - started, 1)
             _report(result, as_json=bool(args.json))
             if args.keep:
@@ -159,6 +165,43 @@ def run(args: argparse.Namespace) -> int:
             if not args.workdir and not args.keep:
                 shutil.rmtree(base, ignore_errors=True)
     return 0 if all(j["state"] == "COMPLETED" for j in result["jobs"]) and result["jobs"] else 1
+
+
+def _admin(argv: list[str], config: Path, slurm_conf: Path) -> dict[str, Any]:
+    """Run `qauvern-hpc --json ARGV` as an admin (or cron) would; its JSON, or the error."""
+    cmd = [sys.executable, "-m", "qauvern_hpc", "-c", str(config), "--json", *argv]
+    proc = subprocess.run(
+        cmd, env={**os.environ, "SLURM_CONF": str(slurm_conf)}, capture_output=True, text=True, timeout=300
+    )
+    try:
+        doc: Any = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        doc = None
+    out: dict[str, Any] = {"command": "qauvern-hpc " + " ".join(argv), "exit": proc.returncode, "json": doc}
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return out
+
+
+def _operations(result: dict[str, Any], config: Path, slurm_conf: Path) -> None:
+    """The admin side: collect, usage, rebalance (each skipped with a note if not installed)."""
+    from qauvern_hpc.cli import COMMANDS
+
+    steps = [
+        ("collect", ["collect"], "collecting quantum usage from sacct and IBM into the ledger"),
+        ("usage", ["usage", "--by", "account"], "usage per Slurm account"),
+        ("rebalance", ["rebalance", "--yes"], "rebalancing allocations (IBM) and shares (Slurm)"),
+    ]
+    ops: dict[str, Any] = {}
+    for name, argv, what in steps:
+        if name not in COMMANDS:
+            ops[name] = {"command": f"qauvern-hpc {' '.join(argv)}", "exit": None, "skipped": "not installed"}
+            continue
+        _say(what)
+        ops[name] = _admin(argv, config, slurm_conf)
+        if ops[name]["exit"] != 0:
+            _say(f"{ops[name]['command']} exited {ops[name]['exit']}: {ops[name].get('error', '')}")
+    result["operations"] = ops
 
 
 def _first_qpu_line(text: str) -> str:
@@ -241,7 +284,7 @@ def _report(result: dict[str, Any], *, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     t = Table(title="Refused at submit time (no job, no node touched)")
     for col in ("user", "account", "partition", "--qpu", "message"):
         t.add_column(col)
@@ -287,4 +330,34 @@ def _report(result: dict[str, Any], *, as_json: bool) -> None:
             i["instance"], str(i["allocation_seconds"]), str(i["consumed_28d_seconds"]), str(i["fairness"])
         )
     console.print(t)
+    _report_operations(console, result.get("operations", {}))
     console.print(f"demo finished in {result['seconds']}s")
+
+
+def _report_operations(console: Any, ops: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    for name, op in ops.items():
+        if op.get("exit") != 0:
+            why = op.get("skipped") or op.get("error") or f"exit {op.get('exit')}"
+            console.print(f"[bold]{op['command']}[/bold]: {why}")
+            continue
+        doc = op.get("json") or {}
+        if name == "rebalance":
+            t = Table(title=f"{op['command']}: {doc.get('status', '')} {doc.get('run_id', '')}".strip())
+            for col in ("instance", "allocation s", "limit s", "28d used s", "why"):
+                t.add_column(col)
+            plan = doc.get("plan", doc)
+            for row in plan.get("instances", []):
+                alloc, limit = row.get("allocation_seconds", {}), row.get("limit_seconds", {})
+                t.add_row(
+                    str(row.get("instance")),
+                    f"{alloc.get('current')} -> {alloc.get('new')}",
+                    f"{limit.get('current')} -> {limit.get('new')}",
+                    str(row.get("consumed_28d_seconds")),
+                    str(row.get("why", ""))[:80],
+                )
+            console.print(t)
+        else:
+            console.print(f"[bold]{op['command']}[/bold]")
+            console.print_json(data=doc)

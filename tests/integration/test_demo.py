@@ -26,3 +26,11 @@ def test_demo_runs_every_job_on_its_instance_and_cleans_up(sandbox_factory: obje
     assert [r["quantum_seconds"] for r in by_job["qbob"]["resources"]] == [5.0, 5.0]
     assert all(r["message"].startswith("qpu:") for r in result["refused"])
     assert "cluster up" in proc.stderr and "stopping the cluster" in proc.stderr
+    # The admin side ran as real commands against the same config and cluster.
+    ops = result["operations"]
+    assert ops["rebalance"]["exit"] == 0, ops["rebalance"]
+    assert ops["rebalance"]["json"]["status"] == "completed"
+    moved = {r["instance"]: r["allocation_seconds"] for r in ops["rebalance"]["json"]["instances"]}
+    assert moved["physics"]["new"] != moved["physics"]["current"]
+    for name in ("collect", "usage"):
+        assert ops[name]["exit"] == 0 or ops[name].get("skipped"), ops[name]
