@@ -40,6 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.release_pending",
         "close IBM sessions the epilog could not release (safety net; run from cron)",
     ),
+    "collect": (
+        "qauvern_hpc.commands.collect",
+        "collect finished QPU jobs from sacct and their IBM usage into the usage ledger",
+    ),
+    "usage": (
+        "qauvern_hpc.commands.usage",
+        "quantum usage per user, account, partition, instance or resource (from the ledger)",
+    ),
     "install-hooks": (
         "qauvern_hpc.commands.install_hooks",
         "write the PrologSlurmctld/EpilogSlurmctld wrapper scripts for slurm.conf",

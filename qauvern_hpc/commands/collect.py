@@ -1,0 +1,248 @@
+"""`qauvern-hpc collect`: attribute every quantum second to the Slurm job that spent it (the usage ledger)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from qauvern_hpc.errors import ExitCode, ServiceUnavailable, UsageError
+
+HELP = "collect finished QPU jobs from sacct and their IBM usage into the usage ledger"
+DESCRIPTION = """\
+Read the QPU jobs from Slurm accounting and their quantum seconds from IBM, and store one ledger row per
+job run and QPU resource: cluster, job id (array and het components, requeued runs distinct), user,
+account, partition, QOS, resource, instance, IBM session, submit/start/end, wall and quantum seconds, state.
+
+Incremental and idempotent: each cluster has a high-water mark; a run reads the jobs that ended since then
+(minus --overlap, for records slurmdbd stored late) and the QPU jobs running now, and the mark moves only
+together with the rows it covers (one transaction: if sacct or slurmdbd fails half-way, nothing of that pull
+is stored). A job whose usage IBM has not finalized yet (session open, IBM jobs still queued) is stored as
+pending and revisited by every later run; re-running never counts a second twice.
+
+IBM's rules decide a job's seconds: a batch session is the sum of its jobs' quantum seconds (failed and
+cancelled jobs count the time they held the QPU), a dedicated session is wall clock until it closed.
+
+Several clusters sharing one slurmdbd feed one ledger: list them in the config (slurm.cluster) or pass
+--cluster (sacct -M).
+
+--reconcile compares, per instance, the seconds the ledger attributed with what IBM's analytics say the
+instance used in the same window; the difference (work done with the instance outside Slurm, or jobs not
+collected yet) is shown, not hidden."""
+EPILOG = """\
+examples:
+  qauvern-hpc collect                          incremental pull (cron: every 10-15 minutes)
+  qauvern-hpc collect --reconcile              and compare with IBM's per-instance usage (28 days)
+  qauvern-hpc collect --since 2026-11-01       re-read from a date (the high-water mark is not moved)
+  qauvern-hpc collect --no-ibm                 Slurm side only; IBM's seconds on a later run
+  qauvern-hpc --json collect                   a summary for scripts
+
+exit codes: 0 collected, 4 slurmdbd/sacct or IBM unavailable (whatever was collected is kept; runs IBM
+could not be asked about stay pending), 5 another collect is running, 3 invalid config."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        action="append",
+        help="cluster to read (repeatable; default: slurm.cluster of the config, else sacct's default)",
+    )
+    parser.add_argument(
+        "--since",
+        help="re-read jobs that ended since DATE (ISO 8601) or DURATION ago (e.g. 7d); no mark moves",
+    )
+    parser.add_argument(
+        "--overlap",
+        default="15m",
+        help="re-read this much before the high-water mark (default 15m)",
+    )
+    parser.add_argument("--no-ibm", action="store_true", help="do not ask IBM for usage this run")
+    parser.add_argument(
+        "--reconcile", action="store_true", help="compare attributed seconds per instance with IBM's usage"
+    )
+    parser.add_argument("--window", default="28d", help="the --reconcile window, ending now (default 28d)")
+
+
+def parse_since(text: str, now: float) -> int:
+    """An ISO date/datetime (UTC unless it says otherwise), or a duration before `now`."""
+    from qauvern_hpc.units import parse_seconds
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return int(now - parse_seconds(text))
+        except ValueError:
+            raise UsageError(f"--since: not a date or duration: {text!r} (try 2026-11-01 or 7d)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+class _Clients:
+    """instance name -> (IBMClient, CRN), one client per API key."""
+
+    def __init__(self, cfg: Any, *, staging: bool, api_key_file: str | None) -> None:
+        from qauvern_hpc.rebalance.gather import endpoints_for
+
+        self.cfg = cfg
+        self.endpoints = endpoints_for(cfg, staging=staging)
+        self.api_key_file = api_key_file
+        self._by_key: dict[str, Any] = {}
+        self._instances = {i.name: i for i in cfg.instances}
+
+    def _client(self, key_file: str | None) -> Any:
+        from qauvern_hpc.ibm import IBMClient
+        from qauvern_hpc.keyfile import read_key_file
+        from qauvern_hpc.rebalance.gather import admin_api_key
+
+        cache_key = key_file or "(admin)"
+        client = self._by_key.get(cache_key)
+        if client is None:
+            key = read_key_file(key_file) if key_file else admin_api_key(self.cfg, self.api_key_file)
+            client = IBMClient(key, self.endpoints)
+            self._by_key[cache_key] = client
+        return client
+
+    def __call__(self, instance: str) -> tuple[Any, str]:
+        inst = self._instances.get(instance)
+        if inst is None:
+            raise KeyError(f"instance {instance!r} is not in the config (renamed or removed?)")
+        key_file = inst.api_key_file or self.cfg.ibm.api_key_file
+        return self._client(str(key_file) if key_file else None), inst.crn
+
+    def analytics(self, instance: str, start: datetime, end: datetime) -> int:
+        client, crn = self(instance)
+        admin = self._client(None)
+        del client
+        return int(
+            admin.analytics_usage(instance=crn, account_id=self.cfg.ibm.account_id, start=start, end=end)
+        )
+
+    def close(self) -> None:
+        for client in self._by_key.values():
+            client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from qauvern_hpc import collector
+    from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.ledger import open_ledger
+    from qauvern_hpc.units import parse_seconds
+
+    cfg = load_config_full(args.config).config
+    now = time.time()
+    try:
+        overlap = parse_seconds(args.overlap)
+        window = parse_seconds(args.window)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    since = parse_since(args.since, now) if args.since else None
+    clusters: list[str] = list(args.cluster or cfg.slurm.cluster or [collector.LOCAL_CLUSTER])
+    verbose = bool(getattr(args, "verbose", 0)) or sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        if verbose:
+            print(f"collect: {message}", file=sys.stderr, flush=True)
+
+    report = collector.CollectReport()
+    clients = _Clients(cfg, staging=bool(args.staging), api_key_file=args.api_key_file)
+    slurm_error: ServiceUnavailable | None = None
+    try:
+        with collector.collect_lock(cfg.slurm.state_dir), open_ledger(cfg.ledger.url) as ledger:
+            for cluster in clusters:
+                try:
+                    report.pulls.append(
+                        collector.pull_cluster(
+                            ledger,
+                            cluster,
+                            now=int(now),
+                            sacct=cfg.slurm.sacct,
+                            overlap=overlap,
+                            since=since,
+                            progress=progress,
+                        )
+                    )
+                except ServiceUnavailable as exc:
+                    slurm_error = exc  # this cluster's pull stored nothing; the others and IBM go on
+                    report.errors.append(f"{cluster or '(default)'}: {exc.message}")
+            if not args.no_ibm:
+                collector.resolve_usage(ledger, clients, report=report, progress=progress)
+            else:
+                report.still_pending = len(ledger.pending_usage())
+            if args.reconcile:
+                report.reconciliation = collector.reconcile(
+                    ledger,
+                    clients.analytics,
+                    [i.name for i in cfg.instances],
+                    since=int(now - window),
+                    until=int(now),
+                )
+    finally:
+        clients.close()
+    _print(report, as_json=bool(args.json))
+    if slurm_error is not None:
+        raise slurm_error
+    if report.errors:
+        raise ServiceUnavailable(
+            f"{len(report.errors)} IBM session(s) could not be read; their runs stay pending for next time",
+            hint=report.errors[0],
+        )
+    return ExitCode.OK
+
+
+def _print(report: Any, *, as_json: bool) -> None:
+    doc = report.to_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from qauvern_hpc.units import format_seconds
+
+    console = Console()
+    t = Table(title="Slurm accounting pulled")
+    for col in ("cluster", "window (UTC)", "jobs read", "QPU jobs", "running", "rows changed", "s"):
+        t.add_column(col)
+    for p in doc["clusters"]:
+        window = f"{collector_when(p['start'])} .. {collector_when(p['end'])}"
+        t.add_row(
+            p["cluster"],
+            window,
+            str(p["records"]),
+            str(p["qpu_records"]),
+            str(p["running"]),
+            str(p["changed"]),
+            f"{p['seconds']:.1f}",
+        )
+    console.print(t)
+    console.print(
+        f"IBM: {doc['sessions']} session(s) read, {doc['finalized']} run(s) final, {doc['updated']} updated, "
+        f"{doc['still_pending']} still pending"
+    )
+    if doc["reconciliation"]:
+        t = Table(title="Reconciliation with IBM (per instance, same window)")
+        for col in ("instance", "attributed", "IBM", "unattributed", "pending runs"):
+            t.add_column(col)
+        for r in doc["reconciliation"]:
+            if r.get("ibm_seconds") is None:
+                t.add_row(r["instance"], format_seconds(r["attributed_seconds"]), "?", r.get("error", ""), "")
+                continue
+            t.add_row(
+                r["instance"],
+                format_seconds(r["attributed_seconds"]),
+                format_seconds(r["ibm_seconds"]),
+                ("-" if r["unattributed_seconds"] < 0 else "") + format_seconds(r["unattributed_seconds"]),
+                str(r["pending_runs"]),
+            )
+        console.print(t)
+    for err in doc["errors"]:
+        console.print(f"[yellow]not collected: {err}[/yellow]")
+
+
+def collector_when(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,161 @@
+"""`qauvern-hpc usage`: who spent the quantum time (from the usage ledger `collect` fills)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from qauvern_hpc.errors import ExitCode, UsageError
+
+HELP = "quantum usage per user, account, partition, instance or resource (from the ledger)"
+DESCRIPTION = """\
+Sum the quantum seconds the collector attributed to Slurm jobs, grouped by one dimension, over a window:
+the rolling 28 days IBM's limits count over (default), an explicit --since/--until, or the balance period
+of the config (rebalance.balance_period). A job run belongs to the window its job ended in; runs still
+going count only in a window that is open at the end (no --until).
+
+QAU = 1600 minutes (96,000 s). `pending` marks seconds IBM has not finalized yet (session still open or its
+jobs still queued); they are included as reported so far."""
+EPILOG = """\
+examples:
+  qauvern-hpc usage                               per account, rolling 28 days
+  qauvern-hpc usage --by user --window 7d
+  qauvern-hpc usage --by instance --since 2026-11-01 --until 2026-12-01
+  qauvern-hpc usage --by account --balance-period
+  qauvern-hpc usage --by resource --csv > usage.csv
+  qauvern-hpc --json usage --by user
+
+exit codes: 0 ok, 2 bad usage, 3 invalid config, 4 the ledger cannot be opened."""
+
+DIMENSIONS = ("user", "account", "partition", "instance", "resource", "qos")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", choices=DIMENSIONS, default="account", help="group by (default: account)")
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument("--window", help="the last DURATION, e.g. 28d (the default), 7d, 12h")
+    window.add_argument("--since", help="from DATE (ISO 8601, UTC unless it says)")
+    window.add_argument("--balance-period", action="store_true", help="the config's rebalance.balance_period")
+    parser.add_argument("--until", help="to DATE (default: now, open-ended)")
+    parser.add_argument("--csv", action="store_true", help="CSV on stdout")
+
+
+def _date(text: str, what: str) -> int:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{what}: not an ISO date: {text!r} (try 2026-11-01 or 2026-11-01T12:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def window(args: argparse.Namespace, cfg: Any, now: float) -> tuple[int | None, int | None, str]:
+    """(since, until, label) from the options."""
+    from qauvern_hpc.units import parse_seconds
+
+    until = _date(args.until, "--until") if args.until else None
+    if args.balance_period:
+        period = cfg.rebalance.balance_period
+        if period is None:
+            raise UsageError("the config has no rebalance.balance_period", hint="use --window or --since")
+        since, until = int(period.start_date.timestamp()), int(period.end_date.timestamp())
+        return since, until, f"balance period {period.start_date:%Y-%m-%d} .. {period.end_date:%Y-%m-%d}"
+    if args.since:
+        since = _date(args.since, "--since")
+    else:
+        try:
+            span = parse_seconds(args.window or "28d")
+        except ValueError as exc:
+            raise UsageError(f"--window: {exc}") from None
+        since = int(now - span)
+        if not args.until:
+            return since, None, f"last {args.window or '28d'}"
+    if until is not None and until <= since:
+        raise UsageError("--until must be after the start of the window")
+    label = f"{_fmt(since)} .. {_fmt(until) if until else 'now'}"
+    return since, until, label
+
+
+def _fmt(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def rows_for(ledger: Any, dimension: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
+    from qauvern_hpc.units import QAU_SECONDS
+
+    out = []
+    for row in ledger.usage_by(dimension, since, until):
+        out.append(
+            {
+                dimension: row.key,
+                "jobs": row.jobs,
+                "quantum_seconds": round(row.quantum_seconds, 3),
+                "quantum_hours": round(row.quantum_seconds / 3600, 4),
+                "qau": round(row.quantum_seconds / QAU_SECONDS, 6),
+                "wall_seconds": row.wall_seconds,
+            }
+        )
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.ledger import open_ledger
+
+    if args.csv and args.json:
+        raise UsageError("--csv and --json are mutually exclusive")
+    cfg = load_config_full(args.config, check_key_files=False).config
+    since, until, label = window(args, cfg, time.time())
+    with open_ledger(cfg.ledger.url) as ledger:
+        rows = rows_for(ledger, args.by, since, until)
+        pending = {u.instance: u.pending_runs for u in ledger.usage_per_instance(since, until).values()}
+    if args.json:
+        print(
+            json.dumps(
+                {"by": args.by, "window": {"since": since, "until": until, "label": label}, "rows": rows},
+                indent=2,
+            )
+        )
+        return ExitCode.OK
+    if args.csv:
+        writer = csv.DictWriter(
+            sys.stdout,
+            fieldnames=[args.by, "jobs", "quantum_seconds", "quantum_hours", "qau", "wall_seconds"],
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        return ExitCode.OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Quantum usage by {args.by}, {label}")
+    for col, justify in (
+        (args.by, "left"),
+        ("jobs", "right"),
+        ("quantum s", "right"),
+        ("hours", "right"),
+        ("QAU", "right"),
+        ("share", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    total = sum(r["quantum_seconds"] for r in rows) or 1.0
+    for r in rows:
+        table.add_row(
+            r[args.by] or "-",
+            str(r["jobs"]),
+            f"{r['quantum_seconds']:.1f}",
+            f"{r['quantum_hours']:.3f}",
+            f"{r['qau']:.4f}",
+            f"{100 * r['quantum_seconds'] / total:.1f} %",
+        )
+    Console().print(table)
+    waiting = sum(pending.values())
+    if waiting:
+        print(f"{waiting} run(s) still await IBM's final figure (included as reported so far)")
+    return ExitCode.OK
