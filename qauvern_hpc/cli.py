@@ -66,6 +66,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "start/stop a throwaway local Slurm cluster with the plugin wired in",
     ),
     "spank": ("qauvern_hpc.commands.spank", "build or locate the --qpu SPANK plugin"),
+    "simulate": (
+        "qauvern_hpc.commands.simulate",
+        "replay a QPU workload trace under static, qauvern and qauvern-hpc allocation policies",
+    ),
 }
 
 EPILOG = """\
