@@ -8,7 +8,7 @@ only when that subcommand runs. Each command module exposes:
     def add_arguments(parser) -> None
     def run(args) -> int               the exit code (see qauvern_hpc.errors.ExitCode)
 
-Global options (before or after the command): --config, --json, --staging, --api-key-file, -v.
+Global options (before or after the command): --config, --json, --staging, --api-key-file, --api-key, -v.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = """\
-Global options may come before or after the command. The IBM Cloud API key is read from
+Global options may come before or after the command. The IBM Cloud API key is read from stdin with
+--api-key (a flag: `qauvern-hpc --api-key show < keyfile`, or typed at its prompt), else from
 --api-key-file, then $IBMCLOUD_API_KEY, then the key files named in the config; it is never taken on the
 command line because argv is visible to every user of the machine.
 
@@ -101,6 +102,12 @@ def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         help="use IBM's staging hosts (also $IBMCLOUD_STAGING)",
     )
     p.add_argument("--api-key-file", default=d, help="file holding the IBM Cloud API key (mode 0600)")
+    p.add_argument(
+        "--api-key",
+        action="store_true",
+        default=d if suppress else False,
+        help="read the IBM Cloud API key from stdin (prompted for on a terminal); takes no value",
+    )
     p.add_argument(
         "-v", "--verbose", action="count", default=d if suppress else 0, help="more logging (repeatable)"
     )
@@ -138,6 +145,14 @@ def build_command_parser(name: str, module: Any, parent: argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from qauvern_hpc.errors import QauvernError
+    from qauvern_hpc.ibm.factory import refuse_api_key_in_argv, take_api_key
+
+    try:
+        refuse_api_key_in_argv(argv, COMMANDS)
+    except QauvernError as exc:
+        print(f"qauvern-hpc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     top = _top_parser()
     ns, _ = top.parse_known_args(argv)
     if ns.version:
@@ -161,12 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.help and "-h" not in rest and "--help" not in rest:
         rest.append("--help")
     args = parser.parse_args(rest)
-    for key in ("config", "json", "staging", "api_key_file", "verbose"):
+    for key in ("config", "json", "staging", "api_key_file", "api_key", "verbose"):
         if not hasattr(args, key):
             setattr(args, key, getattr(ns, key, None))
-    from qauvern_hpc.errors import QauvernError
-
     try:
+        if args.api_key:
+            take_api_key(args)
         return int(module.run(args) or 0)
     except QauvernError as exc:
         print(f"qauvern-hpc {ns.command}: error: {exc}", file=sys.stderr)

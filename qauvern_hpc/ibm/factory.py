@@ -1,0 +1,214 @@
+"""Build an `IBMClient` for an admin command from the site config and the global options.
+
+One place decides where the account-level API key comes from, in this order:
+
+1. `--api-key` (a flag, no value): the key is read from stdin, or prompted for without echo on a terminal;
+2. `--api-key-file FILE` (mode 0600, checked);
+3. `$IBMCLOUD_API_KEY`;
+4. the config's `ibm.api_key_file`.
+
+The key itself is never accepted on the command line: argv is readable by every user of the machine (`ps`,
+`/proc/PID/cmdline`) and lands in shell history. `refuse_api_key_in_argv` turns `--api-key=VALUE` (and
+`--api-key VALUE`) into a usage error that does not repeat the value.
+
+Standard library only at import time: `qauvern_hpc.cli` imports this module for every command.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from qauvern_hpc.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import Config
+    from qauvern_hpc.ibm.client import IBMClient
+    from qauvern_hpc.ibm.endpoints import Endpoints
+
+API_KEY_ENV = "IBMCLOUD_API_KEY"
+API_KEY_FLAG = "--api-key"
+SECRET_ATTR = "api_key_secret"  # where cli.main keeps a key read for --api-key on the args namespace
+DEFAULT_TIMEOUT = 30.0
+
+_WHY_NOT_ARGV = (
+    "a key on the command line is visible to every user of this machine (ps, /proc/PID/cmdline) and "
+    "stays in shell history"
+)
+_INSTEAD = (
+    "give the flag alone and the key on stdin (`qauvern-hpc --api-key show < keyfile`, or type it at the "
+    "prompt), use --api-key-file FILE (mode 0600) or set $IBMCLOUD_API_KEY; if the key was typed into a "
+    "shared shell, consider rotating it"
+)
+
+
+class Secret:
+    """A string that never shows in a repr, a str() or a traceback's locals display."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+
+# ----------------------------------------------------------------------------------------------- argv
+
+
+def refuse_api_key_in_argv(argv: Sequence[str], commands: Collection[str]) -> None:
+    """Raise `UsageError` if argv seems to carry an API key after `--api-key`. Never echoes the value.
+
+    `--api-key=VALUE` is always refused. `--api-key WORD` is refused when WORD is neither an option nor a
+    command name: argparse would otherwise take WORD as the command (or a stray argument) and print it.
+    """
+    for n, arg in enumerate(argv):
+        if arg == "--":
+            return
+        if arg.startswith(API_KEY_FLAG + "="):
+            raise UsageError(f"--api-key takes no value: {_WHY_NOT_ARGV}", hint=_INSTEAD)
+        if arg == API_KEY_FLAG and n + 1 < len(argv):
+            nxt = argv[n + 1]
+            if nxt and not nxt.startswith("-") and nxt not in commands:
+                raise UsageError(
+                    f"--api-key takes no value (the word after it is not an option or a command): "
+                    f"{_WHY_NOT_ARGV}",
+                    hint=_INSTEAD + "; if that word was not a key, put --api-key after it",
+                )
+
+
+# ----------------------------------------------------------------------------------------------- the key
+
+
+def read_api_key_from_stdin(stdin: TextIO | None = None, *, prompt: Any = getpass.getpass) -> Secret:
+    """The key for `--api-key`: prompted for (no echo) on a terminal, else the whole of stdin, stripped."""
+    stream = sys.stdin if stdin is None else stdin
+    if stream is None or stream.closed:
+        raise UsageError("--api-key reads the key from stdin, but stdin is closed", hint=_INSTEAD)
+    if stream.isatty():
+        try:
+            text = prompt("IBM Cloud API key: ")
+        except EOFError:
+            text = ""
+    else:
+        text = stream.read()
+    key = text.strip()
+    if not key:
+        raise UsageError("--api-key: no key on stdin (empty input)", hint=_INSTEAD)
+    if any(ch.isspace() for ch in key):
+        raise UsageError(
+            "--api-key: stdin holds more than one word; it must hold only the key",
+            hint="pipe the key alone, e.g. from a file of mode 0600 holding just the key",
+        )
+    return Secret(key)
+
+
+def take_api_key(args: Any, stdin: TextIO | None = None) -> None:
+    """For `--api-key`: read the key now (before the command runs) and keep it on `args` as a `Secret`."""
+    if getattr(args, "api_key_file", None):
+        raise UsageError("give either --api-key (key on stdin) or --api-key-file, not both")
+    setattr(args, SECRET_ATTR, read_api_key_from_stdin(stdin))
+
+
+def resolve_api_key(args: Any, config_key_file: str | os.PathLike[str] | None = None) -> str:
+    """The account-level key: --api-key (stdin), --api-key-file, $IBMCLOUD_API_KEY, the config's key file."""
+    from qauvern_hpc.keyfile import read_key_file
+
+    secret = getattr(args, SECRET_ATTR, None)
+    if isinstance(secret, Secret):
+        return secret.get()
+    key_file = getattr(args, "api_key_file", None)
+    if key_file:
+        return read_key_file(key_file)
+    env = os.environ.get(API_KEY_ENV, "").strip()
+    if env:
+        return env
+    if config_key_file is not None:
+        return read_key_file(config_key_file)
+    raise ConfigError(
+        "no IBM Cloud API key: pipe it to --api-key, give --api-key-file FILE, set $IBMCLOUD_API_KEY, "
+        "or set ibm.api_key_file in the config",
+        hint="admin commands need a key of the account that owns the instances",
+    )
+
+
+# ----------------------------------------------------------------------------------------------- endpoints
+
+
+def endpoints_from_config(cfg: Config, *, staging: bool = False) -> Endpoints:
+    """The IBM hosts the config names: the emulator, overrides of IBM's hosts, or production/staging."""
+    ep = cfg.ibm.endpoints
+    return endpoints(
+        emulator=ep.emulator,
+        staging=staging or cfg.ibm.staging,
+        iam=ep.iam,
+        resource_controller=ep.resource_controller,
+        quantum=ep.quantum,
+    )
+
+
+def endpoints(
+    *,
+    emulator: str | None = None,
+    staging: bool = False,
+    iam: str | None = None,
+    resource_controller: str | None = None,
+    quantum: str | None = None,
+) -> Endpoints:
+    from qauvern_hpc.ibm.endpoints import Endpoints
+
+    if emulator:
+        return Endpoints.single(emulator)
+    base = Endpoints.staging() if staging else Endpoints.production()
+    if iam or resource_controller or quantum:
+        return base.with_overrides(iam=iam, resource_controller=resource_controller, quantum=quantum)
+    return base
+
+
+# ----------------------------------------------------------------------------------------------- clients
+
+
+def client(args: Any, where: Endpoints, config_key_file: str | os.PathLike[str] | None = None) -> IBMClient:
+    from qauvern_hpc.ibm.client import IBMClient
+
+    return IBMClient(resolve_api_key(args, config_key_file), where, timeout=DEFAULT_TIMEOUT)
+
+
+def client_from_config(cfg: Config, args: Any) -> IBMClient:
+    """The admin client for `cfg`'s account, honouring the global --staging and key options."""
+    return client(
+        args,
+        endpoints_from_config(cfg, staging=bool(getattr(args, "staging", False))),
+        cfg.ibm.api_key_file,
+    )
+
+
+def load_admin_config(args: Any) -> Config:
+    """The site config for an admin command. Key files are checked only if a key is read from them."""
+    from qauvern_hpc.config import load_config
+
+    return load_config(args.config, check_key_files=False)
+
+
+__all__ = [
+    "API_KEY_ENV",
+    "Secret",
+    "client",
+    "client_from_config",
+    "endpoints",
+    "endpoints_from_config",
+    "load_admin_config",
+    "read_api_key_from_stdin",
+    "refuse_api_key_in_argv",
+    "resolve_api_key",
+    "take_api_key",
+]
