@@ -61,6 +61,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "move QAU between instances from IBM usage and Slurm's queue; enforce it in IBM and Slurm",
     ),
     "optimize": ("qauvern_hpc.commands.rebalance", "alias of rebalance (qauvern's name)"),
+    "configure": (
+        "qauvern_hpc.commands.configure",
+        "generate a site config from the account's IBM Quantum instances",
+    ),
+    "show": ("qauvern_hpc.commands.show", "the account plan and each instance's allocation, usage, fairness"),
+    "instances": (
+        "qauvern_hpc.commands.instances",
+        "list the instances with allocation, limit, 28-day usage, fairness (no admin rights needed)",
+    ),
+    "analyze": (
+        "qauvern_hpc.commands.analyze",
+        "usage per instance and day, trends, over/under target, the allocations qauvern's rules propose",
+    ),
+    "create": ("qauvern_hpc.commands.create", "create an IBM Quantum instance (sizes like 10h, 2.5d, 1qau)"),
     "sandbox": (
         "qauvern_hpc.commands.sandbox",
         "start/stop a throwaway local Slurm cluster with the plugin wired in",
