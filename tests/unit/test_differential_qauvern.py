@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from qauvern_hpc.optimizer import plan_allocations, validate_allocations
@@ -499,3 +499,309 @@ def test_large_accounts_match_qauvern(seed: int) -> None:
     budget = held + rng.randint(0, 5_000_000)
     account = AccountSnapshot(budget, budget - held, rng.randint(0, budget), tuple(snaps))
     compare(Case(account, tuple(configs), rng.choice([0, 60, 600]), rng.choice([0.0, 12.5]), TODAY))
+
+
+# ------------------------------------------------------------------------------------------ feature-focused
+# The generator above spreads its examples over every regime; the properties below each force one feature,
+# and `assume` that the feature really shaped the plan (not merely that it was configured), so a regression
+# in any of them is found in every run. `event` lines show the mix with `pytest --hypothesis-show-statistics`.
+
+
+@dataclass(frozen=True)
+class _Inst:
+    snap: InstanceSnapshot
+    setting: InstanceSettings
+
+
+def _usage(draw: st.DrawFn, scale: int, *, idle: bool | None = None) -> tuple[int, int, int, int, int]:
+    c28 = draw(st.integers(0, scale))
+    quiet = draw(st.booleans()) if idle is None else idle
+    if quiet:
+        return c28, 0, 0, 0, 0
+    c14 = draw(st.integers(0, c28))
+    c7 = draw(st.integers(0, c14))
+    c3 = draw(st.integers(0, c7))
+    return c28, c14, c7, c3, draw(st.integers(0, c3))
+
+
+def _account(
+    draw: st.DrawFn,
+    insts: list[_Inst],
+    *,
+    scale: int,
+    reserve: float,
+    minimum: int,
+    over: bool | None = None,
+) -> AccountSnapshot:
+    snaps = [i.snap for i in insts]
+    held = sum(s.allocation_seconds for s in snaps)
+    used = sum(s.consumed_28d_seconds for s in snaps)
+    unmanaged = draw(st.one_of(st.just(0), st.integers(0, scale)))
+    headroom = draw(st.integers(0, 4 * scale)) + (used + len(snaps) * minimum if draw(st.booleans()) else 0)
+    budget = int((held + unmanaged + headroom) / (1 - reserve / 100)) + 1
+    unallocated = max(0, budget - held - unmanaged)
+    if over is True:
+        consumed = budget + draw(st.integers(0, scale))
+    elif over is False:
+        consumed = draw(st.integers(0, max(0, budget - 1)))
+    else:
+        consumed = draw(st.integers(0, 2 * budget + 1))
+    return AccountSnapshot(budget, unallocated, consumed, tuple(snaps))
+
+
+def _case(
+    draw: st.DrawFn, insts: list[_Inst], account: AccountSnapshot, minimum: int, reserve: float
+) -> Case:
+    today = TODAY
+    order = draw(st.permutations(range(len(insts))))
+    return Case(account, tuple(insts[i].setting for i in order), minimum, reserve, today)
+
+
+@st.composite
+def grant_cases(draw: st.DrawFn) -> Case:
+    """Every instance has a base limit and 1-3 net grants (active, expired but crediting, future, long),
+    with per-day usage over the last 90 days, some of it inside the grants and some before them."""
+    scale = draw(st.sampled_from([1_000, 10_000, 100_000]))
+    minimum = draw(st.sampled_from([0, 60, 600]))
+    insts = []
+    for i in range(draw(st.integers(1, 6))):
+        crn = f"grant-{i}"
+        grants = []
+        for _ in range(draw(st.integers(1, 3))):
+            start = TODAY + timedelta(days=draw(st.integers(-80, 3)))
+            length = draw(st.one_of(st.just(28), st.integers(1, 90)))
+            grants.append(NetGrant(start, start + timedelta(days=length), draw(st.integers(1, 2 * scale))))
+        days = draw(st.lists(st.integers(1, 90), min_size=1, max_size=40, unique=True))
+        daily = {TODAY - timedelta(days=d): draw(st.integers(0, scale // 4 + 1)) for d in days}
+        window = sum(v for d, v in daily.items() if d >= TODAY - timedelta(days=28))
+        c28 = draw(st.one_of(st.just(window), st.integers(0, scale)))
+        _c, c14, c7, c3, h24 = _usage(draw, max(1, c28))
+        c14, c7, c3, h24 = (min(x, c28) for x in (c14, c7, c3, h24))
+        base = draw(st.one_of(st.integers(0, scale), st.just(max(0, c28 - 1)), st.just(c28)))
+        live = draw(st.one_of(st.none(), st.just(base), st.integers(0, 2 * scale)))
+        snap = InstanceSnapshot(crn, crn, draw(st.integers(1, 2 * scale)), live, c28, c14, c7, c3, h24, daily)
+        insts.append(_Inst(snap, InstanceSettings(crn, crn, base, tuple(grants))))
+    reserve = draw(st.sampled_from([0.0, 0.0, 12.5]))
+    account = _account(draw, insts, scale=scale, reserve=reserve, minimum=minimum)
+    return _case(draw, insts, account, minimum, reserve)
+
+
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+@given(grant_cases())
+def test_net_grants_match_qauvern(case: Case) -> None:
+    ours = compare(case)
+    shaped = [
+        p for p in ours.instances if p.limit_breakdown is not None and p.limit_breakdown.shaped_by_grant
+    ]
+    assume(shaped)
+    event(f"grant-shaped instances: {min(len(shaped), 3)}+")
+    if any(p.limit_breakdown and p.limit_breakdown.pre_boost_overage_seconds for p in shaped):
+        event("pre-boost overage forgiven")
+    if any(p.limit_changed for p in ours.instances):
+        event("limit written")
+
+
+@st.composite
+def reserve_cases(draw: st.DrawFn) -> Case:
+    """A reserve of the budget, consistent snapshots, active instances competing for what is left."""
+    scale = draw(st.sampled_from([1_000, 100_000, 1_000_000]))
+    minimum = draw(st.sampled_from([1, 60]))
+    reserve = draw(
+        st.one_of(
+            st.sampled_from([0.29, 5.0, 10.0, 14.000000000000002, 33.3, 49.99, 99.0]),
+            st.floats(0.01, 99.99, allow_nan=False),
+        )
+    )
+    insts = []
+    for i in range(draw(st.integers(1, 8))):
+        crn = f"res-{i}"
+        c28, c14, c7, c3, h24 = _usage(draw, scale, idle=draw(st.sampled_from([False, False, True])))
+        limit = draw(st.one_of(st.none(), st.integers(c28, 3 * scale + c28)))
+        snap = InstanceSnapshot(crn, crn, draw(st.integers(1, 2 * scale)), limit, c28, c14, c7, c3, h24)
+        insts.append(_Inst(snap, InstanceSettings(crn, crn, draw(st.one_of(st.none(), st.just(limit))))))
+    account = _account(draw, insts, scale=scale, reserve=reserve, minimum=minimum, over=False)
+    return _case(draw, insts, account, minimum, reserve)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reserve_cases())
+def test_reserve_matches_qauvern(case: Case) -> None:
+    ours = compare(case)
+    assume(ours.reserve_seconds > 0)
+    if ours.pool_seconds <= ours.reserve_seconds:
+        event("reserve swallows the whole pool")
+    elif ours.awarded_seconds:
+        event("water-fill of what the reserve leaves")
+    if ours.violations:
+        event("budget cap broken (reserve above headroom)")
+    total = sum(p.new_allocation_seconds for p in ours.instances) + ours.unmanaged_allocation_seconds
+    if not ours.violations:
+        assert total <= case.account.allocation_budget_seconds - ours.reserve_seconds
+
+
+@st.composite
+def minimum_cases(draw: st.DrawFn) -> Case:
+    """A minimum that matters: idle and lightly used instances (usage below the minimum), minimum 0 (-> 1)."""
+    scale = draw(st.sampled_from([1_000, 10_000, 100_000]))
+    minimum = draw(st.one_of(st.just(0), st.just(1), st.integers(2, scale), st.just(scale)))
+    insts = []
+    for i in range(draw(st.integers(1, 8))):
+        crn = f"min-{i}"
+        low = max(0, minimum - 1)
+        c28 = draw(st.one_of(st.just(0), st.integers(0, low), st.just(minimum), st.integers(0, 2 * scale)))
+        idle = draw(st.booleans())
+        h24 = 0 if idle or c28 == 0 else draw(st.integers(1, c28))
+        alloc = draw(st.one_of(st.integers(1, 2 * scale), st.just(max(1, minimum)), st.just(max(1, c28))))
+        snap = InstanceSnapshot(crn, crn, alloc, None, c28, h24, h24, h24, h24)
+        insts.append(_Inst(snap, InstanceSettings(crn, crn)))
+    account = _account(draw, insts, scale=scale, reserve=0.0, minimum=minimum)
+    return _case(draw, insts, account, minimum, 0.0)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(minimum_cases())
+def test_minimum_floor_matches_qauvern(case: Case) -> None:
+    from qauvern_hpc.planmodel import FloorSource
+
+    ours = compare(case)
+    pinned = [p for p in ours.instances if p.floor_source is FloorSource.MINIMUM]
+    assume(pinned)
+    event(f"regime: {'over' if ours.over_allocation_budget else 'under'} budget")
+    if case.minimum == 0:
+        event("minimum 0 (floor 1)")
+        assert all(p.new_allocation_seconds >= 1 for p in ours.instances)
+    if any(0 < p.consumed_28d_seconds < case.minimum for p in ours.instances):
+        event("usage below the minimum")
+
+
+@st.composite
+def limit_cases(draw: st.DrawFn) -> Case:
+    """Per-instance (project) limits: configured vs live, below usage (limit reached), capping the
+    water-fill, none configured (the live limit caps but is never written)."""
+    scale = draw(st.sampled_from([1_000, 10_000, 100_000]))
+    minimum = draw(st.sampled_from([0, 60]))
+    insts = []
+    for i in range(draw(st.integers(1, 8))):
+        crn = f"lim-{i}"
+        c28, c14, c7, c3, h24 = _usage(draw, scale, idle=draw(st.sampled_from([False, False, True])))
+        alloc = draw(st.integers(1, 2 * scale))
+        live = draw(st.one_of(st.none(), st.integers(0, 2 * scale), st.just(c28)))
+        cfg = draw(
+            st.one_of(
+                st.none(),
+                st.just(live),
+                st.integers(0, 2 * scale),
+                st.just(max(0, c28 - 1)),  # reached
+                st.just(c28),  # reached exactly
+                st.integers(alloc, alloc + scale // 10 + 1),  # a tight cap above the allocation
+            )
+        )
+        snap = InstanceSnapshot(crn, crn, alloc, live, c28, c14, c7, c3, h24)
+        insts.append(_Inst(snap, InstanceSettings(crn, crn, cfg)))
+    reserve = draw(st.sampled_from([0.0, 5.0]))
+    account = _account(draw, insts, scale=scale, reserve=reserve, minimum=minimum)
+    return _case(draw, insts, account, minimum, reserve)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(limit_cases())
+def test_instance_limits_match_qauvern(case: Case) -> None:
+    from qauvern_hpc.planmodel import CeilingSource
+
+    ours = compare(case)
+    capped = [
+        p
+        for p in ours.instances
+        if p.ceiling_source is CeilingSource.LIMIT
+        and p.ceiling_seconds is not None
+        and p.new_allocation_seconds >= p.ceiling_seconds
+    ]
+    assume(ours.limit_reached or capped or any(p.limit_changed for p in ours.instances))
+    if ours.limit_reached:
+        event("limit reached")
+    if capped:
+        event("water-fill capped at a limit")
+    if any(p.limit_changed for p in ours.instances):
+        event("limit written")
+    by_crn = {s.crn: s for s in case.settings}
+    for p in ours.instances:
+        if by_crn[p.crn].limit_seconds is None:
+            assert not p.limit_changed, "an instance without a configured limit keeps its live limit"
+
+
+@st.composite
+def over_budget_cases(draw: st.DrawFn) -> Case:
+    """Account usage at or above its budget (budget 0 included): floors, caps at usage, warnings."""
+    scale = draw(st.sampled_from([1_000, 10_000, 100_000]))
+    minimum = draw(st.sampled_from([0, 1, 60, 600]))
+    insts = []
+    for i in range(draw(st.integers(1, 8))):
+        crn = f"over-{i}"
+        c28 = draw(st.one_of(st.just(0), st.integers(1, max(1, minimum)), st.integers(0, scale)))
+        idle = draw(st.booleans())
+        h24 = 0 if idle or c28 == 0 else draw(st.integers(1, c28))
+        score_only = draw(st.booleans()) and c28 == 0  # activity elsewhere, none in the 28-day figure
+        alloc = draw(st.integers(1, 2 * scale))
+        cfg = draw(st.one_of(st.none(), st.integers(0, 2 * scale), st.just(max(0, c28 - 1))))
+        grants: tuple[NetGrant, ...] = ()
+        daily: dict[date, int] = {}
+        if cfg is not None and draw(st.booleans()):
+            start = TODAY - timedelta(days=draw(st.integers(0, 20)))
+            grants = (NetGrant(start, start + timedelta(days=28), draw(st.integers(1, scale))),)
+            daily = {TODAY - timedelta(days=d): draw(st.integers(0, scale // 10 + 1)) for d in range(1, 30)}
+        snap = InstanceSnapshot(
+            crn,
+            crn,
+            alloc,
+            draw(st.one_of(st.none(), st.just(cfg))),
+            c28,
+            h24,
+            h24,
+            h24 or int(score_only),
+            h24,
+            daily,
+        )
+        insts.append(_Inst(snap, InstanceSettings(crn, crn, cfg, grants)))
+    reserve = draw(st.sampled_from([0.0, 10.0]))
+    account = _account(draw, insts, scale=scale, reserve=reserve, minimum=minimum, over=True)
+    if draw(st.sampled_from([False] * 9 + [True])):  # budget 0 is always over
+        account = AccountSnapshot(0, 0, account.consumed_seconds, account.instances)
+    return _case(draw, insts, account, minimum, reserve)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(over_budget_cases())
+def test_over_budget_regime_matches_qauvern(case: Case) -> None:
+    ours = compare(case)
+    assert ours.over_allocation_budget
+    for p in ours.instances:
+        # over budget no instance is lifted above both its usage and its floor
+        assert p.new_allocation_seconds <= max(p.consumed_28d_seconds, p.floor_seconds)
+    if ours.warnings:
+        event("over-budget warnings")
+    if ours.limit_reached:
+        event("limit reached while over budget")
+    if case.account.allocation_budget_seconds == 0:
+        event("budget 0")
+
+
+def test_feature_strategies_reach_their_features() -> None:
+    """Guard against a strategy drifting into never exercising its feature (each `assume` would then
+    silently discard everything): a fixed-seed sample of each must contain the feature."""
+    from hypothesis import find
+
+    from qauvern_hpc.planmodel import FloorSource
+
+    def plan(case: Case) -> PlanResult:
+        return plan_allocations(case.account, case.settings, today=case.today, options=case.options)
+
+    find(
+        grant_cases(),
+        lambda c: any(p.limit_breakdown and p.limit_breakdown.shaped_by_grant for p in plan(c).instances),
+    )
+    find(reserve_cases(), lambda c: plan(c).reserve_seconds > 0 and plan(c).awarded_seconds > 0)
+    find(minimum_cases(), lambda c: any(p.floor_source is FloorSource.MINIMUM for p in plan(c).instances))
+    find(limit_cases(), lambda c: bool(plan(c).limit_reached))
+    find(over_budget_cases(), lambda c: bool(plan(c).warnings))
