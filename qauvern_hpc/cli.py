@@ -7,6 +7,7 @@ only when that subcommand runs. Each command module exposes:
     DESCRIPTION: str                   the longer text shown by `qauvern-hpc CMD --help` (optional)
     def add_arguments(parser) -> None
     def run(args) -> int               the exit code (see qauvern_hpc.errors.ExitCode)
+    READS_API_KEY: bool                True if it takes --api-key (reads keys via qauvern_hpc.ibm.factory)
 
 Global options (before or after the command): --config, --json, --staging, --api-key-file, --api-key, -v.
 """
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, key, getattr(ns, key, None))
     try:
         if args.api_key:
-            take_api_key(args)
+            take_api_key(args, command=ns.command, accepted=bool(getattr(module, "READS_API_KEY", False)))
         return int(module.run(args) or 0)
     except QauvernError as exc:
         print(f"qauvern-hpc {ns.command}: error: {exc}", file=sys.stderr)

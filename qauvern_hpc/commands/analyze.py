@@ -9,6 +9,7 @@ from typing import Any
 
 from qauvern_hpc.errors import ExitCode, UsageError
 
+READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "usage per instance and day, trends, who is over/under target, and the allocations proposed"
 DESCRIPTION = """\
 Analyse the configured instances' IBM usage over a window of whole UTC days (--days, default 28, today

@@ -13,6 +13,7 @@ from typing import Any
 
 from qauvern_hpc.errors import ExitCode, QauvernError, UsageError
 
+READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "generate a site config from the account's IBM Quantum instances (names, CRNs, limits, starter rules)"
 DESCRIPTION = """\
 Read the account's IBM Quantum instances of one plan from the Resource Controller and write a starter

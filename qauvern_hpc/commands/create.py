@@ -8,6 +8,7 @@ from typing import Any
 
 from qauvern_hpc.errors import ExitCode, QauvernError, UsageError
 
+READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "create an IBM Quantum instance (allocation/limit like 10h, 2.5d, 1qau), checked against the budget"
 DESCRIPTION = """\
 Create an IBM Quantum instance in the config's account and plan (POST /v2/resource_instances) with an

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "list the IBM Quantum instances with allocation, limit, 28-day usage and fairness (read-only)"
 DESCRIPTION = """\
 List the configured IBM Quantum instances (config order is kept in --json; the table is sorted by fairness,

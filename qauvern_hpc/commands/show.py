@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "show the account plan (budget, unallocated, reserve) and each instance's allocation and fairness"
 DESCRIPTION = """\
 Show the IBM Quantum account plan and the configured instances as IBM reports them now.

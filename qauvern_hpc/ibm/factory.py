@@ -112,8 +112,19 @@ def read_api_key_from_stdin(stdin: TextIO | None = None, *, prompt: Any = getpas
     return Secret(key)
 
 
-def take_api_key(args: Any, stdin: TextIO | None = None) -> None:
-    """For `--api-key`: read the key now (before the command runs) and keep it on `args` as a `Secret`."""
+def take_api_key(
+    args: Any, stdin: TextIO | None = None, *, command: str = "this command", accepted: bool = True
+) -> None:
+    """For `--api-key`: read the key now (before the command runs) and keep it on `args` as a `Secret`.
+
+    A command that does not resolve its key through this module (`READS_API_KEY` unset) refuses the flag
+    rather than silently using another key.
+    """
+    if not accepted:
+        raise UsageError(
+            f"`qauvern-hpc {command}` does not take --api-key",
+            hint="give the key with --api-key-file FILE (mode 0600) or $IBMCLOUD_API_KEY, or in the config",
+        )
     if getattr(args, "api_key_file", None):
         raise UsageError("give either --api-key (key on stdin) or --api-key-file, not both")
     setattr(args, SECRET_ATTR, read_api_key_from_stdin(stdin))

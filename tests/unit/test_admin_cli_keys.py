@@ -360,3 +360,20 @@ def test_create_checks() -> None:
     assert "more than the plan's unallocated" in check_request("n", 101, 100, [])[0]
     assert "already has a live instance" in check_request("n", 1, 100, ["n"])[0]
     assert "more than 0" in check_request("n", 0, 100, [])[0]
+
+
+def test_commands_that_do_not_read_the_key_refuse_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--api-key` is never silently ignored: a command that resolves its key elsewhere refuses it."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(SECRET))
+    assert main(["--api-key", "usage"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "does not take --api-key" in err and SECRET not in err
+
+
+@pytest.mark.parametrize("name", ["configure", "show", "instances", "analyze", "create"])
+def test_admin_commands_read_the_key(name: str) -> None:
+    import importlib
+
+    assert importlib.import_module(COMMANDS[name][0]).READS_API_KEY is True
