@@ -24,6 +24,8 @@ import pytest
 
 from qauvern_hpc.emulator import run_emulator
 
+pytestmark = pytest.mark.slow
+
 ACCOUNT = "acct0042"
 KEY = "admin-test-key-0042-abcdef"
 BUDGET = 1_000_000
