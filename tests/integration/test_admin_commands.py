@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -364,3 +365,48 @@ def test_api_key_with_a_value_is_refused_and_not_echoed(rig: Rig) -> None:
         code, out, err = rig.run(*argv)
         assert code == 2
         assert "takes no value" in err and KEY not in err and KEY not in out
+
+
+# ---------------------------------------------------------------------------------------------- HTTP calls
+
+
+def _calls(rig: Rig, *args: str) -> list[str]:
+    rig.emu.clear_requests()
+    code, _, err = rig.run(*args)
+    assert code == 0, err
+    out = []
+    for r in rig.emu.requests:
+        path = r.path.split("?")[0]
+        path = re.sub(r"/v1/accounts/[^/]+", "/v1/accounts/{id}", path)
+        out.append(f"{r.method} {path}")
+    return sorted(out)
+
+
+def test_http_calls_match_qauvern_per_command(rig: Rig) -> None:
+    """qauvern 0.14's call counts (N configured instances = 3, P pages = 1): instances 1+P+N, show 3+P+N,
+    analyze 3+P+6N (no net grants: our per-day window replaces qauvern's grant-only daily call). The
+    instances command calls nothing that needs account-admin rights."""
+    inst = _calls(rig, "instances", "--json")
+    assert inst == sorted(
+        ["POST /identity/token", "GET /v2/resource_instances"] + ["GET /api/v1/instances/usage"] * 3
+    )
+    show = _calls(rig, "show", "--json")
+    assert len(show) == 3 + 1 + 3
+    assert "GET /api/v1/accounts/{id}" in show and "GET /api/v1/analytics/usage" in show
+    analyze = _calls(rig, "analyze", "--json")
+    assert len(analyze) == 3 + 1 + 6 * 3
+    assert analyze.count("GET /api/v1/analytics/usage_grouped_by_date") == 3
+    configure = _calls(
+        rig,
+        "configure",
+        "--plan",
+        "premium",
+        "--emulator",
+        rig.emu.base_url,
+        "-o",
+        "-",
+        "--json",
+        "--api-key-file",
+        str(rig.key_file),
+    )
+    assert configure == ["GET /v2/resource_instances", "POST /identity/token"]
