@@ -11,6 +11,7 @@ from typing import Any
 
 from qauvern_hpc.errors import ExitCode, ServiceUnavailable, UsageError
 
+READS_API_KEY = True  # for --reconcile's analytics and instances without a key file of their own
 HELP = "collect finished QPU jobs from sacct and their IBM usage into the usage ledger"
 DESCRIPTION = """\
 Read the QPU jobs from Slurm accounting and their quantum seconds from IBM, and store one ledger row per
@@ -85,24 +86,26 @@ def parse_since(text: str, now: float) -> int:
 class _Clients:
     """instance name -> (IBMClient, CRN), one client per API key."""
 
-    def __init__(self, cfg: Any, *, staging: bool, api_key_file: str | None) -> None:
-        from qauvern_hpc.rebalance.gather import endpoints_for
+    def __init__(self, cfg: Any, args: argparse.Namespace) -> None:
+        from qauvern_hpc.ibm.factory import endpoints_from_config
 
         self.cfg = cfg
-        self.endpoints = endpoints_for(cfg, staging=staging)
-        self.api_key_file = api_key_file
+        self.args = args
+        self.endpoints = endpoints_from_config(cfg, staging=bool(args.staging))
         self._by_key: dict[str, Any] = {}
         self._instances = {i.name: i for i in cfg.instances}
 
     def _client(self, key_file: str | None) -> Any:
         from qauvern_hpc.ibm import IBMClient
+        from qauvern_hpc.ibm.factory import resolve_api_key
         from qauvern_hpc.keyfile import read_key_file
-        from qauvern_hpc.rebalance.gather import admin_api_key
 
         cache_key = key_file or "(admin)"
         client = self._by_key.get(cache_key)
         if client is None:
-            key = read_key_file(key_file) if key_file else admin_api_key(self.cfg, self.api_key_file)
+            key = (
+                read_key_file(key_file) if key_file else resolve_api_key(self.args, self.cfg.ibm.api_key_file)
+            )
             client = IBMClient(key, self.endpoints)
             self._by_key[cache_key] = client
         return client
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"collect: {message}", file=sys.stderr, flush=True)
 
     report = collector.CollectReport()
-    clients = _Clients(cfg, staging=bool(args.staging), api_key_file=args.api_key_file)
+    clients = _Clients(cfg, args)
     slurm_error: ServiceUnavailable | None = None
     try:
         with collector.collect_lock(cfg.slurm.state_dir), open_ledger(cfg.ledger.url) as ledger:
