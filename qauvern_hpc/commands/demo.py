@@ -32,7 +32,10 @@ EPILOG = """\
 examples:
   qauvern-hpc demo
   qauvern-hpc demo --keep        # leave the cluster and emulator running; prints how to use and stop them
-  qauvern-hpc demo --json        # the results as JSON on stdout"""
+  qauvern-hpc demo --json        # the results as JSON on stdout
+
+exit codes: 0 every job completed, 1 a job did not complete, the Slurm packages are missing or a daemon
+would not start (the message says which), 2 not root."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,7 +47,9 @@ examples:
 
 With -v every request is logged on stderr (method, path, status; never tokens or API keys).
 Refuses to listen on a non-loopback address unless --allow-remote is given: the emulator has no real security
-and hands out tokens to anyone holding a seeded API key."""
+and hands out tokens to anyone holding a seeded API key.
+
+exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad options (port, seed, non-loopback address), 3 invalid seed."""
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "data" / "emulator-seed.example.yaml"
 

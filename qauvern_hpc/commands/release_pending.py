@@ -19,7 +19,8 @@ examples:
   qauvern-hpc release-pending --json
   */10 * * * * root qauvern-hpc release-pending       (cron line)
 
-exit: 0 nothing left open, 1 some session could not be closed (retried on the next run)."""
+exit codes: 0 nothing left open, 1 some session could not be closed (retried on the next run), 3 invalid
+config."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,7 +36,10 @@ examples:
 
 Hooks can also be written to WORKDIR/hooks.env (QAUVERN_SANDBOX_* variables, see
 qauvern_hpc/sandbox/scripts/up.sh); options given to `up` replace that file. Jobs run as the test users
-(qalice, qbob in account physics; qcarol in chemistry), whose Unix accounts `up` creates when missing."""
+(qalice, qbob in account physics; qcarol in chemistry), whose Unix accounts `up` creates when missing.
+
+exit codes: 0 done (status: every daemon runs), 1 status: some daemon is stopped, or a daemon would not
+start (its log is printed), 2 bad usage or not root."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

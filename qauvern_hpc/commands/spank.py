@@ -25,7 +25,9 @@ examples:
   make -C "$(qauvern-hpc spank sources)" test
 
 Use `required` in plugstack.conf (the default here): Slurm ignores the failures of an `optional` plugin,
-so a QPU job whose environment could not be prepared would run without it instead of failing."""
+so a QPU job whose environment could not be prepared would run without it instead of failing.
+
+exit codes: 0 built/printed, 1 the build failed (the compiler's message is shown), 2 bad usage."""
 
 
 def _line_options(p: argparse.ArgumentParser) -> None:
