@@ -36,6 +36,11 @@ exit codes: 0 valid (warnings allowed), 3 invalid config."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--example", action="store_true", help="print the commented example config and exit")
     parser.add_argument(
+        "--schema",
+        choices=("json", "markdown"),
+        help="print the config's JSON Schema or its Markdown reference (docs/) and exit",
+    )
+    parser.add_argument(
         "--no-key-check",
         action="store_true",
         help="do not check that the API key files exist and are mode 0600",
@@ -164,6 +169,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.example:
         sys.stdout.write(example_config_text())
+        return ExitCode.OK
+    if args.schema:
+        from qauvern_hpc.config_docs import reference_markdown, schema_json
+
+        sys.stdout.write(schema_json() if args.schema == "json" else reference_markdown())
         return ExitCode.OK
     try:
         loaded = load_config_full(args.config, check_key_files=not args.no_key_check)
