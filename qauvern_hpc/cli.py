@@ -49,6 +49,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.usage",
         "quantum usage per user, account, partition, instance or resource (from the ledger)",
     ),
+    "metrics": (
+        "qauvern_hpc.commands.metrics",
+        "Prometheus metrics: allocations, limits, usage, queue, rebalance runs (textfile or HTTP)",
+    ),
     "install-hooks": (
         "qauvern_hpc.commands.install_hooks",
         "write the PrologSlurmctld/EpilogSlurmctld wrapper scripts for slurm.conf",
