@@ -217,7 +217,7 @@ def sandbox_hooks(
 
     so = plugin or build_plugin(site.directory / "qpu.so", check_running=False).path
     repo_lua = Path(__file__).resolve().parent.parent / "slurm-conf" / "job_submit.lua"
-    lua = repo_lua if repo_lua.is_file() else Path(__file__).parent / "data" / "job_submit.lua"
+    lua = repo_lua if repo_lua.is_file() else Path(__file__).parent / "slurm_conf" / "job_submit.lua"
     site.state_dir.mkdir(parents=True, exist_ok=True)
     return Hooks(
         plugstack_lines=[plugstack_line(so, state_dir=str(site.state_dir))],
