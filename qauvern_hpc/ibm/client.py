@@ -77,6 +77,7 @@ from qauvern_hpc.ibm.errors import (
     one_line,
 )
 from qauvern_hpc.ibm.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from qauvern_hpc.secret import Secret
 
 log = logging.getLogger("qauvern_hpc.ibm")
 
@@ -126,23 +127,6 @@ def _whole_seconds(value: object, what: str) -> int:
     return value
 
 
-class _Secret:
-    """Holds the API key; its repr never shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<redacted>"
-
-    __str__ = __repr__
-
-
 class IBMClient:
     """Synchronous client for IAM, the Resource Controller and the IBM Quantum API. Thread-safe.
 
@@ -166,7 +150,7 @@ class IBMClient:
             raise IBMAuthError(TOKEN_CALL, None, "no API key given")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self._api_key = _Secret(api_key.strip())
+        self._api_key = Secret(api_key.strip())
         self.endpoints = endpoints
         self.retry = retry or RetryPolicy()
         self.timeout = float(timeout)

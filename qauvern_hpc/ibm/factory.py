@@ -23,6 +23,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from qauvern_hpc.errors import ConfigError, UsageError
+from qauvern_hpc.secret import Secret
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
@@ -43,23 +44,6 @@ _INSTEAD = (
     "prompt), use --api-key-file FILE (mode 0600) or set $IBMCLOUD_API_KEY; if the key was typed into a "
     "shared shell, consider rotating it"
 )
-
-
-class Secret:
-    """A string that never shows in a repr, a str() or a traceback's locals display."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret(<redacted>)"
-
-    __str__ = __repr__
 
 
 # ----------------------------------------------------------------------------------------------- argv
