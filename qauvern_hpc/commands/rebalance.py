@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+READS_API_KEY = True
 HELP = "move QAU between instances from IBM usage, Slurm's queue and the ledger; enforce it in Slurm"
 DESCRIPTION = """\
 Plan new allocations and limits for the configured IBM Quantum instances and apply them.
@@ -127,10 +128,12 @@ def _history(args: argparse.Namespace, store: Any, console: Any) -> int:
 
 def _clients(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
     from qauvern_hpc.ibm import IBMClient
-    from qauvern_hpc.rebalance.gather import admin_api_key, endpoints_for
+    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
 
-    client = IBMClient(admin_api_key(cfg, args.api_key_file), endpoints_for(cfg, staging=bool(args.staging)))
+    client = IBMClient(
+        resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=bool(args.staging))
+    )
     return client, Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster), None
 
 

@@ -17,7 +17,6 @@ allocation into the "unmanaged" bucket).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from typing import Any
 
 from qauvern_hpc.config import Config
 from qauvern_hpc.errors import ConfigError, QauvernError, ServiceUnavailable
-from qauvern_hpc.ibm import Endpoints, IBMClient
+from qauvern_hpc.ibm import IBMClient
 from qauvern_hpc.planmodel import (
     AccountSnapshot,
     DemandSignal,
@@ -45,33 +44,6 @@ from qauvern_hpc.slurm.squeue import PendingJob, pending_jobs
 log = logging.getLogger("qauvern_hpc.rebalance")
 
 IBM_WORKERS = 8
-
-
-def endpoints_for(cfg: Config, *, staging: bool = False) -> Endpoints:
-    ep = cfg.ibm.endpoints
-    if ep.emulator:
-        return Endpoints.single(ep.emulator)
-    base = Endpoints.staging() if (staging or cfg.ibm.staging) else Endpoints.production()
-    if ep.iam or ep.resource_controller or ep.quantum:
-        return base.with_overrides(iam=ep.iam, resource_controller=ep.resource_controller, quantum=ep.quantum)
-    return base
-
-
-def admin_api_key(cfg: Config, api_key_file: str | None) -> str:
-    """The account-level API key: --api-key-file, then $IBMCLOUD_API_KEY, then ibm.api_key_file."""
-    from qauvern_hpc.keyfile import read_key_file
-
-    if api_key_file:
-        return read_key_file(api_key_file)
-    env = os.environ.get("IBMCLOUD_API_KEY", "").strip()
-    if env:
-        return env
-    if cfg.ibm.api_key_file is not None:
-        return read_key_file(cfg.ibm.api_key_file)
-    raise ConfigError(
-        "no IBM Cloud API key: give --api-key-file, set $IBMCLOUD_API_KEY, or set ibm.api_key_file",
-        hint="the rebalancer needs a key with administrator rights on the account's instances",
-    )
 
 
 @dataclass
@@ -280,4 +252,4 @@ def gather(
     )
 
 
-__all__ = ["Gathered", "admin_api_key", "endpoints_for", "gather", "ibm_snapshot", "recent_ledger_seconds"]
+__all__ = ["Gathered", "gather", "ibm_snapshot", "recent_ledger_seconds"]
