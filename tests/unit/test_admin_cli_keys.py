@@ -372,7 +372,9 @@ def test_commands_that_do_not_read_the_key_refuse_the_flag(
     assert "does not take --api-key" in err and SECRET not in err
 
 
-@pytest.mark.parametrize("name", ["configure", "show", "instances", "analyze", "create", "collect", "rebalance", "metrics"])
+@pytest.mark.parametrize(
+    "name", ["configure", "show", "instances", "analyze", "create", "collect", "rebalance", "metrics"]
+)
 def test_admin_commands_read_the_key(name: str) -> None:
     import importlib
 
