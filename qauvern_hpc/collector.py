@@ -10,8 +10,11 @@ One run, per cluster:
 2. **IBM**: every row whose quantum seconds are not final is joined with its IBM session (`GET
    /v1/sessions/{id}` and the session's jobs) through the instance's API key, and attributed with IBM's
    rules (`qauvern_hpc.attribution`). A row becomes final once its session is closed and all its IBM jobs
-   ended; until then it stays pending and is revisited by the next run. A session seen by several rows (a
-   requeued job's runs all carry the job's last AdminComment) is charged once, to the latest run.
+   ended; until then it stays pending and is revisited by the next run. A session seen by several rows is
+   charged once, over every row that carries it (pending or final), to the earliest run: a requeued job's
+   new run first shows the previous run's AdminComment until its own prolog records its session. When a
+   row's session changes that way, the ledger resets its usage and the new session is asked for. A row
+   whose record names no session (`name@-`: none was opened) is final with 0 s once the run ended.
 3. **Reconciliation** (optional): per instance, what the ledger attributed in a window vs what IBM's
    analytics say the instance used; the difference is work done outside Slurm (or not collected yet).
 
@@ -26,7 +29,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +79,28 @@ def session_groups(rows: Sequence[StoredRun]) -> dict[tuple[str, str], list[Stor
 
 
 def charged_row(rows: Sequence[StoredRun]) -> StoredRun:
-    """The row a shared session is charged to: the latest run (requeued runs share the last AdminComment)."""
-    return max(rows, key=lambda r: (r.start or 0, r.run, r.submit))
+    """The row a shared session is charged to: the earliest run that carries it (the run that opened it;
+    a later run of a requeued job carries it only until its own prolog records a new session)."""
+    return min(rows, key=lambda r: (r.start if r.start is not None else 1 << 62, r.run, r.submit, r.key))
+
+
+def session_charges(
+    carriers: Sequence[StoredRun], seconds: float, final: bool
+) -> list[tuple[StoredRun, float, bool]]:
+    """What each row carrying one session gets: all of the session's seconds to `charged_row`, 0 to the
+    others (so the session counts once however many rows name it)."""
+    if not carriers:
+        return []
+    charged = charged_row(carriers).key
+    return [(row, seconds if row.key == charged else 0.0, final) for row in carriers]
+
+
+def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[StoredRun]]:
+    """Pending rows IBM cannot be asked about: (ended runs that opened no session -> final 0 s,
+    rows with a session but no instance -> cannot be resolved; a config or record problem)."""
+    no_session = [r for r in rows if not r.session_id and r.end is not None]
+    no_instance = [r for r in rows if r.session_id and not r.instance]
+    return no_session, no_instance
 
 
 def session_usage(session: Any, jobs: Sequence[Any]) -> SessionUsage:
@@ -115,17 +138,25 @@ class CollectReport:
     finalized: int = 0  # rows that became final in this run
     updated: int = 0  # rows whose (pending) seconds changed
     still_pending: int = 0
+    no_session: int = 0  # ended runs whose record names no session: final with 0 s
+    pull_errors: list[str] = field(default_factory=list)  # clusters whose sacct pull failed (nothing stored)
     errors: list[str] = field(default_factory=list)  # IBM sessions that could not be read (rows stay pending)
+    unresolved: list[str] = field(default_factory=list)  # rows no IBM call can settle (config, record)
     reconciliation: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "dry_run": self.dry_run,
             "clusters": [vars(p) for p in self.pulls],
             "sessions": self.sessions,
             "finalized": self.finalized,
             "updated": self.updated,
+            "no_session": self.no_session,
             "still_pending": self.still_pending,
+            "pull_errors": list(self.pull_errors),
             "errors": list(self.errors),
+            "unresolved": list(self.unresolved),
             "reconciliation": list(self.reconciliation),
         }
 
@@ -170,9 +201,11 @@ def pull_cluster(
     running = build_sacct_argv(now, now, clusters=clusters, states=("RUNNING",), sacct=sacct)
     with ledger.batch():
         for argv, kind in ((finished, "ended"), (running, "running")):
-            progress(f"{pull.cluster}: reading jobs {kind} {_when(start)} .. {_when(end)}")
+            label = f"{pull.cluster}: jobs {kind} {_when(start)} .. {_when(end)}"
+            progress(label)
             with stream_slurm(argv, env=sacct_environment) as lines:
-                stats = ingest_sacct(ledger, lines)
+                source = lines if progress is _quiet else _counted(lines, label, progress)
+                stats = ingest_sacct(ledger, source)
             pull.records += stats.parse.records
             pull.qpu_records += stats.qpu_records
             pull.rows += stats.store.rows
@@ -185,6 +218,19 @@ def pull_cluster(
             os._exit(CRASH_EXIT)
     pull.seconds = round(time.monotonic() - started, 3)
     return pull
+
+
+PROGRESS_EVERY = 100_000  # sacct lines between progress messages
+
+
+def _counted(lines: Iterable[str], label: str, progress: Progress) -> Iterator[str]:
+    n = 0
+    for n, line in enumerate(lines, 1):
+        if n % PROGRESS_EVERY == 0:
+            progress(f"{label}: {n:,} lines read")
+        yield line
+    if n >= PROGRESS_EVERY:
+        progress(f"{label}: {n:,} lines read")
 
 
 def _when(epoch: int) -> str:
@@ -200,11 +246,21 @@ def resolve_usage(
 ) -> None:
     """Step 2: ask IBM for every pending row's session; store what it says. IBM failures leave rows pending.
 
-    `clients(instance)` -> (client, CRN) for an instance name (raises for an unknown one).
+    `clients(instance)` -> (client, CRN) for an instance name (KeyError for one the config does not know).
+    Each session is charged once, over every ledger row that carries it (`session_charges`).
     """
+    from qauvern_hpc.errors import QauvernError
     from qauvern_hpc.ibm.errors import IBMError, IBMNotFound
 
     pending = ledger.pending_usage()
+    no_session, no_instance = without_session(pending)
+    if no_session:
+        with ledger.batch():
+            for row in no_session:
+                if ledger.set_usage(row.key, 0.0, True):
+                    report.no_session += 1
+    for row in no_instance:
+        report.unresolved.append(f"{row.cluster}/{row.job_id} run {row.run}: AdminComment names no instance")
     groups = session_groups(pending)
     total = len(groups)
     for n, ((instance, session_id), rows) in enumerate(sorted(groups.items()), 1):
@@ -212,12 +268,18 @@ def resolve_usage(
             progress(f"IBM sessions: {n}/{total}")
         try:
             client, crn = clients(instance)
+        except (KeyError, QauvernError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            report.unresolved.append(f"{instance}/{session_id} ({len(rows)} run(s)): {message}")
+            continue
+        try:
             session = client.get_session(crn, session_id)
             jobs = list(client.session_jobs(crn, session_id))
         except IBMNotFound:
-            # IBM no longer knows the session (expired long ago): nothing more will be reported.
+            # IBM does not know the session (never existed on this instance, or expired long ago):
+            # nothing will ever be reported for it.
             session, jobs = None, []
-        except (IBMError, KeyError, OSError) as exc:
+        except (IBMError, OSError) as exc:
             report.errors.append(f"{instance}/{session_id}: {exc}")
             continue
         report.sessions += 1
@@ -226,12 +288,11 @@ def resolve_usage(
         else:
             result = attribute(session_usage(session, jobs))
             seconds, final = result.quantum_seconds, result.final
-        charged = charged_row(rows)
         with ledger.batch():
-            for row in rows:
-                value = seconds if row is charged else 0.0
-                if ledger.set_usage(row.key, value, final):
-                    if final:
+            carriers = ledger.runs_with_session(instance, session_id) or list(rows)
+            for row, value, is_final in session_charges(carriers, seconds, final):
+                if ledger.set_usage(row.key, value, is_final):
+                    if is_final:
                         report.finalized += 1
                     else:
                         report.updated += 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, ServiceUnavailable, UsageError
+from qauvern_hpc.errors import ConfigError, ExitCode, ServiceUnavailable, UsageError
 
 READS_API_KEY = True  # for --reconcile's analytics and instances without a key file of their own
 HELP = "collect finished QPU jobs from sacct and their IBM usage into the usage ledger"
@@ -32,7 +33,10 @@ Several clusters sharing one slurmdbd feed one ledger: list them in the config (
 
 --reconcile compares, per instance, the seconds the ledger attributed with what IBM's analytics say the
 instance used in the same window; the difference (work done with the instance outside Slurm, or jobs not
-collected yet) is shown, not hidden."""
+collected yet) is shown, not hidden.
+
+--dry-run does all of it (sacct, IBM) in one ledger transaction that is rolled back at the end: the summary
+says what a real run would store, and nothing is stored. Progress goes to stderr on a terminal, or with -v."""
 EPILOG = """\
 examples:
   qauvern-hpc collect                          incremental pull (cron: every 10-15 minutes)
@@ -40,9 +44,11 @@ examples:
   qauvern-hpc collect --since 2026-11-01       re-read from a date (the high-water mark is not moved)
   qauvern-hpc collect --no-ibm                 Slurm side only; IBM's seconds on a later run
   qauvern-hpc --json collect                   a summary for scripts
+  qauvern-hpc -v collect --dry-run             what a run would store, with progress; stores nothing
 
 exit codes: 0 collected, 4 slurmdbd/sacct or IBM unavailable (whatever was collected is kept; runs IBM
-could not be asked about stay pending), 5 another collect is running, 3 invalid config."""
+could not be asked about stay pending), 5 another collect is running, 3 invalid config (also: runs of an
+instance the config does not know, or without a key to ask IBM with; they stay pending)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reconcile", action="store_true", help="compare attributed seconds per instance with IBM's usage"
     )
     parser.add_argument("--window", default="28d", help="the --reconcile window, ending now (default 28d)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="do everything in a transaction that is rolled back"
+    )
 
 
 def parse_since(text: str, now: float) -> int:
@@ -130,6 +139,37 @@ class _Clients:
             client.close()
 
 
+class _Rollback(Exception):
+    """Raised at the end of a --dry-run to roll the ledger transaction back."""
+
+
+class _ProgressSink:
+    """Progress on stderr: a live status line on a terminal, plain lines with -v, else nothing."""
+
+    def __init__(self, verbose: bool) -> None:
+        self._status: Any = None
+        self._lines = verbose and not sys.stderr.isatty()
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("collect: starting")
+
+    def __enter__(self) -> _ProgressSink:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def __call__(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(f"collect: {message}")
+        elif self._lines:
+            print(f"collect: {message}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc import collector
     from qauvern_hpc.config import load_config_full
@@ -145,45 +185,52 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     since = parse_since(args.since, now) if args.since else None
     clusters: list[str] = list(args.cluster or cfg.slurm.cluster or [collector.LOCAL_CLUSTER])
-    verbose = bool(getattr(args, "verbose", 0)) or sys.stderr.isatty()
+    dry_run = bool(getattr(args, "dry_run", False))
 
-    def progress(message: str) -> None:
-        if verbose:
-            print(f"collect: {message}", file=sys.stderr, flush=True)
-
-    report = collector.CollectReport()
+    report = collector.CollectReport(dry_run=dry_run)
     clients = _Clients(cfg, args)
     slurm_error: ServiceUnavailable | None = None
     try:
-        with collector.collect_lock(cfg.slurm.state_dir), open_ledger(cfg.ledger.url) as ledger:
-            for cluster in clusters:
-                try:
-                    report.pulls.append(
-                        collector.pull_cluster(
+        with (
+            _ProgressSink(bool(getattr(args, "verbose", 0))) as progress,
+            collector.collect_lock(cfg.slurm.state_dir),
+            open_ledger(cfg.ledger.url) as ledger,
+        ):
+            try:
+                with ledger.batch() if dry_run else contextlib.nullcontext():
+                    for cluster in clusters:
+                        try:
+                            report.pulls.append(
+                                collector.pull_cluster(
+                                    ledger,
+                                    cluster,
+                                    now=int(now),
+                                    sacct=cfg.slurm.sacct,
+                                    overlap=overlap,
+                                    since=since,
+                                    progress=progress,
+                                )
+                            )
+                        except ServiceUnavailable as exc:
+                            slurm_error = exc  # this cluster's pull stored nothing; the others and IBM go on
+                            report.pull_errors.append(f"{cluster or '(default)'}: {exc.message}")
+                    if not args.no_ibm:
+                        collector.resolve_usage(ledger, clients, report=report, progress=progress)
+                    else:
+                        report.still_pending = len(ledger.pending_usage())
+                    if args.reconcile:
+                        progress("reconciling with IBM's instance usage")
+                        report.reconciliation = collector.reconcile(
                             ledger,
-                            cluster,
-                            now=int(now),
-                            sacct=cfg.slurm.sacct,
-                            overlap=overlap,
-                            since=since,
-                            progress=progress,
+                            clients.analytics,
+                            [i.name for i in cfg.instances],
+                            since=int(now - window),
+                            until=int(now),
                         )
-                    )
-                except ServiceUnavailable as exc:
-                    slurm_error = exc  # this cluster's pull stored nothing; the others and IBM go on
-                    report.errors.append(f"{cluster or '(default)'}: {exc.message}")
-            if not args.no_ibm:
-                collector.resolve_usage(ledger, clients, report=report, progress=progress)
-            else:
-                report.still_pending = len(ledger.pending_usage())
-            if args.reconcile:
-                report.reconciliation = collector.reconcile(
-                    ledger,
-                    clients.analytics,
-                    [i.name for i in cfg.instances],
-                    since=int(now - window),
-                    until=int(now),
-                )
+                    if dry_run:
+                        raise _Rollback
+            except _Rollback:
+                pass
     finally:
         clients.close()
     _print(report, as_json=bool(args.json))
@@ -193,6 +240,12 @@ def run(args: argparse.Namespace) -> int:
         raise ServiceUnavailable(
             f"{len(report.errors)} IBM session(s) could not be read; their runs stay pending for next time",
             hint=report.errors[0],
+        )
+    if report.unresolved:
+        raise ConfigError(
+            f"{len(report.unresolved)} session(s) cannot be attributed with this config; "
+            "their runs stay pending",
+            hint=report.unresolved[0],
         )
     return ExitCode.OK
 
@@ -225,7 +278,7 @@ def _print(report: Any, *, as_json: bool) -> None:
     console.print(t)
     console.print(
         f"IBM: {doc['sessions']} session(s) read, {doc['finalized']} run(s) final, {doc['updated']} updated, "
-        f"{doc['still_pending']} still pending"
+        f"{doc['no_session']} without a session (0 s), {doc['still_pending']} still pending"
     )
     if doc["reconciliation"]:
         t = Table(title="Reconciliation with IBM (per instance, same window)")
@@ -243,8 +296,12 @@ def _print(report: Any, *, as_json: bool) -> None:
                 str(r["pending_runs"]),
             )
         console.print(t)
-    for err in doc["errors"]:
+    for err in (*doc["pull_errors"], *doc["errors"]):
         console.print(f"[yellow]not collected: {err}[/yellow]")
+    for item in doc["unresolved"]:
+        console.print(f"[yellow]cannot attribute: {item}[/yellow]")
+    if doc["dry_run"]:
+        console.print("[bold]dry run: nothing was stored[/bold]")
 
 
 def collector_when(epoch: int) -> str:

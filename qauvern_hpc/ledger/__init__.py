@@ -15,8 +15,8 @@ Tables (qauvern_hpc/ledger/schema.py, versioned migrations recorded in `schema_m
 * `collector_revisit`: per cluster jobs to look at again (reason, first/last seen, attempts);
 * `audit`: rebalancer actions (run id, actor, time, action, before/after JSON, reason).
 
-API (`Ledger`): `upsert_runs`, `pending_usage`, `set_usage`, `get_run`, `runs`, `count_runs`,
-`get_high_water`/`set_high_water`, `add_revisit`/`revisits`/`clear_revisit`, `usage_by`,
+API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `set_usage`, `get_run`, `runs`,
+`count_runs`, `get_high_water`/`set_high_water`, `add_revisit`/`revisits`/`clear_revisit`, `usage_by`,
 `usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one all-or-nothing transaction), `close`.
 Streaming sacct ingest: `qauvern_hpc.ledger.ingest.ingest_sacct`.
 """

@@ -193,14 +193,22 @@ class Ledger(ABC):
         cols = (*RUN_COLUMNS, "updated_at")
         group = "(" + ", ".join("?" for _ in cols) + ")"
         ne = self._ne()
+        # The row now names another IBM session (or instance): its usage was the old session's, so it
+        # starts over with what this upsert says (the collector asks IBM again).
+        moved = (
+            f"((excluded.session_id IS NOT NULL AND runs.session_id {ne} excluded.session_id) "
+            f"OR (excluded.instance IS NOT NULL AND runs.instance {ne} excluded.instance))"
+        )
         qs = (
-            "CASE WHEN runs.usage_state = 'final' AND excluded.usage_state <> 'final' "
+            f"CASE WHEN {moved} THEN excluded.quantum_seconds "
+            "WHEN runs.usage_state = 'final' AND excluded.usage_state <> 'final' "
             "THEN runs.quantum_seconds "
             "WHEN excluded.usage_state = 'final' THEN excluded.quantum_seconds "
             "ELSE COALESCE(excluded.quantum_seconds, runs.quantum_seconds) END"
         )
         us = (
-            "CASE WHEN runs.usage_state = 'final' OR excluded.usage_state = 'final' "
+            f"CASE WHEN {moved} THEN excluded.usage_state "
+            "WHEN runs.usage_state = 'final' OR excluded.usage_state = 'final' "
             "THEN 'final' ELSE 'pending' END"
         )
         keep = {c: f"COALESCE(excluded.{q(c)}, runs.{q(c)})" for c in ("instance", "session_id", "rule")}
@@ -224,6 +232,9 @@ class Ledger(ABC):
         Re-ingesting the same rows changes nothing (not even `updated_at`). Slurm's columns take the
         newest values. Usage: a final row is never downgraded by a pending one; a pending row with
         `quantum_seconds` replaces a pending one, and a pending row without it keeps the known seconds.
+        Except when the row now names another session or instance (a requeued run's record first shows
+        the previous run's AdminComment, then its own): then its usage is the incoming one (normally
+        unknown and pending), since the stored seconds belonged to the other session.
         Rows with `run=None` get their run index derived (see `RunRow`). Streams: rows are consumed and
         written `chunk_size` at a time, all in one transaction.
         """
@@ -343,6 +354,17 @@ class Ledger(ABC):
                 f"WHERE usage_state = 'pending'{where} ORDER BY cluster, job_id_raw, run, resource"
             ),
             (cluster,) if cluster is not None else (),
+        )
+        return [StoredRun(*r) for r in rows]
+
+    def runs_with_session(self, instance: str, session_id: str) -> list[StoredRun]:
+        """Every row (pending or final) that carries this IBM session, in key order."""
+        rows = self._fetchall(
+            self._sql(
+                f"SELECT {', '.join(q(c) for c in STORED_COLUMNS)} FROM runs "
+                "WHERE session_id = ? AND instance = ? ORDER BY cluster, job_id_raw, run, resource"
+            ),
+            (session_id, instance),
         )
         return [StoredRun(*r) for r in rows]
 

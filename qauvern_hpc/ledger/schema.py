@@ -113,6 +113,12 @@ CREATE TABLE runs (
 ){t["without_rowid"]}""",
             ),
         ),
+        Migration(
+            3,
+            "runs by session",
+            # The collector charges each IBM session once, looking up every row that carries it.
+            ("CREATE INDEX runs_session ON runs (session_id, instance)",),
+        ),
     )
 
 

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.collector import charged_row, pull_window, session_groups, session_usage
+from qauvern_hpc.collector import (
+    charged_row,
+    pull_window,
+    session_charges,
+    session_groups,
+    session_usage,
+    without_session,
+)
 from qauvern_hpc.commands.collect import parse_since
 from qauvern_hpc.errors import UsageError
 from qauvern_hpc.ledger.models import StoredRun
@@ -68,9 +75,22 @@ def test_rows_group_by_instance_and_session_and_skip_unknown_ones() -> None:
     assert [r.job_id_raw for r in groups[("physics", "s1")]] == [1, 5]
 
 
-def test_a_session_shared_by_requeued_runs_is_charged_to_the_latest_run() -> None:
+def test_a_session_shared_by_requeued_runs_is_charged_to_the_earliest_run() -> None:
     runs = [_row(7, 0, start=100), _row(7, 2, start=300), _row(7, 1, start=200)]
-    assert charged_row(runs).run == 2
+    assert charged_row(runs).run == 0
+    charges = session_charges(runs, 12.0, True)
+    assert sorted((r.run, s, f) for r, s, f in charges) == [(0, 12.0, True), (1, 0.0, True), (2, 0.0, True)]
+    assert session_charges([], 1.0, True) == []
+
+
+def test_rows_ibm_cannot_be_asked_about() -> None:
+    ended_no_session = _row(1, session=None)
+    running_no_session = _row(2, session=None)._replace(end=None)
+    no_instance = _row(3, instance=None)
+    fine = _row(4)
+    no_session, unresolved = without_session([ended_no_session, running_no_session, no_instance, fine])
+    assert [r.job_id_raw for r in no_session] == [1]  # a running job may still record its session
+    assert [r.job_id_raw for r in unresolved] == [3]
 
 
 def test_session_usage_reads_ibm_fields_and_missing_usage_as_none() -> None:

@@ -226,14 +226,18 @@ def test_open_ledger_by_scheme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_schema_is_versioned_and_migrated_once(backend: tuple[str, str]) -> None:
     led = open_ledger(backend[1])
     try:
-        assert latest_version(led.dialect) == 2
+        assert latest_version(led.dialect) == 3
         versions = led._fetchall("SELECT version, name FROM schema_migrations ORDER BY version")
-        assert versions == [(1, "runs, collector_state, audit"), (2, "collector_revisit")]
+        assert versions == [
+            (1, "runs, collector_state, audit"),
+            (2, "collector_revisit"),
+            (3, "runs by session"),
+        ]
     finally:
         led.close()
     again = open_ledger(backend[1])  # reopening applies nothing twice
     try:
-        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(2,)]
+        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(3,)]
         again._execute(again._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"), (99, "future", 0.0))
     finally:
         again.close()
@@ -250,7 +254,7 @@ def _raw_connection(kind: str, url: str) -> Any:
 
 
 def test_a_version_1_ledger_is_upgraded_in_place(backend: tuple[str, str]) -> None:
-    """A ledger written by the first release (schema 1 only) gains migration 2 on open; data stays."""
+    """A ledger of the first release (schema 1 only) gains the later migrations on open; data stays."""
     kind, url = backend
     dialect: Any = "sqlite" if kind == "sqlite" else "postgres"
     first = migrations(dialect)[0]
@@ -270,7 +274,8 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: tuple[str, str]) -> No
     finally:
         conn.close()
     with open_ledger(url) as led:
-        assert led._fetchall("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+        versions = led._fetchall("SELECT version FROM schema_migrations ORDER BY version")
+        assert versions == [(1,), (2,), (3,)]
         assert led.get_high_water("alpha") == 1767225600
         assert led.revisits("alpha") == []
         led.add_revisit("alpha", [5], "running")
@@ -332,6 +337,35 @@ def test_final_row_is_never_downgraded(ledger: Ledger) -> None:
     )
     got = ledger.get_run(key)
     assert got is not None and got.quantum_seconds == 31.0
+
+
+def test_a_row_naming_another_session_starts_its_usage_over(ledger: Ledger) -> None:
+    ledger.upsert_runs([row(1, quantum_seconds=30.0, usage_state=FINAL), row(2, session_id=None)])
+    ledger.set_usage(RunKey("alpha", 2, 0, "ibm_torino"), 0.0, final=True)
+    # the same session again (or none given): usage kept
+    assert ledger.upsert_runs([row(1), row(1, session_id=None)]).changed == 0
+    # another session, or a session where there was none: the stored seconds were not this session's
+    assert ledger.upsert_runs([row(1, session_id="s-new"), row(2, session_id="s-late")]).changed == 2
+    got = {r.job_id_raw: (r.session_id, r.quantum_seconds, r.usage_state) for r in ledger.runs()}
+    assert got == {1: ("s-new", None, PENDING), 2: ("s-late", None, PENDING)}
+    # another instance too
+    ledger.set_usage(RunKey("alpha", 1, 0, "ibm_torino"), 4.0, final=True)
+    ledger.upsert_runs([row(1, session_id="s-new", instance="chem-2026")])
+    one = ledger.get_run(RunKey("alpha", 1, 0, "ibm_torino"))
+    assert one is not None and (one.instance, one.quantum_seconds, one.usage_state) == (
+        "chem-2026",
+        None,
+        PENDING,
+    )
+
+
+def test_runs_with_session(ledger: Ledger) -> None:
+    ledger.upsert_runs(
+        [row(1, session_id="x"), row(2, session_id="x"), row(3), row(4, session_id="x", instance="o")]
+    )
+    ledger.set_usage(RunKey("alpha", 2, 0, "ibm_torino"), 1.0, final=True)
+    assert [r.job_id_raw for r in ledger.runs_with_session("phys-2026", "x")] == [1, 2]
+    assert ledger.runs_with_session("phys-2026", "nope") == []
 
 
 def test_final_row_needs_seconds(ledger: Ledger) -> None:
