@@ -77,35 +77,43 @@ def aggregate_pending(
     max_job_seconds: int,
     count_held: bool = False,
 ) -> QueueSummary:
-    """Per-instance queue statistics from pending jobs (one pass; 100,000 jobs take a few tens of ms)."""
+    """Per-instance queue statistics from pending jobs, in one pass over them.
+
+    A job's instance is decided once per distinct license list (jobs share the list objects squeue parsing
+    hands out) and leads straight to that instance's accumulator row.
+    """
     by_license = license_names(prefix, instances)
+    inf = float("inf")
     # instance -> [jobs, queued, oldest_submit, prio_sum, prio_max, held, gated]
     acc: dict[str, list[float]] = {}
-    total = qpu = unmapped = 0
+    # jobs naming an unknown instance accumulate into a row of their own, counted as `unmapped`
+    unknown: list[float] = [0, 0, inf, 0, 0, 0, 0]
+    # license list -> the row of its instance, or None: not a QPU job
+    row_of: dict[tuple[tuple[str, int], ...], list[float] | None] = {}
+    row_get = row_of.get
+    missing: list[float] = []  # a sentinel no row is
     cap = max_job_seconds
-    inf = float("inf")
-    memo: dict[tuple[tuple[str, int], ...], str | None] = {}  # license list -> instance ("" = unknown)
-    for job in jobs:
-        total += 1
-        _jid, _u, _a, _p, _q, licenses, limit, submit, prio, reason = job
-        try:
-            inst = memo[licenses]
-        except KeyError:
-            inst = None
+    total = 0
+    for total, job in enumerate(jobs, 1):  # noqa: B007 (`total` is read after the loop)
+        licenses = job[5]
+        row = row_get(licenses, missing)
+        if row is missing:
+            row = None
             for name, _count in licenses:
                 if name.startswith(prefix):
-                    inst = by_license.get(name, "")
+                    inst = by_license.get(name)
+                    if not inst:
+                        row = unknown
+                    else:
+                        row = acc.get(inst)
+                        if row is None:
+                            row = acc[inst] = [0, 0, inf, 0, 0, 0, 0]
                     break
-            memo[licenses] = inst
-        if inst is None:
-            continue
-        qpu += 1
-        if not inst:
-            unmapped += 1
-            continue
-        row = acc.get(inst)
+            row_of[licenses] = row
         if row is None:
-            row = acc[inst] = [0, 0, inf, 0, 0, 0, 0]
+            continue
+        prio = job[8]
+        reason = job[9]
         if prio == 0 or reason.startswith("JobHeld"):
             row[5] += 1
             if not count_held:
@@ -113,12 +121,20 @@ def aggregate_pending(
         if reason == GATE_REASON:
             row[6] += 1
         row[0] += 1
+        limit = job[6]
         row[1] += cap if limit is None or limit > cap else limit
+        submit = job[7]
         if submit is not None and submit < row[2]:
             row[2] = submit
         row[3] += prio
         if prio > row[4]:
             row[4] = prio
+
+    def seen(r: list[float]) -> int:  # every QPU job of a row, counted or held
+        return int(r[0] if count_held else r[0] + r[5])
+
+    unmapped = seen(unknown)
+    qpu = unmapped + sum(seen(r) for r in acc.values())
     out: dict[str, QueueStats] = {}
     for inst, (n, queued, oldest, psum, pmax, held_n, gated) in acc.items():
         jobs_n = int(n)
