@@ -195,6 +195,7 @@ def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> 
     from qauvern_hpc.rebalance.apply import build_steps, execute
     from qauvern_hpc.rebalance.enforce import SlurmPlan, plan_slurm
     from qauvern_hpc.rebalance.gather import gather
+    from qauvern_hpc.rebalance.gcpause import gc_paused
     from qauvern_hpc.rebalance.journal import Journal, new_run_id
     from qauvern_hpc.rebalance.report import instance_rows, plan_json, print_plan, step_dict
 
@@ -207,15 +208,18 @@ def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> 
                 [] if args.dry_run else _finish_interrupted(args, cfg, store, client, mgr, ledger, console)
             )
             g = gather(cfg, client, sacctmgr=mgr)
-            plan = plan_allocations(g.account, g.settings, today=g.today, options=g.options, demand=g.demand)
-            slurm = (
-                SlurmPlan((), {}, ())
-                if args.no_slurm
-                else plan_slurm(cfg, plan, g.associations, g.tres_names)
-            )
-            steps = build_steps(plan, slurm)
-            names = {i.crn: i.name for i in cfg.instances}
-            rows = instance_rows(plan, slurm, g.queue, g.recent_seconds, names)
+            with gc_paused():  # pure and bounded; see rebalance.gcpause
+                plan = plan_allocations(
+                    g.account, g.settings, today=g.today, options=g.options, demand=g.demand
+                )
+                slurm = (
+                    SlurmPlan((), {}, ())
+                    if args.no_slurm
+                    else plan_slurm(cfg, plan, g.associations, g.tres_names)
+                )
+                steps = build_steps(plan, slurm)
+                names = {i.crn: i.name for i in cfg.instances}
+                rows = instance_rows(plan, slurm, g.queue, g.recent_seconds, names)
             warnings = [w.message for w in plan.warnings] + list(slurm.warnings) + list(g.notes)
             doc = plan_json(plan, rows, steps, slurm, g.notes)
             doc["dry_run"] = bool(args.dry_run)

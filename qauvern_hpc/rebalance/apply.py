@@ -104,16 +104,27 @@ def ibm_value(allocation: int, limit: int | None) -> dict[str, int | None]:
 def build_steps(plan: PlanResult, slurm: SlurmPlan) -> list[Step]:
     """The steps of a rebalance run: IBM writes in the plan's apply order, then the Slurm changes."""
     reasons = {p.crn: p.reason for p in plan.instances}
+    kinds: dict[Any, str] = {}  # WriteKind -> its text (an enum's .value is a slow property)
     steps: list[Step] = []
     for n, w in enumerate(plan.writes, 1):
+        kind = kinds.get(w.kind)
+        if kind is None:
+            kind = kinds[w.kind] = w.kind.value
+        limit, previous_limit = w.limit_seconds, w.previous_limit_seconds
         steps.append(
             Step(
-                id=f"ibm:{n}:{w.name}",
-                kind=IBM,
-                target={"crn": w.crn, "name": w.name},
-                before=ibm_value(w.previous_allocation_seconds, w.previous_limit_seconds),
-                after=ibm_value(w.allocation_seconds, w.limit_seconds),
-                why=f"{w.kind.value}: {reasons.get(w.crn, '')}",
+                f"ibm:{n}:{w.name}",
+                IBM,
+                {"crn": w.crn, "name": w.name},
+                {
+                    "allocation_seconds": int(w.previous_allocation_seconds),
+                    "limit_seconds": None if previous_limit is None else int(previous_limit),
+                },
+                {
+                    "allocation_seconds": int(w.allocation_seconds),
+                    "limit_seconds": None if limit is None else int(limit),
+                },
+                f"{kind}: {reasons.get(w.crn, '')}",
             )
         )
     for c in slurm.changes:

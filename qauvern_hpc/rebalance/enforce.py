@@ -36,6 +36,7 @@ from qauvern_hpc.slurm.sacctmgr import Association
 
 FAIRSHARE = "fairshare"
 GATE = "gate"
+_GLOB_CHARS = frozenset("*?[!")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +83,27 @@ def mapped_accounts(
     """Instance name -> Slurm accounts mirroring it (config override, else the rules' account globs)."""
     accounts = sorted({a for a in slurm_accounts if a and a != "root"})
     known = set(accounts)
-    out: dict[str, dict[str, None]] = {name: {} for name in instances}  # ordered sets
     overrides = cfg.rebalance.slurm.accounts
-    globs_of: dict[str, list[list[str]]] = {}
+    # instance -> the `accounts` lists of its allow rules, each with "has no glob character"
+    globs_of: dict[str, list[tuple[list[str], bool]]] = {}
     for r in cfg.rules:  # the default rule has no `accounts`: it maps no account
         if not r.deny and r.instance is not None and r.match.accounts is not None:
-            globs_of.setdefault(r.instance, []).append(r.match.accounts)
+            globs = r.match.accounts
+            plain = _GLOB_CHARS.isdisjoint("".join(globs))
+            globs_of.setdefault(r.instance, []).append((globs, plain))
+    out: dict[str, tuple[str, ...]] = {}
     for name in instances:
         if name in overrides:
-            out[name] = dict.fromkeys(overrides[name])
+            out[name] = tuple(sorted(set(overrides[name])))
             continue
-        for globs in globs_of.get(name, ()):
-            if all(not set(g) & set("*?[!") for g in globs):  # plain names: no need to try every account
-                hits = [a for a in globs if a in known]
+        hits: set[str] = set()
+        for globs, plain in globs_of.get(name, ()):
+            if plain:  # plain names: no need to try every account
+                hits.update(known.intersection(globs))
             else:
-                hits = [a for a in accounts if list_match(globs, a)[0]]
-            out[name].update(dict.fromkeys(hits))
-    return {k: tuple(sorted(v)) for k, v in out.items()}
+                hits.update([a for a in accounts if list_match(globs, a)[0]])
+        out[name] = tuple(sorted(hits))
+    return out
 
 
 def fairshare_targets(
@@ -132,12 +137,14 @@ def plan_slurm(
     warnings: list[str] = []
     known_accounts = {a.account for a in account_assocs}
     for inst, accts in accounts.items():
-        missing = [a for a in accts if a not in known_accounts]
-        if missing and inst in rs.accounts:
-            warnings.append(
-                f"rebalance.slurm.accounts[{inst}]: no Slurm account {', '.join(missing)} (skipped)"
-            )
-    accounts = {k: tuple(a for a in v if a in known_accounts) for k, v in accounts.items()}
+        kept = tuple([a for a in accts if a in known_accounts])
+        if len(kept) != len(accts):
+            if inst in rs.accounts:
+                missing = [a for a in accts if a not in known_accounts]
+                warnings.append(
+                    f"rebalance.slurm.accounts[{inst}]: no Slurm account {', '.join(missing)} (skipped)"
+                )
+            accounts[inst] = kept
 
     ungates: list[SlurmChange] = []
     gates: list[SlurmChange] = []
@@ -173,11 +180,13 @@ def plan_slurm(
             set_on_top.setdefault(t, []).append(top_assoc)
     fs_live = {a.account: a.fairshare for a in account_assocs}
     states: dict[str, InstanceSlurmState] = {}
+    prefix = rs.license_prefix
     for name, p in by_name.items():
-        lic = f"{rs.license_prefix}{name}" if rs.license_prefix else None
+        lic = f"{prefix}{name}" if prefix else None
         tres = f"license/{lic}" if lic else None
         available = bool(tres and tres in tres_names)
-        gated_before = bool(tres) and any(a.grp_tres[tres or ""] == 0 for a in set_on_top.get(tres or "", ()))
+        tops = set_on_top.get(tres) if tres else None
+        gated_before = bool(tops) and any(a.grp_tres[tres or ""] == 0 for a in tops or ())
         want_gate = rs.gate and p.limit_reached
         gated_after = gated_before
         if rs.gate and tres is not None:
@@ -223,8 +232,8 @@ def plan_slurm(
         states[name] = InstanceSlurmState(
             instance=name,
             accounts=accts,
-            fairshare_before={a: fs_live.get(a) for a in accts},
-            fairshare_after={a: fs_after[a] for a in accts if a in fs_after},
+            fairshare_before={a: fs_live.get(a) for a in accts} if accts else {},
+            fairshare_after={a: fs_after[a] for a in accts if a in fs_after} if accts else {},
             license=lic,
             gate_available=available,
             gated_before=gated_before,

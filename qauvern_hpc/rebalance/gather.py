@@ -36,6 +36,7 @@ from qauvern_hpc.planmodel import (
     UnknownInstanceError,
 )
 from qauvern_hpc.rebalance.demand import QueueSummary, aggregate_pending, demand_signals
+from qauvern_hpc.rebalance.gcpause import gc_paused
 from qauvern_hpc.rebalance.settings import instance_settings, plan_options
 from qauvern_hpc.rolling import daily_usage_lookback_days
 from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
@@ -209,28 +210,32 @@ def gather(
     recent_s: dict[str, float] = {}
     demand: dict[str, DemandSignal] | None = None
     names = [i.name for i in cfg.instances]
-    if rs.demand.enabled:
-        if rs.slurm.license_prefix:
-            jobs = squeue() if squeue else pending_jobs(cfg.slurm.squeue, clusters=cfg.slurm.cluster)
-            queue = aggregate_pending(
-                jobs,
-                rs.slurm.license_prefix,
-                names,
-                now=t,
-                max_job_seconds=rs.demand.max_job_seconds,
-                count_held=rs.demand.count_held,
-            )
-            if queue.unmapped_jobs:
-                notes.append(
-                    f"{queue.unmapped_jobs} pending job(s) carry a {rs.slurm.license_prefix}* license of no "
-                    "configured instance (not counted)"
+    # ~10^5 acyclic job tuples and a per-instance summary: collections would only walk the heap
+    with gc_paused():
+        if rs.demand.enabled:
+            if rs.slurm.license_prefix:
+                jobs = squeue() if squeue else pending_jobs(cfg.slurm.squeue, clusters=cfg.slurm.cluster)
+                queue = aggregate_pending(
+                    jobs,
+                    rs.slurm.license_prefix,
+                    names,
+                    now=t,
+                    max_job_seconds=rs.demand.max_job_seconds,
+                    count_held=rs.demand.count_held,
                 )
-        else:
-            notes.append("rebalance.slurm.license_prefix is null: pending jobs cannot be mapped, not counted")
-        recent_s = dict(recent() if recent else recent_ledger_seconds(cfg, now=t))
-        demand = demand_signals(
-            queue.by_instance if queue else {}, recent_s, {i.name: i.crn for i in cfg.instances}
-        )
+                if queue.unmapped_jobs:
+                    notes.append(
+                        f"{queue.unmapped_jobs} pending job(s) carry a {rs.slurm.license_prefix}* license "
+                        "of no configured instance (not counted)"
+                    )
+            else:
+                notes.append(
+                    "rebalance.slurm.license_prefix is null: pending jobs cannot be mapped, not counted"
+                )
+            recent_s = dict(recent() if recent else recent_ledger_seconds(cfg, now=t))
+            demand = demand_signals(
+                queue.by_instance if queue else {}, recent_s, {i.name: i.crn for i in cfg.instances}
+            )
     mgr = sacctmgr or Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)
     associations: list[Association] = []
     tres: set[str] = set()
