@@ -32,8 +32,10 @@ apply    IBM first (decreases, limit-only changes, increases: never over budget)
 
 Every run that writes keeps a journal (rebalance.state_dir, default slurm.state_dir/rebalance) and holds
 a lock there; every applied change is audited in the ledger (who, when, before, after, why). A run that
-was killed is finished by the next one: steps already in place are recognised, nothing is applied twice.
-`--rollback RUN_ID` restores what that run changed."""
+was killed is finished by the next one: steps already in place are recognised, nothing is applied twice;
+if a value it wrote was changed since, the run is abandoned and the new plan starts from the live values.
+--dry-run names such a run and says which of these the next real run will do (`interrupted_runs` in
+--json). `--rollback RUN_ID` restores what that run changed."""
 EPILOG = """\
 examples:
   qauvern-hpc rebalance --dry-run               show the plan and the changes, apply nothing
@@ -188,6 +190,46 @@ def _finish_interrupted(
     return out
 
 
+def _preview_interrupted(
+    args: argparse.Namespace, cfg: Any, store: Any, client: Any, mgr: Any, console: Any
+) -> list[dict[str, Any]]:
+    """--dry-run: say which unfinished runs the journal holds and what the next real run will do with them
+    (the same comparison with the live values as `_finish_interrupted`, without writing)."""
+    from rich.markup import escape
+
+    from qauvern_hpc.rebalance.apply import IBM, live_ibm_values, preview_resume
+    from qauvern_hpc.rebalance.report import interrupted_json, print_interrupted
+
+    runs = store.unfinished()
+    if not runs:
+        return []
+    holder = store.lock_holder()
+    if holder is not None:  # not interrupted: running now, or its process still holds the lock
+        out: list[dict[str, Any]] = []
+        for j in runs:
+            message = (
+                f"unfinished {j.kind} run {j.run_id} (started by {j.actor or 'unknown'}): another rebalance "
+                f"holds the lock ({holder}), so it may be running now; a real run now would stop (exit 5)"
+            )
+            out.append(
+                {"run_id": j.run_id, "kind": j.kind, "actor": j.actor, "created_at": j.created_at,
+                 "status": j.status, "next_run": "wait", "lock_holder": holder, "message": message}
+            )  # fmt: skip
+            if not args.json:
+                console.print(f"[yellow]{escape(message)}[/yellow]")
+        return out
+    todo = [s for j in runs for s in j.steps if s.state not in ("done", "skipped")]
+    live_ibm = (
+        live_ibm_values(client.list_instances(cfg.ibm.plan_id)) if any(s.kind == IBM for s in todo) else {}
+    )
+    live_slurm = None if args.no_slurm else (mgr.associations() if any(s.kind != IBM for s in todo) else [])
+    previews = [preview_resume(j, live_ibm, live_slurm) for j in runs]
+    if not args.json:
+        for p in previews:
+            print_interrupted(console, p)
+    return [interrupted_json(p) for p in previews]
+
+
 def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> int:
     import contextlib
 
@@ -207,6 +249,7 @@ def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> 
             resumed = (
                 [] if args.dry_run else _finish_interrupted(args, cfg, store, client, mgr, ledger, console)
             )
+            interrupted = _preview_interrupted(args, cfg, store, client, mgr, console) if args.dry_run else []
             g = gather(cfg, client, sacctmgr=mgr)
             with gc_paused():  # pure and bounded; see rebalance.gcpause
                 plan = plan_allocations(
@@ -224,6 +267,8 @@ def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> 
             doc = plan_json(plan, rows, steps, slurm, g.notes)
             doc["dry_run"] = bool(args.dry_run)
             doc["resumed_runs"] = resumed
+            if args.dry_run:
+                doc["interrupted_runs"] = interrupted
             if g.queue is not None:
                 doc["pending_jobs"] = {
                     "total": g.queue.total_jobs,

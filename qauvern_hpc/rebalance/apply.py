@@ -221,6 +221,94 @@ def fmt_value(v: Any) -> str:
     return "unset" if v is None else str(v)
 
 
+# ------------------------------------------------------------------------------------------ resume preview
+
+FINISH = "finish"
+ABANDON = "abandon"
+STUCK = "stuck"
+
+
+@dataclass(frozen=True)
+class ResumePreview:
+    """What `execute(journal, resume=True)` would do with an unfinished run, given the live values now.
+
+    `action`: FINISH (every unfinished step is in place or still at its `before`: the in-place ones are
+    marked done, the others applied), ABANDON (a step's live value is neither: nothing more is written and
+    the run is abandoned; `conflict` says which), or STUCK (a step's live value cannot be read, e.g. Slurm's
+    with --no-slurm: the run stops with an error and stays unfinished)."""
+
+    journal: Journal
+    action: str
+    found_in_place: tuple[Step, ...]
+    to_apply: tuple[Step, ...]
+    conflict: str | None = None
+
+    @property
+    def steps_done(self) -> int:
+        return sum(1 for s in self.journal.steps if s.state in (DONE, SKIPPED))
+
+    @property
+    def message(self) -> str:
+        j = self.journal
+        head = (
+            f"interrupted {j.kind} run {j.run_id} (started by {j.actor or 'unknown'}, "
+            f"{self.steps_done}/{len(j.steps)} steps done)"
+        )
+        todo = f"{len(self.found_in_place)} step(s) found in place, {len(self.to_apply)} to apply"
+        if self.action == FINISH:
+            return (
+                f"{head}: the next run finishes it first ({todo}), then plans again from the live values "
+                "(the plan below is from the values as they are now)"
+            )
+        if self.action == ABANDON:
+            return (
+                f"{head}: the next run abandons it ({self.conflict}), writes nothing for it and plans from "
+                "the live values"
+            )
+        return (
+            f"{head}: the next run cannot finish it ({self.conflict}): it stops with an error, the run "
+            f"unfinished ({todo} before that step)"
+        )
+
+
+def preview_resume(
+    journal: Journal,
+    live_ibm: dict[str, dict[str, int | None]] | None,
+    live_slurm: Sequence[Association] | None,
+) -> ResumePreview:
+    """The resume walk of `execute` without writing anything. `None`: those live values cannot be read."""
+    in_place: list[Step] = []
+    to_apply: list[Step] = []
+
+    def done(action: str, conflict: str | None = None) -> ResumePreview:
+        return ResumePreview(journal, action, tuple(in_place), tuple(to_apply), conflict)
+
+    for step in journal.steps:
+        if step.state in (DONE, SKIPPED):
+            continue
+        if step.kind == IBM:
+            if live_ibm is None:
+                return done(STUCK, f"{describe_target(step)}: IBM's live values cannot be read")
+            live = live_value(step, live_ibm, [])
+        else:
+            if live_slurm is None:
+                return done(
+                    STUCK, f"{describe_target(step)}: Slurm's live values are not read with --no-slurm"
+                )
+            live = live_value(step, {}, live_slurm)
+        if live == step.after:
+            in_place.append(step)
+        elif live == step.before:
+            to_apply.append(step)
+        else:
+            return done(
+                ABANDON,
+                f"{describe_target(step)} is {fmt_value(live)}, neither the planned before "
+                f"({fmt_value(step.before)}) nor after ({fmt_value(step.after)}): changed by someone else",
+            )
+    return done(FINISH)
+
+
 # ------------------------------------------------------------------------------------------ executing
 
 
@@ -384,13 +472,17 @@ def execute(
 
 
 __all__ = [
+    "ABANDON",
     "CRASH_ENV",
     "CRASH_EXIT",
+    "FINISH",
     "IBM",
+    "STUCK",
     "Auditor",
     "FaultHook",
     "IBMWriter",
     "Outcome",
+    "ResumePreview",
     "SlurmWriter",
     "build_steps",
     "describe_target",
@@ -398,5 +490,6 @@ __all__ = [
     "fmt_value",
     "live_ibm_values",
     "live_value",
+    "preview_resume",
     "rollback_steps",
 ]

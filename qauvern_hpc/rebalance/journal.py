@@ -190,6 +190,28 @@ class JournalStore:
     def unfinished(self) -> list[Journal]:
         return [j for j in self.all() if not j.finished]
 
+    def lock_holder(self) -> str | None:
+        """Who holds the lock now ("pid 123 rebalance"), or None when nobody does. Changes nothing: the lock
+        file is only opened for reading and probed with a shared lock that is released at once."""
+        try:
+            fd = os.open(self.dir / "lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = ""
+                with contextlib.suppress(OSError):
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                return holder or "holder unknown"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     @contextlib.contextmanager
     def lock(self, what: str = "rebalance") -> Iterator[None]:
         """Exclusive, non-blocking: another holder -> LockHeld (exit 5). Released when the process dies."""

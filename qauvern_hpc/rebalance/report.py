@@ -7,7 +7,7 @@ from typing import Any
 
 from qauvern_hpc.optimizer import explain_score
 from qauvern_hpc.planmodel import PlanResult
-from qauvern_hpc.rebalance.apply import describe_target, fmt_value
+from qauvern_hpc.rebalance.apply import FINISH, ResumePreview, describe_target, fmt_value
 from qauvern_hpc.rebalance.demand import QueueSummary
 from qauvern_hpc.rebalance.enforce import SlurmPlan
 from qauvern_hpc.rebalance.journal import Journal, Step
@@ -114,6 +114,40 @@ def plan_json(
     }
 
 
+def interrupted_json(p: ResumePreview) -> dict[str, Any]:
+    """A dry run's view of an unfinished run: what the next real run will do with it."""
+    j = p.journal
+    return {
+        "run_id": j.run_id,
+        "kind": j.kind,
+        "actor": j.actor,
+        "created_at": j.created_at,
+        "status": j.status,
+        "error": j.error,
+        "steps_done": p.steps_done,
+        "steps_total": len(j.steps),
+        "next_run": p.action,  # finish | abandon | stuck
+        "found_in_place": [s.id for s in p.found_in_place],
+        "to_apply": [s.id for s in p.to_apply],
+        "conflict": p.conflict,
+        "message": p.message,
+    }
+
+
+def print_interrupted(console: Any, p: ResumePreview) -> None:
+    from rich.markup import escape
+
+    colour = "yellow" if p.action == FINISH else "red"
+    console.print(f"[{colour}]{escape(p.message)}[/{colour}]")
+    for label, steps in (("in place", p.found_in_place), ("to apply", p.to_apply)):
+        for s in steps:
+            console.print(
+                f"  {label}: {escape(describe_target(s))}: {escape(fmt_value(s.before))} → "
+                f"{escape(fmt_value(s.after))}"
+            )
+    console.print("  (this dry run leaves it as it is)")
+
+
 def _change(cur: Any, new: Any, fmt: Any = str) -> str:
     if cur == new:
         return str(fmt(cur))
@@ -195,4 +229,13 @@ def print_journal(console: Any, j: Journal) -> None:
     print_steps(console, j.steps, title="steps")
 
 
-__all__ = ["instance_rows", "plan_json", "print_journal", "print_plan", "print_steps", "step_dict"]
+__all__ = [
+    "instance_rows",
+    "interrupted_json",
+    "plan_json",
+    "print_interrupted",
+    "print_journal",
+    "print_plan",
+    "print_steps",
+    "step_dict",
+]

@@ -533,3 +533,205 @@ def test_empty_slurm_plan_builds_only_ibm_steps() -> None:
     steps = build_steps(plan, SlurmPlan((), {}, ()))
     assert steps and all(s.kind == "ibm" for s in steps)
     assert InstanceSettings(CRN_A).label == CRN_A
+
+
+# -- dry run: interrupted runs ------------------------------------------------------------------------------
+
+
+def _interrupted(tmp_path: Path, sub: str = "rb") -> tuple[Journal, JournalStore, FakeIBM, FakeSlurm]:
+    """A run killed after its first IBM write was recorded and its second reached IBM unrecorded."""
+    steps, ibm, slurm = _steps()
+    assert [s.kind for s in steps[:2]] == ["ibm", "ibm"] and len(steps) > 2
+    steps[0].state = "done"
+    ibm.live[steps[0].target["crn"]] = dict(steps[0].after)
+    steps[1].state = "started"
+    ibm.live[steps[1].target["crn"]] = dict(steps[1].after)
+    store = JournalStore(tmp_path / sub)
+    j = Journal("20260101T000000Z-abcdef", "rebalance", "alice@head", 1.0, steps)
+    store.save(j)
+    return j, store, ibm, slurm
+
+
+def test_preview_resume_predicts_what_execute_does(tmp_path: Path) -> None:
+    from qauvern_hpc.rebalance.apply import preview_resume
+
+    j, store, ibm, slurm = _interrupted(tmp_path)
+    p = preview_resume(store.load(j.run_id), dict(ibm.live), slurm.associations())
+    assert p.action == "finish" and p.conflict is None
+    assert [s.id for s in p.found_in_place] == [j.steps[1].id]
+    assert [s.id for s in p.to_apply] == [s.id for s in j.steps[2:]]
+    assert "the next run finishes it first (1 step(s) found in place" in p.message
+    assert "1/" in p.message and j.run_id in p.message
+    out = execute(
+        store.load(j.run_id), store, ibm=ibm, slurm=slurm, audit=FakeAudit(), actor="me",
+        read_live_ibm=lambda: dict(ibm.live), resume=True, fault=FaultHook(""),
+    )  # fmt: skip
+    assert out.ok
+    assert [s.id for s in out.confirmed] == [s.id for s in p.found_in_place]
+    assert [s.id for s in out.applied] == [s.id for s in p.to_apply]
+
+
+def test_preview_resume_abandon_and_stuck(tmp_path: Path) -> None:
+    from qauvern_hpc.rebalance.apply import preview_resume
+
+    j, store, ibm, slurm = _interrupted(tmp_path)
+    changed = dict(ibm.live)
+    changed[j.steps[1].target["crn"]] = {"allocation_seconds": 123, "limit_seconds": None}
+    p = preview_resume(j, changed, slurm.associations())
+    assert p.action == "abandon" and "someone else" in (p.conflict or "")
+    assert "abandons it" in p.message and not p.to_apply
+    out = execute(
+        store.load(j.run_id), store, ibm=ibm, slurm=slurm, audit=FakeAudit(), actor="me",
+        read_live_ibm=lambda: changed, resume=True, fault=FaultHook(""),
+    )  # fmt: skip
+    assert out.journal.status == "abandoned" and ibm.calls == [] and slurm.calls == []
+    # --no-slurm: the IBM step is confirmed, the first Slurm step cannot be checked: the run stays unfinished.
+    j, store, ibm, slurm = _interrupted(tmp_path, "rb2")
+    p = preview_resume(j, dict(ibm.live), None)
+    assert p.action == "stuck" and "--no-slurm" in (p.conflict or "")
+    assert [s.id for s in p.found_in_place] == [j.steps[1].id] and not p.to_apply
+    assert "cannot finish it" in p.message
+    out = execute(
+        store.load(j.run_id), store, ibm=ibm, slurm=None, audit=FakeAudit(), actor="me",
+        read_live_ibm=lambda: dict(ibm.live), resume=True, fault=FaultHook(""),
+    )  # fmt: skip
+    assert out.journal.status == "applying" and "could not read live values" in (out.journal.error or "")
+
+
+def test_lock_holder_probe_changes_nothing(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "rb")
+    assert store.lock_holder() is None  # no lock file yet
+    with store.lock():
+        holder = store.lock_holder()
+        assert holder is not None and "rebalance" in holder
+        content = (store.dir / "lock").read_text()
+    assert store.lock_holder() is None
+    assert (store.dir / "lock").read_text() == content
+    with store.lock():  # the probe left no lock behind
+        pass
+
+
+class FakeClient:
+    def __init__(self, ibm: FakeIBM) -> None:
+        self.ibm = ibm
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def list_instances(self, plan_id: str | None = None) -> list[Any]:
+        ext = argparse.Namespace
+        return [
+            argparse.Namespace(
+                crn=crn,
+                extensions=ext(
+                    usage_allocation_seconds=v["allocation_seconds"],
+                    instance_limit_seconds=v["limit_seconds"],
+                ),
+            )
+            for crn, v in self.ibm.live.items()
+        ]
+
+    def update_instance(self, *a: Any, **kw: Any) -> None:
+        raise AssertionError("a dry run must not write to IBM")
+
+
+def _dry_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ibm: FakeIBM,
+    slurm: FakeSlurm,
+    *,
+    json_out: bool,
+    no_slurm: bool = False,
+) -> tuple[int, str]:
+    import io
+
+    from rich.console import Console
+
+    from qauvern_hpc.commands import rebalance as cmd
+    from qauvern_hpc.rebalance.gather import Gathered
+
+    c = cfg()
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG + f"rebalance: {{state_dir: {tmp_path / 'rb'}}}\n")
+    snap = AccountSnapshot(
+        1_000_000,
+        0,
+        1500,
+        (
+            InstanceSnapshot(CRN_A, "physics", 500_000, None, 100, consumed_24h_seconds=100),
+            InstanceSnapshot(CRN_B, "chem", 500_000, 1000, 1500),
+        ),
+    )
+    gathered = Gathered(
+        now=0.0,
+        today=date(2026, 1, 1),
+        account=snap,
+        settings=instance_settings(c),
+        options=plan_options(c),
+        queue=None,
+        recent_seconds={},
+        demand=None,
+        associations=slurm.associations(),
+        tres_names={"license/qpu_chem"},
+    )
+    monkeypatch.setattr(cmd, "_clients", lambda args, cfg: (FakeClient(ibm), slurm, None))
+    monkeypatch.setattr("qauvern_hpc.rebalance.gather.gather", lambda *a, **kw: gathered)
+    out = io.StringIO()
+    monkeypatch.setattr(cmd, "_console", lambda args: Console(file=out, width=200, highlight=False))
+    args = argparse.Namespace(
+        config=str(path), json=json_out, dry_run=True, yes=False, rollback=None, force=False,
+        history=False, no_slurm=no_slurm, staging=False,
+    )  # fmt: skip
+    monkeypatch.setattr("builtins.print", lambda *a, **kw: out.write(" ".join(map(str, a)) + "\n"))
+    rc = cmd.run(args)
+    return rc, out.getvalue()
+
+
+def test_dry_run_reports_an_interrupted_run_and_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    j, store, ibm, slurm = _interrupted(tmp_path)
+    before = (store.runs / f"{j.run_id}.json").read_text()
+    rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=True)
+    assert rc == 0
+    doc = json.loads(text)
+    assert doc["status"] == "dry_run" and doc["resumed_runs"] == []
+    [run] = doc["interrupted_runs"]
+    assert run["run_id"] == j.run_id and run["next_run"] == "finish" and run["actor"] == "alice@head"
+    assert run["found_in_place"] == [j.steps[1].id] and run["to_apply"] == [s.id for s in j.steps[2:]]
+    assert run["steps_done"] == 1 and run["steps_total"] == len(j.steps)
+    assert (store.runs / f"{j.run_id}.json").read_text() == before  # untouched
+    assert ibm.calls == [] and slurm.calls == []
+
+    rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=False)
+    assert rc == 0
+    assert f"interrupted rebalance run {j.run_id}" in text and "the next run finishes it first" in text
+    assert "this dry run leaves it as it is" in text and "rebalance plan" in text
+
+    # Someone changed a value the run wrote: the next run abandons it.
+    ibm.live[CRN_A] = {"allocation_seconds": 4242, "limit_seconds": None}
+    rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=True)
+    [run] = json.loads(text)["interrupted_runs"]
+    assert run["next_run"] == "abandon" and "4242" in run["conflict"]
+
+    # A rebalance holds the lock: the run may be in progress, not interrupted.
+    with store.lock():
+        rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=True)
+    [run] = json.loads(text)["interrupted_runs"]
+    assert run["next_run"] == "wait" and "exit 5" in run["message"]
+
+
+def test_dry_run_without_interrupted_runs_says_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    _, ibm, slurm = _steps()
+    rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=True)
+    assert rc == 0 and json.loads(text)["interrupted_runs"] == []
+    rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=False)
+    assert "interrupted" not in text
