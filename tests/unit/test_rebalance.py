@@ -461,9 +461,13 @@ def test_resume_after_a_crash_at_every_point_applies_nothing_twice(tmp_path: Pat
             execute(j, store, ibm=ibm, slurm=slurm, audit=audit, actor="me", fault=RaiseAt(crash_after))
         writes_before = len(ibm.calls) + len(slurm.calls)
         loaded = store.load("r")
+
+        def live(ibm: FakeIBM = ibm) -> dict[str, dict[str, int | None]]:
+            return dict(ibm.live)
+
         out = execute(
             loaded, store, ibm=ibm, slurm=slurm, audit=audit, actor="me",
-            read_live_ibm=lambda ibm=ibm: dict(ibm.live), resume=True, fault=FaultHook(""),
+            read_live_ibm=live, resume=True, fault=FaultHook(""),
         )  # fmt: skip
         assert out.ok, (crash_after, loaded.error)
         writes = len(ibm.calls) + len(slurm.calls)
