@@ -11,5 +11,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 bash "$here/install-debian-deps.sh"
 # Debian's own python3 is "externally managed" (PEP 668); this machine is dedicated to the project.
-PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -e "$top[test]"
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -e "${top}[test]"
 make -s -C "$top/spank"
