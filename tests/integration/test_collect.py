@@ -77,6 +77,11 @@ class Rig:
         """What the emulator charged the instance since the tests started (the seed's history is older)."""
         return float(self.emu.state.usage_seconds(crn, self.t0, datetime.now(UTC)))
 
+    def session_charged(self, session_id: str) -> float:
+        """What the emulator charges one session under IBM's rules: its jobs' quantum seconds in batch mode,
+        the session's active wall time in dedicated mode."""
+        return float(self.emu.state.session(session_id)["elapsed_time"])
+
     def run_jobs(self, specs: list[dict[str, Any]]) -> list[int]:
         ids = []
         for spec in specs:
@@ -133,6 +138,15 @@ def _by_job(rows: list[StoredRun]) -> dict[tuple[int, str], StoredRun]:
     return {(r.job_id_raw, r.resource): r for r in rows}
 
 
+def _assert_charged(rig: Rig, row: StoredRun, nominal: float) -> None:
+    """The row holds exactly what the emulator charged its session. That is at least the job's nominal
+    quantum time (give or take the emulator's real clock on a busy machine) and, for a dedicated session,
+    its active wall time, which is a little more."""
+    assert row.session_id, row
+    assert row.quantum_seconds == pytest.approx(rig.session_charged(row.session_id), abs=1e-3), row
+    assert nominal - 0.25 <= (row.quantum_seconds or 0) <= nominal + 5, row
+
+
 def _assert_ledger_matches_ibm(rig: Rig) -> None:
     rows = rig.rows()
     for name, crn in (("physics", qpu_site.CRN_PHYS), ("chemistry", qpu_site.CRN_CHEM)):
@@ -161,9 +175,9 @@ def test_collect_attributes_exactly_the_emulators_usage_to_each_job(rig: Rig) ->
     assert rc == 0, err
     assert doc["clusters"][0]["qpu_records"] >= 4
     rows = _by_job(rig.rows())
-    assert rows[(ids[0], "ibm_torino")].quantum_seconds == pytest.approx(3.0)
-    assert rows[(ids[1], "ibm_torino")].quantum_seconds == pytest.approx(2.0)
-    assert rows[(ids[3], "ibm_torino")].quantum_seconds == pytest.approx(1.0)
+    _assert_charged(rig, rows[(ids[0], "ibm_torino")], 3.0)
+    _assert_charged(rig, rows[(ids[1], "ibm_torino")], 2.0)
+    _assert_charged(rig, rows[(ids[3], "ibm_torino")], 1.0)
     assert rows[(ids[3], "ibm_torino")].slurm_state == "FAILED"
     carol = rows[(ids[2], "ibm_fez")]
     assert (carol.user, carol.account, carol.partition, carol.instance) == (
@@ -229,9 +243,146 @@ def test_cancelled_job_is_charged_what_ibm_charged(rig: Rig) -> None:
     assert row.slurm_state == "CANCELLED" and row.usage_state == "final"
     # IBM's rule: closing a session (the epilog) cancels its queued jobs, but the running one runs to the end
     # and is charged in full; the ledger says what IBM charged, not what the Slurm job's wall time suggests.
-    assert row.quantum_seconds == pytest.approx(60.0)
+    _assert_charged(rig, row, 60.0)
     assert (row.wall_seconds or 0) < 30
     _assert_ledger_matches_ibm(rig)
+
+
+def test_requeued_runs_are_distinct_rows_each_charged_its_own_session(rig: Rig) -> None:
+    [job] = rig.run_jobs([{"user": "qbob", "account": "physics", "qpu": "ibm_torino", "seconds": 3}])
+    assert rig.sb.wait_job(job, states=("RUNNING",), timeout=60) == "RUNNING"
+    assert _wait(functools.partial(rig._recorded, job))
+    rc, _, err = rig.cli("collect")  # run 0 seen while running
+    assert rc == 0, err
+    rig.sb.run(["scontrol", "requeue", str(job)], check=True)
+    # the second run: runs again (after Slurm's requeue delay) and ends
+    assert rig.sb.wait_job(job, states=("COMPLETED",), timeout=240) == "COMPLETED"
+    assert _wait(lambda: all(s["state"] == "closed" for s in rig.emu.state.snapshot()["sessions"]))
+    time.sleep(2)  # the second run's AdminComment update
+    rc, _, err = rig.cli("collect")
+    assert rc == 0, err
+    runs = sorted((r for r in rig.rows() if r.job_id_raw == job), key=lambda r: r.run)
+    assert [r.run for r in runs] == [0, 1], runs
+    assert runs[0].slurm_state == "REQUEUED" and runs[1].slurm_state == "COMPLETED"
+    assert runs[0].submit < runs[1].submit
+    assert all(r.usage_state == "final" for r in runs)
+    sessions = {r.session_id for r in runs}
+    assert len(sessions) == 2, runs  # each run its own session, each charged once
+    charged = {s: rig.session_charged(s) for s in sessions if s}
+    for r in runs:  # each run carries exactly what IBM charged its session
+        assert r.session_id and r.quantum_seconds == pytest.approx(charged[r.session_id], abs=1e-3), (
+            r,
+            charged,
+        )
+    _assert_charged(rig, runs[1], 3.0)
+    _assert_ledger_matches_ibm(rig)
+    rc, doc, err = rig.cli("collect")
+    assert rc == 0 and doc["finalized"] == doc["updated"] == 0, err
+
+
+def test_dry_run_reports_what_it_would_store_and_stores_nothing(rig: Rig) -> None:
+    [job] = rig.run_jobs([{"user": "qalice", "account": "physics", "qpu": "ibm_torino", "seconds": 1}])
+    rig.settle([job])
+    mark, before = rig.high_water(), rig.rows()
+    rc, doc, err = rig.cli("collect", "--dry-run")
+    assert rc == 0, err
+    assert doc["dry_run"] is True and doc["finalized"] >= 1
+    assert sum(p["changed"] for p in doc["clusters"]) >= 1
+    assert rig.rows() == before and rig.high_water() == mark
+    rc, doc, err = rig.cli("collect")
+    assert rc == 0 and doc["dry_run"] is False, err
+    _assert_charged(rig, _by_job(rig.rows())[(job, "ibm_torino")], 1.0)
+    _assert_ledger_matches_ibm(rig)
+
+
+def test_ibm_failing_for_one_session_mid_collect_keeps_the_others(rig: Rig) -> None:
+    ids = rig.run_jobs(
+        [
+            {"user": "qalice", "account": "physics", "qpu": "ibm_torino", "seconds": 1},
+            {"user": "qbob", "account": "physics", "qpu": "ibm_torino", "seconds": 2},
+        ]
+    )
+    rig.settle(ids)
+    rc, _, err = rig.cli("collect", "--no-ibm")
+    assert rc == 0, err
+    rows = _by_job(rig.rows())
+    broken = rows[(ids[1], "ibm_torino")].session_id
+    assert broken and rows[(ids[0], "ibm_torino")].usage_state == "pending"
+    rig.emu.faults.add(path=rf"^/api/v1/sessions/{broken}(/jobs)?$", method="GET", status=500, times=1000)
+    try:
+        rc, doc, err = rig.cli("collect")
+    finally:
+        rig.emu.faults.clear()
+    assert rc == 4, err
+    assert len(doc["errors"]) == 1 and broken in doc["errors"][0]
+    rows = _by_job(rig.rows())
+    assert rows[(ids[0], "ibm_torino")].usage_state == "final"
+    assert rows[(ids[1], "ibm_torino")].usage_state == "pending"
+    rc, _, err = rig.cli("collect")
+    assert rc == 0, err
+    _assert_charged(rig, _by_job(rig.rows())[(ids[1], "ibm_torino")], 2.0)
+    _assert_ledger_matches_ibm(rig)
+
+
+def test_slurmdbd_stopping_mid_collect_rolls_the_pull_back(rig: Rig) -> None:
+    """The real sacct answers the first query (ended jobs), then slurmdbd is stopped before the second
+    (running jobs): the rows of the first are in the open transaction and must not be committed."""
+    spec = {"user": "qcarol", "account": "chem", "partition": "quantum", "qpu": "ibm_fez", "seconds": 1}
+    [job] = rig.run_jobs([spec])
+    rig.settle([job])
+    pid = rig.sb.status()["slurmdbd"]
+    assert pid
+    flag = rig.site.directory / "stopped-slurmdbd"
+    wrapper = rig.site.directory / "sacct-then-stop-slurmdbd"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'{shutil.which("sacct")} "$@"\n'
+        "rc=$?\n"
+        f"if [ ! -e {flag} ]; then\n"
+        f"  touch {flag}; kill {pid}\n"
+        f"  while kill -0 {pid} 2>/dev/null; do sleep 0.1; done\n"
+        "fi\n"
+        "exit $rc\n"
+    )
+    wrapper.chmod(0o755)
+    config = rig.site.directory / "config-stopping.yaml"
+    text = rig.site.config.read_text()
+    assert "\nslurm:\n" in text
+    config.write_text(text.replace("\nslurm:\n", f"\nslurm:\n  sacct: {wrapper}\n", 1))
+    mark = rig.high_water()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "qauvern_hpc", "-c", str(config), "--json", "collect"],
+            env={**os.environ, "SLURM_CONF": str(rig.sb.slurm_conf)},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert flag.exists()
+        assert proc.returncode == 4, proc.stderr
+        assert rig.high_water() == mark
+        assert (job, "ibm_fez") not in _by_job(rig.rows())
+    finally:
+        rig.sb.up()
+    rc, _, err = rig.cli("collect")
+    assert rc == 0, err
+    _assert_charged(rig, _by_job(rig.rows())[(job, "ibm_fez")], 1.0)
+    _assert_ledger_matches_ibm(rig)
+
+
+def test_a_named_cluster_is_pulled_with_sacct_M_into_the_same_rows(rig: Rig) -> None:
+    rows = rig.rows()
+    name = rows[0].cluster
+    assert name and all(r.cluster == name for r in rows)
+    rc, doc, err = rig.cli("collect", "--cluster", name)
+    assert rc == 0, err
+    assert doc["clusters"][0]["cluster"] == name and doc["clusters"][0]["qpu_records"] >= len(
+        {r.job_id_raw for r in rows if r.slurm_state != "REQUEUED"}
+    )
+    assert sum(p["changed"] for p in doc["clusters"]) == 0  # the same rows: nothing new
+    with open_ledger(rig.ledger_url) as ledger:
+        assert ledger.get_high_water(name) is not None  # its own high-water mark
+    assert [r._replace(updated_at=0) for r in rig.rows()] == [r._replace(updated_at=0) for r in rows]
 
 
 def test_ibm_failing_mid_collect_leaves_runs_pending_until_it_answers(rig: Rig) -> None:
@@ -252,7 +403,8 @@ def test_ibm_failing_mid_collect_leaves_runs_pending_until_it_answers(rig: Rig) 
     rig.emu.faults.clear()
     assert rc == 0, err
     row = _by_job(rig.rows())[(job, "ibm_torino")]
-    assert row.usage_state == "final" and row.quantum_seconds == pytest.approx(2.0)
+    assert row.usage_state == "final"
+    _assert_charged(rig, row, 2.0)
     _assert_ledger_matches_ibm(rig)
 
 
@@ -273,7 +425,7 @@ def test_slurmdbd_down_stores_nothing_and_the_next_run_catches_up(rig: Rig) -> N
         rig.sb.up()
     rc, _, err = rig.cli("collect")
     assert rc == 0, err
-    assert _by_job(rig.rows())[(job, "ibm_torino")].quantum_seconds == pytest.approx(1.0)
+    _assert_charged(rig, _by_job(rig.rows())[(job, "ibm_torino")], 1.0)
     _assert_ledger_matches_ibm(rig)
 
 
