@@ -130,3 +130,35 @@ def merge_admin_comment(existing: str | None, ours: str) -> str:
     pieces = [p.strip().strip("|").strip() for p in kept]
     rest = SEPARATOR.join(p for p in pieces if p)
     return f"{rest}{SEPARATOR}{ours}" if rest else ours
+
+
+def admin_comment_from_show_job(text: str) -> str | None:
+    """The AdminComment in `scontrol show job N` output (the multi-line form), or None when the job has none.
+
+    scontrol prints it as its own line, `   AdminComment=<value> ` (one trailing blank of its own), and only
+    when it is set. The value is free text: it may hold blanks, `=` and `|`, which is why the one-line
+    form (`-o`) cannot be split reliably. A value with newlines continues on the following lines, up to
+    the next line that starts like one of scontrol's own `   Key=` lines.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(_SHOW_JOB_KEY):
+            value = [line[len(_SHOW_JOB_KEY) :]]
+            for more in lines[i + 1 :]:
+                if _is_show_job_line(more):
+                    break
+                value.append(more)
+            joined = "\n".join(value)
+            return joined[:-1] if joined.endswith(" ") else joined
+    return None
+
+
+_SHOW_JOB_KEY = "   AdminComment="
+
+
+def _is_show_job_line(line: str) -> bool:
+    """`   Key=...` with scontrol's three-blank indent and a key made of letters, digits, `/`, `:`, `_`."""
+    if not line.startswith("   ") or line.startswith("    "):
+        return False
+    key, sep, _ = line[3:].partition("=")
+    return bool(sep) and bool(key) and key[0].isalpha() and all(c.isalnum() or c in "/:_" for c in key)

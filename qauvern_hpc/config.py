@@ -431,7 +431,9 @@ class SlurmConfig(_Model):
     squeue: str = "squeue"
     sacctmgr: str = "sacctmgr"
     admin_comment: bool = Field(
-        True, description="record qpu=RESOURCE@INSTANCE:SESSION in the job's AdminComment"
+        True,
+        description="merge our record (qauvern:v1;rule=R;inst=I;res=RESOURCE@SESSION,...) into the job's "
+        "AdminComment, keeping any other text there; the collector reads it back from sacct",
     )
 
 

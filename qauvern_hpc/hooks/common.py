@@ -129,18 +129,21 @@ def last_resort(env: Mapping[str, str], exc: BaseException, log: logging.Logger)
 
 
 def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, str]) -> None:
-    """Record what the job used in its AdminComment, without waiting (Slurm's docs advise hooks not to
-    block on Slurm commands). The collector falls back to the JSON record if this is lost."""
+    """Record what the job used in its AdminComment, merged with what is already there, without waiting
+    (Slurm's docs advise hooks not to block on Slurm commands): `admin_comment_set.py` runs detached, reads
+    the current value, merges and updates. The collector falls back to the JSON record if this is lost."""
+    import sys
+
     from qauvern_hpc.admin_comment import format_admin_comment
 
     text = format_admin_comment(record)
-    scontrol = env.get("QAUVERN_HPC_SCONTROL", "scontrol")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "admin_comment_set.py")
     # The hook's own PATH/SLURM_CONF, also when the work runs in hookd (whose environment is older).
     child_env = dict(os.environ)
-    child_env.update({k: v for k, v in env.items() if k in ("PATH", "SLURM_CONF")})
+    child_env.update({k: v for k, v in env.items() if k in ("PATH", "SLURM_CONF", "QAUVERN_HPC_SCONTROL")})
     try:
         subprocess.Popen(
-            [scontrol, "update", f"JobId={job_id}", f"AdminComment={text}"],
+            [sys.executable, "-I", "-S", script, job_id, text],
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -149,4 +152,4 @@ def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, 
             close_fds=True,
         )
     except OSError as exc:
-        logging.getLogger("qauvern_hpc.prolog").warning("job %s: cannot run %s: %s", job_id, scontrol, exc)
+        logging.getLogger("qauvern_hpc.prolog").warning("job %s: cannot run %s: %s", job_id, script, exc)

@@ -89,6 +89,31 @@ def test_physics_job_runs_on_its_session_and_releases_it(qpu: QpuCluster) -> Non
     _no_node_drained(qpu.sb)
 
 
+def test_an_admins_comment_is_kept_beside_our_record(qpu: QpuCluster) -> None:
+    job = qpu.sb.submit(
+        f"/usr/bin/python3 {qpu.job_script} 1\n",
+        user="qalice",
+        account="physics",
+        extra_args=["--qpu=ibm_torino", "--hold"],
+    )
+    note = "ticket=4711 | checked by ops = yes"
+    qpu.sb.run(["scontrol", "update", f"JobId={job}", f"AdminComment={note}"], check=True)
+    qpu.sb.run(["scontrol", "release", str(job)], check=True)
+    assert qpu.sb.wait_job(job, timeout=90) == "COMPLETED"
+
+    def comment() -> str:  # AdminComment last, since the admin's text holds `|` (sacct does not escape it)
+        argv = ["sacct", "-P", "-n", "-X", "-j", str(job), "-S", "now-1days", "-o", "JobID,AdminComment"]
+        out = qpu.sb.run(argv, check=True).stdout.strip()
+        return out.partition("|")[2]
+
+    assert _wait(lambda: "qauvern:v1" in comment()), comment()
+    text = comment()
+    assert text.startswith(note + " | qauvern:v1;"), text
+    rec = parse_admin_comment(text)
+    assert rec is not None and rec.instance == "physics" and rec.resources[0][0] == "ibm_torino"
+    assert rec.resources[0][1] in {s["id"] for s in qpu.sessions()}
+
+
 def test_chemistry_lands_on_its_own_instance(qpu: QpuCluster) -> None:
     job = qpu.sb.submit(
         f"/usr/bin/python3 {qpu.job_script} 2\n",

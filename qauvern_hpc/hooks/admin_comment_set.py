@@ -1,0 +1,76 @@
+"""Put our record into a job's AdminComment without losing what an admin or a job_submit plugin wrote there.
+
+Run detached by the prolog (`python3 -I -S admin_comment_set.py JOBID RECORD`), so the job never waits for
+it: it reads the job's current AdminComment with `scontrol show job`, merges our record in
+(`merge_admin_comment`: other text kept, an older record of ours, e.g. from a requeued run, replaced) and
+writes the result back with `scontrol update`. When the current value cannot be read, our record alone is
+written (as before merging existed): the collector needs it more than the foreign text.
+
+Standard library only, and only `qauvern_hpc.admin_comment` from the package (which is standard library
+only too), so it starts in a few milliseconds. Environment: QAUVERN_HPC_SCONTROL (default `scontrol`),
+PATH and SLURM_CONF as the hook had them. Exit status: 0 written, 1 not written (reason on stderr).
+"""
+
+import os
+import subprocess
+import sys
+
+if __name__ == "__main__":  # run as a script with -I -S: make the package importable without site-packages
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from qauvern_hpc.admin_comment import admin_comment_from_show_job, merge_admin_comment
+
+TIMEOUT = 30.0
+
+
+def merged_comment(scontrol: str, job_id: str, ours: str) -> str:
+    """What to write: our record merged into the current AdminComment, or ours alone when unreadable."""
+    try:
+        shown = subprocess.run(
+            [scontrol, "show", "job", job_id],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"job {job_id}: cannot read AdminComment: {exc}", file=sys.stderr)
+        return ours
+    if shown.returncode != 0:
+        print(f"job {job_id}: cannot read AdminComment: {shown.stderr.strip()}", file=sys.stderr)
+        return ours
+    return merge_admin_comment(admin_comment_from_show_job(shown.stdout), ours)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[0].isdigit():
+        print("usage: admin_comment_set.py JOBID RECORD", file=sys.stderr)
+        return 1
+    job_id, ours = argv
+    scontrol = os.environ.get("QAUVERN_HPC_SCONTROL") or "scontrol"
+    try:
+        text = merged_comment(scontrol, job_id, ours)
+    except ValueError as exc:  # not a record of ours
+        print(f"job {job_id}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        done = subprocess.run(
+            [scontrol, "update", f"JobId={job_id}", f"AdminComment={text}"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"job {job_id}: cannot set AdminComment: {exc}", file=sys.stderr)
+        return 1
+    if done.returncode != 0:
+        print(f"job {job_id}: cannot set AdminComment: {done.stderr.strip()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

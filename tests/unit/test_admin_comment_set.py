@@ -1,0 +1,120 @@
+"""Reading the current AdminComment from real `scontrol show job` output (Slurm 22.05, recorded) and the
+detached script that merges our record into it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qauvern_hpc.admin_comment import admin_comment_from_show_job, parse_admin_comment
+from qauvern_hpc.hooks import admin_comment_set
+
+FIXTURES = Path(__file__).parent / "fixtures" / "scontrol"
+SCRIPT = Path(admin_comment_set.__file__)
+OURS = "qauvern:v1;rule=physics;inst=physics;res=ibm_torino@sess-9"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("showjob-22.05.txt", "admin says hi = x | y Comment=foo"),
+        ("showjob-nl-22.05.txt", "admin = x | y \n second line   StdErr=z"),
+        ("showjob-none-22.05.txt", None),
+    ],
+)
+def test_admin_comment_is_read_from_real_show_job_output(fixture: str, expected: str | None) -> None:
+    assert admin_comment_from_show_job((FIXTURES / fixture).read_text()) == expected
+
+
+def test_a_comment_line_that_looks_like_a_key_is_still_ours_when_indented_differently() -> None:
+    text = "   WorkDir=/tmp\n   AdminComment=a \n    Foo=b\n\tBar=c \n   StdErr=/x\n"
+    assert admin_comment_from_show_job(text) == "a \n    Foo=b\n\tBar=c"
+
+
+def _fake_scontrol(tmp_path: Path, show: str, show_rc: int = 0, update_rc: int = 0) -> tuple[Path, Path]:
+    """A stand-in scontrol that prints recorded `show job` output and logs the update's arguments."""
+    log = tmp_path / "update.log"
+    shown = tmp_path / "shown.txt"
+    shown.write_text(show)
+    fake = tmp_path / "scontrol"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = show ]; then cat {shown}; exit {show_rc}; fi\n'
+        f'printf "%s\\n" "$@" > {log}; exit {update_rc}\n'
+    )
+    fake.chmod(0o755)
+    return fake, log
+
+
+def _run(fake: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "QAUVERN_HPC_SCONTROL": str(fake)}
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_script_keeps_the_admins_text_and_appends_our_record(tmp_path: Path) -> None:
+    fake, log = _fake_scontrol(tmp_path, (FIXTURES / "showjob-22.05.txt").read_text())
+    res = _run(fake, "17", OURS)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines() == [
+        "update",
+        "JobId=17",
+        f"AdminComment=admin says hi = x | y Comment=foo | {OURS}",
+    ]
+    written = log.read_text().splitlines()[2].removeprefix("AdminComment=")
+    rec = parse_admin_comment(written)
+    assert rec is not None and rec.resources == (("ibm_torino", "sess-9"),)
+
+
+def test_a_requeued_runs_old_record_is_replaced_not_repeated(tmp_path: Path) -> None:
+    old = "qauvern:v1;rule=physics;inst=physics;res=ibm_torino@sess-1"
+    text = (FIXTURES / "showjob-22.05.txt").read_text().replace("Comment=foo ", f"Comment=foo | {old} ")
+    fake, log = _fake_scontrol(tmp_path, text)
+    assert _run(fake, "17", OURS).returncode == 0
+    assert log.read_text().splitlines()[2] == f"AdminComment=admin says hi = x | y Comment=foo | {OURS}"
+
+
+def test_no_comment_yet_writes_ours_alone(tmp_path: Path) -> None:
+    fake, log = _fake_scontrol(tmp_path, (FIXTURES / "showjob-none-22.05.txt").read_text())
+    assert _run(fake, "17", OURS).returncode == 0
+    assert log.read_text().splitlines()[2] == f"AdminComment={OURS}"
+
+
+def test_unreadable_current_value_still_writes_our_record(tmp_path: Path) -> None:
+    fake, log = _fake_scontrol(tmp_path, "", show_rc=1)
+    res = _run(fake, "17", OURS)
+    assert res.returncode == 0
+    assert "cannot read AdminComment" in res.stderr
+    assert log.read_text().splitlines()[2] == f"AdminComment={OURS}"
+
+
+def test_a_refused_update_and_bad_arguments_exit_1(tmp_path: Path) -> None:
+    fake, _ = _fake_scontrol(tmp_path, "", update_rc=1)
+    assert _run(fake, "17", OURS).returncode == 1
+    res = _run(fake, "17", "not-ours")
+    assert res.returncode == 1 and "not an AdminComment record of ours" in res.stderr
+    assert _run(fake, "x17", OURS).returncode == 1
+    assert _run(fake, "17").returncode == 1
+
+
+def test_the_script_imports_nothing_beyond_the_standard_library_and_admin_comment() -> None:
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = [{str(SCRIPT)!r}, 'x']\n"
+        "try:\n"
+        f"    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1\n"
+        "heavy = ('qauvern_hpc', 'pydantic', 'httpx', 'yaml')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['qauvern_hpc', 'qauvern_hpc.admin_comment']"
