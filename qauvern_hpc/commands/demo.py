@@ -349,7 +349,7 @@ def _report_operations(console: Any, ops: dict[str, Any]) -> None:
         if name == "rebalance":
             t = Table(title=f"{op['command']}: {doc.get('status', '')} {doc.get('run_id', '')}".strip())
             for col in ("instance", "allocation s", "limit s", "28d used s", "why"):
-                t.add_column(col)
+                t.add_column(col, overflow="fold")
             plan = doc.get("plan", doc)
             for row in plan.get("instances", []):
                 alloc, limit = row.get("allocation_seconds", {}), row.get("limit_seconds", {})
@@ -358,7 +358,27 @@ def _report_operations(console: Any, ops: dict[str, Any]) -> None:
                     f"{alloc.get('current')} -> {alloc.get('new')}",
                     f"{limit.get('current')} -> {limit.get('new')}",
                     str(row.get("consumed_28d_seconds")),
-                    str(row.get("why", ""))[:80],
+                    str(row.get("why", "")),
+                )
+            console.print(t)
+        elif name == "collect":
+            records = sum(int(c.get("qpu_records") or 0) for c in doc.get("clusters", []))
+            console.print(
+                f"[bold]{op['command']}[/bold]: {records} QPU job records from sacct, "
+                f"{doc.get('sessions', 0)} IBM sessions read, {doc.get('finalized', 0)} job runs charged, "
+                f"{doc.get('still_pending', 0)} still pending, {len(doc.get('errors') or [])} errors"
+            )
+        elif name == "usage":
+            by = str(doc.get("by", ""))
+            t = Table(title=f"{op['command']} ({(doc.get('window') or {}).get('label', '')})")
+            for col in (by, "jobs", "quantum s", "QAU"):
+                t.add_column(col, justify="left" if col == by else "right")
+            for row in doc.get("rows", []):
+                t.add_row(
+                    str(row.get(by)),
+                    str(row.get("jobs")),
+                    f"{float(row.get('quantum_seconds') or 0):.1f}",
+                    f"{float(row.get('qau') or 0):.6f}",
                 )
             console.print(t)
         else:
