@@ -23,24 +23,24 @@ from qauvern_hpc.admin_comment import admin_comment_from_show_job, merge_admin_c
 TIMEOUT = 30.0
 
 
-def merged_comment(scontrol: str, job_id: str, ours: str) -> str:
-    """What to write: our record merged into the current AdminComment, or ours alone when unreadable."""
+def _scontrol(scontrol: str, *args: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of one scontrol call; (-1, "", reason) when it could not run."""
     try:
-        shown = subprocess.run(
-            [scontrol, "show", "job", job_id],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=TIMEOUT,
-            check=False,
+        done = subprocess.run(
+            [scontrol, *args], capture_output=True, text=True, errors="replace", timeout=TIMEOUT, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"job {job_id}: cannot read AdminComment: {exc}", file=sys.stderr)
+        return -1, "", str(exc)
+    return done.returncode, done.stdout, done.stderr.strip()
+
+
+def merged_comment(scontrol: str, job_id: str, ours: str) -> str:
+    """What to write: our record merged into the current AdminComment, or ours alone when unreadable."""
+    rc, shown, err = _scontrol(scontrol, "show", "job", job_id)
+    if rc != 0:
+        print(f"job {job_id}: cannot read AdminComment: {err}", file=sys.stderr)
         return ours
-    if shown.returncode != 0:
-        print(f"job {job_id}: cannot read AdminComment: {shown.stderr.strip()}", file=sys.stderr)
-        return ours
-    return merge_admin_comment(admin_comment_from_show_job(shown.stdout), ours)
+    return merge_admin_comment(admin_comment_from_show_job(shown), ours)
 
 
 def main(argv: list[str]) -> int:
@@ -54,20 +54,9 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:  # not a record of ours
         print(f"job {job_id}: {exc}", file=sys.stderr)
         return 1
-    try:
-        done = subprocess.run(
-            [scontrol, "update", f"JobId={job_id}", f"AdminComment={text}"],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"job {job_id}: cannot set AdminComment: {exc}", file=sys.stderr)
-        return 1
-    if done.returncode != 0:
-        print(f"job {job_id}: cannot set AdminComment: {done.stderr.strip()}", file=sys.stderr)
+    rc, _, err = _scontrol(scontrol, "update", f"JobId={job_id}", f"AdminComment={text}")
+    if rc != 0:
+        print(f"job {job_id}: cannot set AdminComment: {err}", file=sys.stderr)
         return 1
     return 0
 
