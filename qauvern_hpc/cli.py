@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.check_config",
         "validate the site config and print the resolved table",
     ),
+    "doctor": (
+        "qauvern_hpc.commands.doctor",
+        "check the installation end to end (config, slurm.conf, hooks, SPANK, hookd, IBM, ledger)",
+    ),
     "map": (
         "qauvern_hpc.commands.map_cmd",
         "explain which rule maps a user/account/partition/QOS to an instance",

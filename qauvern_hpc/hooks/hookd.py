@@ -39,6 +39,7 @@ from qauvern_hpc.hooks.hookc import KINDS, MAX_ANSWER, PROTOCOL
 
 log = logging.getLogger("qauvern_hpc.hookd")
 
+PING = PROTOCOL + b" ping\n"  # a liveness probe, answered `ok pid=N requests=N`; runs no hook
 MAX_REQUEST = 1 << 20  # a job's environment; far more than slurmctld ever passes
 DEFAULT_IDLE_TIMEOUT = 3600.0
 WATCH_INTERVAL = 2.0
@@ -212,6 +213,8 @@ class HookDaemon:
             return "retry shutting down\n"
         try:
             data = _read_all(conn, MAX_REQUEST)
+            if data == PING:  # `qauvern-hpc doctor`: alive, and whose
+                return f"ok pid={os.getpid()} requests={self.requests}\n"
             kind, env = decode_request(data)
         except (OSError, ValueError) as exc:
             log.warning("hookd: bad request: %s", exc)
@@ -312,6 +315,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def socket_for(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / "hookd.sock"
+
+
+def ping(path: str | os.PathLike[str], timeout: float = 3.0) -> str:
+    """Ask the daemon at `path` whether it serves; its answer (`ok pid=N requests=N`). OSError when nobody
+    listens there, ValueError for an answer that is not `ok`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(os.fspath(path))
+        conn.sendall(PING)
+        conn.shutdown(socket.SHUT_WR)
+        answer = _read_all(conn, MAX_ANSWER).decode("utf-8", "replace").strip()
+    if not answer.startswith("ok"):
+        raise ValueError(answer or "no answer")
+    return answer
 
 
 if __name__ == "__main__":
