@@ -326,6 +326,12 @@ class ResourceConfig(_Model):
         description="when IBM or the config fails: closed fails the job's tasks, open runs them without it",
     )
     expose_api_key: bool = Field(False, description="put the instance API key into the job environment")
+    on_job_end: Literal["close", "cancel"] = Field(
+        "close",
+        description="when the Slurm job ends: close the session (IBM cancels its queued jobs but lets a "
+        "running one finish, and charges it), or cancel also the running ones (a cancelled or timed-out "
+        "Slurm job stops spending quantum time; its results are lost)",
+    )
     env: Annotated[dict[str, str], BeforeValidator(_env)] = Field(
         default_factory=dict, description="extra environment variables for the job (no secrets)"
     )
@@ -770,6 +776,7 @@ class Config(_Model):
                 fail_mode=r.fail_mode,
                 expose_api_key=r.expose_api_key,
                 env=dict(r.env),
+                on_job_end=r.on_job_end,
             )
             for r in self.resources
         }

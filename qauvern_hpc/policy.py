@@ -29,7 +29,7 @@ The policy never holds a secret: instances carry the *path* of their API key fil
       "resources": {                                # name -> QPU resource, in config order
         "ibm_torino": {"name": "ibm_torino", "type": "ibm-quantum-compute-service", "backend": "ibm_torino",
                        "session_mode": "batch", "max_ttl_seconds": 28800, "fail_mode": "closed",
-                       "expose_api_key": false, "env": {}}
+                       "expose_api_key": false, "env": {}, "on_job_end": "close"}
       },
       "rules": [                                    # in order; the first matching rule decides
         {"name": "physics",
@@ -85,6 +85,7 @@ class PolicyResource:
     fail_mode: str  # "open" | "closed"
     expose_api_key: bool
     env: Mapping[str, str] = field(default_factory=dict)
+    on_job_end: str = "close"  # "close" | "cancel" (also the running IBM jobs)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Policy:
                     "fail_mode": r.fail_mode,
                     "expose_api_key": r.expose_api_key,
                     "env": dict(r.env),
+                    "on_job_end": r.on_job_end,
                 }
                 for n, r in self.resources.items()
             },
@@ -227,6 +229,7 @@ class Policy:
                 fail_mode=_str(r.get("fail_mode"), f"{where}.fail_mode"),
                 expose_api_key=_bool(r.get("expose_api_key"), f"{where}.expose_api_key"),
                 env={str(k): _str(v, f"{where}.env.{k}") for k, v in env.items()},
+                on_job_end=_str(r.get("on_job_end", "close"), f"{where}.on_job_end"),
             )
         rules_raw = d.get("rules")
         if not isinstance(rules_raw, list):

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from qauvern_hpc.hooks.jobenv import AcquiredResource
@@ -134,4 +134,37 @@ def close_all(policy: Policy, record: MutableMapping[str, Any], log: logging.Log
         res["closed_at"] = time.time()
         res.pop("close_error", None)
         log.info("job %s: closed session %s (%s)", record.get("job_id"), res["session_id"], res["resource"])
+        resource = policy.resources.get(str(res.get("resource")))
+        if resource is not None and resource.on_job_end == "cancel":
+            cancel_running(client, record, res, log)
     return all_closed
+
+
+def cancel_running(
+    client: IBMClient, record: Mapping[str, Any], res: MutableMapping[str, Any], log: logging.Logger
+) -> None:
+    """`on_job_end: cancel`: after the close (no new jobs; IBM cancelled the queued ones), cancel what
+    still runs, so a cancelled or timed-out Slurm job stops spending quantum time. A failure is logged and
+    kept as `cancel_error` in the record; the session stays closed either way."""
+    try:
+        live = [
+            j.id
+            for j in client.session_jobs(res["crn"], res["session_id"])
+            if j.status in ("Queued", "Running")
+        ]
+        cancelled = [job for job in live if client.cancel_job(res["crn"], job)]
+    except Exception as exc:
+        res["cancel_error"] = str(exc)[:500]
+        log.warning(
+            "job %s: cannot cancel the jobs of session %s: %s", record.get("job_id"), res["session_id"], exc
+        )
+        return
+    if cancelled:
+        res["cancelled_jobs"] = cancelled
+        log.info(
+            "job %s: cancelled %d IBM job(s) of session %s: %s",
+            record.get("job_id"),
+            len(cancelled),
+            res["session_id"],
+            ", ".join(cancelled),
+        )

@@ -688,6 +688,24 @@ class IBMClient:
         metrics = self._parse(m.JobMetrics, resp, call)
         return job.model_copy(update={"usage": metrics.usage})
 
+    def cancel_job(self, crn: str, job_id: str) -> bool:
+        """``POST /v1/jobs/{id}/cancel``: stop a queued or running job (IBM charges a cancelled job only for
+        the time it held the QPU). True: cancelled now; False: it had already ended (IBM answers 409).
+        Retried like an idempotent call, since a repeat of a cancel that landed is that 409."""
+        try:
+            self._send(
+                "POST",
+                self._quantum(crn, f"/v1/jobs/{_quote(job_id)}/cancel"),
+                call="POST /v1/jobs/{id}/cancel",
+                headers={"Service-CRN": crn},
+                idempotent=True,
+            )
+        except IBMError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     def backend_status(self, crn: str, backend: str) -> m.BackendStatus:
         """``GET /v1/backends/{name}/status`` through the instance."""
         call = "GET /v1/backends/{name}/status"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,68 @@ def test_release_pending_closes_what_the_epilog_could_not(emu, tmp_path: Path) -
     running = json.loads((state / "jobs" / "9.json").read_text())["resources"][0]["session_id"]
     assert states[running] != "closed"
     assert release_pending(policy, state, is_alive=lambda j: j == "9") == []  # nothing left: idempotent
+
+
+def _run_ibm_job(job_env: dict[str, str], seconds: float) -> str:
+    """What a job's code does: submit an IBM job of `seconds` quantum time into the prolog's session."""
+    import httpx
+
+    p = "ibm_torino_QRMI_IBM_QCS_"
+    token = httpx.post(
+        job_env[p + "IAM_ENDPOINT"].rstrip("/") + "/identity/token",
+        data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": job_env[p + "IAM_APIKEY"]},
+    ).json()["access_token"]
+    resp = httpx.post(
+        job_env[p + "ENDPOINT"] + "/jobs",
+        headers={"Authorization": f"Bearer {token}", "Service-CRN": job_env[p + "SERVICE_CRN"]},
+        json={
+            "program_id": "sampler",
+            "backend": "ibm_torino",
+            "session_id": job_env[p + "SESSION_ID"],
+            "params": {"emulator": {"quantum_seconds": seconds}},
+        },
+    )
+    resp.raise_for_status()
+    return str(resp.json()["id"])
+
+
+def _set_on_job_end(policy: Path, value: str) -> None:
+    doc = json.loads(policy.read_text())
+    doc["resources"]["ibm_torino"]["on_job_end"] = value
+    policy.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("on_job_end", ["close", "cancel"])
+def test_a_slurm_job_ending_early_cancels_its_running_ibm_job_only_when_told(
+    emu, tmp_path: Path, on_job_end: str
+) -> None:  # type: ignore[no-untyped-def]
+    policy = write_site(tmp_path / "site", emu.base_url)
+    _set_on_job_end(policy, on_job_end)
+    env = _job_env(tmp_path, policy, SPANK_QPU="ibm_torino")
+    assert _hook("prolog", env).returncode == 0
+    job_env = parse_env_file((tmp_path / "site" / "state" / "jobs" / "7.env").read_text())
+    running = _run_ibm_job(job_env, 600)
+    queued = _run_ibm_job(job_env, 600)
+    deadline = time.monotonic() + 30
+    while emu.state.job(running)["status"] != "Running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert emu.state.job(running)["status"] == "Running"
+    # scancel / time limit: the job's tasks are gone, slurmctld runs the epilog
+    assert _hook("epilog", env).returncode == 0
+    assert emu.state.job(queued)["status"] == "Cancelled"  # closing a session cancels its queued jobs
+    record = json.loads((tmp_path / "site" / "state" / "jobs" / "7.json").read_text())
+    [res] = record["resources"]
+    if on_job_end == "cancel":
+        assert emu.state.job(running)["status"] == "Cancelled"
+        assert res["cancelled_jobs"] == [running]
+        # IBM charges the cancelled job for the time it held the QPU, not its 600 s
+        assert emu.state.session(res["session_id"])["elapsed_time"] < 30
+        from qauvern_hpc import qpu_site
+        from qauvern_hpc.ibm import Endpoints, IBMClient
+
+        with IBMClient(qpu_site.API_KEY, Endpoints.single(emu.base_url)) as client:
+            assert client.cancel_job(res["crn"], running) is False  # already ended: IBM's 409, not an error
+    else:
+        assert emu.state.job(running)["status"] == "Running"  # IBM lets it finish, and charges it
+        assert "cancelled_jobs" not in res
+    assert res["closed_at"] and "cancel_error" not in res

@@ -63,6 +63,7 @@ def test_policy_json_shape_is_the_documented_contract() -> None:
         "fail_mode",
         "expose_api_key",
         "env",
+        "on_job_end",
     ]
     assert d["resources"]["test.sim-1"]["backend"] == "fake_sim"
     rule = d["rules"][1]
