@@ -24,7 +24,8 @@ submits QPU jobs as researchers of two projects, shows a forbidden and a malform
 at submit time, and prints what happened: which instance and IBM session each job used, the quantum seconds
 IBM charged, and the instances' 28-day usage. Then it runs the admin side as cron would: `collect` (sacct +
 IBM sessions -> the usage ledger), `usage --by account`, and `rebalance --yes` (allocations moved at IBM,
-the shares mirrored into Slurm), each as the real command against the same config, and prints the results.
+the shares mirrored into Slurm), then `doctor`, each as the real command against the same config, and prints
+the results.
 Everything is removed at the end (unless --keep).
 
 Needs root and Debian's Slurm packages (run `bash .ci/setup.sh` once on a fresh machine)."""
@@ -194,6 +195,7 @@ def _operations(result: dict[str, Any], config: Path, slurm_conf: Path) -> None:
         ("collect", ["collect"], "collecting quantum usage from sacct and IBM into the ledger"),
         ("usage", ["usage", "--by", "account"], "usage per Slurm account"),
         ("rebalance", ["rebalance", "--yes"], "rebalancing allocations (IBM) and shares (Slurm)"),
+        ("doctor", ["doctor"], "checking the whole installation"),
     ]
     ops: dict[str, Any] = {}
     for name, argv, what in steps:
@@ -368,6 +370,18 @@ def _report_operations(console: Any, ops: dict[str, Any]) -> None:
                 f"{doc.get('sessions', 0)} IBM sessions read, {doc.get('finalized', 0)} job runs charged, "
                 f"{doc.get('still_pending', 0)} still pending, {len(doc.get('errors') or [])} errors"
             )
+        elif name == "doctor":
+            checks = doc.get("checks", [])
+            counts = {
+                k: sum(1 for c in checks if c.get("status") == k) for k in ("ok", "warn", "fail", "skip")
+            }
+            console.print(
+                f"[bold]{op['command']}[/bold]: {counts['ok']} ok, {counts['warn']} warnings, "
+                f"{counts['fail']} failed, {counts['skip']} skipped"
+            )
+            for c in checks:
+                if c.get("status") in ("warn", "fail"):
+                    console.print(f"  {c['status']}: {c['name']}: {c['detail']}")
         elif name == "usage":
             by = str(doc.get("by", ""))
             t = Table(title=f"{op['command']} ({(doc.get('window') or {}).get('label', '')})")

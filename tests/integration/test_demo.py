@@ -34,3 +34,8 @@ def test_demo_runs_every_job_on_its_instance_and_cleans_up(sandbox_factory: obje
     assert moved["physics"]["new"] != moved["physics"]["current"]
     for name in ("collect", "usage"):
         assert ops[name]["exit"] == 0 or ops[name].get("skipped"), ops[name]
+    # doctor finds the demo's installation whole: nothing failed, and collect has just run
+    assert ops["doctor"]["exit"] == 0, ops["doctor"]
+    checks = {c["name"]: c["status"] for c in ops["doctor"]["json"]["checks"]}
+    assert "fail" not in checks.values(), ops["doctor"]["json"]
+    assert checks["collect"] == "ok" and checks["sbatch --qpu"] == "ok" and checks["IBM physics"] == "ok"
