@@ -177,6 +177,35 @@ def test_instances_needs_no_admin_rights_but_show_does(rig: Rig) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("<html>Gateway</html>", "GET /v1/instances/usage"),  # a JSON string, not the object IBM documents
+        ({"unexpected": 1}, "GET /v1/instances/usage"),  # missing fields
+        ({"usage_consumed_seconds": -5, "usage_period": {}}, "GET /v1/instances/usage"),  # negative seconds
+    ],
+    ids=["not-an-object", "missing-fields", "negative-seconds"],
+)
+def test_bad_replies_from_ibm_are_one_line_errors_for_the_admin(
+    rig: Rig, body: object, expected: str
+) -> None:
+    rig.emu.faults.add(path=r"^/api/v1/instances/usage$", method="GET", status=200, body=body)
+    code, _, err = rig.run("instances")
+    assert code == 4, err
+    assert expected in err and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 3, err  # one line per configured instance, naming it, and no dump
+    assert all(ln.startswith("qauvern-hpc instances: ") and "usage cannot be read: IBM" in ln for ln in lines)
+
+
+def test_an_unknown_crn_in_the_config_is_a_clear_error(rig: Rig) -> None:
+    bad = rig.dir / "bad-crn.yaml"
+    bad.write_text(rig.config.read_text().replace(GAMMA, crn("us-east", "nowhere-9999")))
+    code, _, err = rig.run("instances", config=bad)
+    assert code != 0 and "Traceback" not in err
+    assert "nowhere-9999" in err, err
+
+
 def test_unreadable_usage_is_an_error_not_a_silent_skip(rig: Rig) -> None:
     rig.emu.faults.add(path=r"/v1/instances/usage", status=503)
     code, doc, err = rig.run("instances", "--json")
