@@ -474,6 +474,12 @@ class DemandConfig(_Model):
         3600, description="a pending job's requested time counts at most this much (its QPU time is unknown)"
     )
     count_held: bool = Field(False, description="count held jobs (priority 0, JobHeld*) as demand")
+    when_over_budget: bool = Field(
+        True,
+        description="use the demand also while the account's 28-day usage is at or above its budget; "
+        "false: IBM usage alone picks who gets the (usage-capped) allocations then, which protects small "
+        "projects' tail wait but gates fewer failing jobs (docs/simulation.md)",
+    )
 
     @field_validator("recent_window", "max_job_seconds")
     @classmethod

@@ -40,6 +40,7 @@ a. **Slurm demand** (`demand=` per CRN, weights in `PlanOptions.demand_weights`)
    + recent_w * max(0, ledger_recent_24h - ibm_24h)` to the score. An instance with jobs waiting but no
    usage yet becomes active and gets a share before IBM's analytics show anything; one with nothing queued
    and nothing recent stays inactive and gives its allocation back. `score_breakdown` holds every term.
+   `DemandWeights.when_over_budget=False` leaves it out while the account is over budget (see there).
 b. **Balance-period target** (`InstanceSettings.target_usage_seconds` + `balance_period`): see
    `_target_cap` below. While today is inside the period, remaining = `max(0, target - used in period)`;
    the allocation is capped (under budget) at `c + remaining`: what already counts in the 28-day window
@@ -377,7 +378,8 @@ def _prepare(
             ceiling, csrc = (limit, CeilingSource.LIMIT) if limit is not None else (None, None)
             if target_cap is not None and (ceiling is None or target_cap < ceiling):
                 ceiling, csrc = target_cap, CeilingSource.TARGET
-        signal = demand.get(s.crn) if demand else None
+        use_demand = not over or options.demand_weights.when_over_budget
+        signal = demand.get(s.crn) if demand and use_demand else None
         parts = score_breakdown(snap, signal, options.demand_weights)
         score = parts["total"]
         rows.append(

@@ -184,6 +184,11 @@ class DemandWeights:
       grows louder instead of starving.
     * `recent_seconds_weight`: points per second of our ledger's finished quantum time in the last 24 h
       that IBM does not report yet (`max(0, recent_seconds - consumed_24h)`), closing IBM's analytics lag.
+    * `when_over_budget`: also while the account's 28-day usage is at or above its budget (default). Then
+      every allocation is capped at the instance's own usage and the score only picks which instances get
+      that cap; queue volume favours the biggest backlog. Off, the simulator's over-budget trace has its p95
+      wait level with qauvern's instead of 9-14 % above, but the gate then avoids far fewer failed IBM jobs
+      there (docs/simulation.md, "Demand while over budget").
     """
 
     queued_seconds_weight: float = 32.0
@@ -191,6 +196,7 @@ class DemandWeights:
     age_boost_per_day: float = 1.0
     age_boost_max_days: float = 7.0
     recent_seconds_weight: float = 32.0
+    when_over_budget: bool = True
 
     def __post_init__(self) -> None:
         for name in (

@@ -52,6 +52,7 @@ def demand_weights(d: DemandConfig) -> DemandWeights:
         age_boost_per_day=d.age_boost_per_day,
         age_boost_max_days=d.age_boost_max_days,
         recent_seconds_weight=d.recent_seconds_weight,
+        when_over_budget=d.when_over_budget,
     )
 
 

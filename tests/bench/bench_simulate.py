@@ -1,7 +1,7 @@
 """Simulate the shipped traces under the three policies; print the figures and qauvern-hpc's ratios.
 
     python tests/bench/bench_simulate.py [--traces NAME ...] [--days N] [--rebalance-every H] [--seeds N]
-                                         [--json OUT] [--plot-dir DIR]
+                                         [--json OUT] [--plot-dir DIR] [--site FILE]
 
 Traces, site config and scenario come from qauvern_hpc/data/sim/. For every trace: static, qauvern (the
 real qauvern 0.14 package) and qauvern-hpc side by side, each run's wall time, and whether qauvern-hpc
@@ -52,11 +52,11 @@ def goal(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_trace(
-    name: str, days: float | None, every: float, seeds: int, plot_dir: str | None
+    name: str, days: float | None, every: float, seeds: int, plot_dir: str | None, site: Path | None = None
 ) -> dict[str, Any]:
     """All policies on one trace; with seeds > 1 the figures are means over seeds 1..N (per-seed kept)."""
     setup = load_setup(
-        DATA_DIR / f"{name}.csv", DATA_DIR / "site.yaml", DATA_DIR / "scenario.yaml", days=days
+        DATA_DIR / f"{name}.csv", site or DATA_DIR / "site.yaml", DATA_DIR / "scenario.yaml", days=days
     )
     per_seed: dict[str, list[dict[str, Any]]] = {p: [] for p in POLICIES}
     runs = []
@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="average over external-load seeds 1..N (default 1)")
     ap.add_argument("--json", default="bench-results/simulate.json", help="where to write the results")
     ap.add_argument("--plot-dir", default=None, help="also draw one PNG per trace there")
+    ap.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        help="another site config (default: the shipped data/sim/site.yaml), e.g. with other demand settings",
+    )
     args = ap.parse_args(argv)
     out: dict[str, Any] = {
         "benchmark": "simulate",
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = []
     for name in args.traces:
-        r = run_trace(name, args.days, args.rebalance_every, args.seeds, args.plot_dir)
+        r = run_trace(name, args.days, args.rebalance_every, args.seeds, args.plot_dir, args.site)
         out["traces"].append(r)
         res = r["results"]
         for p in POLICIES:

@@ -141,6 +141,35 @@ def test_zero_demand_changes_nothing() -> None:
     ]
 
 
+def test_over_budget_demand_can_be_left_out() -> None:
+    # Over budget (28-day usage >= budget): every allocation is capped at the instance's own usage and the
+    # score only decides which instances are active. By default the queue still counts there (the biggest
+    # backlog wins); with when_over_budget=False the IBM usage score alone decides.
+    acc = account(
+        100_000, snap("big", 50_000, 50_000, h24=100), snap("small", 50_000, 50_000, h24=100), used=100_000
+    )
+    assert acc.over_allocation_budget
+    demand = {
+        "big": DemandSignal(queued_seconds=50_000, pending_jobs=100),
+        "small": DemandSignal(pending_jobs=1),
+    }
+    base = plan_allocations(acc, cfg("big", "small"), today=TODAY)
+    default = plan_allocations(acc, cfg("big", "small"), today=TODAY, demand=demand)
+    assert default.by_crn["big"].activity_score > base.by_crn["big"].activity_score
+    assert "incl. demand" in default.by_crn["big"].reason
+    options = PlanOptions(demand_weights=DemandWeights(when_over_budget=False))
+    off = plan_allocations(acc, cfg("big", "small"), today=TODAY, demand=demand, options=options)
+    assert [(p.new_allocation_seconds, p.activity_score) for p in off.instances] == [
+        (p.new_allocation_seconds, p.activity_score) for p in base.instances
+    ]
+    assert "demand" not in off.by_crn["big"].reason
+    # under budget the demand counts either way
+    under = account(1_000_000, snap("big", 50_000, 50_000, h24=100), snap("small", 50_000, 50_000, h24=100))
+    assert not under.over_allocation_budget
+    counted = plan_allocations(under, cfg("big", "small"), today=TODAY, demand=demand, options=options)
+    assert counted.by_crn["big"].activity_score > counted.by_crn["small"].activity_score
+
+
 # --------------------------------------------------------------------------------------------- (b) target
 
 PERIOD = BalancePeriod(date(2026, 1, 1), date(2027, 1, 1))
