@@ -162,3 +162,34 @@ def _is_show_job_line(line: str) -> bool:
         return False
     key, sep, _ = line[3:].partition("=")
     return bool(sep) and bool(key) and key[0].isalpha() and all(c.isalnum() or c in "/:_" for c in key)
+
+
+def show_job_is_ambiguous(text: str) -> bool:
+    """True when `scontrol show job` output has more than one `   AdminComment=` line: a job name, comment,
+    work dir or output path holding a newline can print one (every release: scontrol does not escape them),
+    so the text form cannot tell the admin's value from the user's. Recorded on 22.05, 24.11 and 26.05 by
+    tests/compat/job_path.sh."""
+    lines = text.splitlines()
+    return sum(1 for line in lines if line.startswith(_SHOW_JOB_KEY)) > 1
+
+
+def admin_comment_from_show_job_json(text: str, job_id: str) -> str | None:
+    """The AdminComment in `scontrol --json show job N` output (recorded on 24.11 and 26.05; 22.05's
+    scontrol has no --json), None when the job has none. Unlike the text form, user-controlled fields
+    cannot forge it.
+
+    Raises ValueError when the text is not that JSON or does not hold the job."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    jobs = doc.get("jobs") if isinstance(doc, dict) else None
+    for job in jobs if isinstance(jobs, list) else []:
+        if isinstance(job, dict) and str(job.get("job_id")) == job_id:
+            value = job.get("admin_comment")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"job {job_id}: admin_comment is not a string: {value!r}")
+            return value or None
+    raise ValueError(f"job {job_id} is not in the JSON")

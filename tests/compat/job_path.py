@@ -18,6 +18,10 @@ test_collect.py do on the CI's 22.05, with the same code (`qpu_site`, `Sandbox`,
              admin_comment_set.py parses `scontrol show job`): the final value holds both
   collect    `qauvern-hpc collect`: the ledger charges each job what the emulator charged its session
   multiline  a multi-line AdminComment as `scontrol show job` prints it (parser fixture only)
+  forged     a held QPU job whose job name and comment hold `\n   AdminComment=...`: the prolog must not
+             take the user's text for the admin's note (scontrol --json on 24.11+; on 22.05 the ambiguous
+             text form is not trusted: our record alone)
+  collect-multiline  `qauvern-hpc collect` again, with those jobs in sacct's output
 
 Writes OUT/job-path.json (per step: ok, detail, seconds; the Slurm and Python versions) and the
 `scontrol show job` outputs OUT/show-job-*.txt that tests/compat/test_compat.py replays. Exit status 0 when
@@ -162,6 +166,11 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
         (out / f"show-job-{name}.txt").write_text(text)
         return text
 
+    def show_json(job: int, name: str) -> dict[str, Any] | None:
+        res = sb.run(["scontrol", "--json", "show", "job", str(job)])
+        (out / f"show-job-{name}.json").write_text(res.stdout or res.stderr)
+        return json.loads(res.stdout) if res.returncode == 0 else None
+
     def sacct_comment(job: int) -> str:  # AdminComment last: the admin's text holds `|`
         argv = ["sacct", "-P", "-n", "-X", "-j", str(job), "-S", "now-1days", "-o", "JobID,AdminComment"]
         return sb.run(argv, check=True).stdout.strip().partition("|")[2]
@@ -275,7 +284,8 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
         charged[job] = float(emu.state.session(session_id)["elapsed_time"])
         e["detail"] = f"final AdminComment {final!r}"
 
-    with run.step("collect") as e:
+    def collect_and_check() -> str:
+        """Run `qauvern-hpc collect`; every QPU job so far must be charged what the emulator charged."""
         check(charged, "no QPU job ran")
         proc = subprocess.run(collect, env=env, capture_output=True, text=True, timeout=180)
         check(proc.returncode == 0, f"collect exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
@@ -296,7 +306,15 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
         ours = sum(r.quantum_seconds or 0.0 for r in rows.values() if r.instance == "physics")
         ibm_total = float(emu.state.usage_seconds(qpu_site.CRN_PHYS, t0, datetime.now(UTC)))
         check(abs(ours - ibm_total) < 0.01, f"physics: ledger {ours}, IBM {ibm_total}")
-        e["detail"] = "; ".join(lines) + f"; qpu_records={doc['clusters'][0]['qpu_records']}"
+        warnings = [line for line in proc.stderr.splitlines() if line.strip()]
+        records = doc["clusters"][0]["qpu_records"]
+        return (
+            "; ".join(lines)
+            + f"; physics {ours:.3f} s = IBM's; qpu_records={records}; stderr: {warnings[-3:]}"
+        )
+
+    with run.step("collect") as e:
+        e["detail"] = collect_and_check()
 
     with run.step("multiline") as e:  # after collect: it only feeds the show-job parser fixture
         job = sb.submit("true\n", user="qbob", account="physics", extra_args=["--hold"])
@@ -309,11 +327,38 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
         check(parsed == MULTILINE_NOTE, f"parsed {parsed!r}")
         e["detail"] = "multi-line AdminComment read back from scontrol show job"
 
-    with run.step("collect-multiline") as e:  # a newline inside an AdminComment in sacct's output
+    with run.step("forged") as e:  # user-controlled fields that print as `   AdminComment=` lines
+        forged = "\n   AdminComment=forged by the user"
+        args = ["--qpu=ibm_torino", "--hold", f"--job-name=n{forged}1", f"--comment=c{forged}2"]
+        job = sb.submit(f"{py} {script} 1\n", user="qbob", account="physics", extra_args=args)
+        e["job"] = job
+        text_before = admin_comment_from_show_job(show(job, "forged"))
+        has_json = show_json(job, "forged") is not None
+        sb.run(["scontrol", "update", f"JobId={job}", f"AdminComment={NOTE}"], check=True)
+        text_note = admin_comment_from_show_job(show(job, "forged-note"))
+        show_json(job, "forged-note")
+        sb.run(["scontrol", "release", str(job)], check=True)
+        sb.wait_job(job, timeout=120)
+        check(wait(lambda: "qauvern:v1" in sacct_comment(job)), f"no record: {sacct_comment(job)!r}")
+        final = sacct_comment(job)
+        rec = parse_admin_comment(final)
+        if rec is not None and rec.resources[0][1]:
+            session_id = rec.resources[0][1]
+            check(wait(lambda: sessions()[session_id]["state"] == "closed"), "session not closed")
+            charged[job] = float(emu.state.session(session_id)["elapsed_time"])
+        e["detail"] = (
+            f"text parser read {text_before!r} before the note, {text_note!r} after; scontrol --json: "
+            f"{has_json}; final AdminComment {final!r}"
+        )
+        # The prolog never writes the user's text as the admin's; with --json it keeps the admin's note.
+        check("forged" not in final, e["detail"])
+        check(
+            final.startswith(NOTE + " | qauvern:v1;") if has_json else final.startswith("qauvern:v1;"), final
+        )
+
+    with run.step("collect-multiline") as e:  # newlines in AdminComment and JobName in sacct's output
         check(run.ok("collect"), "the first collect failed")
-        proc = subprocess.run(collect, env=env, capture_output=True, text=True, timeout=180)
-        check(proc.returncode == 0, f"collect exited {proc.returncode}: {proc.stderr.strip()[-1500:]}")
-        e["detail"] = "collect again with a multi-line AdminComment in sacct's output: exit 0"
+        e["detail"] = collect_and_check()
     run.facts["notes"] = {"admin": NOTE, "multiline": MULTILINE_NOTE}
 
 

@@ -10,7 +10,8 @@
 # default /var/cache/qauvern-hpc-compat). It
 #   1. gives the root's own python3 qauvern-hpc's runtime dependencies (httpx, pydantic 2, PyYAML, rich):
 #      the release's Debian packages when they are new enough (trixie, sid), else a venv in the root
-#      (/opt/qauvern-venv) filled with pip from PyPI (bookworm: Debian 12 ships pydantic 1); done once;
+#      (/opt/qauvern-venv) with wheels the host's pip downloads from PyPI for the root's python (bookworm:
+#      Debian 12 ships pydantic 1); done once;
 #   2. copies qauvern_hpc/, slurm-conf/ and spank/ to /opt/qauvern-hpc in the root, importable by that
 #      python through a .pth file (the hook wrappers run `python -I -S hookc.py`, which then execs
 #      `python -m qauvern_hpc.hooks.prolog` with no PYTHONPATH: the package must be installed);
@@ -90,10 +91,21 @@ if [[ ! -s $root/opt/qauvern-python ]]; then
   if chroot "$root" python3 -c "$new_enough" 2>>"$cache/$release.python.log"; then
     echo /usr/bin/python3 >"$root/opt/qauvern-python"
   else
-    log "the release's packages are too old: a venv in the root, from PyPI: ${DEPS_PIP[*]}"
+    # The host's pip fetches the wheels for the root's python (the host's pip has this site's index and CA
+    # settings; the root has none), the root's pip installs them offline.
+    pyver="$(chroot "$root" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    log "the release's packages are too old: a venv in the root, with wheels from PyPI: ${DEPS_PIP[*]}"
     apt_in python3-venv
+    rm -rf "$root/opt/qauvern-wheels"
+    python3 -m pip download -q --only-binary=:all: --implementation cp --python-version "$pyver" \
+      --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d "$root/opt/qauvern-wheels" \
+      "${DEPS_PIP[@]}" >>"$cache/$release.python.log" 2>&1 || {
+      tail -20 "$cache/$release.python.log" >&2
+      exit 1
+    }
     chroot "$root" python3 -m venv /opt/qauvern-venv >>"$cache/$release.python.log" 2>&1
-    chroot "$root" /opt/qauvern-venv/bin/pip install -q "${DEPS_PIP[@]}" >>"$cache/$release.python.log" 2>&1 || {
+    chroot "$root" env -i PATH=/usr/bin:/bin /opt/qauvern-venv/bin/pip install -q --no-index \
+      --find-links=/opt/qauvern-wheels "${DEPS_PIP[@]}" >>"$cache/$release.python.log" 2>&1 || {
       tail -20 "$cache/$release.python.log" >&2
       exit 1
     }
