@@ -268,6 +268,7 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
         e["job"] = job
         sb.run(["scontrol", "update", f"JobId={job}", f"AdminComment={NOTE}"], check=True)
         held = show(job, "admin")
+        show_json(job, "admin")
         check(admin_comment_from_show_job(held) == NOTE, f"parsed {admin_comment_from_show_job(held)!r}")
         sb.run(["scontrol", "release", str(job)], check=True)
         sb.wait_job(job, timeout=120)
@@ -319,6 +320,7 @@ def _job_path(run: Run, sb: Sandbox, emu: Any, site_dir: Path, out: Path) -> Non
     with run.step("multiline") as e:  # after collect: it only feeds the show-job parser fixture
         job = sb.submit("true\n", user="qbob", account="physics", extra_args=["--hold"])
         plain = show(job, "none")
+        show_json(job, "none")
         check(admin_comment_from_show_job(plain) is None, "an AdminComment on a job without one")
         sb.run(["scontrol", "update", f"JobId={job}", f"AdminComment={MULTILINE_NOTE}"], check=True)
         text = show(job, "multiline")

@@ -203,8 +203,9 @@ chroot "$root" bash -c "set -a; . /opt/qauvern-compat/inputs.env; set +a; \
 cleanup
 trap - EXIT
 
-rm -rf "$out"
+# Replace the recording, but keep job_path.sh's (OUT/job-path: a separate command records it).
 mkdir -p "$out"
+find "$out" -mindepth 1 -maxdepth 1 ! -name job-path -exec rm -rf {} +
 cp -r "$rec/." "$out/"
 rm -f "$out/up.log" "$out/record.log"
 log "wrote $out"

@@ -11,7 +11,9 @@ These tests check, per release:
   tasks, time limits, licenses, pending reasons, associations, TRES, license totals;
 * the rebalancer's Slurm writes succeed (and succeed again: idempotent), the root-association license gate
   makes a job pend with AssocGrpLicense and the ungate lets it run;
-* the SPANK plugin compiles against that release's headers (-Werror), passes its harness and loads in sbatch.
+* the SPANK plugin compiles against that release's headers (-Werror), passes its harness and loads in sbatch;
+* the QPU job path recorded by `tests/compat/job_path.sh RELEASE` (fixtures/VERSION/job-path/): every step
+  passed there, and the `scontrol show job` outputs replay through the prolog's AdminComment reader and merge.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from typing import Any
 
 import pytest
 
+from qauvern_hpc.admin_comment import (
+    PREFIX,
+    admin_comment_from_show_job,
+    admin_comment_from_show_job_json,
+    merge_admin_comment,
+    parse_admin_comment,
+    show_job_is_ambiguous,
+)
+from qauvern_hpc.hooks import admin_comment_set
 from qauvern_hpc.rebalance.demand import aggregate_pending
 from qauvern_hpc.slurm import sacctmgr as sacctmgr_mod
 from qauvern_hpc.slurm import squeue as squeue_mod
@@ -322,3 +333,136 @@ def test_rebalancer_writes_succeed_twice_and_the_gate_holds_jobs(
 def test_spank_plugin_builds_and_loads(rec: Recording) -> None:
     assert rec.text("spank-build.status").strip() == "0", rec.text("spank-build.txt")[-2000:]
     assert "--qpu=" in rec.text("spank-sbatch-help.txt")
+
+
+# ----- the QPU job path (tests/compat/job_path.sh): outcomes and `scontrol show job` -----------------------
+
+JOB_PATH_STEPS = (
+    "site",
+    "up",
+    "good",
+    "forbidden",
+    "malformed",
+    "admin",
+    "collect",
+    "multiline",
+    "forged",
+    "collect-multiline",
+    "down",
+)
+JOB_PATH_VERSIONS = [v for v in VERSIONS if (FIXTURES / v / "job-path" / "job-path.json").is_file()]
+
+
+class JobPath:
+    def __init__(self, version: str) -> None:
+        self.dir = FIXTURES / version / "job-path"
+        self.version = parse_slurm_version(version)
+        self.doc: dict[str, Any] = json.loads((self.dir / "job-path.json").read_text())
+        self.steps = {s["name"]: s for s in self.doc["steps"]}
+
+    def show(self, name: str) -> str:
+        return (self.dir / f"show-job-{name}.txt").read_text()
+
+    def show_json(self, name: str) -> str:
+        return (self.dir / f"show-job-{name}.json").read_text()
+
+    def job(self, step: str) -> str:
+        return str(self.steps[step]["job"])
+
+
+@pytest.fixture(params=JOB_PATH_VERSIONS)
+def jp(request: pytest.FixtureRequest) -> JobPath:
+    return JobPath(request.param)
+
+
+def test_the_job_path_is_recorded_on_every_release() -> None:
+    majors = {parse_slurm_version(v)[:2] for v in JOB_PATH_VERSIONS}
+    assert {(22, 5), (24, 11), (26, 5)} <= majors, JOB_PATH_VERSIONS
+
+
+def test_every_job_path_step_passed(jp: JobPath) -> None:
+    assert parse_slurm_version(jp.doc["slurm_version"]) == jp.version
+    assert tuple(jp.steps) == JOB_PATH_STEPS
+    failed = {name: s["detail"] for name, s in jp.steps.items() if not s["ok"]}
+    assert not failed, failed
+
+
+def test_refusals_name_their_reason(jp: JobPath) -> None:
+    forbidden = jp.steps["forbidden"]["messages"]
+    assert "rule 'students-denied'" in forbidden[0] and "students use the simulator" in forbidden[0]
+    assert "rule 'chemistry' does not allow QPU resource 'ibm_torino'" in forbidden[1]
+    assert "no rule grants QPU access" in forbidden[2]
+    malformed = jp.steps["malformed"]["messages"]  # the SPANK plugin's own words, then sbatch's
+    assert all("Invalid --qpu argument" in m for m in malformed), malformed
+    assert "invalid byte \\x3b" in malformed[0] and "more than once" in malformed[1]
+
+
+def test_show_job_admin_comment_is_read_as_slurm_holds_it(jp: JobPath) -> None:
+    note, multiline = jp.doc["notes"]["admin"], jp.doc["notes"]["multiline"]
+    assert admin_comment_from_show_job(jp.show("none")) is None
+    assert admin_comment_from_show_job(jp.show("admin")) == note
+    assert admin_comment_from_show_job(jp.show("multiline")) == multiline
+    ours = admin_comment_from_show_job(jp.show("ours"))
+    rec = parse_admin_comment(ours)
+    assert ours is not None and ours.startswith(PREFIX)
+    assert rec is not None and rec.instance == "physics" and rec.resources[0][0] == "ibm_torino"
+    # What the prolog's merge makes of the held job's comment is what Slurm shows once the job has run.
+    merged = admin_comment_from_show_job(jp.show("merged"))
+    assert merged is not None and merged.startswith(f"{note} | {PREFIX}")
+    assert merge_admin_comment(note, merged.split(" | ")[-1]) == merged
+
+
+def test_show_job_trailing_blank_after_admin_comment(jp: JobPath) -> None:
+    # 22.05 and 24.11 end the AdminComment line with a blank of their own, 26.05 does not (its value
+    # arrives intact through `scontrol --json` in the prolog anyway).
+    line = next(x for x in jp.show("admin").splitlines() if x.startswith("   AdminComment="))
+    assert line.endswith(" ") == (jp.version < (26, 0, 0)), repr(line)
+
+
+def test_forged_admin_comment_lines_are_not_trusted(jp: JobPath) -> None:
+    note = jp.doc["notes"]["admin"]
+    for name in ("forged", "forged-note"):
+        text = jp.show(name)
+        # The job name and comment print as lines of their own: the text form is ambiguous on every release.
+        assert admin_comment_from_show_job(text) == "forged by the user1"
+        assert show_job_is_ambiguous(text)
+    assert not show_job_is_ambiguous(jp.show("admin"))
+    job = jp.job("forged")
+    if jp.version < (23, 0, 0):
+        assert "unrecognized option '--json'" in jp.show_json("forged")
+        return
+    assert admin_comment_from_show_job_json(jp.show_json("forged"), job) is None
+    assert admin_comment_from_show_job_json(jp.show_json("forged-note"), job) == note
+    with pytest.raises(ValueError):
+        admin_comment_from_show_job_json(jp.show_json("forged-note"), "999999")
+
+
+@pytest.mark.parametrize(("name", "want_note"), [("forged-note", True), ("admin", True), ("none", False)])
+def test_the_prologs_merge_replayed(
+    jp: JobPath, monkeypatch: pytest.MonkeyPatch, name: str, want_note: bool
+) -> None:
+    """admin_comment_set.merged_comment over the recorded outputs: scontrol --json where the release has it
+    (24.11+), else the text form, which is not trusted when ambiguous (22.05 with a forged job name)."""
+    text = jp.show(name)
+    job = text.split()[0].removeprefix("JobId=")
+    js = jp.dir / f"show-job-{name}.json"
+
+    def scontrol(_: str, *args: str) -> tuple[int, str, str]:
+        if args[0] == "--json":
+            if jp.version < (23, 0, 0):
+                return 1, "", "scontrol: unrecognized option '--json'"
+            return 0, js.read_text(), ""
+        assert args == ("show", "job", job)
+        return 0, text, ""
+
+    monkeypatch.setattr(admin_comment_set, "_scontrol", scontrol)
+    ours = f"{PREFIX}rule=physics;inst=physics;res=ibm_torino@sess-x"
+    merged = admin_comment_set.merged_comment("scontrol", job, ours)
+    note = jp.doc["notes"]["admin"]
+    if name == "forged-note" and jp.version < (23, 0, 0):
+        assert merged == ours  # ambiguous text: our record alone, never the user's text
+    elif want_note:
+        assert merged == f"{note} | {ours}"
+    else:
+        assert merged == ours
+    assert "forged" not in merged
