@@ -135,10 +135,12 @@ def merge_admin_comment(existing: str | None, ours: str) -> str:
 def admin_comment_from_show_job(text: str) -> str | None:
     """The AdminComment in `scontrol show job N` output (the multi-line form), or None when the job has none.
 
-    scontrol prints it as its own line, `   AdminComment=<value> ` (one trailing blank of its own), and only
-    when it is set. The value is free text: it may hold blanks, `=` and `|`, which is why the one-line
-    form (`-o`) cannot be split reliably. A value with newlines continues on the following lines, up to
-    the next line that starts like one of scontrol's own `   Key=` lines.
+    scontrol prints it as its own line, `   AdminComment=<value> ` (one trailing blank of its own on 22.05
+    and 24.11, none on 26.05: there a value's own last blank is lost), and only when it is set. The value
+    is free text: it may hold blanks, `=` and `|`, which is why the one-line form (`-o`) cannot be split
+    reliably. A value with newlines continues on the following lines, up to the next line that starts like
+    one of scontrol's own `   Key=` lines. User-controlled fields can print such lines too: see
+    `show_job_is_ambiguous`.
     """
     lines = text.splitlines()
     for i, line in enumerate(lines):
