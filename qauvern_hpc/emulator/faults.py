@@ -5,7 +5,9 @@ A rule matches a request by method (None or "*" = any) and a regular expression 
 
 - ``delay``: wait that many (real) seconds first, then carry on (with the rule's status, if any, or normally);
 - ``status``: answer that HTTP status with an IBM-style error body (``retry_after`` adds a ``Retry-After``
-  header, ``body`` replaces the body);
+  header, ``body`` replaces the body with that JSON value, ``raw`` with that text sent verbatim, e.g.
+  truncated or otherwise malformed JSON: ``{"status": 200, "raw": "{\\"usage_consumed_seconds\\": 1"}``; from
+  Python, ``body=b"..."`` does the same);
 - ``drop``: close the connection without answering.
 
 ``times`` limits how many requests the rule affects (None = unlimited); a spent rule stays listed with
@@ -54,6 +56,8 @@ class FaultRule:
             raise ValueError("fault retry_after cannot be negative")
         if self.status is None and self.delay is None and not self.drop:
             raise ValueError("a fault needs status, delay or drop")
+        if self.body is not None and self.status is None:
+            raise ValueError("a fault body (body or raw) needs a status to answer with")
 
     @property
     def remaining(self) -> int | None:
@@ -96,13 +100,18 @@ class FaultRule:
             "delay": self.delay,
             "drop": self.drop,
             "times": self.times,
-            "body": self.body,
+            "body": None if isinstance(self.body, bytes | bytearray) else self.body,
+            "raw": (
+                bytes(self.body).decode("utf-8", "replace")
+                if isinstance(self.body, bytes | bytearray)
+                else None
+            ),
             "hits": self.hits,
             "remaining": self.remaining,
         }
 
 
-_FIELDS = {"path", "method", "status", "retry_after", "delay", "drop", "times", "body"}
+_FIELDS = {"path", "method", "status", "retry_after", "delay", "drop", "times", "body", "raw"}
 
 
 class FaultSet:
@@ -162,6 +171,11 @@ class FaultSet:
                 raise ValueError(f"fault {name} must be a number")
         if spec.get("method") is not None and not isinstance(spec["method"], str):
             raise ValueError("fault method must be a string")
+        raw = spec.get("raw")
+        if raw is not None and not isinstance(raw, str):
+            raise ValueError("fault raw must be a string (the reply body, sent verbatim)")
+        if raw is not None and spec.get("body") is not None:
+            raise ValueError("give a fault body or raw, not both")
         return self.add(
             spec.get("path", ".*"),
             method=spec.get("method"),
@@ -170,7 +184,7 @@ class FaultSet:
             delay=spec.get("delay"),
             drop=bool(spec.get("drop", False)),
             times=spec.get("times"),
-            body=spec.get("body"),
+            body=raw.encode("utf-8") if raw is not None else spec.get("body"),
         )
 
     def clear(self) -> int:

@@ -152,6 +152,39 @@ def test_invalid_fault_specs_are_refused(emu: Emulator, spec: dict[str, object])
     assert emu.faults.rules() == []
 
 
+def test_raw_body_is_sent_verbatim_over_the_control_surface(emu: Emulator, api: ApiClient) -> None:
+    """`raw` makes a reply IBM would never send: truncated JSON, HTML from a proxy, an empty body."""
+    r = httpx.post(
+        emu.base_url + "/__emulator/faults",
+        json=[
+            {"path": USAGE, "status": 200, "raw": '{"usage_consumed_seconds": 12', "times": 1},
+            {"path": USAGE, "status": 502, "raw": "<html>Bad Gateway</html>", "times": 1},
+            {"path": USAGE, "status": 200, "raw": "", "times": 1},
+        ],
+    )
+    assert r.status_code == 201
+    assert [f["raw"] for f in r.json()["faults"]] == [
+        '{"usage_consumed_seconds": 12',
+        "<html>Bad Gateway</html>",
+        "",
+    ]
+    truncated = api.get("/api/v1/instances/usage")
+    assert (truncated.status_code, truncated.content) == (200, b'{"usage_consumed_seconds": 12')
+    with pytest.raises(ValueError):
+        truncated.json()
+    html = api.get("/api/v1/instances/usage")
+    assert (html.status_code, html.text) == (502, "<html>Bad Gateway</html>")
+    empty = api.get("/api/v1/instances/usage")
+    assert (empty.status_code, empty.content, empty.headers["Content-Length"]) == (200, b"", "0")
+    assert api.get("/api/v1/instances/usage").json()["usage_consumed_seconds"] > 0  # rules spent
+    listed = httpx.get(emu.base_url + "/__emulator/faults").json()["faults"]
+    assert [(f["raw"], f["remaining"]) for f in listed] == [
+        ('{"usage_consumed_seconds": 12', 0),
+        ("<html>Bad Gateway</html>", 0),
+        ("", 0),
+    ]
+
+
 def test_clear_from_python(emu: Emulator, api: ApiClient) -> None:
     emu.faults.add(path=".*", status=503)
     assert api.get("/api/v1/backends").status_code == 503

@@ -389,6 +389,39 @@ def test_a_bad_200_from_the_wire_is_a_response_error(client: IBMClient, emu: Any
     assert len(log_of(emu, USAGE)) == 1
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ('{"usage_consumed_seconds": 12', "reply is not JSON"),
+        ("<html>hi</html>", "reply is not JSON"),
+        ("", "reply is empty"),
+    ],
+    ids=["truncated", "html", "empty"],
+)
+def test_malformed_json_from_the_wire_is_a_response_error(
+    client: IBMClient, emu: Any, sleeps: Sleeps, raw: str, why: str
+) -> None:
+    emu.faults.add_from_dict({"path": r"^/api/v1/instances/usage$", "status": 200, "raw": raw, "times": 1})
+    with pytest.raises(IBMResponseError) as exc:
+        client.instance_usage(CRN_ALPHA)
+    assert str(exc.value) == f"IBM GET /v1/instances/usage: HTTP 200: {why}"
+    assert exc.value.exit_code == 4
+    assert sleeps == [] and len(log_of(emu, USAGE)) == 1  # a 200 is an answer: not retried
+    assert client.instance_usage(CRN_ALPHA).consumed_seconds == 28378
+
+
+def test_malformed_json_on_a_page_and_from_iam(client: IBMClient, emu: Any) -> None:
+    emu.faults.add(path=r"^/v2/resource_instances$", status=200, body=b'{"resources": [', times=1)
+    with pytest.raises(
+        IBMResponseError, match=r"^IBM GET /v2/resource_instances: HTTP 200: reply is not JSON$"
+    ):
+        client.list_instances()
+    emu.faults.add(path=r"^/identity/token$", status=200, body=b'{"access_token": ', times=1)
+    with connect(emu) as fresh, pytest.raises(IBMResponseError) as exc:
+        fresh.account_plan(ACCOUNT, PREMIUM_PLAN_ID)
+    assert str(exc.value) == "IBM POST /identity/token: HTTP 200: reply is not JSON"
+
+
 def test_method_filter_only_hits_that_method(client: IBMClient, emu: Any, sleeps: Sleeps) -> None:
     s = client.create_session(CRN_ALPHA, "ibm_torino")
     emu.faults.add(path=r"^/api/v1/sessions/", method="PATCH", status=503, times=1)

@@ -43,6 +43,10 @@ def test_error_reply_and_retry_after() -> None:
         ({"delay": "slow"}, "must be a number"),
         ({"status": 500, "when": "now"}, "unknown fault field"),
         ([1], "JSON object"),
+        ({"status": 200, "raw": {"a": 1}}, "raw must be a string"),
+        ({"status": 200, "raw": "x", "body": {}}, "not both"),
+        ({"delay": 1, "raw": "{"}, "needs a status"),
+        ({"delay": 1, "body": {"a": 1}}, "needs a status"),
     ],
 )
 def test_invalid_specs(spec: object, message: str) -> None:
@@ -62,6 +66,16 @@ def test_to_dict() -> None:
         "drop": True,
         "times": 2,
         "body": None,
+        "raw": None,
         "hits": 0,
         "remaining": 2,
     }
+
+
+def test_raw_body_is_kept_as_bytes_and_listed_as_text() -> None:
+    rule = FaultSet().add_from_dict({"path": "x", "status": 200, "raw": '{"usage": 1'})
+    assert rule.body == b'{"usage": 1'
+    listed = rule.to_dict()
+    assert (listed["body"], listed["raw"], listed["status"]) == (None, '{"usage": 1', 200)
+    from_python = FaultSet().add("x", status=502, body=b"<html>bad gateway</html>").to_dict()
+    assert (from_python["body"], from_python["raw"]) == (None, "<html>bad gateway</html>")
