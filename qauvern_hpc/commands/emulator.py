@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from qauvern_hpc.errors import UsageError
+from qauvern_hpc.errors import ConfigError, UsageError
 
 HELP = "run the local IBM Cloud IAM + IBM Quantum API emulator"
 
@@ -49,7 +49,8 @@ With -v every request is logged on stderr (method, path, status; never tokens or
 Refuses to listen on a non-loopback address unless --allow-remote is given: the emulator has no real security
 and hands out tokens to anyone holding a seeded API key.
 
-exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad options (port, seed, non-loopback address), 3 invalid seed."""
+exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad options (port, a seed file that cannot be read, non-loopback
+address), 3 invalid seed (not YAML/JSON, a field out of range such as negative seconds, inconsistent)."""
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "data" / "emulator-seed.example.yaml"
 
@@ -84,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.emulator.runner import is_loopback, start_emulator
-    from qauvern_hpc.emulator.seed import SeedError
+    from qauvern_hpc.emulator.seed import SeedError, SeedUnreadable
 
     if not args.allow_remote and not is_loopback(args.host):
         raise UsageError(
@@ -122,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
                 time_scale=args.time_scale,
                 allow_remote=True,
             )
+        except SeedUnreadable as exc:
+            raise UsageError(f"bad seed: {exc}") from None
         except SeedError as exc:
-            raise UsageError(f"bad seed: {exc}") from exc
+            where = str(seed) if seed is not None else "the seed"
+            message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+            raise ConfigError(f"bad seed: {message}") from None
         except OSError as exc:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
         try:

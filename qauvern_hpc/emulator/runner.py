@@ -103,7 +103,10 @@ def make_clock(
     if mode not in CLOCK_MODES:
         raise SeedError(f"clock.mode: must be one of {', '.join(CLOCK_MODES)}, not {mode!r}")
     scale = time_scale if time_scale is not None else float(settings.get("time_scale") or 1.0)
-    return Clock(mode, start=start or settings.get("start"), time_scale=scale)
+    try:
+        return Clock(mode, start=start or settings.get("start"), time_scale=scale)
+    except ValueError as exc:
+        raise SeedError(f"clock: {exc}") from None
 
 
 def start_emulator(

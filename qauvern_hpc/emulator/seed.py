@@ -41,7 +41,16 @@ SeedSource = Mapping[str, Any] | str | Path | None
 
 
 class SeedError(ValueError):
-    """A seed (file or dict) is malformed or inconsistent; the message names the location."""
+    """A seed (file or dict) is malformed or inconsistent; the message (one line) names the location."""
+
+
+class SeedUnreadable(SeedError):
+    """The seed file cannot be read at all (missing, a directory, no permission)."""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def read_seed(source: SeedSource) -> dict[str, Any]:
@@ -52,15 +61,26 @@ def read_seed(source: SeedSource) -> dict[str, Any]:
         return json.loads(json.dumps(dict(source), default=str))  # type: ignore[no-any-return]
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise SeedError(f"cannot read seed {path}: {exc.strerror or exc}") from exc
+        raise SeedUnreadable(f"cannot read seed {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeedError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+        ) from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SeedError(
-            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
-        ) from exc
+    except json.JSONDecodeError as exc:
+        raise SeedError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        why = f"{context}: {problem}" if context else problem
+        raise SeedError(f"{where}: not valid YAML: {_one_line(why)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -84,6 +104,11 @@ def clock_settings(seed: Mapping[str, Any]) -> dict[str, Any]:
             out["start"] = as_utc(datetime.fromisoformat(str(out["start"])))
         except ValueError as exc:
             raise SeedError(f"clock.start: not an ISO 8601 timestamp: {out['start']!r}") from exc
+    scale = out.get("time_scale")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < float("inf")
+    ):
+        raise SeedError(f"clock.time_scale: must be a number > 0, not {scale!r}")
     return out
 
 
@@ -101,26 +126,31 @@ def _days_ago_key(key: Any, today: date, where: str) -> date:
 
 def _history(raw: Any, today: date, where: str) -> dict[str, float]:
     out: dict[date, float] = {}
-    items: list[tuple[date, Any]]
+    items: list[tuple[str, date, Any]]
     if raw is None:
         return {}
     if isinstance(raw, list):
-        items = [(today - timedelta(days=i), v) for i, v in enumerate(raw)]
+        items = [(f"[{i}]", today - timedelta(days=i), v) for i, v in enumerate(raw)]
     elif isinstance(raw, Mapping):
-        items = [(_days_ago_key(k, today, where), v) for k, v in raw.items()]
+        items = [(f"[{k!r}]", _days_ago_key(k, today, where), v) for k, v in raw.items()]
     else:
         raise SeedError(
             f"{where}: must be a list (index = days ago) or a mapping (date or days ago -> seconds)"
         )
-    for day, value in items:
+    for label, day, value in items:
         if value is None:
             continue
+        here = f"{where}{label} ({day.isoformat()})"
+        if isinstance(value, bool):
+            raise SeedError(f"{here}: {value!r} is not a number of seconds")
         try:
             seconds = float(value)
         except (TypeError, ValueError) as exc:
-            raise SeedError(f"{where}[{day.isoformat()}]: {value!r} is not a number of seconds") from exc
+            raise SeedError(f"{here}: {value!r} is not a number of seconds") from exc
+        if not seconds < float("inf"):  # inf and NaN
+            raise SeedError(f"{here}: {value!r} is not a finite number of seconds")
         if seconds < 0:
-            raise SeedError(f"{where}[{day.isoformat()}]: usage cannot be negative ({seconds})")
+            raise SeedError(f"{here}: usage cannot be negative ({value!r})")
         out[day] = out.get(day, 0.0) + seconds
     return {d.isoformat(): v for d, v in sorted(out.items())}
 

@@ -122,21 +122,89 @@ def test_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> N
     assert "refusing to listen on non-loopback address '0.0.0.0'" in err and "--allow-remote" in err
 
 
-def test_bad_seed_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "accounts:\n  - id: a\n    plans: [{plan: premium, usage_allocation_seconds: 10}]\ninstances:\n"
-        "  - {name: x, usage_allocation_seconds: 11}\n"
-    )
-    assert cli_main(["emulator", "--seed", str(bad)]) == 2
-    assert (
-        "instance allocations sum to 11 s, more than the plan's usage_allocation_seconds 10 s"
-        in capsys.readouterr().err
-    )
+GOOD_HEAD = "accounts:\n  - id: a\n    plans: [{plan: premium, usage_allocation_seconds: 100}]\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "over.yaml",
+            "accounts:\n  - id: a\n    plans: [{plan: premium, usage_allocation_seconds: 10}]\ninstances:\n"
+            "  - {name: x, usage_allocation_seconds: 11}\n",
+            "over.yaml: inconsistent emulator state: account 'a' plan premium: instance allocations sum to "
+            "11 s, more than the plan's usage_allocation_seconds 10 s",
+        ),
+        (
+            "broken.yaml",
+            "accounts:\n  - id: a\n    plans: [{plan: premium\ninstances: [\n",
+            "broken.yaml:4:10: not valid YAML: while parsing a flow mapping: expected ',' or '}', "
+            "but got ':'",
+        ),
+        ("broken.json", '{"accounts": [\n', "broken.json:2:1: not valid JSON: Expecting value"),
+        (
+            "negative-history.yaml",
+            GOOD_HEAD + "instances:\n  - {name: x, usage_allocation_seconds: 10, usage_history: [5, -3]}\n",
+            "negative-history.yaml: instances[0].usage_history[1] (",
+        ),
+        (
+            "negative-allocation.json",
+            json.dumps(
+                {
+                    "accounts": [
+                        {"id": "a", "plans": [{"plan": "premium", "usage_allocation_seconds": 100}]}
+                    ],
+                    "instances": [{"name": "x", "usage_allocation_seconds": -5}],
+                }
+            ),
+            "negative-allocation.json: invalid emulator state: instances[0].usage_allocation_seconds: Input "
+            "should be greater than or equal to 0",
+        ),
+        ("binary.yaml", b"\xff\xfe", "binary.yaml: not UTF-8 text (byte 0: b'\\xff')"),
+        ("slow.yaml", "clock: {time_scale: fast}\n", "slow.yaml: clock.time_scale: must be a number > 0"),
+        ("backwards.yaml", "clock: {time_scale: -2}\n", "clock.time_scale: must be a number > 0, not -2"),
+    ],
+)
+def test_invalid_seed_is_one_line_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: str | bytes, message: str
+) -> None:
+    bad = tmp_path / name
+    if isinstance(content, bytes):
+        bad.write_bytes(content)
+    else:
+        bad.write_text(content)
+    assert cli_main(["emulator", "--seed", str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"qauvern-hpc emulator: error: bad seed: {bad}")
+    assert message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unreadable_seed_and_bad_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli_main(["emulator", "--seed", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read seed" in err and "No such file or directory" in err and err.count("\n") == 1
+    assert cli_main(["emulator", "--seed", str(tmp_path)]) == 2  # a directory
     assert "cannot read seed" in capsys.readouterr().err
     assert cli_main(["emulator", "--time-scale", "0"]) == 2
     assert cli_main(["emulator", "--port", "70000"]) == 2
+
+
+def test_invalid_seed_as_a_process_prints_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD_HEAD + "instances:\n  - {name: x, usage_allocation_seconds: -1}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "qauvern_hpc", "emulator", "--port", "0", "--seed", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert proc.stdout == ""  # no URL: nothing is served
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "instances[0].usage_allocation_seconds" in proc.stderr
 
 
 def test_help_has_description_and_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from qauvern_hpc.emulator.model import PLAN_IDS, fingerprint
-from qauvern_hpc.emulator.seed import SeedError, clock_settings, normalize, read_seed
+from qauvern_hpc.emulator.seed import SeedError, SeedUnreadable, clock_settings, normalize, read_seed
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[2] / "qauvern_hpc" / "data" / "emulator-seed.example.yaml"
@@ -65,6 +65,11 @@ def test_explicit_crn_gives_region_account_and_guid() -> None:
         (lambda s: s["instances"][0].update(usage_history=[1, -2]), "usage cannot be negative"),
         (lambda s: s["instances"][0].update(usage_history={"soon": 1}), "neither an ISO date nor"),
         (
+            lambda s: s["instances"][0].update(usage_history=[1, float("nan")]),
+            "usage_history[1] (2026-11-21): nan is not a finite number",
+        ),
+        (lambda s: s["instances"][0].update(usage_history=[True]), "True is not a number of seconds"),
+        (
             lambda s: s["instances"][0].update(usage_allocation_seconds=-1),
             "instances[0].usage_allocation_seconds",
         ),
@@ -104,9 +109,20 @@ def test_read_seed_files(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(SeedError, match="mapping at the top level"):
         read_seed(tmp_path / "list.yaml")
-    (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(SeedError, match="not valid JSON"):
+    (tmp_path / "broken.json").write_text('{"a":\n  }')
+    with pytest.raises(SeedError, match=r"broken.json:2:3: not valid JSON: Expecting value$"):
         read_seed(tmp_path / "broken.json")
+    (tmp_path / "broken.yaml").write_text("a: [1,\nb: 2\n")
+    with pytest.raises(SeedError) as exc:
+        read_seed(tmp_path / "broken.yaml")
+    expected = "broken.yaml:3:1: not valid YAML: while parsing a flow sequence: expected ',' or ']'"
+    assert expected in str(exc.value)
+    assert "\n" not in str(exc.value)
+    (tmp_path / "latin1.yaml").write_bytes("a: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SeedError, match=r"latin1.yaml: not UTF-8 text \(byte 6"):
+        read_seed(tmp_path / "latin1.yaml")
+    with pytest.raises(SeedUnreadable, match="cannot read seed"):
+        read_seed(tmp_path / "missing.yaml")
     assert read_seed(None) == {}
 
 
@@ -119,6 +135,10 @@ def test_clock_section() -> None:
         clock_settings({"clock": {"speed": 2}})
     with pytest.raises(SeedError, match="not an ISO 8601"):
         clock_settings({"clock": {"start": "noon"}})
+    for scale in ("fast", -1, 0, True, float("inf")):
+        with pytest.raises(SeedError, match=r"clock\.time_scale: must be a number > 0"):
+            clock_settings({"clock": {"time_scale": scale}})
+    assert clock_settings({"clock": {"time_scale": 2}}) == {"time_scale": 2}
 
 
 def test_the_shipped_example_seed_is_valid() -> None:
