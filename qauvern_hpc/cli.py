@@ -107,6 +107,12 @@ Exit codes: 0 ok, 1 operation failed, 2 bad usage or input, 3 invalid config, 4 
 Run `qauvern-hpc COMMAND --help` for a command's options and examples."""
 
 
+def _staging_from_env() -> bool:
+    from qauvern_hpc.ibm.factory import staging_from_env  # standard library only at import time
+
+    return staging_from_env()
+
+
 def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     d = argparse.SUPPRESS if suppress else None
     p.add_argument(
@@ -121,7 +127,7 @@ def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument(
         "--staging",
         action="store_true",
-        default=d if suppress else bool(os.environ.get("IBMCLOUD_STAGING")),
+        default=d if suppress else _staging_from_env(),
         help="use IBM's staging hosts (also $IBMCLOUD_STAGING)",
     )
     p.add_argument("--api-key-file", default=d, help="file holding the IBM Cloud API key (mode 0600)")

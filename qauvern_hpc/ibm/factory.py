@@ -19,7 +19,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from qauvern_hpc.errors import ConfigError, UsageError
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from qauvern_hpc.ibm.endpoints import Endpoints
 
 API_KEY_ENV = "IBMCLOUD_API_KEY"
+STAGING_ENV = "IBMCLOUD_STAGING"
 API_KEY_FLAG = "--api-key"
 SECRET_ATTR = "api_key_secret"  # where cli.main keeps a key read for --api-key on the args namespace
 DEFAULT_TIMEOUT = 30.0
@@ -138,6 +139,18 @@ def resolve_api_key(args: Any, config_key_file: str | os.PathLike[str] | None = 
 
 # ----------------------------------------------------------------------------------------------- endpoints
 
+_FALSE = frozenset({"", "0", "false", "no", "off", "n", "f"})
+
+
+def staging_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """$IBMCLOUD_STAGING as a flag: unset, empty, 0, false, no, off (any case) mean production.
+
+    Like qauvern's click flag, ``IBMCLOUD_STAGING=True`` (qauvern's README) or ``1`` select staging, and
+    ``IBMCLOUD_STAGING=false`` does not (a plain truth test of the string would take "false" for staging).
+    """
+    value = (os.environ if environ is None else environ).get(STAGING_ENV, "")
+    return value.strip().lower() not in _FALSE
+
 
 def endpoints_from_config(cfg: Config, *, staging: bool = False) -> Endpoints:
     """The IBM hosts the config names: the emulator, overrides of IBM's hosts, or production/staging."""
@@ -205,5 +218,6 @@ __all__ = [
     "read_api_key_from_stdin",
     "refuse_api_key_in_argv",
     "resolve_api_key",
+    "staging_from_env",
     "take_api_key",
 ]
