@@ -318,6 +318,35 @@ def test_fair_share_is_fifo_between_equals(
     assert [_started(gamma, g1), _started(beta, b1), _started(gamma, g2)] == [at(100), at(110), at(120)]
 
 
+def test_fair_share_is_usage_over_allocation_in_the_28_day_window_not_raw_usage() -> None:
+    """beta has used more seconds than alpha but less of its allocation; gamma used a lot, but 29 days ago
+    (outside the rolling window): gamma, then beta, then alpha, although they were submitted the other way."""
+    seed = make_seed()
+    beta_seed = next(i for i in seed["instances"] if i["name"] == "beta")
+    beta_seed["usage_history"] = {1: 60_000}  # 60000 / 500000 = 0.12 < alpha's 28378 / 200000 = 0.14
+    seed["instances"].append(
+        {
+            "name": "gamma",
+            "crn": CRN_GAMMA,
+            "usage_allocation_seconds": 100_000,
+            "usage_history": {29: 90_000},  # 0.9 if it counted, 0 in the window
+        }
+    )
+    with (
+        run_emulator(seed) as emu,
+        ApiClient(emu.base_url, crn=CRN_ALPHA) as alpha,
+        ApiClient(emu.base_url, crn=CRN_BETA) as beta,
+        ApiClient(emu.base_url, crn=CRN_GAMMA) as gamma,
+    ):
+        assert beta.usage() == 60_000 > alpha.usage() == ALPHA_28D and gamma.usage() == 0
+        alpha.submit(quantum_seconds=100)  # holds the backend while the others queue
+        a1 = alpha.submit(quantum_seconds=10)
+        b1 = beta.submit(quantum_seconds=10)
+        g1 = gamma.submit(quantum_seconds=10)
+        emu.advance(130)
+        assert [_started(gamma, g1), _started(beta, b1), _started(alpha, a1)] == [at(100), at(110), at(120)]
+
+
 def test_other_backend_is_independent(emu: Emulator, alpha: ApiClient, beta: ApiClient) -> None:
     alpha.submit(quantum_seconds=100)
     on_fez = beta.submit("ibm_fez", quantum_seconds=10)

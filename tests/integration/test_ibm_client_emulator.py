@@ -525,6 +525,24 @@ def test_token_expiring_on_the_emulated_clock(client: IBMClient, emu: Any) -> No
     assert usage.consumed_seconds == 28378  # 1 h later the 28-day window still holds the same days
 
 
+def test_token_is_renewed_before_it_expires_without_a_401(emu: Any, sleeps: Sleeps) -> None:
+    """IAM says the token lives 600 s; a minute before that the client asks IAM again on its own, so a token
+    the emulator has expired meanwhile is never sent (no 401 in the trail)."""
+    emu.state.patch({"token_ttl_seconds": 600})
+    now = [1000.0]
+    with connect(emu, sleeps, clock=lambda: now[0]) as client:
+        client.instance_usage(CRN_ALPHA)
+        now[0] += 530  # still fresh for the client: the cached token is used
+        client.instance_usage(CRN_ALPHA)
+        assert trail(emu) == [("POST", TOKEN, 200), ("GET", USAGE, 200), ("GET", USAGE, 200)]
+        emu.clear_requests()
+        emu.advance(601)  # the emulator no longer accepts the first token
+        now[0] += 15  # 545 s after it was issued: inside the client's one-minute margin
+        assert client.instance_usage(CRN_ALPHA).consumed_seconds == 28378
+    assert trail(emu) == [("POST", TOKEN, 200), ("GET", USAGE, 200)]
+    assert sleeps == []
+
+
 def test_tokens_expired_for_good_is_an_auth_error(client: IBMClient, emu: Any) -> None:
     """Every token refused (here: IAM keeps issuing, the API keeps answering 401): one re-auth, then stop."""
     emu.faults.add(path=r"^/api/v1/instances/usage$", status=401)
