@@ -216,7 +216,9 @@ def journal_source(state_dir: Path) -> Source:
 
 
 def sources_for(cfg: Any, args: Any, *, ibm: bool = True, slurm: bool = True) -> dict[str, Source]:
-    state = Path(cfg.rebalance.state_dir or Path(cfg.slurm.state_dir) / "rebalance")
+    from qauvern_hpc.rebalance.settings import state_dir
+
+    state = state_dir(cfg)
     out: dict[str, Source] = {}
     if ibm:
         out["ibm"] = ibm_source(cfg, args)

@@ -312,7 +312,9 @@ def _rebalance(cfg: Any) -> Check:
 
     if not cfg.rebalance.enabled:
         return Check("rebalance", "skip", "rebalance.enabled is false")
-    store = JournalStore(Path(cfg.rebalance.state_dir or Path(cfg.slurm.state_dir) / "rebalance"))
+    from qauvern_hpc.rebalance.settings import state_dir
+
+    store = JournalStore(state_dir(cfg))
     runs = store.all()
     if store.unfinished():
         return Check(

@@ -88,7 +88,9 @@ def _confirm(args: argparse.Namespace, count: int) -> None:
 
 
 def _state_dir(cfg: Any) -> Path:
-    return Path(cfg.rebalance.state_dir or Path(cfg.slurm.state_dir) / "rebalance")
+    from qauvern_hpc.rebalance.settings import state_dir
+
+    return state_dir(cfg)
 
 
 def _console(args: argparse.Namespace) -> Any:

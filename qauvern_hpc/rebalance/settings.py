@@ -7,6 +7,8 @@ slip one through.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qauvern_hpc.config import Config, DemandConfig
 from qauvern_hpc.planmodel import (
     BalancePeriod,
@@ -66,4 +68,9 @@ def plan_options(cfg: Config) -> PlanOptions:
     )
 
 
-__all__ = ["demand_weights", "instance_settings", "plan_options"]
+def state_dir(cfg: Config) -> Path:
+    """The rebalancer's journal and lock: `rebalance.state_dir`, else `<slurm.state_dir>/rebalance`."""
+    return Path(cfg.rebalance.state_dir or Path(cfg.slurm.state_dir) / "rebalance")
+
+
+__all__ = ["demand_weights", "instance_settings", "plan_options", "state_dir"]

@@ -35,15 +35,21 @@ def test_a_comment_line_that_looks_like_a_key_is_still_ours_when_indented_differ
     assert admin_comment_from_show_job(text) == "a \n    Foo=b\n\tBar=c"
 
 
-def _fake_scontrol(tmp_path: Path, show: str, show_rc: int = 0, update_rc: int = 0) -> tuple[Path, Path]:
-    """A stand-in scontrol that prints recorded `show job` output and logs the update's arguments."""
+def _fake_scontrol(
+    tmp_path: Path, show: str, show_rc: int = 0, update_rc: int = 0, show_json: str | None = None
+) -> tuple[Path, Path]:
+    """A stand-in scontrol that prints recorded `show job` output and logs the update's arguments. With
+    `show_json` it answers `--json show job` like 24.11+ (recorded output); without, it refuses `--json`
+    like 22.05's scontrol, which has no such option."""
     log = tmp_path / "update.log"
-    shown = tmp_path / "shown.txt"
-    shown.write_text(show)
+    (tmp_path / "shown.txt").write_text(show)
+    (tmp_path / "shown.json").write_text(show_json or "")
+    json_rc = 0 if show_json is not None else 1
     fake = tmp_path / "scontrol"
     fake.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = show ]; then cat {shown}; exit {show_rc}; fi\n'
+        f'if [ "$1" = --json ]; then cat {tmp_path}/shown.json; exit {json_rc}; fi\n'
+        f'if [ "$1" = show ]; then cat {tmp_path}/shown.txt; exit {show_rc}; fi\n'
         f'printf "%s\\n" "$@" > {log}; exit {update_rc}\n'
     )
     fake.chmod(0o755)
@@ -123,31 +129,13 @@ def test_the_script_imports_nothing_beyond_the_standard_library_and_admin_commen
 COMPAT = Path(__file__).parent.parent / "compat" / "fixtures"
 
 
-def _fake_scontrol_json(tmp_path: Path, show_json: str | None, show_text: str) -> tuple[Path, Path]:
-    """A stand-in scontrol of a release with `--json` (recorded 24.11 output), or without it (None: exit 1
-    like 22.05's scontrol, which has no such option)."""
-    log = tmp_path / "update.log"
-    (tmp_path / "shown.json").write_text(show_json or "")
-    (tmp_path / "shown.txt").write_text(show_text)
-    json_rc = 0 if show_json is not None else 1
-    fake = tmp_path / "scontrol"
-    fake.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = --json ]; then cat {tmp_path}/shown.json; exit {json_rc}; fi\n'
-        f'if [ "$1" = show ]; then cat {tmp_path}/shown.txt; exit 0; fi\n'
-        f'printf "%s\\n" "$@" > {log}; exit 0\n'
-    )
-    fake.chmod(0o755)
-    return fake, log
-
-
 def test_json_is_preferred_and_a_forged_text_line_is_ignored(tmp_path: Path) -> None:
     # 24.11, recorded: the job's name holds "\n   AdminComment=forged by the user1"; the JSON tells the truth
     rec = COMPAT / "24.11.5" / "job-path"
     text = (rec / "show-job-forged-note.txt").read_text()
     doc = (rec / "show-job-forged-note.json").read_text()
     job_id = text.split()[0].removeprefix("JobId=")
-    fake, log = _fake_scontrol_json(tmp_path, doc, text)
+    fake, log = _fake_scontrol(tmp_path, text, show_json=doc)
     assert _run(fake, job_id, OURS).returncode == 0
     assert log.read_text().splitlines()[2] == f"AdminComment=ticket=4711 | checked by ops = yes | {OURS}"
 
@@ -156,7 +144,7 @@ def test_without_json_an_ambiguous_text_form_writes_our_record_alone(tmp_path: P
     # 22.05, recorded: two AdminComment= lines (one from the job name): the user's text is never kept
     text = (COMPAT / "22.05.8" / "job-path" / "show-job-forged-note.txt").read_text()
     job_id = text.split()[0].removeprefix("JobId=")
-    fake, log = _fake_scontrol_json(tmp_path, None, text)
+    fake, log = _fake_scontrol(tmp_path, text)
     res = _run(fake, job_id, OURS)
     assert res.returncode == 0 and "several AdminComment= lines" in res.stderr
     assert log.read_text().splitlines()[2] == f"AdminComment={OURS}"
