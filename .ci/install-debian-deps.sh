@@ -7,7 +7,7 @@
 # Non-interactive, quiet and idempotent: when every package is already installed it does nothing (no apt-get
 # update). It never starts services: while it installs, a policy-rc.d that denies every start is in place (unless
 # one exists already, e.g. Docker's), so no system munged/mariadb/slurmctld is left running; the sandbox
-# (qauvern_hpc/sandbox/scripts/up.sh) starts its own private daemons.
+# (qauvern_hpc/devtools/sandbox/scripts/up.sh) starts its own private daemons.
 set -euo pipefail
 
 packages=(

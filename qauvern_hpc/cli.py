@@ -6,7 +6,7 @@ only when that subcommand runs. Each command module exposes:
     HELP: str                          one line for the command list
     DESCRIPTION: str                   the longer text shown by `qauvern-hpc CMD --help` (optional)
     def add_arguments(parser) -> None
-    def run(args) -> int               the exit code (see qauvern_hpc.errors.ExitCode)
+    def run(args) -> int               the exit code (see qauvern_hpc.core.errors.ExitCode)
     READS_API_KEY: bool                True if it takes --api-key (reads keys via qauvern_hpc.ibm.factory)
 
 Global options (before or after the command): --config, --json, --staging, --api-key-file, --api-key, -v.
@@ -174,7 +174,7 @@ def build_command_parser(name: str, module: Any, parent: argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from qauvern_hpc.errors import QauvernError
+    from qauvern_hpc.core.errors import QauvernError
     from qauvern_hpc.ibm.factory import refuse_api_key_in_argv, take_api_key
 
     try:

@@ -157,7 +157,7 @@ local function describe(identity)
 		.. dash(identity.partition) .. " qos=" .. dash(identity.qos)
 end
 
--- Globs: the safe fnmatch subset of qauvern_hpc.mapping (* ? [abc] [a-z] [!x], literals A-Z a-z 0-9 _ . @ + -),
+-- Globs: the safe fnmatch subset of qauvern_hpc.policy.mapping (* ? [abc] [a-z] [!x], literals A-Z a-z 0-9 _ . @ + -),
 -- turned into anchored Lua patterns. Anything else is refused (the config validation refuses it first).
 
 local function same_class_range(lo, hi)
@@ -285,7 +285,7 @@ local function rule_matches(rule, identity)
 	return true
 end
 
--- The decision (mirrors qauvern_hpc.mapping.decide) -------------------------------------------------------
+-- The decision (mirrors qauvern_hpc.policy.mapping.decide) -------------------------------------------------------
 
 function M.check_request(policy, requested)
 	if #requested == 0 then

@@ -10,9 +10,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qauvern_hpc.admin_report import AccountSummary, account_summary, fairness, format_fairness, standing
-from qauvern_hpc.errors import ExitCode, QauvernError
-from qauvern_hpc.units import format_seconds, to_qau
+from qauvern_hpc.core.errors import ExitCode, QauvernError
+from qauvern_hpc.core.units import format_seconds, to_qau
+from qauvern_hpc.planner.admin_report import (
+    AccountSummary,
+    account_summary,
+    fairness,
+    format_fairness,
+    standing,
+)
 
 IBM_WORKERS = 8
 

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, UsageError
+from qauvern_hpc.core.errors import ExitCode, UsageError
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "usage per instance and day, trends, who is over/under target, and the allocations proposed"
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
-    from qauvern_hpc.optimizer import plan_allocations
+    from qauvern_hpc.planner.optimizer import plan_allocations
     from qauvern_hpc.rebalance.gather import ibm_snapshot
     from qauvern_hpc.rebalance.settings import instance_settings, plan_options
 
@@ -118,8 +118,8 @@ def analysis(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """The JSON document (pure: from the snapshot, the plan and the per-day usage)."""
-    from qauvern_hpc.admin_report import account_summary, day_range, pace, standing, trend
     from qauvern_hpc.commands.admin_common import summary_dict
+    from qauvern_hpc.planner.admin_report import account_summary, day_range, pace, standing, trend
 
     snaps = {s.crn: s for s in account.instances}
     days = day_range(start, today)
@@ -230,7 +230,7 @@ def analysis(
 
 
 def _delta(cur: int | None, new: int | None) -> str:
-    from qauvern_hpc.units import format_seconds as dur
+    from qauvern_hpc.core.units import format_seconds as dur
 
     if cur == new:
         return dur(cur) if cur is not None else "none"
@@ -243,9 +243,9 @@ def _delta(cur: int | None, new: int | None) -> str:
 def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from qauvern_hpc.admin_report import AccountSummary, format_fairness, sparkline
     from qauvern_hpc.commands.admin_common import console, print_account
-    from qauvern_hpc.units import format_seconds as dur
+    from qauvern_hpc.core.units import format_seconds as dur
+    from qauvern_hpc.planner.admin_report import AccountSummary, format_fairness, sparkline
 
     con = console(args)
     if doc["validation_errors"]:

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from qauvern_hpc.errors import ConfigError, ExitCode
+from qauvern_hpc.core.errors import ConfigError, ExitCode
 
 HELP = "validate the site config and print the resolved table"
 DESCRIPTION = """\
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fmt_seconds(v: int | None) -> str:
-    from qauvern_hpc.units import format_seconds
+    from qauvern_hpc.core.units import format_seconds
 
     return "-" if v is None else format_seconds(v)
 
@@ -60,7 +60,7 @@ def _globs(v: tuple[str, ...] | None) -> str:
 
 
 def _stale_policy_note(loaded: Any) -> str | None:
-    from qauvern_hpc.policy import default_policy_path
+    from qauvern_hpc.policy.compiled import default_policy_path
 
     path = default_policy_path()
     try:
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(example_config_text())
         return ExitCode.OK
     if args.schema:
-        from qauvern_hpc.config_docs import reference_markdown, schema_json
+        from qauvern_hpc.config.docs import reference_markdown, schema_json
 
         sys.stdout.write(schema_json() if args.schema == "json" else reference_markdown())
         return ExitCode.OK

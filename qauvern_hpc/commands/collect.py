@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from qauvern_hpc.errors import ConfigError, ExitCode, ServiceUnavailable, UsageError
+from qauvern_hpc.core.errors import ConfigError, ExitCode, ServiceUnavailable, UsageError
 
 READS_API_KEY = True  # for --reconcile's analytics and instances without a key file of their own
 HELP = "collect finished QPU jobs from sacct and their IBM usage into the usage ledger"
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_since(text: str, now: float) -> int:
     """An ISO date/datetime (UTC unless it says otherwise), or a duration before `now`."""
-    from qauvern_hpc.units import parse_seconds
+    from qauvern_hpc.core.units import parse_seconds
 
     try:
         when = datetime.fromisoformat(text)
@@ -105,9 +105,9 @@ class _Clients:
         self._instances = {i.name: i for i in cfg.instances}
 
     def _client(self, key_file: str | None) -> Any:
+        from qauvern_hpc.core.keyfile import read_key_file
         from qauvern_hpc.ibm import IBMClient
         from qauvern_hpc.ibm.factory import resolve_api_key
-        from qauvern_hpc.keyfile import read_key_file
 
         cache_key = key_file or "(admin)"
         client = self._by_key.get(cache_key)
@@ -171,10 +171,10 @@ class _ProgressSink:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc import collector
+    from qauvern_hpc.accounting import collector
+    from qauvern_hpc.accounting.ledger import open_ledger
     from qauvern_hpc.config import load_config_full
-    from qauvern_hpc.ledger import open_ledger
-    from qauvern_hpc.units import parse_seconds
+    from qauvern_hpc.core.units import parse_seconds
 
     cfg = load_config_full(args.config).config
     now = time.time()
@@ -258,7 +258,7 @@ def _print(report: Any, *, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from qauvern_hpc.units import format_seconds
+    from qauvern_hpc.core.units import format_seconds
 
     console = Console()
     t = Table(title="Slurm accounting pulled")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, QauvernError, UsageError
+from qauvern_hpc.core.errors import ExitCode, QauvernError, UsageError
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "generate a site config from the account's IBM Quantum instances (names, CRNs, limits, starter rules)"
@@ -138,7 +138,7 @@ def build(
     key_file: str,
 ) -> dict[str, Any]:
     """What the file will say (pure): instances sorted by IBM name, skipped ones with the reason."""
-    from qauvern_hpc.admin_report import config_name, crn_account
+    from qauvern_hpc.planner.admin_report import config_name, crn_account
 
     notes: list[str] = []
     skipped: list[dict[str, str]] = []

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, QauvernError, UsageError
+from qauvern_hpc.core.errors import ExitCode, QauvernError, UsageError
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "create an IBM Quantum instance (allocation/limit like 10h, 2.5d, 1qau), checked against the budget"
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str, what: str) -> int:
-    from qauvern_hpc.units import parse_seconds
+    from qauvern_hpc.core.units import parse_seconds
 
     try:
         return parse_seconds(text)
@@ -57,7 +57,7 @@ def _size(text: str, what: str) -> int:
 
 def check_request(name: str, allocation: int, unallocated: int, existing_names: list[str]) -> list[str]:
     """Why the create must be refused (pure); empty = go."""
-    from qauvern_hpc.units import format_seconds
+    from qauvern_hpc.core.units import format_seconds
 
     problems = []
     if allocation <= 0:
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             limit_seconds=limit,
             tags=list(args.tag) or None,
         )
-    from qauvern_hpc.admin_report import config_name
+    from qauvern_hpc.planner.admin_report import config_name
 
     entry = {"name": config_name(made.name, set()), "crn": made.crn}
     if limit is not None:

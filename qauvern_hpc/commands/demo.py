@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc.errors import QauvernError, UsageError
+from qauvern_hpc.core.errors import QauvernError, UsageError
 
 HELP = "run the end-to-end demo on a throwaway cluster and emulator"
 DESCRIPTION = """\
@@ -76,7 +76,7 @@ REFUSED: list[dict[str, Any]] = [
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.sandbox import missing_prerequisites
+    from qauvern_hpc.devtools.sandbox import missing_prerequisites
 
     if os.geteuid() != 0:
         raise UsageError("the demo starts a private Slurm cluster and must run as root")
@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
             "cannot run the demo: " + "; ".join(problems), hint="run `bash .ci/setup.sh` first"
         )
 
-    from qauvern_hpc import qpu_site
-    from qauvern_hpc.emulator import run_emulator
-    from qauvern_hpc.sandbox import Sandbox, SubmitError
+    from qauvern_hpc.devtools import qpu_site
+    from qauvern_hpc.devtools.emulator import run_emulator
+    from qauvern_hpc.devtools.sandbox import Sandbox, SubmitError
 
     base = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="qauvern-hpc-demo-", dir="/tmp"))
@@ -217,7 +217,7 @@ def _first_qpu_line(text: str) -> str:
 
 
 def _job_result(sb: Any, emu: Any, jobid: int, spec: dict[str, Any], state: str) -> dict[str, Any]:
-    from qauvern_hpc.admin_comment import parse_admin_comment
+    from qauvern_hpc.record.admin_comment import parse_admin_comment
 
     deadline = time.monotonic() + 15
     record = None
@@ -225,7 +225,7 @@ def _job_result(sb: Any, emu: Any, jobid: int, spec: dict[str, Any], state: str)
         record = parse_admin_comment(sb.job(jobid, ("JobID", "AdminComment")).get("AdminComment"))
         if record is None:
             time.sleep(0.3)
-    from qauvern_hpc import qpu_site
+    from qauvern_hpc.devtools import qpu_site
     from qauvern_hpc.ibm import Endpoints, IBMClient
 
     used: list[dict[str, Any]] = []
@@ -262,7 +262,7 @@ def _job_result(sb: Any, emu: Any, jobid: int, spec: dict[str, Any], state: str)
 
 
 def _instances(emu: Any) -> list[dict[str, Any]]:
-    from qauvern_hpc import qpu_site
+    from qauvern_hpc.devtools import qpu_site
     from qauvern_hpc.ibm import Endpoints, IBMClient
 
     out = []

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc.doctor import Check, worst
-from qauvern_hpc.errors import ConfigError, ExitCode, QauvernError
+from qauvern_hpc.core.errors import ConfigError, ExitCode, QauvernError
+from qauvern_hpc.ops.doctor import Check, worst
 
 HELP = "check the installation end to end (config, slurm.conf, hooks, SPANK, hookd, IBM, ledger)"
 DESCRIPTION = """\
@@ -77,8 +77,8 @@ def _guard(name: str, fn: Callable[[], Check | list[Check]]) -> list[Check]:
 
 
 def gather(args: argparse.Namespace) -> list[Check]:
-    from qauvern_hpc import doctor as d
     from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.ops import doctor as d
 
     checks: list[Check] = []
     try:
@@ -143,7 +143,7 @@ def gather(args: argparse.Namespace) -> list[Check]:
         checks.append(d.check_timeout(conf))
 
     # the rendered policy the hooks read, and the Lua table job_submit.lua reads
-    from qauvern_hpc.policy import POLICY_LUA, default_policy_path
+    from qauvern_hpc.policy.compiled import POLICY_LUA, default_policy_path
 
     policy_path = Path(
         prolog_exports.get("QAUVERN_HPC_POLICY")
@@ -292,8 +292,8 @@ def _ibm(args: argparse.Namespace, cfg: Any) -> list[Check]:
 
 
 def _ledger(cfg: Any) -> Check:
-    from qauvern_hpc.doctor import check_age
-    from qauvern_hpc.ledger import open_ledger
+    from qauvern_hpc.accounting.ledger import open_ledger
+    from qauvern_hpc.ops.doctor import check_age
 
     with open_ledger(cfg.ledger.url) as ledger:
         marks = [m for m in (ledger.get_high_water(c) for c in (cfg.slurm.cluster or [""])) if m]
@@ -307,7 +307,7 @@ def _ledger(cfg: Any) -> Check:
 
 
 def _rebalance(cfg: Any) -> Check:
-    from qauvern_hpc.doctor import check_age
+    from qauvern_hpc.ops.doctor import check_age
     from qauvern_hpc.rebalance.journal import JournalStore
 
     if not cfg.rebalance.enabled:

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from qauvern_hpc.errors import ConfigError, UsageError
+from qauvern_hpc.core import paths
+from qauvern_hpc.core.errors import ConfigError, UsageError
 
 HELP = "run the local IBM Cloud IAM + IBM Quantum API emulator"
 
@@ -52,7 +53,7 @@ and hands out tokens to anyone holding a seeded API key.
 exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad options (port, a seed file that cannot be read, non-loopback
 address), 3 invalid seed (not YAML/JSON, a field out of range such as negative seconds, inconsistent)."""
 
-EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "data" / "emulator-seed.example.yaml"
+EXAMPLE_SEED = paths.DATA_DIR / "emulator-seed.example.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.emulator.runner import is_loopback, start_emulator
-    from qauvern_hpc.emulator.seed import SeedError, SeedUnreadable
+    from qauvern_hpc.devtools.emulator.runner import is_loopback, start_emulator
+    from qauvern_hpc.devtools.emulator.seed import SeedError, SeedUnreadable
 
     if not args.allow_remote and not is_loopback(args.host):
         raise UsageError(
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", 0):
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        emulator_log = logging.getLogger("qauvern_hpc.emulator")
+        emulator_log = logging.getLogger("qauvern_hpc.devtools.emulator")
         emulator_log.addHandler(stream)
         emulator_log.setLevel(logging.DEBUG)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qauvern_hpc.errors import UsageError
+from qauvern_hpc.core.errors import UsageError
 
 HELP = "serve the controller hooks from a resident process (fast --qpu job starts)"
 DESCRIPTION = """\

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from qauvern_hpc.errors import ExitCode, QauvernError
+from qauvern_hpc.core.errors import ExitCode, QauvernError
 
 HELP = "write the PrologSlurmctld/EpilogSlurmctld wrapper scripts for slurm.conf"
 DESCRIPTION = """\
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.config import load_config_full
     from qauvern_hpc.hooks.wrapper import render_wrapper, write_wrapper
-    from qauvern_hpc.policy import default_policy_path
+    from qauvern_hpc.policy.compiled import default_policy_path
 
     loaded = load_config_full(args.config, check_key_files=False)
     state_dir = Path(loaded.config.slurm.state_dir)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode
+from qauvern_hpc.core.errors import ExitCode
 
 HELP = "explain which rule maps a user/account/partition/QOS to an instance"
 DESCRIPTION = """\
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _policy(args: argparse.Namespace) -> Any:
     if args.policy:
-        from qauvern_hpc.policy import load_policy
+        from qauvern_hpc.policy.compiled import load_policy
 
         return load_policy(args.policy)
     from qauvern_hpc.config import load_config
@@ -49,7 +49,7 @@ def _policy(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.mapping import JobIdentity, decide, parse_request
+    from qauvern_hpc.policy.mapping import JobIdentity, decide, parse_request
 
     policy = _policy(args)
     identity = JobIdentity(args.user, args.account, args.partition, args.qos)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         table = Table(title="what the prolog will open", title_justify="left")
         for col in ("resource", "backend", "instance", "session", "max TTL", "fail mode", "API key file"):
             table.add_column(col)
-        from qauvern_hpc.units import format_seconds
+        from qauvern_hpc.core.units import format_seconds
 
         for g in decision.resources:
             table.add_row(

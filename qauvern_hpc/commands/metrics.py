@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, UsageError
+from qauvern_hpc.core.errors import ExitCode, UsageError
 
 READS_API_KEY = True
 HELP = "Prometheus metrics: allocations, limits, usage, queue, rebalance runs (textfile or HTTP)"
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _collect(cfg: Any, args: argparse.Namespace) -> tuple[str, bool]:
-    from qauvern_hpc.metrics import gather, render, sources_for
+    from qauvern_hpc.ops.metrics import gather, render, sources_for
 
     fams = gather(sources_for(cfg, args, ibm=not args.no_ibm, slurm=not args.no_slurm))
     failed = any(v for fam in fams if fam.name == "scrape_error" for _, v in fam.samples)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     text, failed = _collect(cfg, args)
     path = args.textfile or cfg.metrics.textfile
     if path:
-        from qauvern_hpc.metrics import write_textfile
+        from qauvern_hpc.ops.metrics import write_textfile
 
         write_textfile(path, text)
     else:

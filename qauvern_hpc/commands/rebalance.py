@@ -74,7 +74,7 @@ def actor() -> str:
 
 
 def _confirm(args: argparse.Namespace, count: int) -> None:
-    from qauvern_hpc.errors import UsageError
+    from qauvern_hpc.core.errors import UsageError
 
     if args.yes:
         return
@@ -142,7 +142,7 @@ def _clients(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
 
 
 def _open_ledger(cfg: Any) -> Any:
-    from qauvern_hpc.ledger import open_ledger
+    from qauvern_hpc.accounting.ledger import open_ledger
 
     return open_ledger(cfg.ledger.url)
 
@@ -184,7 +184,7 @@ def _finish_interrupted(
             }
         )
         if outcome.failed is not None or (j.status == "applying"):
-            from qauvern_hpc.errors import QauvernError
+            from qauvern_hpc.core.errors import QauvernError
 
             raise outcome.error or QauvernError(
                 f"interrupted run {j.run_id} could not be finished: {j.error}"
@@ -235,7 +235,7 @@ def _preview_interrupted(
 def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> int:
     import contextlib
 
-    from qauvern_hpc.optimizer import plan_allocations
+    from qauvern_hpc.planner.optimizer import plan_allocations
     from qauvern_hpc.rebalance.apply import build_steps, execute
     from qauvern_hpc.rebalance.enforce import SlurmPlan, plan_slurm
     from qauvern_hpc.rebalance.gather import gather
@@ -336,7 +336,7 @@ def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> 
 
 
 def _rollback(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> int:
-    from qauvern_hpc.errors import QauvernError
+    from qauvern_hpc.core.errors import QauvernError
     from qauvern_hpc.rebalance.apply import execute, live_ibm_values, rollback_steps
     from qauvern_hpc.rebalance.journal import Journal, new_run_id
     from qauvern_hpc.rebalance.report import print_steps, step_dict

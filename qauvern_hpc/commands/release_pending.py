@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.policy import load_policy
-    from qauvern_hpc.release import release_pending, squeue_alive
+    from qauvern_hpc.hooks.release import release_pending, squeue_alive
+    from qauvern_hpc.policy.compiled import load_policy
 
     policy = load_policy(args.policy or os.environ.get("QAUVERN_HPC_POLICY") or None)
     state_dir = args.state_dir or policy.state_dir

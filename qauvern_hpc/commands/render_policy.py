@@ -7,14 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from qauvern_hpc.errors import ExitCode, QauvernError
+from qauvern_hpc.core.errors import ExitCode, QauvernError
 
 HELP = "write the submit-time policy table for job_submit.lua"
 DESCRIPTION = """\
 Validate the site config and compile it into the two files the Slurm hooks read, so that they never parse
 YAML or load pydantic on the job path:
 
-  policy.json      for the prolog/epilog (qauvern_hpc.policy.load_policy): resources, instances (CRN and
+  policy.json      for the prolog/epilog (qauvern_hpc.policy.compiled.load_policy): resources, instances (CRN
+  and
                    API key file path), ordered rules, default, endpoints, state_dir
   qpu_policy.lua   for job_submit.lua: the same rules as a Lua table
 
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.config import compile_policy, load_config_full
-    from qauvern_hpc.policy import (
+    from qauvern_hpc.policy.compiled import (
         POLICY_JSON,
         POLICY_LUA,
         default_policy_dir,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc.errors import UsageError
+from qauvern_hpc.core.errors import UsageError
 
 HELP = "start/stop a throwaway local Slurm cluster with the plugin wired in"
 DESCRIPTION = """\
@@ -35,7 +35,8 @@ examples:
   qauvern-hpc sandbox down
 
 Hooks can also be written to WORKDIR/hooks.env (QAUVERN_SANDBOX_* variables, see
-qauvern_hpc/sandbox/scripts/up.sh); options given to `up` replace that file. Jobs run as the test users
+qauvern_hpc/devtools/sandbox/scripts/up.sh); options given to `up` replace that file. Jobs run as the test
+users
 (qalice, qbob in account physics; qcarol in chemistry), whose Unix accounts `up` creates when missing.
 
 exit codes: 0 done (status: every daemon runs), 1 status: some daemon is stopped, or a daemon would not
@@ -43,7 +44,7 @@ start (its log is printed), 2 bad usage or not root."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from qauvern_hpc.sandbox import default_workdir
+    from qauvern_hpc.devtools.sandbox import default_workdir
 
     parser.add_argument(
         "action", choices=("up", "down", "env", "status", "logs"), help="what to do (see above)"
@@ -108,7 +109,7 @@ def _exports(env: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.sandbox import DEFAULT_ACCOUNTS, Hooks, Sandbox, missing_prerequisites
+    from qauvern_hpc.devtools.sandbox import DEFAULT_ACCOUNTS, Hooks, Sandbox, missing_prerequisites
 
     sb = Sandbox(args.workdir)
     if args.action in ("up", "down", "status"):

@@ -75,10 +75,10 @@ def _generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qauvern_hpc.config import compile_policy, load_config_full
-    from qauvern_hpc.errors import UsageError
-    from qauvern_hpc.simulator.generate import generate_trace
-    from qauvern_hpc.simulator.scenario import load_scenario
-    from qauvern_hpc.simulator.trace import format_trace
+    from qauvern_hpc.core.errors import UsageError
+    from qauvern_hpc.devtools.simulator.generate import generate_trace
+    from qauvern_hpc.devtools.simulator.scenario import load_scenario
+    from qauvern_hpc.devtools.simulator.trace import format_trace
 
     loaded = load_config_full(args.config, check_key_files=False)
     scenario = load_scenario(args.scenario)
@@ -114,13 +114,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.errors import UsageError
+    from qauvern_hpc.core.errors import UsageError
 
     if args.generate:
         return _generate(args)
     if not args.trace:
         raise UsageError("--trace is required (or --generate to write one)")
-    from qauvern_hpc.simulator.runner import comparison_table, expand_policies, run_comparison
+    from qauvern_hpc.devtools.simulator.runner import comparison_table, expand_policies, run_comparison
 
     policies = expand_policies(args.policy)
     show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     )
     plot_path = None
     if args.plot:
-        from qauvern_hpc.simulator.plot import plot_runs
+        from qauvern_hpc.devtools.simulator.plot import plot_runs
 
         plot_path = str(
             plot_runs(cmp.results, args.plot, title=f"{cmp.trace}: usage vs allocation (QAU) per instance")

@@ -31,7 +31,7 @@ exit codes: 0 built/printed, 1 the build failed (the compiler's message is shown
 
 
 def _line_options(p: argparse.ArgumentParser) -> None:
-    from qauvern_hpc.spank_build import DEFAULT_STATE_DIR, FAIL_MODES
+    from qauvern_hpc.slurm.spank_build import DEFAULT_STATE_DIR, FAIL_MODES
 
     p.add_argument(
         "--state-dir",
@@ -76,7 +76,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc import spank_build as sb
+    from qauvern_hpc.slurm import spank_build as sb
 
     if args.action == "build":
         res = sb.build_plugin(args.output, slurm_include=args.slurm_include, cc=args.cc)

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, UsageError
+from qauvern_hpc.core.errors import ExitCode, UsageError
 
 HELP = "quantum usage per user, account, partition, instance or resource (from the ledger)"
 DESCRIPTION = """\
@@ -57,7 +57,7 @@ def _date(text: str, what: str) -> int:
 
 def window(args: argparse.Namespace, cfg: Any, now: float) -> tuple[int | None, int | None, str]:
     """(since, until, label) from the options."""
-    from qauvern_hpc.units import parse_seconds
+    from qauvern_hpc.core.units import parse_seconds
 
     until = _date(args.until, "--until") if args.until else None
     if args.balance_period:
@@ -87,7 +87,7 @@ def _fmt(epoch: int) -> str:
 
 
 def rows_for(ledger: Any, dimension: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
-    from qauvern_hpc.units import QAU_SECONDS
+    from qauvern_hpc.core.units import QAU_SECONDS
 
     out = []
     for row in ledger.usage_by(dimension, since, until):
@@ -105,8 +105,8 @@ def rows_for(ledger: Any, dimension: str, since: int | None, until: int | None) 
 
 
 def run(args: argparse.Namespace) -> int:
+    from qauvern_hpc.accounting.ledger import open_ledger
     from qauvern_hpc.config import load_config_full
-    from qauvern_hpc.ledger import open_ledger
 
     if args.csv and args.json:
         raise UsageError("--csv and --json are mutually exclusive")

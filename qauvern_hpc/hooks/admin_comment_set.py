@@ -7,7 +7,7 @@ text kept, an older record of ours, e.g. from a requeued run, replaced) and writ
 `scontrol update`. When the current value cannot be read, our record alone is written (as before merging
 existed): the collector needs it more than the foreign text.
 
-Standard library only, and only `qauvern_hpc.admin_comment` from the package (which is standard library
+Standard library only, and only `qauvern_hpc.record.admin_comment` from the package (which is standard library
 only too), so it starts in a few milliseconds. Environment: QAUVERN_HPC_SCONTROL (default `scontrol`),
 PATH and SLURM_CONF as the hook had them. Exit status: 0 written, 1 not written (reason on stderr).
 """
@@ -19,7 +19,7 @@ import sys
 if __name__ == "__main__":  # run as a script with -I -S: make the package importable without site-packages
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from qauvern_hpc.admin_comment import (
+from qauvern_hpc.record.admin_comment import (
     admin_comment_from_show_job,
     admin_comment_from_show_job_json,
     merge_admin_comment,

@@ -134,7 +134,7 @@ def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, 
     the current value, merges and updates. The collector falls back to the JSON record if this is lost."""
     import sys
 
-    from qauvern_hpc.admin_comment import format_admin_comment
+    from qauvern_hpc.record.admin_comment import format_admin_comment
 
     text = format_admin_comment(record)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "admin_comment_set.py")

@@ -22,7 +22,7 @@ def release(environ: Mapping[str, str]) -> dict[str, object] | None:
     import time
 
     from qauvern_hpc.hooks import common
-    from qauvern_hpc.policy import load_policy
+    from qauvern_hpc.policy.compiled import load_policy
 
     log = logging.getLogger("qauvern_hpc.epilog")
 

@@ -257,7 +257,7 @@ def prewarm(policy_path: str | None) -> None:
     """Import the IBM client stack and open a client per key file now, not during the first job."""
     try:
         from qauvern_hpc.hooks import ibm_session
-        from qauvern_hpc.policy import load_policy
+        from qauvern_hpc.policy.compiled import load_policy
 
         policy = load_policy(policy_path)
         for instance in policy.instances.values():

@@ -15,8 +15,8 @@ from typing import Any
 
 from qauvern_hpc.hooks.jobenv import AcquiredResource
 from qauvern_hpc.ibm import Endpoints, IBMClient, RetryPolicy
-from qauvern_hpc.mapping import ResourceGrant
-from qauvern_hpc.policy import Policy
+from qauvern_hpc.policy.compiled import Policy
+from qauvern_hpc.policy.mapping import ResourceGrant
 
 # One short retry budget for the job path: a job should not wait minutes for a flapping API.
 HOOK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, deadline=20.0)
@@ -49,7 +49,7 @@ def endpoints_for(policy: Policy) -> Endpoints:
 def read_api_key(path: str | None, instance: str) -> str:
     if not path:
         raise RuntimeError(f"instance {instance!r} has no api_key_file in the config")
-    from qauvern_hpc.keyfile import read_key_file
+    from qauvern_hpc.core.keyfile import read_key_file
 
     return read_key_file(path)
 

@@ -47,8 +47,8 @@ def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
 
     from qauvern_hpc.hooks import common
     from qauvern_hpc.hooks.jobenv import format_env_file, render, write_private
-    from qauvern_hpc.mapping import JobIdentity, decide, parse_request
-    from qauvern_hpc.policy import load_policy
+    from qauvern_hpc.policy.compiled import load_policy
+    from qauvern_hpc.policy.mapping import JobIdentity, decide, parse_request
 
     log = _log()
 

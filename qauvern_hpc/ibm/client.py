@@ -64,6 +64,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from qauvern_hpc import __version__
+from qauvern_hpc.core.secret import Secret
 from qauvern_hpc.ibm import models as m
 from qauvern_hpc.ibm.endpoints import Endpoints, parse_crn, valid_region
 from qauvern_hpc.ibm.errors import (
@@ -77,7 +78,6 @@ from qauvern_hpc.ibm.errors import (
     one_line,
 )
 from qauvern_hpc.ibm.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
-from qauvern_hpc.secret import Secret
 
 log = logging.getLogger("qauvern_hpc.ibm")
 

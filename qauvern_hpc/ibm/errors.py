@@ -1,6 +1,6 @@
 """Errors from IBM Cloud IAM, the Resource Controller and the IBM Quantum API.
 
-Every `IBMError` is a `qauvern_hpc.errors.ServiceUnavailable` (exit code 4) and carries:
+Every `IBMError` is a `qauvern_hpc.core.errors.ServiceUnavailable` (exit code 4) and carries:
 
 - `call`: what was attempted, as ``METHOD /path-template`` (e.g. ``"GET /v1/instances/usage"``); never a URL
   with query values and never a secret;
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from qauvern_hpc.errors import ExitCode, QauvernError, ServiceUnavailable
+from qauvern_hpc.core.errors import ExitCode, QauvernError, ServiceUnavailable
 
 _WS = re.compile(r"\s+")
 MAX_MESSAGE = 300

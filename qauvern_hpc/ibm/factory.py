@@ -22,8 +22,8 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from qauvern_hpc.errors import ConfigError, UsageError
-from qauvern_hpc.secret import Secret
+from qauvern_hpc.core.errors import ConfigError, UsageError
+from qauvern_hpc.core.secret import Secret
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
@@ -117,7 +117,7 @@ def take_api_key(
 
 def resolve_api_key(args: Any, config_key_file: str | os.PathLike[str] | None = None) -> str:
     """The account-level key: --api-key (stdin), --api-key-file, $IBMCLOUD_API_KEY, the config's key file."""
-    from qauvern_hpc.keyfile import read_key_file
+    from qauvern_hpc.core.keyfile import read_key_file
 
     secret = getattr(args, SECRET_ATTR, None)
     if isinstance(secret, Secret):

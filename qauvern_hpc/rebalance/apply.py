@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from qauvern_hpc.errors import QauvernError
-from qauvern_hpc.planmodel import PlanResult
+from qauvern_hpc.core.errors import QauvernError
+from qauvern_hpc.planner.model import PlanResult
 from qauvern_hpc.rebalance.enforce import FAIRSHARE, GATE, SlurmPlan
 from qauvern_hpc.rebalance.journal import (
     ABANDONED,

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from qauvern_hpc.planmodel import DemandSignal
+from qauvern_hpc.planner.model import DemandSignal
 from qauvern_hpc.slurm.squeue import PendingJob
 
 GATE_REASON = "AssocGrpLicense"

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qauvern_hpc.config import Config
-from qauvern_hpc.mapping import list_match
-from qauvern_hpc.planmodel import PlanResult
+from qauvern_hpc.planner.model import PlanResult
+from qauvern_hpc.policy.mapping import list_match
 from qauvern_hpc.slurm.sacctmgr import Association
 
 FAIRSHARE = "fairshare"

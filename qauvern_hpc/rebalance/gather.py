@@ -25,9 +25,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from qauvern_hpc.config import Config
-from qauvern_hpc.errors import ConfigError, QauvernError, ServiceUnavailable
+from qauvern_hpc.core.errors import ConfigError, QauvernError, ServiceUnavailable
 from qauvern_hpc.ibm import IBMClient
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     DemandSignal,
     InstanceSettings,
@@ -35,10 +35,10 @@ from qauvern_hpc.planmodel import (
     PlanOptions,
     UnknownInstanceError,
 )
+from qauvern_hpc.planner.window import daily_usage_lookback_days
 from qauvern_hpc.rebalance.demand import QueueSummary, aggregate_pending, demand_signals
 from qauvern_hpc.rebalance.gcpause import gc_paused
 from qauvern_hpc.rebalance.settings import instance_settings, plan_options
-from qauvern_hpc.rolling import daily_usage_lookback_days
 from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
 from qauvern_hpc.slurm.squeue import PendingJob, pending_jobs
 
@@ -179,7 +179,7 @@ def ibm_snapshot(
 
 def recent_ledger_seconds(cfg: Config, *, now: float) -> dict[str, float]:
     """Instance name -> quantum seconds of runs that ended in the recent window (ledger)."""
-    from qauvern_hpc.ledger import open_ledger
+    from qauvern_hpc.accounting.ledger import open_ledger
 
     ledger = open_ledger(cfg.ledger.url)
     try:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc.errors import LockHeld, UsageError
+from qauvern_hpc.core.errors import LockHeld, UsageError
 
 PENDING = "pending"
 STARTED = "started"

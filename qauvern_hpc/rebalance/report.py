@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from qauvern_hpc.optimizer import explain_score
-from qauvern_hpc.planmodel import PlanResult
+from qauvern_hpc.core.units import format_seconds
+from qauvern_hpc.planner.model import PlanResult
+from qauvern_hpc.planner.optimizer import explain_score
 from qauvern_hpc.rebalance.apply import FINISH, ResumePreview, describe_target, fmt_value
 from qauvern_hpc.rebalance.demand import QueueSummary
 from qauvern_hpc.rebalance.enforce import SlurmPlan
 from qauvern_hpc.rebalance.journal import Journal, Step
-from qauvern_hpc.units import format_seconds
 
 
 def _secs(v: int | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qauvern_hpc.config import Config, DemandConfig
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     BalancePeriod,
     DemandWeights,
     DuplicateInstanceError,

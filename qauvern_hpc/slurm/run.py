@@ -3,7 +3,7 @@
 `run_slurm(argv)` returns stdout; `stream_slurm(argv)` yields stdout line by line (for sacct dumps of a
 million jobs, which must never sit in memory as one string). Failures become one of two errors:
 
-* `qauvern_hpc.errors.ServiceUnavailable` when Slurm could not be reached (slurmctld or slurmdbd down,
+* `qauvern_hpc.core.errors.ServiceUnavailable` when Slurm could not be reached (slurmctld or slurmdbd down,
   munge down, no configuration source, timeouts); the message names the command and quotes Slurm's line;
 * `SlurmCommandError` for anything else (bad option, unknown cluster, permission), carrying stderr.
 
@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from qauvern_hpc.errors import QauvernError, ServiceUnavailable
+from qauvern_hpc.core.errors import QauvernError, ServiceUnavailable
 
 DEFAULT_TIMEOUT = 120.0
 

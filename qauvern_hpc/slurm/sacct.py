@@ -39,9 +39,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from qauvern_hpc.admin_comment import PREFIX as _ADMIN_PREFIX
-from qauvern_hpc.admin_comment import AdminRecord, parse_admin_comment
-from qauvern_hpc.errors import QauvernError
+from qauvern_hpc.core.errors import QauvernError
+from qauvern_hpc.record.admin_comment import PREFIX as _ADMIN_PREFIX
+from qauvern_hpc.record.admin_comment import AdminRecord, parse_admin_comment
 
 #: Fields we ask sacct for (Slurm 22.05 names). AdminComment must stay last (see module docstring).
 DEFAULT_FIELDS: tuple[str, ...] = (

@@ -67,8 +67,8 @@ def _child(mode: str, path: str, db_dir: str) -> dict[str, float]:
             out["records"] = parser.stats.records
             out["qpu"] = qpu
         elif mode == "store":
-            from qauvern_hpc.ledger import open_ledger
-            from qauvern_hpc.ledger.ingest import ingest_sacct
+            from qauvern_hpc.accounting.ledger import open_ledger
+            from qauvern_hpc.accounting.ledger.ingest import ingest_sacct
 
             db = os.path.join(db_dir, f"ledger-{os.getpid()}.db")
             with open_ledger(f"sqlite:///{db}") as ledger:

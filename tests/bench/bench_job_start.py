@@ -6,7 +6,8 @@ A plain script, not a pytest test (root and the sandbox's Slurm packages needed;
                                           [--no-bare] [--keep]
 
 Set-up, exactly like the `qpu` fixture of tests/integration/test_job_path.py: the IBM emulator (real clock),
-the site config written by `qauvern_hpc.qpu_site`, a sandbox cluster in its own /tmp work dir with the SPANK
+the site config written by `qauvern_hpc.devtools.qpu_site`, a sandbox cluster in its own /tmp work dir with
+the SPANK
 plugin, job_submit.lua and the PrologSlurmctld/EpilogSlurmctld wrappers. Unless `--no-bare`, a second
 sandbox without any qauvern hook runs beside it, to show what the hooks cost jobs that do not ask for a QPU.
 Everything is stopped and removed at the end, also on errors, Ctrl-C and SIGTERM (`--keep` keeps the dir).
@@ -63,9 +64,9 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from _common import machine, median_diff_ci, summary, table, write_json  # noqa: E402
 
-from qauvern_hpc import qpu_site  # noqa: E402
-from qauvern_hpc.emulator import run_emulator  # noqa: E402
-from qauvern_hpc.sandbox import Sandbox, SandboxError, missing_prerequisites  # noqa: E402
+from qauvern_hpc.devtools import qpu_site  # noqa: E402
+from qauvern_hpc.devtools.emulator import run_emulator  # noqa: E402
+from qauvern_hpc.devtools.sandbox import Sandbox, SandboxError, missing_prerequisites  # noqa: E402
 
 TARGET_MS = 100.0
 MIN_JOBS = 20
@@ -102,7 +103,7 @@ w0 = time.time()
 t0 = time.perf_counter()
 import qauvern_hpc.hooks.prolog as prolog
 t1 = time.perf_counter()
-from qauvern_hpc import mapping, policy
+from qauvern_hpc.policy import mapping, policy
 from qauvern_hpc.hooks import common, jobenv
 t2 = time.perf_counter()
 from qauvern_hpc.hooks import ibm_session
@@ -609,9 +610,9 @@ def profile_prolog(env: Env, repeat: int) -> dict[str, Any]:
         "qauvern_hpc.ibm.models",
         "qauvern_hpc.ibm.client",
         "qauvern_hpc.ibm",
-        "qauvern_hpc.policy",
+        "qauvern_hpc.policy.compiled",
         "qauvern_hpc.config",
-        "qauvern_hpc.mapping",
+        "qauvern_hpc.policy.mapping",
         "yaml",
         "ssl",
         "certifi",

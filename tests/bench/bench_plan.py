@@ -36,8 +36,7 @@ import time
 from collections.abc import Callable
 from datetime import date, timedelta
 
-from qauvern_hpc.optimizer import plan_allocations
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     DemandSignal,
     InstanceSettings,
@@ -45,6 +44,7 @@ from qauvern_hpc.planmodel import (
     NetGrant,
     PlanOptions,
 )
+from qauvern_hpc.planner.optimizer import plan_allocations
 
 TODAY = date(2026, 3, 10)
 TARGET_SECONDS = 1.0

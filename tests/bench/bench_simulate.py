@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine, table, write_json
 
-from qauvern_hpc.simulator.engine import simulate
-from qauvern_hpc.simulator.policies import POLICIES, make_policy
-from qauvern_hpc.simulator.runner import DATA_DIR, load_setup
+from qauvern_hpc.devtools.simulator.engine import simulate
+from qauvern_hpc.devtools.simulator.policies import POLICIES, make_policy
+from qauvern_hpc.devtools.simulator.runner import DATA_DIR, load_setup
 
 TRACES = ("mixed-90d-s1", "mixed-90d-s2", "busy-90d")
 MEANS = (
@@ -90,7 +90,7 @@ def run_trace(
         "seeds": seeds,
     }
     if plot_dir:
-        from qauvern_hpc.simulator.plot import plot_runs
+        from qauvern_hpc.devtools.simulator.plot import plot_runs
 
         plot_runs(
             runs, Path(plot_dir) / f"sim-{name}.png", title=f"{name}: usage vs allocation (QAU) per instance"

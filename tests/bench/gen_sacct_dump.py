@@ -18,7 +18,7 @@ import random
 import sys
 from dataclasses import dataclass
 
-from qauvern_hpc.admin_comment import format_admin_comment, merge_admin_comment
+from qauvern_hpc.record.admin_comment import format_admin_comment, merge_admin_comment
 
 T0 = 1767225600  # 2026-01-01T00:00:00Z
 RESOURCES = ("ibm_torino", "ibm_fez", "ibm_kingston", "ibm_marrakesh", "ibm_aachen")

@@ -47,11 +47,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.admin_comment import admin_comment_from_show_job, parse_admin_comment
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.ledger import open_ledger
-from qauvern_hpc.sandbox import Sandbox, SubmitError
+from qauvern_hpc.accounting.ledger import open_ledger
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.sandbox import Sandbox, SubmitError
+from qauvern_hpc.record.admin_comment import admin_comment_from_show_job, parse_admin_comment
 
 # An admin's note with blanks, `=` and our own separator: what the show-job parser must keep intact.
 NOTE = "ticket=4711 | checked by ops = yes"

@@ -120,7 +120,7 @@ PY="$(cat "$root/opt/qauvern-python")"
 rm -rf "$root/opt/qauvern-hpc" "$root/opt/qauvern-sandbox" "$root/opt/qauvern-compat"
 mkdir -p "$root/opt/qauvern-hpc" "$root/opt/qauvern-sandbox" "$root/opt/qauvern-compat"
 tar -C "$top" --exclude=__pycache__ -cf - qauvern_hpc slurm-conf spank | tar -C "$root/opt/qauvern-hpc" -xf -
-cp -r "$top/qauvern_hpc/sandbox/scripts" "$top/qauvern_hpc/sandbox/templates" "$root/opt/qauvern-sandbox/"
+cp -r "$top/qauvern_hpc/devtools/sandbox/scripts" "$top/qauvern_hpc/devtools/sandbox/templates" "$root/opt/qauvern-sandbox/"
 cp "$here/job_path.py" "$root/opt/qauvern-compat/"
 purelib="$(chroot "$root" "$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p "$root$purelib"

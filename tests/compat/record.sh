@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # record.sh WORKDIR OUT: runs INSIDE a Debian release's root (tests/compat/run.sh chroots into it), on the
-# sandbox cluster that qauvern_hpc/sandbox/scripts/up.sh started in WORKDIR. It makes jobs end in the states
+# sandbox cluster that qauvern_hpc/devtools/sandbox/scripts/up.sh started in WORKDIR. It makes jobs end in the states
 # the collector reads, leaves jobs pending the way the rebalancer reads them, gates and ungates a license on
 # the root association, and records what this Slurm prints for the command lines qauvern-hpc runs.
 #

@@ -12,7 +12,7 @@
 #      slurmdbd, slurm-client, munge, MariaDB and the C toolchain + libslurm-dev, from the mirror the host's
 #      apt uses (or $QAUVERN_COMPAT_MIRROR; a snapshot mirror's expired Release files are accepted);
 #   2. compiles the SPANK plugin (spank/) against that release's headers and runs its unit harness;
-#   3. starts the SAME sandbox cluster the integration tests use (qauvern_hpc/sandbox/scripts/up.sh) inside
+#   3. starts the SAME sandbox cluster the integration tests use (qauvern_hpc/devtools/sandbox/scripts/up.sh) inside
 #      the release's root, with the plugin in plugstack.conf, and seeds two accounts;
 #   4. runs tests/compat/record.sh there: jobs that finish, pending jobs, the root-association license
 #      gate, and the exact sacct/squeue/sacctmgr/scontrol command lines qauvern-hpc builds;
@@ -127,7 +127,7 @@ log "Slurm $version"
 # What qauvern-hpc runs, from its own code.
 inputs="$(PYTHONPATH=$top python3 - "$version" <<'EOF'
 import shlex, sys
-from qauvern_hpc.admin_comment import format_admin_comment
+from qauvern_hpc.record.admin_comment import format_admin_comment
 from qauvern_hpc.slurm.sacct import FINISHED_STATES, parse_slurm_version, sacct_fields
 from qauvern_hpc.slurm.sacctmgr import ASSOC_FORMAT
 from qauvern_hpc.slurm.squeue import SQUEUE_FORMAT
@@ -147,7 +147,7 @@ EOF
 # Fresh copies of the tested scripts and sources in the release's root.
 rm -rf "$root/opt/qauvern-sandbox" "$root/opt/qauvern-spank" "$root/opt/qauvern-compat"
 mkdir -p "$root/opt/qauvern-sandbox" "$root/opt/qauvern-spank" "$root/opt/qauvern-compat"
-cp -r "$top/qauvern_hpc/sandbox/scripts" "$top/qauvern_hpc/sandbox/templates" "$root/opt/qauvern-sandbox/"
+cp -r "$top/qauvern_hpc/devtools/sandbox/scripts" "$top/qauvern_hpc/devtools/sandbox/templates" "$root/opt/qauvern-sandbox/"
 cp "$top/spank/qpu.c" "$top/spank/test_qpu.c" "$top/spank/Makefile" "$root/opt/qauvern-spank/"
 cp "$here/record.sh" "$root/opt/qauvern-compat/"
 printf '%s\n' "$inputs" >"$root/opt/qauvern-compat/inputs.env"
@@ -180,7 +180,7 @@ else
   log "the SPANK plugin did not build (see $out/spank-build.txt); the cluster runs without it"
 fi
 
-log "starting the sandbox cluster (qauvern_hpc/sandbox/scripts/up.sh)"
+log "starting the sandbox cluster (qauvern_hpc/devtools/sandbox/scripts/up.sh)"
 chroot "$root" env "${plug[@]}" QAUVERN_SANDBOX_LICENSES="qpu:8,qpu_physics:1000,qpu_chem:1000" \
   QAUVERN_SANDBOX_ACCOUNTING_TRES="license/qpu,license/qpu_physics,license/qpu_chem" \
   bash /opt/qauvern-sandbox/scripts/up.sh "$W" >"$rec/up.log" 2>&1 || {

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.admin_comment import (
+from qauvern_hpc.hooks import admin_comment_set
+from qauvern_hpc.rebalance.demand import aggregate_pending
+from qauvern_hpc.record.admin_comment import (
     PREFIX,
     admin_comment_from_show_job,
     admin_comment_from_show_job_json,
@@ -34,8 +36,6 @@ from qauvern_hpc.admin_comment import (
     parse_admin_comment,
     show_job_is_ambiguous,
 )
-from qauvern_hpc.hooks import admin_comment_set
-from qauvern_hpc.rebalance.demand import aggregate_pending
 from qauvern_hpc.slurm import sacctmgr as sacctmgr_mod
 from qauvern_hpc.slurm import squeue as squeue_mod
 from qauvern_hpc.slurm.run import classify_failure

@@ -1,4 +1,4 @@
-"""Fixtures for tests that need a real Slurm cluster: the sandbox (qauvern_hpc/sandbox).
+"""Fixtures for tests that need a real Slurm cluster: the sandbox (qauvern_hpc/devtools/sandbox).
 
 * `sandbox`: one cluster per test session (brought up once in a fresh /tmp directory, torn down at the end),
   with the default accounts (physics: qalice, qbob; chemistry: qcarol). Do not change its hooks: use
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.sandbox import DEFAULT_ACCOUNTS, Hooks, Sandbox, SandboxError, missing_prerequisites
+from qauvern_hpc.devtools.sandbox import DEFAULT_ACCOUNTS, Hooks, Sandbox, SandboxError, missing_prerequisites
 
 _failed_sandboxes: set[Path] = set()
 

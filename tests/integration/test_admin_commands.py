@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.emulator import run_emulator
+from qauvern_hpc.devtools.emulator import run_emulator
 
 pytestmark = pytest.mark.slow
 

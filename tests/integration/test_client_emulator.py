@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.emulator.testing import (
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.emulator.testing import (
     ACCOUNT,
     API_KEY,
     BUDGET,

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.collector import CRASH_ENV, CRASH_EXIT
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.ledger import open_ledger
-from qauvern_hpc.ledger.models import StoredRun
-from qauvern_hpc.sandbox import Sandbox
+from qauvern_hpc.accounting.collector import CRASH_ENV, CRASH_EXIT
+from qauvern_hpc.accounting.ledger import open_ledger
+from qauvern_hpc.accounting.ledger.models import StoredRun
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.sandbox import Sandbox
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

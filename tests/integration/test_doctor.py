@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.sandbox import Sandbox
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.sandbox import Sandbox
 
 pytestmark = pytest.mark.slurm
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from qauvern_hpc.cli import main as cli_main
-from qauvern_hpc.emulator.testing import API_KEY, APIKEY_GRANT, CRN_ALPHA, make_seed
+from qauvern_hpc.devtools.emulator.testing import API_KEY, APIKEY_GRANT, CRN_ALPHA, make_seed
 
 EXAMPLE_KEY = "emulator-example-api-key-0001"
 

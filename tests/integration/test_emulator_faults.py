@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import CRN_ALPHA, ApiClient, make_seed
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator.testing import CRN_ALPHA, ApiClient, make_seed
 
 USAGE = r"^/api/v1/instances/usage$"
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import (
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator.testing import (
     ACCOUNT,
     ALPHA_HISTORY,
     API_KEY,

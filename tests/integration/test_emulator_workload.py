@@ -9,8 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import ACCOUNT, ALPHA_HISTORY, CRN_ALPHA, CRN_BETA, ApiClient, make_seed
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator.testing import (
+    ACCOUNT,
+    ALPHA_HISTORY,
+    CRN_ALPHA,
+    CRN_BETA,
+    ApiClient,
+    make_seed,
+)
 
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CRN_GAMMA = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:gamma-0004::"

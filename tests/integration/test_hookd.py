@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.emulator import run_emulator
+from qauvern_hpc.devtools.emulator import run_emulator
 from qauvern_hpc.hooks import hookc
 from qauvern_hpc.hooks.hookd import HookDaemon, decode_request
 from qauvern_hpc.hooks.jobenv import parse_env_file

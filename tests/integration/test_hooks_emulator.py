@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.emulator import run_emulator
+from qauvern_hpc.devtools.emulator import run_emulator
 from qauvern_hpc.hooks.jobenv import parse_env_file
 from tests.support.site import CRN_PHYS, emulator_seed, write_site
 
@@ -145,8 +145,8 @@ def test_shipped_job_script_runs_work_in_the_prolog_session(emu, tmp_path: Path)
 
 
 def test_release_pending_closes_what_the_epilog_could_not(emu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from qauvern_hpc.policy import load_policy
-    from qauvern_hpc.release import release_pending
+    from qauvern_hpc.hooks.release import release_pending
+    from qauvern_hpc.policy.compiled import load_policy
 
     policy_path = write_site(tmp_path / "site", emu.base_url)
     state = tmp_path / "site" / "state"
@@ -239,7 +239,7 @@ def test_a_slurm_job_ending_early_cancels_its_running_ibm_job_only_when_told(
         assert res["cancelled_jobs"] == [running]
         # IBM charges the cancelled job for the time it held the QPU, not its 600 s
         assert emu.state.session(res["session_id"])["elapsed_time"] < 30
-        from qauvern_hpc import qpu_site
+        from qauvern_hpc.devtools import qpu_site
         from qauvern_hpc.ibm import Endpoints, IBMClient
 
         with IBMClient(qpu_site.API_KEY, Endpoints.single(emu.base_url)) as client:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
 
 ACCOUNT = "acct0077"
 KEY = "bad-input-test-key-0077-xyz"

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.emulator.testing import (
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.emulator.testing import (
     ACCOUNT,
     API_KEY,
     BUDGET,
@@ -637,7 +637,7 @@ def test_no_secret_in_any_log_record_over_real_http(
     assert len(transport.tokens) == 2  # the first one and the re-authentication
     assert sleeps == [0.01]
     names = {r.name for r in caplog.records}
-    assert {"qauvern_hpc.ibm", "httpx", "httpcore.http11", "qauvern_hpc.emulator"} <= names
+    assert {"qauvern_hpc.ibm", "httpx", "httpcore.http11", "qauvern_hpc.devtools.emulator"} <= names
     for record in caplog.records:
         text = record.getMessage() + repr(record.args) + str(record.exc_text)
         assert API_KEY not in text, text

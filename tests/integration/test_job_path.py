@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.admin_comment import parse_admin_comment
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.sandbox import Sandbox, SubmitError
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.sandbox import Sandbox, SubmitError
+from qauvern_hpc.record.admin_comment import parse_admin_comment
 
 pytestmark = pytest.mark.slurm
 

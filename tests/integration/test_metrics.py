@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.metrics import Families, Family, gather, render
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.ops.metrics import Families, Family, gather, render
 
 
 @pytest.fixture()

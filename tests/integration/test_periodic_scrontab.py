@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.sandbox import Sandbox
+from qauvern_hpc.devtools.sandbox import Sandbox
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 needs_scrontab = pytest.mark.skipif(

@@ -24,8 +24,8 @@ from qauvern import api_client
 from qauvern.cli import main as qauvern_main
 from qauvern.plan import Plan
 
-from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import (
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator.testing import (
     ACCOUNT,
     ALPHA_HISTORY,
     API_KEY,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import qrmi
 
-from qauvern_hpc.emulator import Emulator, run_emulator
-from qauvern_hpc.emulator.testing import API_KEY, CRN_BETA, ApiClient, make_seed
+from qauvern_hpc.devtools.emulator import Emulator, run_emulator
+from qauvern_hpc.devtools.emulator.testing import API_KEY, CRN_BETA, ApiClient, make_seed
 
 RESOURCE = "ibm_torino"
 SAMPLER_INPUT = {

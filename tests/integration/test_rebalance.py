@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.emulator import run_emulator
-from qauvern_hpc.ledger import open_ledger
+from qauvern_hpc.accounting.ledger import open_ledger
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.emulator import run_emulator
+from qauvern_hpc.devtools.sandbox import Sandbox
 from qauvern_hpc.rebalance.apply import CRASH_ENV, CRASH_EXIT
 from qauvern_hpc.rebalance.journal import JournalStore
-from qauvern_hpc.sandbox import Sandbox
 from qauvern_hpc.slurm.sacctmgr import parse_associations
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

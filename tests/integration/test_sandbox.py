@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qauvern_hpc.cli import main as cli_main
-from qauvern_hpc.sandbox import DAEMONS, Hooks, Sandbox, SandboxError, SubmitError
+from qauvern_hpc.devtools.sandbox import DAEMONS, Hooks, Sandbox, SandboxError, SubmitError
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

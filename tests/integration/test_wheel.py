@@ -39,7 +39,7 @@ def test_wheel_carries_what_an_install_needs(wheel: Path) -> None:
         "qauvern_hpc/spank_src/Makefile",
         "qauvern_hpc/slurm_conf/job_submit.lua",
         "qauvern_hpc/slurm_conf/slurm.conf.snippet",
-        "qauvern_hpc/sandbox/scripts/up.sh",
+        "qauvern_hpc/devtools/sandbox/scripts/up.sh",
         "qauvern_hpc/hooks/hookc.py",
         "qauvern_hpc/data/config.example.yaml",
         "qauvern_hpc/py.typed",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qauvern_hpc import qpu_site
-from qauvern_hpc.qpu_site import ACCOUNT, API_KEY, CRN_CHEM, CRN_PHYS, emulator_seed
+from qauvern_hpc.devtools import qpu_site
+from qauvern_hpc.devtools.qpu_site import ACCOUNT, API_KEY, CRN_CHEM, CRN_PHYS, emulator_seed
 
 __all__ = ["ACCOUNT", "API_KEY", "CRN_CHEM", "CRN_PHYS", "emulator_seed", "write_site"]
 

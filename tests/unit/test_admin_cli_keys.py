@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc import admin_report as ar
 from qauvern_hpc.cli import COMMANDS, main
-from qauvern_hpc.errors import ConfigError, ExitCode, UsageError
+from qauvern_hpc.core.errors import ConfigError, ExitCode, UsageError
 from qauvern_hpc.ibm import factory
+from qauvern_hpc.planner import admin_report as ar
 
 SECRET = "s3cr3t-KEY-value-0123"
 
@@ -220,8 +220,8 @@ def test_pace() -> None:
 
 def test_account_summary_matches_planner_pool() -> None:
     """available = unallocated + sum(allocation - floor) - reserve, floors as the planner's."""
-    from qauvern_hpc.optimizer import plan_allocations
-    from qauvern_hpc.planmodel import AccountSnapshot, InstanceSettings, InstanceSnapshot, PlanOptions
+    from qauvern_hpc.planner.model import AccountSnapshot, InstanceSettings, InstanceSnapshot, PlanOptions
+    from qauvern_hpc.planner.optimizer import plan_allocations
 
     snaps = (InstanceSnapshot("a", "a", 5000, None, 1000), InstanceSnapshot("b", "b", 3000, None, 10))
     account = AccountSnapshot(20_000, 12_000, 1010, snaps)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qauvern_hpc.admin_comment import (
+from qauvern_hpc.record.admin_comment import (
     MAX_LENGTH,
     PREFIX,
     AdminRecord,

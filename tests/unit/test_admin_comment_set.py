@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.admin_comment import admin_comment_from_show_job, parse_admin_comment
 from qauvern_hpc.hooks import admin_comment_set
+from qauvern_hpc.record.admin_comment import admin_comment_from_show_job, parse_admin_comment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scontrol"
 SCRIPT = Path(admin_comment_set.__file__)
@@ -123,7 +123,7 @@ def test_the_script_imports_nothing_beyond_the_standard_library_and_admin_commen
         [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['qauvern_hpc', 'qauvern_hpc.admin_comment']"
+    assert out.stdout.strip() == "['qauvern_hpc', 'qauvern_hpc.record', 'qauvern_hpc.record.admin_comment']"
 
 
 COMPAT = Path(__file__).parent.parent / "compat" / "fixtures"

@@ -1,4 +1,4 @@
-from qauvern_hpc.attribution import SessionUsage, attribute, attribute_job
+from qauvern_hpc.accounting.attribution import SessionUsage, attribute, attribute_job
 
 
 def _s(

@@ -11,7 +11,7 @@ from datetime import date
 import httpx
 import pytest
 
-from qauvern_hpc.errors import ExitCode
+from qauvern_hpc.core.errors import ExitCode
 from qauvern_hpc.ibm import Endpoints, IBMClient, InvalidRequestError, UnknownCRNError, parse_crn
 
 US = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:inst-us::"

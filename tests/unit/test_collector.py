@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.collector import (
+from qauvern_hpc.accounting.collector import (
     charged_row,
     pull_window,
     session_charges,
@@ -16,9 +16,9 @@ from qauvern_hpc.collector import (
     session_usage,
     without_session,
 )
+from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.commands.collect import parse_since
-from qauvern_hpc.errors import UsageError
-from qauvern_hpc.ledger.models import StoredRun
+from qauvern_hpc.core.errors import UsageError
 
 
 def _row(

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.collector import CollectReport, resolve_usage
-from qauvern_hpc.errors import ConfigError
+from qauvern_hpc.accounting.collector import CollectReport, resolve_usage
+from qauvern_hpc.accounting.ledger import FINAL, PENDING, Ledger, RunKey, open_ledger
+from qauvern_hpc.core.errors import ConfigError
 from qauvern_hpc.ibm.errors import IBMError, IBMNotFound
-from qauvern_hpc.ledger import FINAL, PENDING, Ledger, RunKey, open_ledger
 from tests.unit.test_ledger import T0, backend, pg_server, row  # noqa: F401 (fixtures)
 
 CRN = "crn:v1:phys"
@@ -168,7 +168,7 @@ def test_a_requeued_run_showing_the_previous_session_is_not_charged_twice(led: L
 
 
 def test_reconcile_shows_the_unattributed_remainder(led: Ledger) -> None:
-    from qauvern_hpc.collector import reconcile
+    from qauvern_hpc.accounting.collector import reconcile
 
     led.upsert_runs([row(1, quantum_seconds=30.0, usage_state=FINAL), row(2)])
     led.set_usage(RunKey("alpha", 2, 0, "ibm_torino"), 5.0, final=False)

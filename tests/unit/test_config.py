@@ -20,7 +20,7 @@ from qauvern_hpc.config import (
     load_config_full,
     parse_config,
 )
-from qauvern_hpc.errors import ConfigError, ExitCode
+from qauvern_hpc.core.errors import ConfigError, ExitCode
 
 CRN1 = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct:inst-1::"
 CRN2 = "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct:inst-2::"

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from qauvern_hpc.config import example_config_text
-from qauvern_hpc.config_docs import reference_markdown, schema, schema_json
+from qauvern_hpc.config.docs import reference_markdown, schema, schema_json
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 REGENERATE = (

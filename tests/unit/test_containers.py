@@ -46,7 +46,9 @@ def test_every_path_the_image_files_name_exists() -> None:
         + ENTRY.read_text()
     )
     for path in set(
-        re.findall(r"\b((?:\.ci|containers|qauvern_hpc/sandbox/scripts)/[\w./*-]+\.(?:sh|yaml))", text)
+        re.findall(
+            r"\b((?:\.ci|containers|qauvern_hpc/devtools/sandbox/scripts)/[\w./*-]+\.(?:sh|yaml))", text
+        )
     ):
         matches = list(ROOT.glob(path))
         assert matches, f"{path} is named in containers/ but does not exist"

@@ -19,8 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from qauvern_hpc.optimizer import plan_allocations, validate_allocations
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     InstanceSettings,
     InstanceSnapshot,
@@ -30,6 +29,7 @@ from qauvern_hpc.planmodel import (
     PlanResult,
     WarningKind,
 )
+from qauvern_hpc.planner.optimizer import plan_allocations, validate_allocations
 
 qmodels = pytest.importorskip("qauvern.models")
 qoptimizer = pytest.importorskip("qauvern.optimizer")
@@ -663,7 +663,7 @@ def minimum_cases(draw: st.DrawFn) -> Case:
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(minimum_cases())
 def test_minimum_floor_matches_qauvern(case: Case) -> None:
-    from qauvern_hpc.planmodel import FloorSource
+    from qauvern_hpc.planner.model import FloorSource
 
     ours = compare(case)
     pinned = [p for p in ours.instances if p.floor_source is FloorSource.MINIMUM]
@@ -708,7 +708,7 @@ def limit_cases(draw: st.DrawFn) -> Case:
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(limit_cases())
 def test_instance_limits_match_qauvern(case: Case) -> None:
-    from qauvern_hpc.planmodel import CeilingSource
+    from qauvern_hpc.planner.model import CeilingSource
 
     ours = compare(case)
     capped = [
@@ -792,7 +792,7 @@ def test_feature_strategies_reach_their_features() -> None:
     silently discard everything): a fixed-seed sample of each must contain the feature."""
     from hypothesis import find
 
-    from qauvern_hpc.planmodel import FloorSource
+    from qauvern_hpc.planner.model import FloorSource
 
     def plan(case: Case) -> PlanResult:
         return plan_allocations(case.account, case.settings, today=case.today, options=case.options)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc import doctor as d
 from qauvern_hpc.hooks.wrapper import render_wrapper
-from qauvern_hpc.spank_build import plugstack_line
+from qauvern_hpc.ops import doctor as d
+from qauvern_hpc.slurm.spank_build import plugstack_line
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scontrol"
 CONF = d.parse_show_config((FIXTURES / "show-config-22.05.txt").read_text())

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from qauvern_hpc.emulator.clock import Clock, iso, parse_iso
+from qauvern_hpc.devtools.emulator.clock import Clock, iso, parse_iso
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qauvern_hpc.emulator.workload import estimate_work, quick_estimate
+from qauvern_hpc.devtools.emulator.workload import estimate_work, quick_estimate
 
 
 def test_quick_formula() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qauvern_hpc.emulator.faults import FaultSet
+from qauvern_hpc.devtools.emulator.faults import FaultSet
 
 
 def test_first_matching_rule_with_uses_left_applies() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.emulator.model import PLAN_IDS, fingerprint
-from qauvern_hpc.emulator.seed import SeedError, SeedUnreadable, clock_settings, normalize, read_seed
+from qauvern_hpc.devtools.emulator.model import PLAN_IDS, fingerprint
+from qauvern_hpc.devtools.emulator.seed import SeedError, SeedUnreadable, clock_settings, normalize, read_seed
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[2] / "qauvern_hpc" / "data" / "emulator-seed.example.yaml"

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qauvern_hpc.emulator.clock import Clock
-from qauvern_hpc.emulator.errors import ApiError
-from qauvern_hpc.emulator.seed import SeedError
-from qauvern_hpc.emulator.state import EmulatorState, Principal
-from qauvern_hpc.emulator.testing import ACCOUNT, API_KEY, BUDGET, CRN_ALPHA, CRN_BETA, make_seed
+from qauvern_hpc.devtools.emulator.clock import Clock
+from qauvern_hpc.devtools.emulator.errors import ApiError
+from qauvern_hpc.devtools.emulator.seed import SeedError
+from qauvern_hpc.devtools.emulator.state import EmulatorState, Principal
+from qauvern_hpc.devtools.emulator.testing import ACCOUNT, API_KEY, BUDGET, CRN_ALPHA, CRN_BETA, make_seed
 
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

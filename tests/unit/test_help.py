@@ -8,7 +8,7 @@ import re
 import pytest
 
 from qauvern_hpc.cli import COMMANDS, EPILOG, main
-from qauvern_hpc.errors import ExitCode
+from qauvern_hpc.core.errors import ExitCode
 
 CODES = {name: value for name, value in vars(ExitCode).items() if name.isupper() and isinstance(value, int)}
 

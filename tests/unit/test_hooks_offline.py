@@ -112,7 +112,8 @@ def test_hook_fast_path_imports_almost_nothing() -> None:
         "import sys\n"
         "from qauvern_hpc.hooks import prolog, epilog\n"
         "assert prolog.main() == 0 and epilog.main() == 0\n"
-        "heavy = ('logging', 'subprocess', 'json', 'httpx', 'pydantic', 'yaml', 'qauvern_hpc.policy')\n"
+        "heavy = ('logging', 'subprocess', 'json', 'httpx', 'pydantic', 'yaml', "
+        "'qauvern_hpc.policy.compiled')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     env = {"SLURM_JOB_ID": "5", "PATH": "/usr/bin:/bin", "QAUVERN_HPC_STATE_DIR": "/nonexistent"}

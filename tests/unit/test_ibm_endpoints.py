@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qauvern_hpc.errors import ExitCode, ServiceUnavailable
+from qauvern_hpc.core.errors import ExitCode, ServiceUnavailable
 from qauvern_hpc.ibm import CRN, Endpoints, IBMError, UnknownCRNError, parse_crn
 
 ACCT = "0123456789abcdef0123456789abcdef"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.errors import ExitCode, QauvernError, ServiceUnavailable
+from qauvern_hpc.core.errors import ExitCode, QauvernError, ServiceUnavailable
 from qauvern_hpc.ibm import (
     IBMAuthError,
     IBMError,

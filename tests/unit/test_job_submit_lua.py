@@ -1,7 +1,8 @@
 """slurm-conf/job_submit.lua under a real Lua interpreter, with a stub `slurm` table.
 
 The mapping cases are the SAME table as test_mapping.py (test_mapping_cases.CASES): Lua must reach the same
-outcome, code, rule, instance and the byte-identical message as qauvern_hpc.mapping.decide, both through its
+outcome, code, rule, instance and the byte-identical message as qauvern_hpc.policy.mapping.decide, both
+through its
 decide() and end to end through slurm_job_submit().
 
 Needs a `lua` binary: Debian's Slurm 22.05 job_submit_lua.so links liblua5.1, so CI installs `lua5.1`.
@@ -24,8 +25,8 @@ from test_mapping import test_glob_errors, test_glob_match
 from test_mapping_cases import CASES, CONFIGS, policy
 
 from qauvern_hpc.config import example_config_text, parse_config
-from qauvern_hpc.mapping import JobIdentity, decide, glob_error, glob_match, parse_request
-from qauvern_hpc.policy import render_lua, to_lua
+from qauvern_hpc.policy.compiled import render_lua, to_lua
+from qauvern_hpc.policy.mapping import JobIdentity, decide, glob_error, glob_match, parse_request
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_SUBMIT = ROOT / "slurm-conf" / "job_submit.lua"

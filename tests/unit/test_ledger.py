@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.errors import ConfigError, LockHeld
-from qauvern_hpc.ledger import (
+from qauvern_hpc.accounting.ledger import (
     FINAL,
     PENDING,
     InstanceUsage,
@@ -37,9 +36,10 @@ from qauvern_hpc.ledger import (
     UsageRow,
     open_ledger,
 )
-from qauvern_hpc.ledger.ingest import ingest_sacct, runs_from_record
-from qauvern_hpc.ledger.schema import MIGRATIONS_TABLE, latest_version, migrations
-from qauvern_hpc.ledger.sqlite import SQLiteLedger
+from qauvern_hpc.accounting.ledger.ingest import ingest_sacct, runs_from_record
+from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, latest_version, migrations
+from qauvern_hpc.accounting.ledger.sqlite import SQLiteLedger
+from qauvern_hpc.core.errors import ConfigError, LockHeld
 from qauvern_hpc.slurm.sacct import parse_sacct
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sacct"
@@ -605,7 +605,7 @@ def test_batch_is_all_or_nothing(ledger: Ledger) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from qauvern_hpc.ledger import open_ledger, RunRow
+    from qauvern_hpc.accounting.ledger import open_ledger, RunRow
     led = open_ledger(sys.argv[1])
     def rows():
         for i in range(1000, 21000):
@@ -784,7 +784,7 @@ def test_large_chunks_with_repeated_keys(backend: tuple[str, str]) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from qauvern_hpc.ledger import open_ledger, RunRow
+    from qauvern_hpc.accounting.ledger import open_ledger, RunRow
     url, first = sys.argv[1], int(sys.argv[2])
     with open_ledger(url) as led:
         for round_ in range(20):

@@ -1,4 +1,5 @@
-"""Effective limits and net-grant attribution (`qauvern_hpc.limits`) and the window helpers (`rolling`)."""
+"""Effective limits and net-grant attribution (`qauvern_hpc.planner.limits`) and the window helpers
+(`rolling`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qauvern_hpc.limits import attribute_usage, effective_limit, limit_reached, resolve_limit
-from qauvern_hpc.planmodel import LimitBreakdown, NetGrant, PlanInputError
-from qauvern_hpc.rolling import (
+from qauvern_hpc.planner.limits import attribute_usage, effective_limit, limit_reached, resolve_limit
+from qauvern_hpc.planner.model import LimitBreakdown, NetGrant, PlanInputError
+from qauvern_hpc.planner.window import (
     DAILY_USAGE_LOOKBACK_DAYS,
     ROLLING_WINDOW_DAYS,
     daily_usage_lookback_days,

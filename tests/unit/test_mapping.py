@@ -1,4 +1,5 @@
-"""qauvern_hpc.mapping: the shared case table, plus what only the Python side has (reasons, grants, globs)."""
+"""qauvern_hpc.policy.mapping: the shared case table, plus what only the Python side has (reasons, grants,
+globs)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_mapping_cases import CASES, Case, policy
 
-from qauvern_hpc import mapping
-from qauvern_hpc.mapping import JobIdentity, decide, glob_error, glob_match, list_match, parse_request
-from qauvern_hpc.policy import Policy
+from qauvern_hpc.policy import mapping
+from qauvern_hpc.policy.compiled import Policy
+from qauvern_hpc.policy.mapping import JobIdentity, decide, glob_error, glob_match, list_match, parse_request
 
 
 def run_case(case: Case) -> mapping.Decision:
@@ -174,7 +175,7 @@ def test_list_match_semantics() -> None:
 
 
 def test_empty_policy_refuses_everything_by_default() -> None:
-    from qauvern_hpc.policy import PolicyMatch, PolicyRule
+    from qauvern_hpc.policy.compiled import PolicyMatch, PolicyRule
 
     empty = Policy(
         state_dir="/tmp",
@@ -189,7 +190,7 @@ def test_empty_policy_refuses_everything_by_default() -> None:
 
 def test_mapping_imports_only_the_standard_library() -> None:
     code = (
-        "import sys, qauvern_hpc.mapping, qauvern_hpc.policy;"
+        "import sys, qauvern_hpc.policy.mapping, qauvern_hpc.policy.compiled;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'yaml', 'rich', 'httpx')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

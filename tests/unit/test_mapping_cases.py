@@ -1,6 +1,6 @@
 """One table of mapping cases, run through BOTH implementations so they cannot drift:
 
-* `qauvern_hpc.mapping.decide` (Python; the prolog and `qauvern-hpc map`) in test_mapping.py;
+* `qauvern_hpc.policy.mapping.decide` (Python; the prolog and `qauvern-hpc map`) in test_mapping.py;
 * `slurm-conf/job_submit.lua` (slurmctld, submit time) in test_job_submit_lua.py.
 
 Each case is what a user typed (`qpu`, parsed by each implementation) and who they are; the expectation is the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from qauvern_hpc.config import parse_config
-from qauvern_hpc.policy import Policy
+from qauvern_hpc.policy.compiled import Policy
 
 CRN = "crn:v1:bluemix:public:quantum-computing:{region}:a/acct0001:{guid}::"
 

@@ -1,4 +1,5 @@
-"""qauvern_hpc.metrics writes the Prometheus text format by hand: Prometheus' own parser (prometheus-client,
+"""qauvern_hpc.ops.metrics writes the Prometheus text format by hand: Prometheus' own parser
+(prometheus-client,
 a test extra) must read every family, label and value back, including awkward label values and numbers."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.metrics import Families, Family, gather, render, write_textfile
+from qauvern_hpc.ops.metrics import Families, Family, gather, render, write_textfile
 
 parser = pytest.importorskip(
     "prometheus_client.parser", reason="prometheus-client (test extra) not installed"

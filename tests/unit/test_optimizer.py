@@ -10,15 +10,7 @@ from datetime import date
 
 import pytest
 
-from qauvern_hpc.optimizer import (
-    plan_allocations,
-    reserve_seconds,
-    score_breakdown,
-    usage_activity_score,
-    validate_allocations,
-    water_fill,
-)
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     CeilingSource,
     DemandSignal,
@@ -33,6 +25,14 @@ from qauvern_hpc.planmodel import (
     UnknownInstanceError,
     WarningKind,
     WriteKind,
+)
+from qauvern_hpc.planner.optimizer import (
+    plan_allocations,
+    reserve_seconds,
+    score_breakdown,
+    usage_activity_score,
+    validate_allocations,
+    water_fill,
 )
 
 TODAY = date(2026, 3, 10)

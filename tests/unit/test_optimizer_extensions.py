@@ -7,8 +7,7 @@ from datetime import date
 
 import pytest
 
-from qauvern_hpc.optimizer import explain_score, plan_allocations, score_breakdown, validate_allocations
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     BalancePeriod,
     CeilingSource,
@@ -19,6 +18,12 @@ from qauvern_hpc.planmodel import (
     Invariant,
     PlanInputError,
     PlanOptions,
+)
+from qauvern_hpc.planner.optimizer import (
+    explain_score,
+    plan_allocations,
+    score_breakdown,
+    validate_allocations,
 )
 
 TODAY = date(2026, 3, 10)

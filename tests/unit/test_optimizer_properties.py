@@ -15,8 +15,7 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qauvern_hpc.optimizer import max_intermediate_total, order_writes, plan_allocations
-from qauvern_hpc.planmodel import (
+from qauvern_hpc.planner.model import (
     AccountSnapshot,
     BalancePeriod,
     DemandSignal,
@@ -28,6 +27,7 @@ from qauvern_hpc.planmodel import (
     PlanResult,
     WriteKind,
 )
+from qauvern_hpc.planner.optimizer import max_intermediate_total, order_writes, plan_allocations
 
 TODAY = date(2026, 3, 10)
 

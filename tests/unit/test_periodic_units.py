@@ -94,7 +94,7 @@ def test_service_is_a_root_oneshot_running_the_command(unit: str) -> None:
 
 def test_rebalance_service_treats_lock_held_as_success() -> None:
     svc = parse_unit(CONF / "qauvern-hpc-rebalance.service")["Service"]
-    from qauvern_hpc.errors import ExitCode
+    from qauvern_hpc.core.errors import ExitCode
 
     assert str(ExitCode.LOCKED) in one(svc, "SuccessExitStatus").split()
 

@@ -1,4 +1,4 @@
-"""qauvern_hpc.policy and `qauvern-hpc render-policy`: the compiled, secret-free policy files."""
+"""qauvern_hpc.policy.compiled and `qauvern-hpc render-policy`: the compiled, secret-free policy files."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mapping_cases import MAIN_CONFIG, policy
 
 from qauvern_hpc import cli
-from qauvern_hpc.errors import ConfigError
-from qauvern_hpc.mapping import JobIdentity, decide
-from qauvern_hpc.policy import (
+from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.policy.compiled import (
     POLICY_FORMAT,
     Policy,
     atomic_write,
@@ -28,6 +27,7 @@ from qauvern_hpc.policy import (
     render_lua,
     to_lua,
 )
+from qauvern_hpc.policy.mapping import JobIdentity, decide
 
 TOP_KEYS = [
     "format",

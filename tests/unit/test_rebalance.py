@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from qauvern_hpc.config import parse_config
-from qauvern_hpc.errors import ConfigError, ExitCode, LockHeld, QauvernError, UsageError
-from qauvern_hpc.optimizer import plan_allocations
-from qauvern_hpc.planmodel import AccountSnapshot, DemandSignal, InstanceSettings, InstanceSnapshot
+from qauvern_hpc.core.errors import ConfigError, ExitCode, LockHeld, QauvernError, UsageError
+from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal, InstanceSettings, InstanceSnapshot
+from qauvern_hpc.planner.optimizer import plan_allocations
 from qauvern_hpc.rebalance.apply import FaultHook, build_steps, execute, rollback_steps
 from qauvern_hpc.rebalance.demand import aggregate_pending, demand_signals
 from qauvern_hpc.rebalance.enforce import SlurmPlan, fairshare_targets, mapped_accounts, plan_slurm

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.admin_comment import AdminRecord
+from qauvern_hpc.record.admin_comment import AdminRecord
 from qauvern_hpc.slurm.sacct import (
     DEFAULT_FIELDS,
     FINISHED_STATES,
@@ -287,7 +287,11 @@ def test_memory_does_not_hold_records() -> None:
 
 
 def test_fast_admin_decoding_matches_parse_admin_comment() -> None:
-    from qauvern_hpc.admin_comment import format_admin_comment, merge_admin_comment, parse_admin_comment
+    from qauvern_hpc.record.admin_comment import (
+        format_admin_comment,
+        merge_admin_comment,
+        parse_admin_comment,
+    )
     from qauvern_hpc.slurm.sacct import _decode_admin
 
     texts = [

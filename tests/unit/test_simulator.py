@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from qauvern_hpc.config import compile_policy, parse_config
-from qauvern_hpc.simulator.engine import simulate
-from qauvern_hpc.simulator.metrics import RunResult, jain_index, maxmin_shares, percentile
-from qauvern_hpc.simulator.policies import make_policy
-from qauvern_hpc.simulator.runner import DATA_DIR, load_setup
-from qauvern_hpc.simulator.scenario import parse_scenario
-from qauvern_hpc.simulator.setup import SimSetup, build_setup
-from qauvern_hpc.simulator.trace import TraceJob
+from qauvern_hpc.devtools.simulator.engine import simulate
+from qauvern_hpc.devtools.simulator.metrics import RunResult, jain_index, maxmin_shares, percentile
+from qauvern_hpc.devtools.simulator.policies import make_policy
+from qauvern_hpc.devtools.simulator.runner import DATA_DIR, load_setup
+from qauvern_hpc.devtools.simulator.scenario import parse_scenario
+from qauvern_hpc.devtools.simulator.setup import SimSetup, build_setup
+from qauvern_hpc.devtools.simulator.trace import TraceJob
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct:{}::"
@@ -249,7 +249,7 @@ def test_qauvern_policy_runs_the_real_optimizer() -> None:
 
 
 def test_unknown_policy_is_a_usage_error() -> None:
-    from qauvern_hpc.errors import UsageError
+    from qauvern_hpc.core.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown policy"):
         make_policy("fifo")

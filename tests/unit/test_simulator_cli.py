@@ -10,9 +10,9 @@ import pytest
 
 from qauvern_hpc.cli import main
 from qauvern_hpc.config import compile_policy, load_config_full
-from qauvern_hpc.simulator.generate import generate_trace, projects_from_policy
-from qauvern_hpc.simulator.runner import DATA_DIR, expand_policies
-from qauvern_hpc.simulator.trace import COLUMNS, TraceError, format_trace, parse_trace
+from qauvern_hpc.devtools.simulator.generate import generate_trace, projects_from_policy
+from qauvern_hpc.devtools.simulator.runner import DATA_DIR, expand_policies
+from qauvern_hpc.devtools.simulator.trace import COLUMNS, TraceError, format_trace, parse_trace
 
 HEADER = ",".join(COLUMNS)
 ROW = "2026-01-05T09:00:00Z,alice,physics,quantum,normal,ibm_torino,1800,2h"

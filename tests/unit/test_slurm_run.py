@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc.errors import ExitCode, ServiceUnavailable
+from qauvern_hpc.core.errors import ExitCode, ServiceUnavailable
 from qauvern_hpc.slurm.run import SlurmCommandError, classify_failure, run_slurm, stream_slurm
 
 

@@ -1,4 +1,5 @@
-"""qauvern_hpc.spank_build and `qauvern-hpc spank`: building qpu.so, locating it, the plugstack.conf line."""
+"""qauvern_hpc.slurm.spank_build and `qauvern-hpc spank`: building qpu.so, locating it, the plugstack.conf
+line."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc import spank_build as sb
 from qauvern_hpc.cli import main
-from qauvern_hpc.errors import QauvernError, UsageError
+from qauvern_hpc.core import paths
+from qauvern_hpc.core.errors import QauvernError, UsageError
+from qauvern_hpc.slurm import spank_build as sb
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +105,8 @@ def test_sources_fall_back_to_package_data(tmp_path: Path, monkeypatch: pytest.M
     pkg = tmp_path / "site-packages" / "qauvern_hpc"
     (pkg / "spank_src").mkdir(parents=True)
     (pkg / "spank_src" / "qpu.c").write_text("/* copy */\n")
-    monkeypatch.setattr(sb, "__file__", str(pkg / "spank_build.py"))
+    monkeypatch.setattr(paths, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(paths, "CHECKOUT_DIR", pkg.parent)
     assert sb.source_dir() == pkg / "spank_src"
     (pkg / "spank_src" / "qpu.c").unlink()
     with pytest.raises(QauvernError, match="C sources"):

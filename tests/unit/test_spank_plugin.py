@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc import spank_build
-from qauvern_hpc.errors import QauvernError
+from qauvern_hpc.core.errors import QauvernError
+from qauvern_hpc.slurm import spank_build
 
 
 @pytest.fixture(scope="module")

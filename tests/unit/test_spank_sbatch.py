@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc import spank_build
-from qauvern_hpc.errors import QauvernError
+from qauvern_hpc.core.errors import QauvernError
+from qauvern_hpc.slurm import spank_build
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sbatch") is None, reason="Slurm client commands are not installed"

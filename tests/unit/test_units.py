@@ -1,6 +1,6 @@
 import pytest
 
-from qauvern_hpc.units import QAU_SECONDS, format_seconds, parse_seconds, to_qau
+from qauvern_hpc.core.units import QAU_SECONDS, format_seconds, parse_seconds, to_qau
 
 
 @pytest.mark.parametrize(

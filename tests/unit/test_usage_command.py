@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from qauvern_hpc import qpu_site
+from qauvern_hpc.accounting.ledger import FINAL, PENDING, RunRow, open_ledger
 from qauvern_hpc.cli import main
-from qauvern_hpc.ledger import FINAL, PENDING, RunRow, open_ledger
+from qauvern_hpc.devtools import qpu_site
 
 NOW = int(time.time())
 DAY = 86400

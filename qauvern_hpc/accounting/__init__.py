@@ -1,0 +1,1 @@
+"""Accounting: the sacct collector, attribution of IBM session usage to job runs, and the usage ledger."""

@@ -1,0 +1,229 @@
+"""Wire qauvern-hpc into a sandbox cluster: a site config pointed at an emulator, the rendered policy,
+the hook wrappers, the SPANK plugin and job_submit.lua. Used by `qauvern-hpc demo` and the end-to-end
+tests, so what the demo shows is what the tests check.
+
+The site has two instances (physics in us-east, chemistry in eu-de), two QPUs (ibm_torino batch,
+ibm_fez dedicated) and rules: QOS `student` denied, accounts `phys*` -> physics (both QPUs), account `chem`
+on partition `quantum` -> chemistry (ibm_fez only), everything else denied.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qauvern_hpc.config import compile_policy, parse_config
+from qauvern_hpc.core import paths
+from qauvern_hpc.devtools.sandbox import Hooks
+from qauvern_hpc.policy.compiled import POLICY_JSON, POLICY_LUA, render_json, render_lua
+
+ACCOUNT = "acct0001"
+CRN_PHYS = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:phys0001::"
+CRN_CHEM = f"crn:v1:bluemix:public:quantum-computing:eu-de:a/{ACCOUNT}:chem0001::"
+API_KEY = "demo-site-api-key-0123456789"
+ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
+JOB_SCRIPT = paths.DATA_DIR / "qpu_job.py"
+# Per-instance licenses: job_submit.lua adds `qpu_<instance>` to each QPU job (the rebalancer reads the queue
+# per instance from them and gates an exhausted instance on them).
+LICENSE_PREFIX = "qpu_"
+SANDBOX_SETTINGS = {
+    "LICENSES": "qpu:8,qpu_physics:10000,qpu_chemistry:10000",
+    "ACCOUNTING_TRES": "license/qpu,license/qpu_physics,license/qpu_chemistry",
+}
+# A sandbox's hookd goes away on its own soon after the tests or the demo stop using it.
+HOOKD_IDLE_SECONDS = 120
+
+
+def config_text(
+    base_url: str, state_dir: str | Path, *, fail_mode: str = "closed", expose: bool = True
+) -> str:
+    expose_text = "true" if expose else "false"
+    return f"""\
+ibm:
+  account_id: {ACCOUNT}
+  plan: premium
+  endpoints:
+    emulator: {base_url}
+  api_key_file: ibm.key
+instances:
+  - name: physics
+    crn: "{CRN_PHYS}"
+  - name: chemistry
+    crn: "{CRN_CHEM}"
+resources:
+  - name: ibm_torino
+    fail_mode: {fail_mode}
+    expose_api_key: {expose_text}
+  - name: ibm_fez
+    session_mode: dedicated
+    fail_mode: {fail_mode}
+    expose_api_key: {expose_text}
+rules:
+  - name: students-denied
+    match: {{qos: [student]}}
+    deny: true
+    message: students use the simulator
+  - name: physics
+    match: {{accounts: [phys*]}}
+    instance: physics
+    resources: [ibm_torino, ibm_fez]
+  - name: chemistry
+    match: {{accounts: [chem], partitions: [quantum]}}
+    instance: chemistry
+    resources: [ibm_fez]
+default: deny
+slurm:
+  state_dir: {state_dir}
+"""
+
+
+def emulator_seed() -> dict[str, Any]:
+    return {
+        "accounts": [{"id": ACCOUNT, "plans": [{"plan": "premium", "usage_allocation_seconds": 1_000_000}]}],
+        "api_keys": [{"key": API_KEY, "name": "site"}],
+        "backends": [{"name": "ibm_torino", "status": "online"}, {"name": "ibm_fez", "status": "online"}],
+        "instances": [
+            {
+                "name": "physics",
+                "crn": CRN_PHYS,
+                "usage_allocation_seconds": 400_000,
+                "instance_limit_seconds": 600_000,
+            },
+            {"name": "chemistry", "crn": CRN_CHEM, "usage_allocation_seconds": 300_000},
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Site:
+    directory: Path
+    config: Path
+    policy: Path
+    state_dir: Path
+    log_file: Path
+
+
+def operations_text(directory: Path) -> str:
+    """The config sections of the collector and the rebalancer, with their state in `directory`."""
+    return (
+        f"ledger:\n  url: sqlite:///{directory}/ledger.db\n"
+        f"rebalance:\n  state_dir: {directory}/rebalance\n"
+        f"  slurm: {{license_prefix: {LICENSE_PREFIX}, gate: true, fairshare: true, fairshare_scale: 100}}\n"
+    )
+
+
+def write_site(
+    directory: Path,
+    base_url: str,
+    *,
+    fail_mode: str = "closed",
+    expose: bool = True,
+    operations: bool = False,
+) -> Site:
+    """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`. With `operations`,
+    also a ledger and a rebalance section (use `SANDBOX_SETTINGS` and `license_env()` for the cluster)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state_dir = directory / "state"
+    key = directory / "ibm.key"
+    key.write_text(API_KEY + "\n")
+    os.chmod(key, 0o600)
+    text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose)
+    if operations:
+        text += operations_text(directory)
+    cfg = directory / "config.yaml"
+    cfg.write_text(text)
+    policy = compile_policy(parse_config(text, cfg))
+    (directory / POLICY_JSON).write_text(render_json(policy))
+    (directory / POLICY_LUA).write_text(render_lua(policy))
+    return Site(directory, cfg, directory / POLICY_JSON, state_dir, directory / "hooks.log")
+
+
+def hookd_socket(site: Site) -> Path:
+    """The site's hookd socket: in the site dir, or (AF_UNIX paths are limited to 107 bytes) in a private
+    0700 temp dir remembered in the site dir."""
+    path = site.directory / "hookd.sock"
+    if len(os.fsencode(path)) <= 100:
+        return path
+    marker = site.directory / "hookd.sock.path"
+    if marker.exists():
+        return Path(marker.read_text().strip())
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="qhookd-")) / "hookd.sock"
+    marker.write_text(f"{short}\n")
+    return short
+
+
+def _wrapper(path: Path, kind: str, site: Site, hookd: str) -> Path:
+    from qauvern_hpc.hooks.wrapper import render_wrapper, write_wrapper
+
+    text = render_wrapper(
+        kind,
+        policy=site.policy,
+        state_dir=site.state_dir,
+        hookd=hookd,
+        socket=hookd_socket(site),
+        idle_timeout=HOOKD_IDLE_SECONDS,
+        log_file=site.log_file,
+        hook_env=site.directory / "hook.env",
+    )
+    return write_wrapper(path, text)
+
+
+def license_env() -> dict[str, str]:
+    """slurmctld's environment for job_submit.lua to add the per-instance license."""
+    return {"QAUVERN_HPC_QPU_INSTANCE_LICENSE": LICENSE_PREFIX}
+
+
+def stop_hookd(site: Site, timeout: float = 10.0) -> bool:
+    """Stop the site's hookd (it exits when its socket file goes). True when it is gone within `timeout`."""
+    import contextlib
+    import fcntl
+    import time
+
+    sock = hookd_socket(site)
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    lock = Path(f"{sock}.lock")
+    if not lock.exists():
+        return True
+    deadline = time.monotonic() + timeout
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+
+
+def set_hook_env(site: Site, variables: dict[str, str]) -> None:
+    """Variables the hook wrappers export (sourced at every hook run, so it can change after `up`)."""
+    lines = [f"export {k}='{v}'" for k, v in variables.items() if "'" not in v]
+    (site.directory / "hook.env").write_text("\n".join(lines) + "\n")
+
+
+def sandbox_hooks(
+    site: Site, *, plugin: Path | None = None, slurm_conf_dir: Path | None = None, hookd: str = "auto"
+) -> Hooks:
+    """The sandbox hook points for this site (builds the SPANK plugin into the site dir if not given)."""
+    from qauvern_hpc.slurm.spank_build import build_plugin, plugstack_line
+
+    so = plugin or build_plugin(site.directory / "qpu.so", check_running=False).path
+    lua = paths.slurm_conf_dir() / "job_submit.lua"
+    site.state_dir.mkdir(parents=True, exist_ok=True)
+    return Hooks(
+        plugstack_lines=[plugstack_line(so, state_dir=str(site.state_dir))],
+        job_submit_lua=lua,
+        etc_files=[site.directory / POLICY_LUA],
+        prolog_slurmctld=_wrapper(site.directory / "prolog.sh", "prolog", site, hookd),
+        epilog_slurmctld=_wrapper(site.directory / "epilog.sh", "epilog", site, hookd),
+        prolog_epilog_timeout=120,
+    )

@@ -1,0 +1,500 @@
+"""Discrete-event simulation of one IBM Quantum account behind a Slurm cluster. Pure and deterministic.
+
+Time is whole seconds from the start (midnight UTC). What happens to a job (a trace row):
+
+1. **Slurm**: it is submitted at its `submit_time` and pends in its partition's queue (first come, first
+   served across the account) until one of the partition's `slots` is free. Under `qauvern-hpc` with the
+   gate on, the jobs of a gated instance stay pending (reason AssocGrpLicense) and others pass them.
+2. **Start**: the job starts (its wall clock runs from here) and its quantum work joins its backend's
+   queue at IBM, tagged with its instance.
+3. **IBM's fair share**: a backend runs one thing at a time. Whenever it is free it picks, among the
+   instances with work waiting on it, the one with the lowest 28-day usage / allocation (ties: config
+   order; within an instance, the job that started first) and runs it for one `slice` (or less: the job's
+   remaining work, the instance's limit headroom, the hour's end, the job's deadline). Other customers'
+   work (the scenario's external load) waits in some hours with its own ratio; while it does, it runs
+   instead of any of our instances whose ratio is higher.
+4. **Limits**: an instance whose 28-day usage reached its live limit cannot run: IBM rejects its work and
+   the Slurm jobs waiting for it fail ("hit a limit"). Researchers resubmit after `resubmit_delay`.
+5. **Wall limit**: a job still short of its quantum work when its time limit runs out ends (TIMEOUT) and
+   is resubmitted after `resubmit_delay` for the rest of its work (what it did stays done).
+6. **Done**: when its quantum work is complete. Its wait is done - submit, over all its attempts.
+
+The 28-day usage is kept in hourly buckets (an hour leaves the window as a whole), which is also where
+the 24h/3d/7d/14d figures, the per-day usage for net grants and the plots come from. IBM's usage figures
+are exact and current (no reporting lag is modelled, so the demand signal's "recent, not yet reported"
+term is 0 as good as always).
+
+Every `rebalance_every` seconds (first at t = rebalance_every) the policy sees an IBM snapshot and the Slurm
+queue, and what it writes (allocations, limits, the gate) applies at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+
+from qauvern_hpc.devtools.simulator.metrics import RunResult, Series, jain_index, maxmin_shares, percentile
+from qauvern_hpc.devtools.simulator.policies import RebalanceView, SimPolicy
+from qauvern_hpc.devtools.simulator.setup import DAY, SimSetup
+from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal, InstanceSnapshot
+from qauvern_hpc.planner.window import daily_usage_lookback_days
+
+HOUR = 3600
+WINDOW_HOURS = 28 * 24
+
+# job states
+_WAITING_ARRIVAL, _PENDING, _RUNNING, _RETRY, _DONE, _REFUSED = range(6)
+
+ProgressFn = Callable[[float], None]
+
+
+class _Sim:
+    def __init__(self, setup: SimSetup, policy: SimPolicy, rebalance_every: int, seed: int) -> None:
+        self.s = setup
+        self.policy = policy
+        self.every = rebalance_every
+        self.seed = seed
+        n_inst = len(setup.instance_names)
+        n_back = len(setup.backend_names)
+        n_hours = setup.duration // HOUR + 2
+        self.alloc = list(setup.initial_allocations)
+        self.limit: list[int | None] = list(setup.initial_limits)
+        self.usage = [[0] * n_hours for _ in range(n_inst)]
+        self.daily = [[0] * (setup.duration // DAY + 2) for _ in range(n_inst)]
+        self.c28 = [0] * n_inst
+        self.used_by_instance = [0] * n_inst
+        self.gated = [False] * n_inst
+        # external load: one flag per backend and hour, from a generator seeded by (seed, backend index)
+        self.external: list[list[bool]] = []
+        for b, load in enumerate(setup.backend_loads):
+            rng = random.Random(f"{seed}:{b}:{setup.backend_names[b]}")
+            self.external.append([rng.random() < load.external_busy for _ in range(n_hours)])
+        jobs = setup.jobs
+        n = len(jobs)
+        self.state = [_WAITING_ARRIVAL] * n
+        self.done_work = [0] * n
+        self.attempt_used = [0] * n
+        self.attempt = [0] * n
+        self.eligible = [0] * n  # Slurm submit time of the current attempt
+        self.deadline = [0] * n
+        self.finished = [-1] * n
+        self.limit_hit = [False] * n
+        self.limit_failures = 0
+        self.timeouts = 0
+        part_index = {p: k for k, p in enumerate(setup.partitions)}
+        self.part_of = [part_index[j.partition] for j in jobs]
+        self.slots_free: list[float] = [
+            float("inf") if x is None else float(x) for x in setup.partition_slots
+        ]
+        # pending[partition][instance] -> deque of (seq, job)
+        self.pending: list[list[deque[tuple[int, int]]]] = [
+            [deque() for _ in range(n_inst)] for _ in setup.partitions
+        ]
+        self.seq = 0
+        # waiting at IBM: running[backend][instance] -> deque of jobs (start order)
+        self.running: list[list[deque[int]]] = [[deque() for _ in range(n_inst)] for _ in range(n_back)]
+        self.slice_job = [-1] * n_back
+        self.slice_end = [0] * n_back
+        self.open_jobs = [0] * n_back
+        self.deadlines: list[tuple[int, int, int]] = []
+        self.retries: list[tuple[int, int]] = []
+        self.ledger: deque[tuple[int, int, int]] = deque()  # (end time, instance, seconds)
+        self.wasted = 0.0
+        self.used = 0
+        self.used_by_project: dict[str, int] = {}
+        self.rebalances = self.changed_runs = self.refused_runs = self.alloc_changes = self.moved = 0
+        self.series = Series(
+            allocation={nm: [] for nm in setup.instance_names},
+            usage_28d={nm: [] for nm in setup.instance_names},
+            limit={nm: [] for nm in setup.instance_names},
+        )
+        self.slurm_dirty = True
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def window_sum(self, i: int, hours: int, k: int) -> int:
+        return sum(self.usage[i][max(0, k - hours) : k + 1])
+
+    def sample(self, t: int) -> None:
+        self.series.days.append(t / DAY)
+        for i, nm in enumerate(self.s.instance_names):
+            self.series.allocation[nm].append(self.alloc[i])
+            self.series.usage_28d[nm].append(self.c28[i])
+            self.series.limit[nm].append(self.limit[i])
+
+    def end_attempt(self, j: int, t: int) -> None:
+        job = self.s.jobs[j]
+        if self.attempt_used[j]:
+            self.ledger.append((t, job.instance, self.attempt_used[j]))
+        self.attempt_used[j] = 0
+        self.slots_free[self.part_of[j]] += 1
+        self.slurm_dirty = True
+        q = self.running[job.backend][job.instance]
+        if j in q:
+            q.remove(j)
+
+    def enqueue(self, j: int, t: int) -> None:
+        job = self.s.jobs[j]
+        self.state[j] = _PENDING
+        self.eligible[j] = t
+        self.seq += 1
+        self.pending[self.part_of[j]][job.instance].append((self.seq, j))
+        self.slurm_dirty = True
+
+    def retry_later(self, j: int, t: int) -> None:
+        self.state[j] = _RETRY
+        heapq.heappush(self.retries, (t + self.s.resubmit_delay, j))
+
+    def complete(self, j: int, t: int) -> None:
+        self.end_attempt(j, t)
+        self.state[j] = _DONE
+        self.finished[j] = t
+        self.open_jobs[self.s.jobs[j].backend] -= 1
+
+    def fail_at_limit(self, j: int, t: int) -> None:
+        self.end_attempt(j, t)
+        self.limit_hit[j] = True
+        self.limit_failures += 1
+        self.retry_later(j, t)
+
+    # -- Slurm ------------------------------------------------------------------------------------------
+
+    def schedule_slurm(self, t: int) -> None:
+        self.slurm_dirty = False
+        for p, queues in enumerate(self.pending):
+            while self.slots_free[p] >= 1:
+                best: tuple[int, int] | None = None
+                best_i = -1
+                for i, q in enumerate(queues):
+                    if q and not self.gated[i] and (best is None or q[0][0] < best[0]):
+                        best, best_i = q[0], i
+                if best is None:
+                    break
+                queues[best_i].popleft()
+                j = best[1]
+                self.slots_free[p] -= 1
+                self.state[j] = _RUNNING
+                self.attempt[j] += 1
+                self.deadline[j] = t + self.s.jobs[j].wall_limit_seconds
+                heapq.heappush(self.deadlines, (self.deadline[j], j, self.attempt[j]))
+                job = self.s.jobs[j]
+                self.running[job.backend][job.instance].append(j)
+
+    # -- IBM --------------------------------------------------------------------------------------------
+
+    def at_limit(self, i: int) -> bool:
+        lim = self.limit[i]
+        return lim is not None and self.c28[i] >= lim
+
+    def dispatch(self, t: int, next_hour: int) -> None:
+        for b, queues in enumerate(self.running):
+            if self.slice_job[b] >= 0:
+                continue
+            best_i = -1
+            best_ratio = 0.0
+            for i, q in enumerate(queues):
+                if not q:
+                    continue
+                if self.at_limit(i):
+                    for j in list(q):
+                        self.fail_at_limit(j, t)
+                    continue
+                a = self.alloc[i]
+                ratio = self.c28[i] / a if a > 0 else float("inf")
+                if best_i < 0 or ratio < best_ratio:
+                    best_i, best_ratio = i, ratio
+            if best_i < 0:
+                continue
+            load = self.s.backend_loads[b]
+            if self.external[b][t // HOUR] and load.external_fairness < best_ratio:
+                continue  # other customers' work runs now
+            j = queues[best_i][0]
+            job = self.s.jobs[j]
+            dt = min(
+                self.s.slice_seconds,
+                job.quantum_seconds - self.done_work[j],
+                next_hour - t,
+                self.deadline[j] - t,
+                self.s.duration - t,
+            )
+            lim = self.limit[best_i]
+            if lim is not None:
+                dt = min(dt, lim - self.c28[best_i])
+            # dt > 0: every bound above is positive at an event time
+            self.slice_job[b] = j
+            self.slice_end[b] = t + dt
+            k = t // HOUR
+            self.usage[best_i][k] += dt
+            self.daily[best_i][t // DAY] += dt
+            self.c28[best_i] += dt
+            self.used += dt
+            self.used_by_instance[best_i] += dt
+            self.used_by_project[job.project] = self.used_by_project.get(job.project, 0) + dt
+            self.done_work[j] += dt
+            self.attempt_used[j] += dt
+
+    # -- rebalancing ------------------------------------------------------------------------------------
+
+    def rebalance(self, t: int) -> None:
+        s = self.s
+        k = t // HOUR
+        now = s.start + timedelta(seconds=t)
+        today = now.date()
+        today_index = t // DAY
+        window = s.recent_window
+        while self.ledger and self.ledger[0][0] < t - window:
+            self.ledger.popleft()
+        recent = [0] * len(s.instance_names)
+        for _end, i, secs in self.ledger:
+            recent[i] += secs
+        snaps = []
+        demand: dict[str, DemandSignal] = {}
+        for i, st in enumerate(s.settings):
+            daily = {}
+            if st.net_grants:
+                back = daily_usage_lookback_days(st.net_grants, today)
+                for d in range(max(0, today_index - back), today_index):
+                    if self.daily[i][d]:
+                        daily[s.start.date() + timedelta(days=d)] = self.daily[i][d]
+            snaps.append(
+                InstanceSnapshot(
+                    crn=st.crn,
+                    name=st.name,
+                    allocation_seconds=self.alloc[i],
+                    limit_seconds=self.limit[i],
+                    consumed_28d_seconds=self.c28[i],
+                    consumed_14d_seconds=self.window_sum(i, 14 * 24, k),
+                    consumed_7d_seconds=self.window_sum(i, 7 * 24, k),
+                    consumed_3d_seconds=self.window_sum(i, 3 * 24, k),
+                    consumed_24h_seconds=self.window_sum(i, 24, k),
+                    daily_usage=daily,
+                )
+            )
+            queued = 0
+            count = 0
+            oldest = t
+            for queues in self.pending:
+                for _seq, j in queues[i]:
+                    count += 1
+                    queued += min(s.jobs[j].wall_limit_seconds, s.max_job_seconds)
+                    oldest = min(oldest, self.eligible[j])
+            demand[st.crn] = DemandSignal(
+                queued_seconds=float(queued),
+                pending_jobs=count,
+                oldest_pending_age_seconds=float(t - oldest) if count else 0.0,
+                recent_seconds=float(recent[i]),
+            )
+        account = AccountSnapshot(
+            allocation_budget_seconds=s.budget,
+            unallocated_seconds=max(0, s.budget - sum(self.alloc)),
+            consumed_seconds=sum(self.c28),
+            instances=tuple(snaps),
+            account_id="sim",
+        )
+        view = RebalanceView(
+            now=now, today=today, account=account, settings=s.settings, options=s.options, demand=demand
+        )
+        out = self.policy.rebalance(view)
+        self.rebalances += 1
+        if out.refused:
+            self.refused_runs += 1
+            return
+        index = {st.crn: i for i, st in enumerate(s.settings)}
+        changed = 0
+        for crn, value in out.allocations.items():
+            i = index[crn]
+            if value != self.alloc[i]:
+                changed += 1
+                self.moved += abs(value - self.alloc[i])
+                self.alloc[i] = value
+        for crn, lim in out.limits.items():
+            self.limit[index[crn]] = lim
+        if out.gated is not None:
+            new_gate = [st.crn in out.gated for st in s.settings]
+            if new_gate != self.gated:
+                self.gated = new_gate
+                self.slurm_dirty = True
+        if changed:
+            self.changed_runs += 1
+            self.alloc_changes += changed
+
+    # -- main loop --------------------------------------------------------------------------------------
+
+    def run(self, progress: ProgressFn | None, sample_hours: int) -> RunResult:
+        s = self.s
+        jobs = s.jobs
+        end = s.duration
+        t = 0
+        next_hour = HOUR
+        next_reb = self.every
+        arr = 0
+        n_jobs = len(jobs)
+        next_progress = DAY
+        rate = s.budget / (28 * DAY)
+        self.sample(0)
+        while True:
+            # 1. slices that end now
+            for b in range(len(self.slice_job)):
+                j = self.slice_job[b]
+                if j >= 0 and self.slice_end[b] <= t:
+                    self.slice_job[b] = -1
+                    if self.done_work[j] >= jobs[j].quantum_seconds:
+                        self.complete(j, t)
+            # 2. the hour turns: the oldest hour leaves the 28-day window
+            if t >= next_hour:
+                k = t // HOUR
+                old = k - WINDOW_HOURS - 1
+                if old >= 0:
+                    for i in range(len(self.c28)):
+                        self.c28[i] -= self.usage[i][old]
+                next_hour += HOUR
+                if k % sample_hours == 0:
+                    self.sample(t)
+            # 3. wall limits
+            while self.deadlines and self.deadlines[0][0] <= t:
+                _d, j, att = heapq.heappop(self.deadlines)
+                if self.state[j] == _RUNNING and self.attempt[j] == att:
+                    # never inside a slice: slices end by the job's deadline and were closed in step 1
+                    self.end_attempt(j, t)
+                    self.timeouts += 1
+                    self.retry_later(j, t)
+            # 4. resubmissions and 5. new jobs
+            while self.retries and self.retries[0][0] <= t:
+                _r, j = heapq.heappop(self.retries)
+                self.enqueue(j, t)
+            while arr < n_jobs and jobs[arr].submit <= t:
+                job = jobs[arr]
+                if job.instance < 0:
+                    self.state[arr] = _REFUSED
+                else:
+                    self.open_jobs[job.backend] += 1
+                    self.enqueue(arr, t)
+                arr += 1
+            # 6. rebalance
+            if t >= next_reb and t < end:
+                self.rebalance(t)
+                next_reb += self.every
+            # 7. Slurm starts jobs, IBM dispatches (failures free slots: repeat until stable)
+            for _ in range(1000):
+                if self.slurm_dirty:
+                    self.schedule_slurm(t)
+                self.dispatch(t, next_hour)
+                if not self.slurm_dirty:
+                    break
+            if t >= end:
+                break
+            if progress is not None and t >= next_progress:
+                progress(t / end)
+                next_progress = (t // DAY + 1) * DAY
+            # next event
+            nxt = min(next_hour, next_reb, end)
+            if arr < n_jobs:
+                nxt = min(nxt, jobs[arr].submit)
+            for b, j in enumerate(self.slice_job):
+                if j >= 0:
+                    nxt = min(nxt, self.slice_end[b])
+            if self.deadlines:
+                nxt = min(nxt, self.deadlines[0][0])
+            if self.retries:
+                nxt = min(nxt, self.retries[0][0])
+            nxt = max(nxt, t + 1) if nxt <= t else nxt
+            # purchased time left unused while work waited: the account buys `rate` QPU-seconds per second
+            if any(self.open_jobs) and sum(self.c28) < s.budget:
+                serving = sum(1 for j in self.slice_job if j >= 0)
+                if serving < rate:
+                    self.wasted += (rate - serving) * (nxt - t)
+            t = nxt
+        if progress is not None:
+            progress(1.0)
+        self.sample(end)
+        return self.result()
+
+    def result(self) -> RunResult:
+        s = self.s
+        waits: list[float] = []
+        done = unfinished = refused = hit = 0
+        demand_by_project: dict[str, float] = {}
+        for j, job in enumerate(s.jobs):
+            if self.state[j] == _REFUSED:
+                refused += 1
+                continue
+            demand_by_project[job.project] = demand_by_project.get(job.project, 0.0) + job.quantum_seconds
+            if self.limit_hit[j]:
+                hit += 1
+            if self.state[j] == _DONE:
+                done += 1
+                waits.append(float(self.finished[j] - job.submit))
+            else:
+                unfinished += 1
+                waits.append(float(s.duration - job.submit))
+        entitled = maxmin_shares(s.purchased_seconds, demand_by_project)
+        ratios = []
+        projects: dict[str, dict[str, object]] = {}
+        for p in sorted(demand_by_project):
+            used = self.used_by_project.get(p, 0)
+            ent = entitled[p]
+            ratios.append(used / ent if ent > 0 else 0.0)
+            projects[p] = {
+                "demand_seconds": int(demand_by_project[p]),
+                "entitled_seconds": round(ent),
+                "used_seconds": used,
+            }
+        instances: dict[str, dict[str, object]] = {}
+        for i, nm in enumerate(s.instance_names):
+            allocs = self.series.allocation[nm]
+            instances[nm] = {
+                "used_seconds": self.used_by_instance[i],
+                "initial_allocation_seconds": s.initial_allocations[i],
+                "final_allocation_seconds": self.alloc[i],
+                "mean_allocation_seconds": round(sum(allocs) / len(allocs)) if allocs else 0,
+                "final_limit_seconds": self.limit[i],
+            }
+        return RunResult(
+            policy=self.policy.name,
+            days=s.days,
+            rebalance_every_hours=self.every / HOUR,
+            seed=self.seed,
+            budget_seconds=s.budget,
+            purchased_seconds=s.purchased_seconds,
+            used_seconds=self.used,
+            wasted_seconds=round(self.wasted),
+            jobs_total=len(s.jobs),
+            jobs_refused=refused,
+            jobs_done=done,
+            jobs_unfinished=unfinished,
+            wait_median_seconds=percentile(waits, 50),
+            wait_p95_seconds=percentile(waits, 95),
+            limit_hit_jobs=hit,
+            limit_failures=self.limit_failures,
+            timeouts=self.timeouts,
+            jain=jain_index(ratios),
+            rebalances=self.rebalances,
+            rebalances_changed=self.changed_runs,
+            rebalances_refused=self.refused_runs,
+            allocation_changes=self.alloc_changes,
+            moved_seconds=self.moved,
+            instances=instances,
+            projects=projects,
+            series=self.series,
+        )
+
+
+def simulate(
+    setup: SimSetup,
+    policy: SimPolicy,
+    *,
+    rebalance_every_seconds: int = 3600,
+    seed: int = 1,
+    progress: ProgressFn | None = None,
+    sample_hours: int = 6,
+) -> RunResult:
+    """Run `policy` over `setup`. The same inputs and seed give the same result, bit for bit."""
+    if rebalance_every_seconds <= 0:
+        raise ValueError("rebalance_every_seconds must be > 0")
+    return _Sim(setup, policy, rebalance_every_seconds, seed).run(progress, max(1, sample_hours))
+
+
+__all__ = ["simulate"]
