@@ -29,7 +29,7 @@ from qauvern_hpc.accounting.ledger.models import (
     StoredRun,
     UsageRow,
 )
-from qauvern_hpc.accounting.ledger.schema import Dialect
+from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, Dialect, migrations
 from qauvern_hpc.core.errors import QauvernError
 
 DEFAULT_CHUNK = 5000
@@ -113,8 +113,45 @@ class Ledger(ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    @abstractmethod
+    def _applied_versions(self) -> set[int]:
+        """The schema versions recorded in `schema_migrations`; empty when the table does not exist yet."""
+
+    @abstractmethod
+    def _describe(self) -> str:
+        """How error messages name this ledger (a path or a database)."""
+
     def _sql(self, text: str) -> str:
         return text
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date: each missing migration once, in order, in one locked transaction.
+
+        A schema that is already current takes no lock (readers must not wait for a long ingest), and one
+        newer than this code knows is refused rather than written to.
+        """
+        known = migrations(self.dialect)
+        if self._applied_versions() == {m.version for m in known}:
+            return
+        with self.batch():
+            self._execute(MIGRATIONS_TABLE)
+            done = self._applied_versions()
+            newer = done - {m.version for m in known}
+            if newer:
+                raise LedgerError(
+                    f"{self._describe()} has schema version {max(newer)}, newer than this qauvern-hpc knows"
+                )
+            record = self._sql("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            for migration in known:
+                if migration.version in done:
+                    continue
+                for statement in migration.statements:
+                    self._execute(statement)
+                self._execute(record, (migration.version, migration.name, time.time()))
+
+    def schema_version(self) -> int:
+        """The newest applied schema version (0 for an empty ledger)."""
+        return max(self._applied_versions(), default=0)
 
     def _upsert_many(self, params: list[tuple[Any, ...]]) -> int:
         """Run the upsert for these parameter rows in order; return how many were inserted or changed.

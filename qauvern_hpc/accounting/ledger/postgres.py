@@ -7,13 +7,11 @@ PostgreSQL's snapshots and never block. Migrations run under the same lock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from qauvern_hpc.accounting.ledger.base import Ledger, LedgerError
 from qauvern_hpc.accounting.ledger.models import RUN_COLUMNS
-from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, migrations
 from qauvern_hpc.core.errors import ServiceUnavailable
 
 _STAGING = "qauvern_runs_staging"
@@ -86,37 +84,18 @@ class PostgresLedger(Ledger):
             err = LedgerError("rolled back")
             tx.__exit__(type(err), err, None)
 
-    def _migrate(self) -> None:
+    def _applied_versions(self) -> set[int]:
         import psycopg
 
-        # Schema already current: no lock needed (readers must not wait for a long ingest to finish).
         try:
-            rows = self._conn.execute("SELECT version FROM schema_migrations").fetchall()
-            current = {int(r[0]) for r in rows}
+            with self._conn.transaction():
+                rows = self._conn.execute("SELECT version FROM schema_migrations").fetchall()
         except psycopg.errors.UndefinedTable:
-            current = set()
-        if current == {m.version for m in migrations("postgres")}:
-            return
-        with self.batch():
-            self._conn.execute(MIGRATIONS_TABLE)
-            done = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations").fetchall()}
-            known = migrations("postgres")
-            newer = done - {m.version for m in known}
-            if newer:
-                raise LedgerError(f"ledger schema version {max(newer)} is newer than this qauvern-hpc knows")
-            for migration in known:
-                if migration.version in done:
-                    continue
-                for statement in migration.statements:
-                    self._conn.execute(statement)
-                self._conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, time.time()),
-                )
+            return set()
+        return {int(r[0]) for r in rows}
 
-    def schema_version(self) -> int:
-        row = self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-        return int(row[0]) if row else 0
+    def _describe(self) -> str:
+        return "the PostgreSQL ledger"
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self._conn.execute(sql, params)

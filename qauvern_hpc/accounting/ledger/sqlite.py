@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from qauvern_hpc.accounting.ledger.base import Ledger, LedgerError
-from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, migrations
 from qauvern_hpc.core.errors import LockHeld
 
 _MAX_VARIABLES = 30000  # SQLite >= 3.32 allows 32766 bound parameters per statement
@@ -108,35 +107,14 @@ class SQLiteLedger(Ledger):
         finally:
             self._unlock()
 
-    def _migrate(self) -> None:
-        # Schema already current: no lock needed (readers must not wait for a long ingest to finish).
+    def _applied_versions(self) -> set[int]:
         try:
-            current = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations")}
+            return {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations")}
         except sqlite3.OperationalError:
-            current = set()
-        if current == {m.version for m in migrations("sqlite")}:
-            return
-        with self.batch():
-            self._conn.execute(MIGRATIONS_TABLE)
-            done = {int(r[0]) for r in self._conn.execute("SELECT version FROM schema_migrations")}
-            known = migrations("sqlite")
-            newer = done - {m.version for m in known}
-            if newer:
-                raise LedgerError(
-                    f"ledger {self.path} has schema version {max(newer)}, newer than this qauvern-hpc knows"
-                )
-            for migration in known:
-                if migration.version in done:
-                    continue
-                for statement in migration.statements:
-                    self._conn.execute(statement)
-                self._conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time()),
-                )
+            return set()
 
-    def schema_version(self) -> int:
-        return int(self._conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0])
+    def _describe(self) -> str:
+        return f"ledger {self.path}"
 
     # -- primitives ----------------------------------------------------------------------------------
 
