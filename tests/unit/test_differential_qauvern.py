@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from qauvern_hpc.devtools.qauvern_peer import optimizer_for
 from qauvern_hpc.planner.model import (
     AccountSnapshot,
     InstanceSettings,
@@ -60,56 +61,10 @@ def _dt(d: date) -> datetime:
 
 
 def to_qauvern(case: Case) -> Any:
-    """The same inputs as qauvern objects; returns its AllocationOptimizer.
-
-    qauvern's CLI loads `account.instances` in config order (its water-fill follows that list); we pass
-    the snapshot in that order too, whatever order our own snapshot has (ours follows the settings).
-    """
-    rank = {c.crn: k for k, c in enumerate(case.settings)}
-    ordered = sorted(case.account.instances, key=lambda s: rank.get(s.crn, len(rank)))
-    instances = tuple(
-        qmodels.InstanceState(
-            crn=s.crn,
-            name=s.name,
-            allocation_seconds=s.allocation_seconds,
-            limit_seconds=s.limit_seconds,
-            consumed_seconds=s.consumed_28d_seconds,
-            detailed_usage=qmodels.InstanceDetailedUsage(
-                consumed_14day=s.consumed_14d_seconds,
-                consumed_7day=s.consumed_7d_seconds,
-                consumed_3day=s.consumed_3d_seconds,
-                consumed_24h=s.consumed_24h_seconds,
-                daily_usage=dict(s.daily_usage),
-            ),
-        )
-        for s in ordered
+    """The same inputs as qauvern objects; returns its AllocationOptimizer."""
+    return optimizer_for(
+        case.account, case.settings, case.options, case.today, plan="INTERNAL", account_id="acct"
     )
-    configs = [
-        qmodels.InstanceConfig(
-            name=c.name,
-            crn=c.crn,
-            target_limit_seconds=c.limit_seconds,
-            net_grants=tuple(
-                qmodels.NetGrant(
-                    start_date=_dt(g.start_date),
-                    net_grant_seconds=g.net_grant_seconds,
-                    end_date=_dt(g.end_date),
-                )
-                for g in c.net_grants
-            ),
-        )
-        for c in case.settings
-    ]
-    account = qmodels.AccountPlan(
-        account_id="acct",
-        plan=qplan.Plan.INTERNAL,
-        allocation_budget_seconds=case.account.allocation_budget_seconds,
-        unallocated_seconds=case.account.unallocated_seconds,
-        consumed_seconds=case.account.consumed_seconds,
-        limit_seconds=None,
-        instances=instances,
-    )
-    return qoptimizer.AllocationOptimizer(account, configs, case.minimum, case.reserve, today=case.today)
 
 
 def _invariant_of(message: str) -> Invariant:

@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from types import ModuleType
-from typing import Any, Protocol
+from datetime import date, datetime
+from typing import Protocol
 
 from qauvern_hpc.core.errors import UsageError
+from qauvern_hpc.devtools.qauvern_peer import import_qauvern, optimizer_for
 from qauvern_hpc.planner.limits import effective_limit, resolve_limit
 from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal, InstanceSettings, PlanOptions
 from qauvern_hpc.planner.optimizer import plan_allocations
@@ -88,64 +87,10 @@ class QauvernPolicy:
     name = "qauvern"
 
     def __init__(self) -> None:
-        self._m, self._o, self._p = _import_qauvern()
+        import_qauvern()  # fail at construction, not mid-simulation
 
     def rebalance(self, view: RebalanceView) -> RebalanceOutcome:
-        m, o, p = self._m, self._o, self._p
-
-        def dt(d: date) -> datetime:
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-
-        instances = tuple(
-            m.InstanceState(
-                crn=s.crn,
-                name=s.name,
-                allocation_seconds=s.allocation_seconds,
-                limit_seconds=s.limit_seconds,
-                consumed_seconds=s.consumed_28d_seconds,
-                detailed_usage=m.InstanceDetailedUsage(
-                    consumed_14day=s.consumed_14d_seconds,
-                    consumed_7day=s.consumed_7d_seconds,
-                    consumed_3day=s.consumed_3d_seconds,
-                    consumed_24h=s.consumed_24h_seconds,
-                    daily_usage=dict(s.daily_usage),
-                ),
-            )
-            for s in view.account.instances
-        )
-        configs = [
-            m.InstanceConfig(
-                name=c.name,
-                crn=c.crn,
-                target_limit_seconds=c.limit_seconds,
-                net_grants=tuple(
-                    m.NetGrant(
-                        start_date=dt(g.start_date),
-                        net_grant_seconds=g.net_grant_seconds,
-                        end_date=dt(g.end_date),
-                    )
-                    for g in c.net_grants
-                ),
-            )
-            for c in view.settings
-        ]
-        acct = view.account
-        plan = m.AccountPlan(
-            account_id=acct.account_id or "sim",
-            plan=p.Plan.PREMIUM,
-            allocation_budget_seconds=acct.allocation_budget_seconds,
-            unallocated_seconds=acct.unallocated_seconds,
-            consumed_seconds=acct.consumed_seconds,
-            limit_seconds=None,
-            instances=instances,
-        )
-        opt = o.AllocationOptimizer(
-            plan,
-            configs,
-            view.options.minimum_allocation_seconds,
-            view.options.allocation_reserve_percent,
-            today=view.today,
-        )
+        opt = optimizer_for(view.account, view.settings, view.options, view.today)
         result = opt.optimize()
         ok, _errors = opt.validate_allocations(result)
         if not ok:
@@ -180,26 +125,6 @@ class QauvernHpcPolicy:
             limits={p.crn: p.new_limit_seconds for p in plan.instances if p.limit_changed},
             gated=plan.limit_reached if self.gate else None,
         )
-
-
-def _import_qauvern() -> tuple[ModuleType, ModuleType, ModuleType]:
-    try:
-        qauvern: Any = importlib.import_module("qauvern")
-        models = importlib.import_module("qauvern.models")
-        optimizer = importlib.import_module("qauvern.optimizer")
-        plan = importlib.import_module("qauvern.plan")
-    except ImportError:
-        raise UsageError(
-            "policy 'qauvern' runs the real qauvern 0.14 optimizer, and the qauvern package is not installed",
-            hint="pip install 'qauvern==0.14.0' (a test/bench dependency: pip install -e '.[test]')",
-        ) from None
-    version = str(getattr(qauvern, "__version__", "?"))
-    if not version.startswith("0.14."):
-        raise UsageError(
-            f"policy 'qauvern' is calibrated on qauvern 0.14, found qauvern {version}",
-            hint="pip install 'qauvern==0.14.0'",
-        )
-    return models, optimizer, plan
 
 
 def make_policy(name: str, *, gate: bool = True, use_demand: bool = True) -> SimPolicy:
