@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qauvern_hpc.core.errors import UsageError
+from qauvern_hpc.core.errors import QauvernError, UsageError
 
 if TYPE_CHECKING:
     from qauvern_hpc.devtools.sandbox import Hooks, Sandbox
@@ -26,8 +26,9 @@ HELP = (
 DESCRIPTION = """\
 A private one-node Slurm cluster with accounting, entirely inside one directory and on loopback: its own
 munged, MariaDB, slurmdbd, slurmctld and slurmd on free ports, so it never meets a system Slurm and several
-can run side by side. Partitions `debug` (default) and `quantum`, licenses qpu:8, associations enforced,
-multifactor priority. Needs root and Debian's slurm-wlm, slurmdbd, munge and mariadb-server.
+can run side by side. Partitions `debug` (default) and `quantum`, licenses qpu:8 (wired: also qpu_physics and
+qpu_chemistry), associations enforced, multifactor priority. Needs root and Debian's slurm-wlm, slurmdbd,
+munge and mariadb-server (and, wired, a C compiler and libslurm-dev for the plugin).
 
 By default `up` wires qauvern-hpc in, as `qauvern-hpc demo` does: it writes the demo's site (config.yaml,
 the rendered policy, the emulator seed) to WORKDIR/site, builds the --qpu SPANK plugin there and starts the
@@ -225,7 +226,11 @@ def _up(sb: Sandbox, args: argparse.Namespace) -> int:
             settings = None
             hooks: Hooks | None
             if wired:
-                site, hooks = qpu_site.wired_site(sb.workdir / SITE_DIR, args.emulator)
+                try:
+                    site, hooks = qpu_site.wired_site(sb.workdir / SITE_DIR, args.emulator)
+                except QauvernError as exc:
+                    exc.hint = "; ".join(filter(None, [exc.hint, "or start a plain cluster with --bare"]))
+                    raise
                 settings = qpu_site.SANDBOX_SETTINGS
             else:
                 hooks = _bare_hooks(sb, args)
