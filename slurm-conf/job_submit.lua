@@ -57,6 +57,7 @@ local SETTINGS = {
 }
 
 local POLICY_FORMAT = 1
+local MATCHERS = "lua-pattern" -- = LUA_MATCHERS in qauvern_hpc/policy/compiled.py
 local MAX_RESOURCES = 8
 local MAX_NAME_LENGTH = 64
 local NO_VAL = 4294967294 -- Slurm's "unset" for uint32 fields
@@ -157,97 +158,10 @@ local function describe(identity)
 		.. dash(identity.partition) .. " qos=" .. dash(identity.qos)
 end
 
--- Globs: the safe fnmatch subset of qauvern_hpc.policy.mapping (* ? [abc] [a-z] [!x], literals A-Z a-z 0-9 _ . @ + -),
--- turned into anchored Lua patterns. Anything else is refused (the config validation refuses it first).
-
-local function same_class_range(lo, hi)
-	local a, b = lo:byte(), hi:byte()
-	local function within(c, first, last)
-		return c >= first:byte() and c <= last:byte()
-	end
-	for _, class in ipairs({ { "a", "z" }, { "A", "Z" }, { "0", "9" } }) do
-		if within(a, class[1], class[2]) and within(b, class[1], class[2]) and a <= b then
-			return true
-		end
-	end
-	return false
-end
-
-function M.glob_to_pattern(glob)
-	if glob == "" then
-		return nil, "empty pattern"
-	end
-	local out = { "^" }
-	local i, n = 1, #glob
-	while i <= n do
-		local c = glob:sub(i, i)
-		if c == "*" then
-			out[#out + 1] = ".*"
-		elseif c == "?" then
-			out[#out + 1] = "."
-		elseif c == "[" then
-			local close = glob:find("]", i + 1, true)
-			if not close then
-				return nil, "unclosed '[' in '" .. glob .. "'"
-			end
-			local body = glob:sub(i + 1, close - 1)
-			local negate = body:sub(1, 1) == "!"
-			if negate then
-				body = body:sub(2)
-			end
-			if body == "" then
-				return nil, "empty [...] in '" .. glob .. "'"
-			end
-			local items = {}
-			local j = 1
-			while j <= #body do
-				local ch = body:sub(j, j)
-				if j + 2 <= #body and body:sub(j + 1, j + 1) == "-" then
-					local hi = body:sub(j + 2, j + 2)
-					if not same_class_range(ch, hi) then
-						return nil, "bad range " .. ch .. "-" .. hi .. " in '" .. glob .. "'"
-					end
-					items[#items + 1] = ch .. "-" .. hi
-					j = j + 3
-				elseif ch:match("^[A-Za-z0-9]$") then
-					items[#items + 1] = ch
-					j = j + 1
-				elseif ch:match("^[_.@+]$") then
-					items[#items + 1] = "%" .. ch
-					j = j + 1
-				else
-					return nil, "character '" .. ch .. "' not allowed inside [...] in '" .. glob .. "'"
-				end
-			end
-			out[#out + 1] = "[" .. (negate and "^" or "") .. table.concat(items) .. "]"
-			i = close
-		elseif c:match("^[A-Za-z0-9]$") then
-			out[#out + 1] = c
-		elseif c:match("^[_.@+%-]$") then
-			out[#out + 1] = "%" .. c
-		else
-			return nil, "character '" .. c .. "' not allowed in pattern '" .. glob .. "'"
-		end
-		i = i + 1
-	end
-	out[#out + 1] = "$"
-	return table.concat(out)
-end
-
-local pattern_cache = {}
-
-local function glob_match(glob, value)
-	local pattern = pattern_cache[glob]
-	if pattern == nil then
-		local err
-		pattern, err = M.glob_to_pattern(glob)
-		if not pattern then
-			error("qpu policy: " .. err)
-		end
-		pattern_cache[glob] = pattern
-	end
-	return value:find(pattern) ~= nil
-end
+-- Matchers: `qauvern-hpc render-policy` compiles each glob of the config (the safe fnmatch subset of
+-- qauvern_hpc.policy.mapping, validated there) into an anchored Lua pattern; qpu_policy.lua holds, per match
+-- list, entries {glob = "phys*", pattern = "^phys.*$"} ({..., exclude = true} for "!glob"). Nothing is compiled
+-- or validated here.
 
 -- A value fits a glob list when it matches a plain glob (or the list only excludes) and no "!glob".
 function M.list_match(patterns, value)
@@ -256,8 +170,8 @@ function M.list_match(patterns, value)
 	end
 	local has_plain = false
 	for _, p in ipairs(patterns) do
-		if p:sub(1, 1) == "!" then
-			if glob_match(p:sub(2), value) then
+		if p.exclude then
+			if value:find(p.pattern) then
 				return false
 			end
 		else
@@ -268,7 +182,7 @@ function M.list_match(patterns, value)
 		return true
 	end
 	for _, p in ipairs(patterns) do
-		if p:sub(1, 1) ~= "!" and glob_match(p, value) then
+		if not p.exclude and value:find(p.pattern) then
 			return true
 		end
 	end
@@ -406,38 +320,7 @@ end
 
 -- The policy file ----------------------------------------------------------------------------------------
 
-local function check_rule(rule, where)
-	if type(rule) ~= "table" or type(rule.name) ~= "string" then
-		return where .. " is not a rule"
-	end
-	if rule.match ~= nil and type(rule.match) ~= "table" then
-		return where .. ".match is not a table"
-	end
-	for _, field in ipairs(MATCH_FIELDS) do
-		local list = rule.match and rule.match[field]
-		if list ~= nil then
-			if type(list) ~= "table" then
-				return where .. ".match." .. field .. " is not a list"
-			end
-			for _, p in ipairs(list) do
-				local body = (type(p) == "string" and p:sub(1, 1) == "!") and p:sub(2) or p
-				if type(body) ~= "string" then
-					return where .. ".match." .. field .. " holds a non-string"
-				end
-				local ok, err = M.glob_to_pattern(body)
-				if not ok then
-					return where .. ".match." .. field .. ": " .. err
-				end
-			end
-		end
-	end
-	if not rule.deny and (type(rule.instance) ~= "string" or type(rule.resources) ~= "table") then
-		return where .. " allows without instance or resources"
-	end
-	return nil
-end
-
--- Load and check the rendered policy. Returns the policy, or nil and a reason.
+-- Load the rendered policy (its format only is checked). Returns the policy, or nil and a reason.
 function M.load_policy(path)
 	path = path or SETTINGS.policy_file or DEFAULT_POLICY_FILE
 	local chunk, err
@@ -456,19 +339,12 @@ function M.load_policy(path)
 	if not ok then
 		return nil, "the QPU policy " .. path .. " failed: " .. tostring(policy)
 	end
-	if type(policy) ~= "table" or policy.format ~= POLICY_FORMAT then
-		return nil, "the QPU policy " .. path .. " is not a format " .. POLICY_FORMAT
-			.. " policy (run `qauvern-hpc render-policy`)"
+	if type(policy) ~= "table" or policy.format ~= POLICY_FORMAT or policy.matchers ~= MATCHERS then
+		return nil, "the QPU policy " .. path .. " is not a format " .. POLICY_FORMAT .. " policy with "
+			.. MATCHERS .. " matchers (run `qauvern-hpc render-policy`)"
 	end
 	if type(policy.resources) ~= "table" or type(policy.rules) ~= "table" then
 		return nil, "the QPU policy " .. path .. " lacks resources or rules"
-	end
-	local problem = check_rule(policy.default, "default")
-	for i, rule in ipairs(policy.rules) do
-		problem = problem or check_rule(rule, "rules[" .. i .. "]")
-	end
-	if problem then
-		return nil, "the QPU policy " .. path .. " is invalid: " .. problem
 	end
 	policy.known = {}
 	for _, name in ipairs(policy.resources) do

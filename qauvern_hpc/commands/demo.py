@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -41,7 +40,9 @@ would not start (the message says which), 2 not root."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="where to put the cluster and site (default: a new dir in /tmp)")
-    parser.add_argument("--keep", action="store_true", help="do not tear down at the end (Ctrl-C stops it)")
+    parser.add_argument(
+        "--keep", action="store_true", help="do not tear down at the end (SIGINT, SIGTERM or SIGHUP stops it)"
+    )
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds to wait for the jobs (default 180)"
     )
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.devtools import qpu_site
     from qauvern_hpc.devtools.emulator import run_emulator
     from qauvern_hpc.devtools.sandbox import Sandbox, SubmitError
+    from qauvern_hpc.devtools.signals import Stopped, stop_on_signals
 
     base = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="qauvern-hpc-demo-", dir="/tmp"))
@@ -99,13 +101,11 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"workdir": str(base), "jobs": [], "refused": []}
     sb: Sandbox | None = None
     site: qpu_site.Site | None = None
-    with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
+    with stop_on_signals(), run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         try:
             _say(f"IBM Quantum emulator at {emu.base_url}")
-            site = qpu_site.write_site(base / "site", emu.base_url, operations=True)
             _say("building the SPANK plugin and rendering the policy")
-            hooks = qpu_site.sandbox_hooks(site)
-            hooks = dataclasses.replace(hooks, env={**hooks.env, **qpu_site.license_env()})
+            site, hooks = qpu_site.wired_site(base / "site", emu.base_url)
             sb = Sandbox(base / "cluster")
             _say("starting Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) ...")
             seconds = sb.up(hooks=hooks, settings=qpu_site.SANDBOX_SETTINGS)
@@ -152,13 +152,17 @@ def run(args: argparse.Namespace) -> int:
             result["seconds"] = round(time.monotonic() - started, 1)
             _report(result, as_json=bool(args.json))
             if args.keep:
-                _say(f'kept: eval "$(qauvern-hpc sandbox env --workdir {sb.workdir})"; Ctrl-C to stop')
+                _say(
+                    f'kept: eval "$(qauvern-hpc sandbox env --workdir {sb.workdir})"; '
+                    "Ctrl-C, SIGTERM or SIGHUP stops it"
+                )
                 while True:
                     time.sleep(3600)
-        except KeyboardInterrupt:
-            _say("interrupted")
+        except KeyboardInterrupt as exc:
+            _say(f"stopped by {exc}" if isinstance(exc, Stopped) else "interrupted")
         finally:
-            if site is not None and not args.keep:
+            # Also with --keep (stopped by a signal, or failed): stop everything that was started.
+            if site is not None:
                 qpu_site.stop_hookd(site)
             if sb is not None:
                 _say("stopping the cluster")

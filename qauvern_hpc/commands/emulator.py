@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
+import time
 from pathlib import Path
-from types import FrameType
 
 from qauvern_hpc.core import paths
 from qauvern_hpc.core.errors import ConfigError, UsageError
@@ -20,7 +18,7 @@ Serve a faithful local emulator of IBM Cloud IAM, the Resource Controller and th
 compute APIs on one HTTP port, so that qauvern-hpc, qrmi and qauvern can run without reaching IBM.
 
 The base URL is printed as the first line on stdout (useful with --port 0), then the emulator serves until
-SIGTERM or SIGINT and exits 0. Point clients at it:
+SIGTERM, SIGHUP or SIGINT (even when started with SIGINT ignored) and exits 0. Point clients at it:
   IAM                  {base}/identity/token
   Resource Controller  {base}/v2/resource_instances
   Quantum API          {base}/api/v1/...        (qrmi: <backend>_QRMI_IBM_QCS_ENDPOINT={base}/api/v1,
@@ -50,8 +48,9 @@ With -v every request is logged on stderr (method, path, status; never tokens or
 Refuses to listen on a non-loopback address unless --allow-remote is given: the emulator has no real security
 and hands out tokens to anyone holding a seeded API key.
 
-exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad options (port, a seed file that cannot be read, non-loopback
-address), 3 invalid seed (not YAML/JSON, a field out of range such as negative seconds, inconsistent)."""
+exit codes: 0 stopped by SIGTERM/SIGHUP/SIGINT, 2 bad options (port, a seed file that cannot be read,
+non-loopback address), 3 invalid seed (not YAML/JSON, a field out of range such as negative seconds,
+inconsistent)."""
 
 EXAMPLE_SEED = paths.DATA_DIR / "emulator-seed.example.yaml"
 
@@ -108,13 +107,9 @@ def run(args: argparse.Namespace) -> int:
         emulator_log.addHandler(stream)
         emulator_log.setLevel(logging.DEBUG)
 
-    stop = threading.Event()
+    from qauvern_hpc.devtools.signals import Stopped, stop_on_signals
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals():
         try:
             emu = start_emulator(
                 seed,
@@ -138,15 +133,14 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"qauvern-hpc emulator: serving {len(snap['accounts'])} account(s), {len(snap['instances'])} "
                 f"instance(s), {len(snap['backends'])} backend(s) from {seed or 'an empty state'}; "
-                f"clock {emu.clock.mode} at {snap['clock']['now']}; SIGTERM/Ctrl-C to stop",
+                f"clock {emu.clock.mode} at {snap['clock']['now']}; SIGTERM/SIGHUP/Ctrl-C to stop",
                 file=sys.stderr,
                 flush=True,
             )
-            while not stop.wait(0.5):
-                pass
+            while True:
+                time.sleep(3600)
+        except Stopped:
+            pass
         finally:
             emu.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0

@@ -9,6 +9,8 @@ on partition `quantum` -> chemistry (ibm_fez only), everything else denied.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ SANDBOX_SETTINGS = {
     "LICENSES": "qpu:8,qpu_physics:10000,qpu_chemistry:10000",
     "ACCOUNTING_TRES": "license/qpu,license/qpu_physics,license/qpu_chemistry",
 }
+# `wired_site` writes the emulator seed the site's config and API key belong to under this name.
+SEED_FILE = "emulator-seed.json"
 # A sandbox's hookd goes away on its own soon after the tests or the demo stop using it.
 HOOKD_IDLE_SECONDS = 120
 
@@ -137,7 +141,7 @@ def write_site(
     policy = compile_policy(parse_config(text, cfg))
     (directory / POLICY_JSON).write_text(render_json(policy))
     (directory / POLICY_LUA).write_text(render_lua(policy))
-    return Site(directory, cfg, directory / POLICY_JSON, state_dir, directory / "hooks.log")
+    return site_of(directory)
 
 
 def hookd_socket(site: Site) -> Path:
@@ -226,4 +230,26 @@ def sandbox_hooks(
         prolog_slurmctld=_wrapper(site.directory / "prolog.sh", "prolog", site, hookd),
         epilog_slurmctld=_wrapper(site.directory / "epilog.sh", "epilog", site, hookd),
         prolog_epilog_timeout=120,
+    )
+
+
+def wired_site(directory: Path, base_url: str) -> tuple[Site, Hooks]:
+    """The demo's whole wiring: the site (with the collector and rebalancer sections) in `directory`, its
+    emulator seed beside it (`emulator-seed.json`), and the hooks of a sandbox that runs it: the SPANK plugin,
+    job_submit.lua with the per-instance licenses, and the controller hooks. Start the cluster with
+    `settings=SANDBOX_SETTINGS`, then call `set_hook_env(site, {"SLURM_CONF": ...})`."""
+    site = write_site(directory, base_url, operations=True)
+    (directory / SEED_FILE).write_text(json.dumps(emulator_seed(), indent=2) + "\n")
+    hooks = sandbox_hooks(site)
+    return site, dataclasses.replace(hooks, env={**hooks.env, **license_env()})
+
+
+def site_of(directory: Path) -> Site:
+    """The `Site` that `write_site` wrote into `directory` (for a later command: stop its hookd)."""
+    return Site(
+        directory,
+        directory / "config.yaml",
+        directory / POLICY_JSON,
+        directory / "state",
+        directory / "hooks.log",
     )

@@ -482,16 +482,41 @@ def to_lua(value: Any, indent: int = 0) -> str:
     raise TypeError(f"cannot render {type(value).__name__} as Lua")
 
 
+#: What qpu_policy.lua's match lists hold (job_submit.lua refuses a file without it: MATCHERS there).
+LUA_MATCHERS = "lua-pattern"
+
+
+def lua_pattern(glob: str) -> str:
+    """The anchored Lua pattern matching what the glob (without its "!") matches (GlobError if invalid).
+
+    The glob's regex uses only literals, `.`, `.*`, `[...]` sets (`^` negation, `a-z` ranges) and
+    backslash escapes of punctuation, all of which Lua patterns spell the same way once `\\` is `%`.
+    """
+    from qauvern_hpc.policy.mapping import _glob_to_regex  # mapping imports this module
+
+    return "^" + re.sub(r"\\(.)", r"%\1", _glob_to_regex(glob)) + "$"
+
+
+def _lua_matcher(pattern: str) -> dict[str, Any]:
+    exclude = pattern.startswith("!")
+    entry: dict[str, Any] = {"glob": pattern, "pattern": lua_pattern(pattern[1:] if exclude else pattern)}
+    if exclude:
+        entry["exclude"] = True
+    return entry
+
+
 def _lua_rule(rule: PolicyRule) -> dict[str, Any]:
     d = _rule_to_dict(rule)
-    d["match"] = {k: v for k, v in d["match"].items() if v is not None}
+    d["match"] = {k: [_lua_matcher(p) for p in v] for k, v in d["match"].items() if v is not None}
     return d
 
 
 def render_lua(policy: Policy) -> str:
-    """qpu_policy.lua: the submit-time table for job_submit.lua (no secrets, no endpoints)."""
+    """qpu_policy.lua: the submit-time table for job_submit.lua (no secrets, no endpoints), each glob of the
+    match lists already compiled to a Lua pattern (`lua_pattern`)."""
     table: dict[str, Any] = {
         "format": policy.format,
+        "matchers": LUA_MATCHERS,
         "generated_at": policy.generated_at,
         "source": policy.source,
         "resources": list(policy.resources),

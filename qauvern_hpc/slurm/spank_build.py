@@ -23,9 +23,13 @@ from qauvern_hpc.core.errors import QauvernError, UsageError
 PLUGIN_NAME = "qauvern_qpu"
 SOURCE = "qpu.c"
 HARNESS_SOURCE = "test_qpu.c"
-# Keep equal to CFLAGS / PLUGIN_CFLAGS in spank/Makefile (tests/unit/test_spank_build.py checks it).
-CFLAGS = ("-Wall", "-Wextra", "-Werror", "-O2")
-PLUGIN_FLAGS = ("-fPIC", "-shared")
+EXPORT_MAP = "qpu.map"  # the linker version script: only the SPANK symbols are exported
+# Keep equal to CFLAGS / PLUGIN_CFLAGS / TEST_CFLAGS in spank/Makefile (tests/unit/test_spank_build.py checks
+# it). A site build never fails on a warning (a newer compiler or spank.h must not break an install) and is
+# hardened; the project's own harness build adds -Werror.
+CFLAGS = ("-Wall", "-Wextra", "-O2", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong")
+PLUGIN_FLAGS = ("-fPIC", "-shared", "-Wl,-z,relro,-z,now")
+HARNESS_FLAGS = ("-Werror", "-g")
 DEFAULT_SLURM_INCLUDE = "/usr/include"
 DEFAULT_PLUGIN_PATH = "/usr/local/lib/slurm/qpu.so"  # = `make install` with its defaults
 PLUGIN_PATH_ENV = "QAUVERN_HPC_SPANK_SO"
@@ -160,7 +164,9 @@ def build_plugin(
     headers = find_headers(slurm_include)
     compiler = find_compiler(cc)
     path = Path(output) if output else default_plugin_path()
-    cmd = _compile([source_dir() / SOURCE], path, PLUGIN_FLAGS, headers, compiler)
+    src = source_dir()
+    export = f"-Wl,--version-script={src / EXPORT_MAP}"
+    cmd = _compile([src / SOURCE], path, (*PLUGIN_FLAGS, export), headers, compiler)
     running = running_slurm_version() if check_running else None
     return BuildResult(path=path.absolute(), headers=headers, command=cmd, running_version=running)
 
@@ -176,7 +182,7 @@ def build_harness(
     if not (src / HARNESS_SOURCE).is_file():
         raise QauvernError(f"{src / HARNESS_SOURCE} is missing")
     path = Path(output)
-    _compile([src / HARNESS_SOURCE], path, ("-g",), find_headers(slurm_include), find_compiler(cc))
+    _compile([src / HARNESS_SOURCE], path, HARNESS_FLAGS, find_headers(slurm_include), find_compiler(cc))
     return path.absolute()
 
 

@@ -148,7 +148,7 @@ EOF
 rm -rf "$root/opt/qauvern-sandbox" "$root/opt/qauvern-spank" "$root/opt/qauvern-compat"
 mkdir -p "$root/opt/qauvern-sandbox" "$root/opt/qauvern-spank" "$root/opt/qauvern-compat"
 cp -r "$top/qauvern_hpc/devtools/sandbox/scripts" "$top/qauvern_hpc/devtools/sandbox/templates" "$root/opt/qauvern-sandbox/"
-cp "$top/spank/qpu.c" "$top/spank/test_qpu.c" "$top/spank/Makefile" "$root/opt/qauvern-spank/"
+cp "$top/spank/qpu.c" "$top/spank/qpu.map" "$top/spank/test_qpu.c" "$top/spank/Makefile" "$root/opt/qauvern-spank/"
 cp "$here/record.sh" "$root/opt/qauvern-compat/"
 printf '%s\n' "$inputs" >"$root/opt/qauvern-compat/inputs.env"
 rec="$root/opt/qauvern-compat/out"

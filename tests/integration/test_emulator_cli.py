@@ -1,5 +1,5 @@
-"""`qauvern-hpc emulator` as a process: URL on the first stdout line, served until SIGTERM/SIGINT, exit 0;
-and its refusals (non-loopback address, bad seed)."""
+"""`qauvern-hpc emulator` as a process: URL on the first stdout line, served until SIGTERM/SIGINT/SIGHUP,
+exit 0; and its refusals (non-loopback address, bad seed)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,18 @@ from qauvern_hpc.devtools.emulator.testing import API_KEY, APIKEY_GRANT, CRN_ALP
 EXAMPLE_KEY = "emulator-example-api-key-0001"
 
 
-def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(*args: str, sigint_ignored: bool = False) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "qauvern_hpc", "emulator", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "0"},
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 15)
@@ -89,6 +94,27 @@ def test_sigint_also_exits_zero(proc_and_url: tuple[subprocess.Popen[str], str])
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("signum", "sigint_ignored"), [(signal.SIGHUP, False), (signal.SIGINT, True)], ids=["hup", "int-ignored"]
+)
+def test_sighup_and_an_ignored_sigint_stop_it_too(
+    seed_file: Path, signum: signal.Signals, sigint_ignored: bool
+) -> None:
+    # A closed session sends SIGHUP; a shell starts background jobs with SIGINT ignored.
+    proc, url = _start("--port", "0", "--seed", str(seed_file), sigint_ignored=sigint_ignored)
+    try:
+        assert httpx.get(url + "/__emulator/health", timeout=5).status_code == 200
+        proc.send_signal(signum)
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/__emulator/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 def test_default_serves_the_documented_example_seed() -> None:

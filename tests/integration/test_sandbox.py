@@ -3,8 +3,14 @@ points, two sandboxes side by side, and a clean `down`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -230,3 +236,82 @@ def test_hooks_side_by_side_then_down(
     sb.wait_job(sb.submit("true", user="qalice"))
     sb.down()
     assert sandbox_processes(sb.workdir) == []
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment mentions `text` (hookd: its socket's path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in blob and os.path.exists(entry / "exe"):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("signum", "sigint_ignored"),
+    [(signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, True)],
+    ids=["term", "hup", "int-ignored-by-parent"],
+)
+def test_up_wires_qpu_and_a_stop_signal_tears_everything_down(
+    sandbox_factory: Callable[..., Sandbox], signum: signal.Signals, sigint_ignored: bool
+) -> None:
+    """`sandbox up` wires the --qpu plugin, job_submit.lua and the hooks in; in the foreground, SIGTERM,
+    SIGHUP and SIGINT (even when its parent ignored SIGINT, as a shell does for `&`) stop every daemon it
+    started."""
+    from qauvern_hpc.devtools import qpu_site
+    from qauvern_hpc.devtools.emulator import run_emulator
+
+    del sandbox_factory  # only for the skip/fail when Slurm is missing
+    workdir = Path(tempfile.mkdtemp(prefix="qauvern-hpc-fg-", dir="/tmp"))
+    workdir.chmod(0o755)
+    with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
+        argv = ["sandbox", "up", "--foreground", "-w", str(workdir), "--emulator", emu.base_url]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qauvern_hpc", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_ignore_sigint if sigint_ignored else None,
+        )
+        try:
+            assert proc.stderr is not None
+            lines: list[str] = []
+            for line in proc.stderr:
+                lines.append(line)
+                if "in the foreground" in line:
+                    break
+            else:
+                pytest.fail("sandbox up --foreground did not come up:\n" + "".join(lines[-40:]))
+            sb = Sandbox(workdir)
+            pids = sb.status()
+            assert all(pids.values()), pids
+            assert "--qpu" in sb.run(["sbatch", "--help"], check=True).stdout
+            assert "JobSubmitPlugins        = lua" in sb.run(["scontrol", "show", "config"]).stdout
+            if signum == signal.SIGTERM:  # a QPU job runs through the controller hooks and starts hookd
+                job = sb.submit("true", user="qalice", account="physics", extra_args=["--qpu=ibm_torino"])
+                assert sb.wait_job(job, {"COMPLETED"}, timeout=90) == "COMPLETED"
+                assert _pids_mentioning(str(workdir / "site" / "hookd.sock"))
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, "".join(lines) + err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+                with contextlib.suppress(SandboxError):
+                    Sandbox(workdir).down()
+    alive = [pid for pid in pids.values() if pid and Path(f"/proc/{pid}/exe").exists()]
+    assert alive == [] and sandbox_processes(workdir) == []
+    assert _pids_mentioning(str(workdir / "site" / "hookd.sock")) == []
+    sockets = [p for p in workdir.rglob("*") if p.is_socket()]
+    assert sockets == []
+    shutil.rmtree(workdir, ignore_errors=True)

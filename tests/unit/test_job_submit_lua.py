@@ -25,8 +25,15 @@ from test_mapping import test_glob_errors, test_glob_match
 from test_mapping_cases import CASES, CONFIGS, policy
 
 from qauvern_hpc.config import example_config_text, parse_config
-from qauvern_hpc.policy.compiled import render_lua, to_lua
-from qauvern_hpc.policy.mapping import JobIdentity, decide, glob_error, glob_match, parse_request
+from qauvern_hpc.policy.compiled import lua_pattern, render_lua, to_lua
+from qauvern_hpc.policy.mapping import (
+    GlobError,
+    JobIdentity,
+    decide,
+    glob_error,
+    list_match,
+    parse_request,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_SUBMIT = ROOT / "slurm-conf" / "job_submit.lua"
@@ -161,27 +168,27 @@ def test_globs_match_python(lua: str, tmp_path: Path) -> None:
     bad = next(m.args for m in test_glob_errors.pytestmark if m.name == "parametrize")[1]
     values = ["", "abc", "ac", "bx", "dx", "ax", "42", "a.b", "axb", "a+b", "x-1", "ab", "ab\n", "_x", "a-b"]
     globs = sorted({g for g, _, _ in good} | {g for g, _ in bad if not g.startswith("!")})
+    # render-policy compiles the globs (lua_pattern); job_submit.lua only matches the compiled patterns
+    patterns: dict[str, str] = {}
+    seen_errors = set()
+    for g in globs:
+        try:
+            patterns[g] = lua_pattern(g)
+        except GlobError:
+            seen_errors.add(g)
     body = f"""
-for _, g in ipairs({to_lua(globs)}) do
-  local pattern, err = Q.glob_to_pattern(g)
-  if not pattern then
-    out(g, "error", err)
-  else
-    for _, v in ipairs({to_lua(values)}) do
-      out(g, v, tostring(Q.list_match({{g}}, v)))
-    end
+for g, pattern in pairs({to_lua(patterns)}) do
+  for _, v in ipairs({to_lua(values)}) do
+    out(g, v, tostring(Q.list_match({{{{glob = g, pattern = pattern}}}}, v)))
+    out("!" .. g, v, tostring(Q.list_match({{{{glob = "!" .. g, pattern = pattern, exclude = true}}}}, v)))
   end
 end
 """
-    seen_errors = set()
-    for row in run_lua(lua, tmp_path, body):
-        if row[1] == "error":
-            assert glob_error(row[0]) is not None, row
-            seen_errors.add(row[0])
-        else:
-            g, v, matched = row
-            assert glob_error(g) is None
-            assert (matched == "true") is glob_match(g, v), (g, v)
+    rows = run_lua(lua, tmp_path, body)
+    assert len(rows) == 2 * len(patterns) * len(values)
+    for g, v, matched in rows:
+        assert glob_error(g) is None
+        assert (matched == "true") is list_match([g], v)[0], (g, v)
     assert seen_errors == {g for g in globs if glob_error(g) is not None}
 
 
@@ -219,8 +226,9 @@ def test_job_without_qpu_never_touches_the_policy(lua: str, tmp_path: Path) -> N
         ("return os.exit(3)", "failed"),  # the policy runs in an empty environment
         ("return {format = 99, resources = {}, rules = {}, default = {name = 'default', deny = true}}",
          "format"),
-        ("return {format = 1, resources = {}, rules = {{name = 'x', match = {users = {'a b'}}, deny = true}},"
-         " default = {name = 'default', deny = true}}", "not allowed in pattern"),
+        # globs are compiled by render-policy: a table of raw globs is not a policy job_submit.lua reads
+        ("return {format = 1, resources = {}, rules = {{name = 'x', match = {users = {'a*'}}, deny = true}},"
+         " default = {name = 'default', deny = true}}", "render-policy"),
     ],
 )  # fmt: skip
 def test_unusable_policy_fails_closed_for_qpu_jobs_only(

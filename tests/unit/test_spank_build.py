@@ -52,6 +52,9 @@ ALLOWED_IMPORTS = {
     "write",
     "__errno_location",
     "__stack_chk_fail",
+    # libc's checked variants (-D_FORTIFY_SOURCE=2)
+    "__strcpy_chk",
+    "__vsnprintf_chk",
     # toolchain
     "__cxa_finalize",
     "_ITM_deregisterTMCloneTable",
@@ -120,6 +123,17 @@ def test_compile_flags_match_the_makefile() -> None:
     m = re.search(r"^PLUGIN_CFLAGS = \$\(CFLAGS\) (.+) -I\$\(SLURM_INCLUDE\)$", mk, re.M)
     assert m and tuple(m.group(1).split()) == sb.PLUGIN_FLAGS
     assert "LIBDIR ?= $(PREFIX)/lib/slurm" in mk and sb.DEFAULT_PLUGIN_PATH == "/usr/local/lib/slurm/qpu.so"
+    m = re.search(r"^TEST_CFLAGS = (.+)$", mk, re.M)
+    assert m and tuple(m.group(1).split()) == sb.HARNESS_FLAGS
+    assert f"PLUGIN_LDFLAGS = -Wl,--version-script={sb.EXPORT_MAP}\n" in mk
+    assert (REPO / "spank" / sb.EXPORT_MAP).is_file()
+
+
+def test_site_build_is_hardened_and_does_not_fail_on_warnings() -> None:
+    assert "-Werror" not in sb.CFLAGS + sb.PLUGIN_FLAGS and "-Werror" in sb.HARNESS_FLAGS
+    for flag in ("-Wall", "-Wextra", "-O2", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"):
+        assert flag in sb.CFLAGS
+    assert {"-fPIC", "-Wl,-z,relro,-z,now"} <= set(sb.PLUGIN_FLAGS)
 
 
 # ---------------------------------------------------------------------------------------------- headers
@@ -171,6 +185,24 @@ def test_built_plugin_exports_the_spank_symbols_and_imports_only_the_spank_api(b
     assert _symbols(built.path, "--defined-only") == EXPORTS
     assert _symbols(built.path, "--undefined-only") <= ALLOWED_IMPORTS
     assert b"qauvern_qpu\0" in built.path.read_bytes()
+
+
+@needs_build
+def test_only_the_spank_symbols_are_exported_even_if_the_source_forgets_static(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("nm") is None or shutil.which("readelf") is None:
+        pytest.skip("nm or readelf is not installed")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "qpu.map").write_text((REPO / "spank" / "qpu.map").read_text())
+    leak = "\nint qpu_leaked_helper(int x);\nint qpu_leaked_helper(int x) { return x + 1; }\n"
+    (src / "qpu.c").write_text((REPO / "spank" / "qpu.c").read_text() + leak)
+    monkeypatch.setattr(sb, "source_dir", lambda: src)
+    built = sb.build_plugin(tmp_path / "qpu.so", check_running=False)
+    assert _symbols(built.path, "--defined-only") == EXPORTS  # the version script hides the helper
+    dynamic = subprocess.run(["readelf", "-d", "-l", str(built.path)], capture_output=True, text=True).stdout
+    assert "GNU_RELRO" in dynamic and re.search(r"\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\).*\bNOW\b", dynamic)
 
 
 @needs_build
