@@ -37,6 +37,7 @@ def test_wheel_carries_what_an_install_needs(wheel: Path) -> None:
     for path in (
         "qauvern_hpc/spank_src/qpu.c",
         "qauvern_hpc/spank_src/Makefile",
+        "qauvern_hpc/spank_src/qpu.map",
         "qauvern_hpc/slurm_conf/job_submit.lua",
         "qauvern_hpc/slurm_conf/slurm.conf.snippet",
         "qauvern_hpc/devtools/sandbox/scripts/up.sh",
