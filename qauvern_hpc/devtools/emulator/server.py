@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 from qauvern_hpc.devtools.emulator.clock import iso
 from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, not_found
 from qauvern_hpc.devtools.emulator.faults import FaultSet
+from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.seed import SeedError
-from qauvern_hpc.devtools.emulator.state import EmulatorState, Principal
+from qauvern_hpc.devtools.emulator.state import EmulatorState
 
 log = logging.getLogger("qauvern_hpc.devtools.emulator")
 
