@@ -66,7 +66,11 @@ class EmulatedIBM:
             ],
         }
         self.emu: Emulator = start_emulator(seed)
-        self.client = IBMClient(
+        self.client = self.new_client()
+
+    def new_client(self) -> IBMClient:
+        """Another `IBMClient` on the emulator (for code that closes the client it is given)."""
+        return IBMClient(
             API_KEY, Endpoints.single(self.emu.base_url), retry=ONE_TRY, sleep=lambda _: None, timeout=5.0
         )
 
