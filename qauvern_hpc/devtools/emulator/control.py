@@ -6,7 +6,8 @@ same `EmulatorState`, `FaultSet` and `RequestLog` as the Python API of `runner.E
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.devtools.emulator.clock import iso
 from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, not_found
@@ -34,28 +35,25 @@ def _c_state_get(app: EmulatorApp, r: Request) -> Reply:
     return ok(app.state.snapshot())
 
 
-@route("PUT", CONTROL_PREFIX + "/state", "control")
-def _c_state_put(app: EmulatorApp, r: Request) -> Reply:
+def _set_state(app: EmulatorApp, r: Request, what: str, apply: Callable[[dict[str, Any]], None]) -> Reply:
     body = r.json()
     if not isinstance(body, dict):
-        raise bad_request("the state must be a JSON object", "invalid_state")
+        raise bad_request(f"the {what} must be a JSON object", "invalid_state")
     try:
-        app.state.replace(body)
+        apply(body)
     except SeedError as exc:
         raise bad_request(str(exc), "invalid_state") from exc
     return ok(app.state.snapshot())
+
+
+@route("PUT", CONTROL_PREFIX + "/state", "control")
+def _c_state_put(app: EmulatorApp, r: Request) -> Reply:
+    return _set_state(app, r, "state", app.state.replace)
 
 
 @route("PATCH", CONTROL_PREFIX + "/state", "control")
 def _c_state_patch(app: EmulatorApp, r: Request) -> Reply:
-    body = r.json()
-    if not isinstance(body, dict):
-        raise bad_request("the patch must be a JSON object", "invalid_state")
-    try:
-        app.state.patch(body)
-    except SeedError as exc:
-        raise bad_request(str(exc), "invalid_state") from exc
-    return ok(app.state.snapshot())
+    return _set_state(app, r, "patch", app.state.patch)
 
 
 @route("GET", CONTROL_PREFIX + "/faults", "control")

@@ -16,7 +16,7 @@ from typing import Any
 
 from qauvern_hpc.devtools.emulator import views
 from qauvern_hpc.devtools.emulator.clock import iso, parse_iso
-from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, conflict, forbidden, not_found
+from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, conflict, forbidden
 from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.model import FINAL_JOB_STATUSES, PENDING_JOB_STATUSES, Job, Session
 from qauvern_hpc.devtools.emulator.scheduler import Scheduler
@@ -36,11 +36,7 @@ class Jobs:
         self._sessions = sessions
 
     def find(self, p: Principal, crn: str | None, job_id: str) -> Job:
-        inst = self._s.service_instance(p.account, crn)
-        j = self._s.jobs.get(job_id)
-        if j is None or j.instance != inst.crn:
-            raise not_found(f"Job {job_id} was not found", "job_not_found")
-        return j
+        return self._s.owned(p.account, crn, self._s.jobs.get(job_id), "Job", job_id)
 
     def create(self, p: Principal, crn: str | None, body: Any, now: datetime) -> dict[str, Any]:
         if not isinstance(body, dict):

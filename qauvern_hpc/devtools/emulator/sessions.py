@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from qauvern_hpc.devtools.emulator import views
-from qauvern_hpc.devtools.emulator.errors import bad_request, conflict, not_found
+from qauvern_hpc.devtools.emulator.errors import bad_request, conflict
 from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.model import Session, SessionTransition
 from qauvern_hpc.devtools.emulator.scheduler import Scheduler
@@ -30,11 +30,7 @@ class Sessions:
         self._sched = scheduler
 
     def find(self, p: Principal, crn: str | None, session_id: str) -> Session:
-        inst = self._s.service_instance(p.account, crn)
-        s = self._s.sessions.get(session_id)
-        if s is None or s.instance != inst.crn:
-            raise not_found(f"Session {session_id} was not found", "session_not_found")
-        return s
+        return self._s.owned(p.account, crn, self._s.sessions.get(session_id), "Session", session_id)
 
     def view(self, s: Session, now: datetime) -> dict[str, Any]:
         return views.session_view(s, now=now, elapsed=self._usage.session_usage(s, now))

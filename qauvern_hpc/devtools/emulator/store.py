@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import secrets
+from typing import TypeVar
 
 from qauvern_hpc.devtools.emulator.errors import bad_request, forbidden, not_found
 from qauvern_hpc.devtools.emulator.model import (
@@ -29,6 +30,7 @@ from qauvern_hpc.devtools.emulator.model import (
     UsageEvent,
 )
 
+_Owned = TypeVar("_Owned", Job, Session)
 _ID_ALPHABET = "abcdefghijklmnopqrstuv0123456789"
 
 
@@ -120,6 +122,14 @@ class Store:
         if inst.account != account:
             raise forbidden(f"You are not authorized to use instance {crn}", "instance_forbidden")
         return inst
+
+    def owned(self, account: str, crn: str | None, found: _Owned | None, kind: str, ident: str) -> _Owned:
+        """`found` (a job or session looked up by `ident`) if it belongs to the `Service-CRN` instance; 404
+        as IBM answers otherwise (`kind` is "Job" or "Session")."""
+        inst = self.service_instance(account, crn)
+        if found is None or found.instance != inst.crn:
+            raise not_found(f"{kind} {ident} was not found", f"{kind.lower()}_not_found")
+        return found
 
     def allowed_backends(self, inst: Instance) -> list[str]:
         names = [b.name for b in self.m.backends]
