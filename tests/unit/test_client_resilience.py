@@ -2,9 +2,9 @@
 re-authentication on 401, bounded retries (429 with Retry-After, 5xx, timeouts, connection errors, the
 deadline, max_attempts), which POSTs may be retried, and the API key kept out of errors, reprs and logs.
 
-`Fake` plays IAM (tokens ``TOKEN-1-…``, ``TOKEN-2-…``; only issued, unexpired ones are accepted) and the APIs
-(replies queued per ``(method, path)``, the last one repeating). `Clock` is the client's monotonic clock;
-its `sleep` records the wait and moves time on, so nothing here really waits.
+`tests.support.ibm_wire.ScriptedIBM` plays IAM (tokens ``TOKEN-1-…``, ``TOKEN-2-…``; only issued, unexpired
+ones are accepted) and the APIs (replies queued per ``(method, path)``, the last one repeating). `Clock` is
+the client's monotonic clock; its `sleep` records the wait and moves time on, so nothing here really waits.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from qauvern_hpc.ibm import (
     RetryPolicy,
 )
 from qauvern_hpc.ibm.client import PLAN_IDS
+from tests.support.ibm_wire import ScriptedIBM
 
 KEY = "RESILIENCE-apikey-8c1e77d2"
 US = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:inst-us::"
@@ -55,50 +56,6 @@ USED = {"usage_consumed_seconds": 42}
 SESSION = {"id": "s-1", "backend_name": "ibm_torino", "mode": "batch", "state": "open"}
 
 
-class Fake:
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
-        self.requests: list[httpx.Request] = []
-        self.token_reply: dict[str, Any] = {"expires_in": 3600}
-        self.issued: list[str] = []
-        self.valid: set[str] = set()
-        self.lock = threading.Lock()
-
-    def on(self, method: str, path: str, *replies: Reply) -> Fake:
-        self.routes.setdefault((method, path), []).extend(replies)
-        return self
-
-    def expire(self) -> None:
-        self.valid.clear()
-
-    def calls(self, path: str, method: str | None = None) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path == path and method in (None, r.method)]
-
-    @property
-    def iam_calls(self) -> int:
-        return len(self.calls(TOKEN))
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        with self.lock:
-            self.requests.append(request)
-            queue = self.routes.get((request.method, request.url.path))
-            reply = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else None
-            if reply is None and request.url.path == TOKEN:
-                token = f"TOKEN-{len(self.issued) + 1}-d41d8cd9"
-                self.issued.append(token)
-                self.valid.add(token)
-                return ok({"access_token": token, "token_type": "Bearer", **self.token_reply})
-            if request.url.path != TOKEN:
-                bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
-                if bearer not in self.valid:
-                    return err(401, "The IAM token is not valid")
-        if reply is None:
-            return err(404, f"no route {request.method} {request.url.path}")
-        if isinstance(reply, Exception):
-            raise reply
-        return reply if isinstance(reply, httpx.Response) else reply(request)
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 5000.0
@@ -116,8 +73,8 @@ POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=8.0, deadline=60.
 
 
 @pytest.fixture
-def fake() -> Fake:
-    return Fake()
+def fake() -> ScriptedIBM:
+    return ScriptedIBM(token_format="TOKEN-{n}-d41d8cd9")
 
 
 @pytest.fixture
@@ -126,7 +83,7 @@ def clock() -> Clock:
 
 
 def make(
-    fake: Fake, clock: Clock, retry: RetryPolicy = POLICY, timeout: float = 30.0, key: str = KEY
+    fake: ScriptedIBM, clock: Clock, retry: RetryPolicy = POLICY, timeout: float = 30.0, key: str = KEY
 ) -> IBMClient:
     return IBMClient(
         key,
@@ -140,7 +97,7 @@ def make(
 
 
 @pytest.fixture
-def client(fake: Fake, clock: Clock) -> Iterator[IBMClient]:
+def client(fake: ScriptedIBM, clock: Clock) -> Iterator[IBMClient]:
     with make(fake, clock) as c:
         yield c
 
@@ -152,7 +109,7 @@ def bearer(request: httpx.Request) -> str:
 # ----- the token cache -------------------------------------------------------------------------------------
 
 
-def test_one_iam_call_for_many_requests(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_one_iam_call_for_many_requests(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, ok(USED))
     fake.on("GET", RC, ok({"resources": []}))
     for _ in range(5):
@@ -177,7 +134,7 @@ def test_one_iam_call_for_many_requests(client: IBMClient, fake: Fake, clock: Cl
 )
 def test_token_is_refreshed_before_it_expires(
     client: IBMClient,
-    fake: Fake,
+    fake: ScriptedIBM,
     clock: Clock,
     token_reply: dict[str, Any],
     still_cached: float,
@@ -197,7 +154,7 @@ def test_token_is_refreshed_before_it_expires(
     assert len(fake.calls(USAGE)) == 3  # no 401 and resend: the refresh came first
 
 
-def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     """Only `expiration` (epoch seconds, IAM's wall clock): the lifetime is what is left of it now."""
     fake.token_reply = {"expiration": int(time.time()) + 1000}
     fake.on("GET", USAGE, ok(USED))
@@ -211,7 +168,7 @@ def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: Fake, clo
     assert fake.iam_calls == 2
 
 
-def test_expires_in_wins_over_expiration(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_expires_in_wins_over_expiration(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.token_reply = {"expires_in": 3600, "expiration": int(time.time()) + 100}
     fake.on("GET", USAGE, ok(USED))
     t0 = clock.now
@@ -224,10 +181,10 @@ def test_expires_in_wins_over_expiration(client: IBMClient, fake: Fake, clock: C
 # ----- 401: exactly one re-authentication ------------------------------------------------------------------
 
 
-def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, ok(USED))
     client.instance_usage(US)
-    fake.expire()  # IBM revoked the token before we expected it
+    fake.expire_tokens()  # IBM revoked the token before we expected it
     assert client.instance_usage(US).consumed_seconds == 42
     assert [(r.method, r.url.path) for r in fake.requests] == [
         ("POST", TOKEN),
@@ -241,7 +198,7 @@ def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: Fake, clo
 
 
 def test_persistent_401_is_an_auth_error_after_one_reauthentication(
-    client: IBMClient, fake: Fake, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: Clock
 ) -> None:
     fake.on("GET", USAGE, err(401, "Unauthorized"))
     with pytest.raises(IBMAuthError) as exc:
@@ -260,7 +217,7 @@ def test_persistent_401_is_an_auth_error_after_one_reauthentication(
 
 
 def test_401_during_retries_still_gets_one_reauthentication(
-    client: IBMClient, fake: Fake, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: Clock
 ) -> None:
     fake.on("GET", USAGE, err(503), err(401, "expired"), err(503), ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
@@ -269,7 +226,7 @@ def test_401_during_retries_still_gets_one_reauthentication(
     assert clock.sleeps == [0.5, 1.0]  # the 401 did not count as a try
 
 
-def test_concurrent_401s_share_one_refresh(fake: Fake, clock: Clock) -> None:
+def test_concurrent_401s_share_one_refresh(fake: ScriptedIBM, clock: Clock) -> None:
     n = 6
     barrier = threading.Barrier(n, timeout=5)
     first_round: set[int] = set()
@@ -306,7 +263,7 @@ def test_concurrent_401s_share_one_refresh(fake: Fake, clock: Clock) -> None:
 # ----- IAM failures ----------------------------------------------------------------------------------------
 
 
-def test_iam_rejecting_the_key(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_iam_rejecting_the_key(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on(
         "POST",
         TOKEN,
@@ -331,14 +288,14 @@ def test_iam_rejecting_the_key(client: IBMClient, fake: Fake, clock: Clock) -> N
     assert clock.sleeps == []
 
 
-def test_iam_401_is_not_a_reauthentication_loop(client: IBMClient, fake: Fake) -> None:
+def test_iam_401_is_not_a_reauthentication_loop(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", TOKEN, ok({"errorMessage": "nope"}, 401))
     with pytest.raises(IBMAuthError, match="HTTP 401: nope"):
         client.instance_usage(US)
     assert fake.iam_calls == 1
 
 
-def test_iam_outage_is_retried(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_iam_outage_is_retried(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on(
         "POST", TOKEN, err(503), httpx.ConnectError("refused"), ok({"access_token": "T", "expires_in": 60})
     )
@@ -352,7 +309,7 @@ def test_iam_outage_is_retried(client: IBMClient, fake: Fake, clock: Clock) -> N
 # ----- retries ---------------------------------------------------------------------------------------------
 
 
-def test_429_honours_retry_after(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_429_honours_retry_after(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on(
         "GET",
         USAGE,
@@ -366,7 +323,7 @@ def test_429_honours_retry_after(client: IBMClient, fake: Fake, clock: Clock) ->
     assert len(fake.calls(USAGE)) == 4
 
 
-def test_429_retry_after_as_http_date(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_429_retry_after_as_http_date(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     fake.on("GET", USAGE, err(429, **{"Retry-After": when}), ok(USED))
     client.instance_usage(US)
@@ -374,13 +331,15 @@ def test_429_retry_after_as_http_date(client: IBMClient, fake: Fake, clock: Cloc
     assert 3.0 <= wait <= 5.0
 
 
-def test_unreadable_retry_after_falls_back_to_backoff(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_unreadable_retry_after_falls_back_to_backoff(
+    client: IBMClient, fake: ScriptedIBM, clock: Clock
+) -> None:
     fake.on("GET", USAGE, err(429, **{"Retry-After": "soon"}), err(429, **{"Retry-After": "-4"}), ok(USED))
     client.instance_usage(US)
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_429_that_outlasts_the_policy(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_429_that_outlasts_the_policy(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, err(429, "rate limit exceeded"))
     with pytest.raises(IBMRateLimited) as exc:
         client.instance_usage(US)
@@ -391,7 +350,7 @@ def test_429_that_outlasts_the_policy(client: IBMClient, fake: Fake, clock: Cloc
     assert len(fake.calls(USAGE)) == 4
 
 
-def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: Fake, clock: Clock) -> None:
+def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: ScriptedIBM, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=300.0, deadline=30.0, jitter=False)
     fake.on("GET", USAGE, err(429, "quota", **{"Retry-After": "50"}), ok(USED))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMRateLimited) as exc:
@@ -402,7 +361,7 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: Fake, clock: Clo
     assert len(fake.calls(USAGE)) == 1
 
 
-def test_503_twice_then_ok(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_503_twice_then_ok(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, err(503, "busy"), err(503, "busy"), ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
     assert clock.sleeps == [0.5, 1.0]
@@ -411,14 +370,18 @@ def test_503_twice_then_ok(client: IBMClient, fake: Fake, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("status", [502, 504])
-def test_other_gateway_errors_are_retried(client: IBMClient, fake: Fake, clock: Clock, status: int) -> None:
+def test_other_gateway_errors_are_retried(
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, status: int
+) -> None:
     fake.on("GET", USAGE, err(status), ok(USED))
     client.instance_usage(US)
     assert len(fake.calls(USAGE)) == 2
 
 
 @pytest.mark.parametrize("status", [400, 409, 500, 501])
-def test_other_errors_are_not_retried(client: IBMClient, fake: Fake, clock: Clock, status: int) -> None:
+def test_other_errors_are_not_retried(
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, status: int
+) -> None:
     fake.on("GET", USAGE, err(status, "no"), ok(USED))
     with pytest.raises(IBMError) as exc:
         client.instance_usage(US)
@@ -441,7 +404,7 @@ def test_other_errors_are_not_retried(client: IBMClient, fake: Fake, clock: Cloc
     ids=lambda e: type(e).__name__,
 )
 def test_transport_failures_of_a_get_are_retried(
-    client: IBMClient, fake: Fake, clock: Clock, failure: Exception
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Exception
 ) -> None:
     fake.on("GET", USAGE, failure, failure, ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
@@ -449,7 +412,7 @@ def test_transport_failures_of_a_get_are_retried(
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_connect_errors_that_persist(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_connect_errors_that_persist(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, httpx.ConnectError("refused"))
     with pytest.raises(IBMError) as exc:
         client.instance_usage(EU)
@@ -460,7 +423,7 @@ def test_connect_errors_that_persist(client: IBMClient, fake: Fake, clock: Clock
     )
 
 
-def test_jittered_backoff_stays_within_half_to_full(fake: Fake, clock: Clock) -> None:
+def test_jittered_backoff_stays_within_half_to_full(fake: ScriptedIBM, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=8.0, deadline=600.0, jitter=True)
     fake.on("GET", USAGE, err(503))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMError):
@@ -470,7 +433,7 @@ def test_jittered_backoff_stays_within_half_to_full(fake: Fake, clock: Clock) ->
         assert full / 2 <= wait <= full
 
 
-def test_max_attempts(fake: Fake, clock: Clock) -> None:
+def test_max_attempts(fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("GET", USAGE, err(503, "down"))
     three = RetryPolicy(max_attempts=3, jitter=False)
     with make(fake, clock, retry=three) as client, pytest.raises(IBMError) as exc:
@@ -485,7 +448,7 @@ def test_max_attempts(fake: Fake, clock: Clock) -> None:
     assert str(exc.value) == "IBM GET /v1/instances/usage: HTTP 503: down"  # one try: no "gave up" hint
 
 
-def test_deadline_stops_retrying_early(fake: Fake, clock: Clock) -> None:
+def test_deadline_stops_retrying_early(fake: ScriptedIBM, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=2.0, max_delay=60.0, deadline=5.0, jitter=False)
     fake.on("GET", USAGE, err(503, "down"))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMError) as exc:
@@ -496,7 +459,7 @@ def test_deadline_stops_retrying_early(fake: Fake, clock: Clock) -> None:
     assert exc.value.hint == "gave up after 2 tries"
 
 
-def test_deadline_cuts_each_try_timeout(fake: Fake, clock: Clock) -> None:
+def test_deadline_cuts_each_try_timeout(fake: ScriptedIBM, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=0.5, max_delay=60.0, deadline=10.0, jitter=False)
 
     def slow_503(request: httpx.Request) -> httpx.Response:
@@ -513,7 +476,7 @@ def test_deadline_cuts_each_try_timeout(fake: Fake, clock: Clock) -> None:
     assert clock.now - 5000.0 == pytest.approx(10.5)
 
 
-def test_deadline_covers_the_iam_exchange(fake: Fake, clock: Clock) -> None:
+def test_deadline_covers_the_iam_exchange(fake: ScriptedIBM, clock: Clock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=1.0, max_delay=60.0, deadline=5.0, jitter=False)
 
     def slow_token(request: httpx.Request) -> httpx.Response:
@@ -549,7 +512,7 @@ def test_deadline_covers_the_iam_exchange(fake: Fake, clock: Clock) -> None:
     ids=["503", "502", "read timeout", "dropped"],
 )
 def test_create_session_is_not_retried_once_it_may_have_been_sent(
-    client: IBMClient, fake: Fake, clock: Clock, failure: Reply, status: int | None, text: str
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Reply, status: int | None, text: str
 ) -> None:
     fake.on("POST", SESSIONS, failure, ok(SESSION))
     with pytest.raises(IBMError) as exc:
@@ -566,7 +529,7 @@ def test_create_session_is_not_retried_once_it_may_have_been_sent(
     ids=lambda e: type(e).__name__,
 )
 def test_create_session_is_retried_after_a_connect_error(
-    client: IBMClient, fake: Fake, clock: Clock, failure: Exception
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Exception
 ) -> None:
     fake.on("POST", SESSIONS, failure, ok(SESSION))
     assert client.create_session(EU, "ibm_torino").id == "s-1"
@@ -574,14 +537,16 @@ def test_create_session_is_retried_after_a_connect_error(
     assert clock.sleeps == [0.5]
 
 
-def test_create_session_is_retried_after_429(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_create_session_is_retried_after_429(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("POST", SESSIONS, err(429, "too many requests", **{"Retry-After": "2"}), ok(SESSION))
     assert client.create_session(EU, "ibm_torino").id == "s-1"
     assert len(fake.calls(SESSIONS, "POST")) == 2
     assert clock.sleeps == [2.0]
 
 
-def test_create_instance_is_not_retried_after_a_reply(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_create_instance_is_not_retried_after_a_reply(
+    client: IBMClient, fake: ScriptedIBM, clock: Clock
+) -> None:
     fake.on("POST", RC, err(502), ok({"id": US, "name": "n"}, 201))
     kwargs: dict[str, Any] = {
         "target": "us-east",
@@ -598,7 +563,7 @@ def test_create_instance_is_not_retried_after_a_reply(client: IBMClient, fake: F
     assert clock.sleeps == [0.5]
 
 
-def test_session_close_is_retried(client: IBMClient, fake: Fake, clock: Clock) -> None:
+def test_session_close_is_retried(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
     fake.on("DELETE", f"{SESSIONS}/s-1/close", err(503), httpx.ReadTimeout("slow"), httpx.Response(204))
     fake.on("PATCH", f"{SESSIONS}/s-1", httpx.RemoteProtocolError("gone"), httpx.Response(204))
     client.close_session(EU, "s-1")
@@ -614,7 +579,7 @@ def secret_free(text: str, *secrets: str) -> bool:
     return not any(s and s in text for s in secrets)
 
 
-def test_key_absent_from_client_repr_and_str(fake: Fake, clock: Clock) -> None:
+def test_key_absent_from_client_repr_and_str(fake: ScriptedIBM, clock: Clock) -> None:
     with make(fake, clock, key=f"  {KEY}\n") as client:
         for text in (repr(client), str(client), repr(vars(client)), repr(client._api_key)):
             assert KEY not in text
@@ -631,7 +596,7 @@ def test_key_absent_from_client_repr_and_str(fake: Fake, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("key", ["", "   ", "\n"])
-def test_blank_key_is_refused_before_anything_is_sent(fake: Fake, clock: Clock, key: str) -> None:
+def test_blank_key_is_refused_before_anything_is_sent(fake: ScriptedIBM, clock: Clock, key: str) -> None:
     with pytest.raises(IBMAuthError, match="no API key given"):
         make(fake, clock, key=key)
     assert fake.requests == []
@@ -642,7 +607,7 @@ def full_text(exc: BaseException) -> str:
 
 
 def test_iam_echoing_the_key_is_scrubbed_everywhere(
-    client: IBMClient, fake: Fake, caplog: pytest.LogCaptureFixture
+    client: IBMClient, fake: ScriptedIBM, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.on(
@@ -662,12 +627,12 @@ def test_iam_echoing_the_key_is_scrubbed_everywhere(
 
 
 def test_key_and_token_absent_from_every_log_record_and_error(
-    client: IBMClient, fake: Fake, clock: Clock, caplog: pytest.LogCaptureFixture
+    client: IBMClient, fake: ScriptedIBM, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.on("GET", USAGE, err(503, "busy"), httpx.ConnectError(f"refused apikey={KEY}"), ok(USED))
     client.instance_usage(US)  # retries, logged at INFO/DEBUG
-    fake.expire()
+    fake.expire_tokens()
     client.instance_usage(US)  # 401 and a re-authentication
     token = fake.issued[-1]
     fake.on("GET", RC, ok({"message": f"bad request from {KEY} with Bearer {token}"}, 400))
@@ -679,7 +644,7 @@ def test_key_and_token_absent_from_every_log_record_and_error(
     )
     assert secret_free(full_text(exc.value), KEY, token)
     fake.on("POST", TOKEN, ok({"errorMessage": f"key {KEY} disabled"}, 400))
-    fake.expire()
+    fake.expire_tokens()
     with pytest.raises(IBMAuthError) as auth:
         client.instance_usage(US)
     assert secret_free(full_text(auth.value), KEY, *fake.issued)

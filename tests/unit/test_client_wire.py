@@ -1,8 +1,9 @@
 """IBMClient's wire format over httpx.MockTransport: what it sends (paths, hosts, headers, bodies, queries)
 and how it reads what comes back (models, units, pagination, error bodies).
 
-`Fake` plays IAM and the APIs: IAM hands out ``tok-1``, ``tok-2``, ...; every other route answers the replies
-queued for ``(method, path)`` in order, the last one repeating. Nothing here waits: `sleep` only records.
+`tests.support.ibm_wire.ScriptedIBM` plays IAM and the APIs: IAM hands out ``tok-1``, ``tok-2``, ...; every
+other route answers the replies queued for ``(method, path)`` in order, the last one repeating. Nothing here
+waits: `sleep` only records.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from qauvern_hpc.ibm import (
     RetryPolicy,
 )
 from qauvern_hpc.ibm.client import PLAN_IDS, QUANTUM_RESOURCE_ID
+from tests.support.ibm_wire import ScriptedIBM
 
 KEY = "wire-test-KEY-4f1c9a"
 US = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:inst-us::"
@@ -47,40 +49,9 @@ def ok(body: Any, status: int = 200) -> httpx.Response:
     return httpx.Response(status, json=body)
 
 
-class Fake:
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
-        self.requests: list[httpx.Request] = []
-        self.tokens = 0
-
-    def on(self, method: str, path: str, *replies: Reply) -> Fake:
-        self.routes.setdefault((method, path), []).extend(replies)
-        return self
-
-    def calls(self, path: str, method: str | None = None) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path == path and method in (None, r.method)]
-
-    @property
-    def api_calls(self) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path != "/identity/token"]
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        queue = self.routes.get((request.method, request.url.path))
-        if not queue:
-            if request.url.path == "/identity/token":
-                self.tokens += 1
-                return ok({"access_token": f"tok-{self.tokens}", "expires_in": 3600})
-            return ok({"errors": [{"code": "x", "message": f"no route {request.url.path}"}]}, 404)
-        reply = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply if isinstance(reply, httpx.Response) else reply(request)
-
-
 @pytest.fixture
-def fake() -> Fake:
-    return Fake()
+def fake() -> ScriptedIBM:
+    return ScriptedIBM(check_bearer=False)
 
 
 @pytest.fixture
@@ -89,7 +60,7 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def client(fake: Fake, sleeps: list[float]) -> Iterator[IBMClient]:
+def client(fake: ScriptedIBM, sleeps: list[float]) -> Iterator[IBMClient]:
     retry = RetryPolicy(max_attempts=3, base_delay=0.25, max_delay=4.0, deadline=60.0, jitter=False)
     with IBMClient(
         KEY, Endpoints.production(), retry=retry, sleep=sleeps.append, transport=httpx.MockTransport(fake)
@@ -125,7 +96,7 @@ T1 = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 # ----- models ----------------------------------------------------------------------------------------------
 
 
-def test_instance_usage_valid_reply(client: IBMClient, fake: Fake) -> None:
+def test_instance_usage_valid_reply(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         USAGE,
@@ -167,7 +138,7 @@ BAD_USAGE = {
 
 @pytest.mark.parametrize(("reply", "why"), list(BAD_USAGE.values()), ids=list(BAD_USAGE))
 def test_instance_usage_invalid_reply_names_the_call(
-    client: IBMClient, fake: Fake, reply: Any, why: str
+    client: IBMClient, fake: ScriptedIBM, reply: Any, why: str
 ) -> None:
     fake.on("GET", USAGE, ok(reply))
     with pytest.raises(IBMResponseError) as exc:
@@ -181,7 +152,7 @@ def test_instance_usage_invalid_reply_names_the_call(
     assert len(fake.calls(USAGE)) == 1  # a bad 200 is not retried
 
 
-def test_resource_controller_strings_are_numbers(client: IBMClient, fake: Fake) -> None:
+def test_resource_controller_strings_are_numbers(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         RC,
@@ -227,7 +198,7 @@ BAD_RC = {
 
 @pytest.mark.parametrize(("extensions", "why"), list(BAD_RC.values()), ids=list(BAD_RC))
 def test_resource_controller_invalid_extensions(
-    client: IBMClient, fake: Fake, extensions: dict[str, Any], why: str
+    client: IBMClient, fake: ScriptedIBM, extensions: dict[str, Any], why: str
 ) -> None:
     fake.on("GET", RC, ok({"resources": [{**instance(US), "extensions": extensions}]}))
     with pytest.raises(IBMResponseError) as exc:
@@ -248,7 +219,9 @@ def test_resource_controller_invalid_extensions(
         ({"access_token": 12345}, "access_token: Input should be a valid string"),
     ],
 )
-def test_bad_iam_reply_names_the_token_call(client: IBMClient, fake: Fake, reply: Any, why: str) -> None:
+def test_bad_iam_reply_names_the_token_call(
+    client: IBMClient, fake: ScriptedIBM, reply: Any, why: str
+) -> None:
     fake.on("POST", "/identity/token", ok(reply))
     with pytest.raises(IBMResponseError) as exc:
         client.instance_usage(US)
@@ -257,7 +230,7 @@ def test_bad_iam_reply_names_the_token_call(client: IBMClient, fake: Fake, reply
     assert fake.api_calls == []
 
 
-def test_session_and_job_models(client: IBMClient, fake: Fake) -> None:
+def test_session_and_job_models(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", SESSIONS, ok({"backend_name": "ibm_torino", "mode": "batch"}))
     with pytest.raises(
         IBMResponseError, match=r"^IBM POST /v1/sessions: HTTP 200: unexpected reply: id: Field"
@@ -286,7 +259,7 @@ def test_session_and_job_models(client: IBMClient, fake: Fake) -> None:
     ],
     ids=["truncated", "html", "empty", "binary"],
 )
-def test_malformed_json(client: IBMClient, fake: Fake, reply: httpx.Response, why: str) -> None:
+def test_malformed_json(client: IBMClient, fake: ScriptedIBM, reply: httpx.Response, why: str) -> None:
     fake.on("GET", USAGE, reply)
     with pytest.raises(IBMResponseError) as exc:
         client.instance_usage(US)
@@ -300,12 +273,14 @@ def test_malformed_json(client: IBMClient, fake: Fake, reply: httpx.Response, wh
     ("ms", "seconds"),
     [(0, 0), (None, 0), (999, 0), (1000, 1), (1999.999, 1), (59999, 59), (86_400_999, 86400), ("2500", 2)],
 )
-def test_analytics_usage_truncates_milliseconds(client: IBMClient, fake: Fake, ms: Any, seconds: int) -> None:
+def test_analytics_usage_truncates_milliseconds(
+    client: IBMClient, fake: ScriptedIBM, ms: Any, seconds: int
+) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": ms}))
     assert client.analytics_usage(instance=US, account_id="acct1", start=T0, end=T1) == seconds
 
 
-def test_analytics_usage_refuses_negative_or_missing_usage(client: IBMClient, fake: Fake) -> None:
+def test_analytics_usage_refuses_negative_or_missing_usage(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": -1}), ok({"interval_start": "x"}))
     with pytest.raises(IBMResponseError, match="usage: Input should be greater than or equal to 0"):
         client.analytics_usage(plan="premium", account_id="acct1", start=T0, end=T1)
@@ -313,7 +288,7 @@ def test_analytics_usage_refuses_negative_or_missing_usage(client: IBMClient, fa
         client.analytics_usage(plan="premium", account_id="acct1", start=T0, end=T1)
 
 
-def test_analytics_usage_instance_request(client: IBMClient, fake: Fake) -> None:
+def test_analytics_usage_instance_request(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": 5000}))
     naive_end = datetime(2026, 11, 22, 12, 30)  # naive = UTC
     client.analytics_usage(instance=EU, account_id="acct1", start=T0, end=naive_end)
@@ -329,7 +304,7 @@ def test_analytics_usage_instance_request(client: IBMClient, fake: Fake) -> None
     assert "Service-CRN" not in req.headers
 
 
-def test_analytics_usage_plan_request_converts_to_utc(client: IBMClient, fake: Fake) -> None:
+def test_analytics_usage_plan_request_converts_to_utc(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": 5000}))
     cet = timezone(timedelta(hours=1))
     client.analytics_usage(
@@ -348,7 +323,7 @@ def test_analytics_usage_plan_request_converts_to_utc(client: IBMClient, fake: F
     assert req.headers["Account-Id"] == "acct9"
 
 
-def test_analytics_usage_argument_checks(client: IBMClient, fake: Fake) -> None:
+def test_analytics_usage_argument_checks(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(InvalidRequestError, match="exactly one of instance= or plan="):
         client.analytics_usage(account_id="a", start=T0, end=T1)
     with pytest.raises(InvalidRequestError, match="exactly one"):
@@ -358,14 +333,14 @@ def test_analytics_usage_argument_checks(client: IBMClient, fake: Fake) -> None:
     assert fake.requests == []
 
 
-def test_non_ascii_account_id_is_refused_client_side(client: IBMClient, fake: Fake) -> None:
+def test_non_ascii_account_id_is_refused_client_side(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", ANALYTICS, ok({"usage": 1}))
     with pytest.raises(InvalidRequestError):
         client.analytics_usage(plan="premium", account_id="accé", start=T0, end=T1)
     assert fake.api_calls == []
 
 
-def test_daily_usage_sums_same_date_buckets_before_truncating(client: IBMClient, fake: Fake) -> None:
+def test_daily_usage_sums_same_date_buckets_before_truncating(client: IBMClient, fake: ScriptedIBM) -> None:
     bucket = {"key": EU, "interval_end": "ignored", "jobs": 3}
     fake.on(
         "GET",
@@ -398,7 +373,7 @@ def test_daily_usage_sums_same_date_buckets_before_truncating(client: IBMClient,
     assert "Service-CRN" not in req.headers
 
 
-def test_daily_usage_keeps_the_date_ibm_wrote(client: IBMClient, fake: Fake) -> None:
+def test_daily_usage_keeps_the_date_ibm_wrote(client: IBMClient, fake: ScriptedIBM) -> None:
     """A bucket stamped 23:30 at -05:00 is that day in IBM's words, not the next UTC day."""
     fake.on("GET", DAILY, ok({"data": [{"interval_start": "2026-11-20T23:30:00-05:00", "usage": 4000}]}))
     assert client.daily_usage(US, account_id="a", start=date(2026, 11, 1), end=date(2026, 11, 30)) == {
@@ -406,7 +381,7 @@ def test_daily_usage_keeps_the_date_ibm_wrote(client: IBMClient, fake: Fake) -> 
     }
 
 
-def test_daily_usage_bad_buckets(client: IBMClient, fake: Fake) -> None:
+def test_daily_usage_bad_buckets(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", DAILY, ok({"data": [{"interval_start": "yesterday", "usage": 1}]}), ok({"rows": []}))
     with pytest.raises(
         IBMResponseError, match=r"GET /v1/analytics/usage_grouped_by_date.*data\.0\.interval_start"
@@ -421,7 +396,7 @@ def test_daily_usage_bad_buckets(client: IBMClient, fake: Fake) -> None:
 # ----- account plan ----------------------------------------------------------------------------------------
 
 
-def test_account_plan_reads_strings_and_negative_unallocated(client: IBMClient, fake: Fake) -> None:
+def test_account_plan_reads_strings_and_negative_unallocated(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         "/api/v1/accounts/acct1",
@@ -464,7 +439,7 @@ def test_account_plan_reads_strings_and_negative_unallocated(client: IBMClient, 
     assert "Account-Id" not in req.headers and "Service-CRN" not in req.headers  # as in qauvern's trace
 
 
-def test_account_plan_without_plan_ids_takes_the_first(client: IBMClient, fake: Fake) -> None:
+def test_account_plan_without_plan_ids_takes_the_first(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         "/api/v1/accounts/a/b",  # url.path is decoded; raw_path is checked below
@@ -486,7 +461,7 @@ def test_account_plan_without_plan_ids_takes_the_first(client: IBMClient, fake: 
     assert fake.api_calls[0].url.raw_path.startswith(b"/api/v1/accounts/a%2Fb?")
 
 
-def test_account_plan_errors(client: IBMClient, fake: Fake) -> None:
+def test_account_plan_errors(client: IBMClient, fake: ScriptedIBM) -> None:
     acct = "/api/v1/accounts/acct1"
     other = {"plan_id": PLAN_IDS["paygo"], "usage_allocation_seconds": 1, "unallocated_usage_seconds": 1}
     fake.on("GET", acct, ok({"plans": [other]}), ok({"plans": []}), ok({"plans": [{"plan_id": PREMIUM}]}))
@@ -509,7 +484,7 @@ def next_url(start: str) -> str:
     return f"/v2/resource_instances?resource_id={QUANTUM_RESOURCE_ID}&limit=1&start={start}"
 
 
-def test_list_instances_follows_three_pages(client: IBMClient, fake: Fake) -> None:
+def test_list_instances_follows_three_pages(client: IBMClient, fake: ScriptedIBM) -> None:
     a, b, c = (US.replace("inst-us", n) for n in ("a", "b", "c"))
     fake.on(
         "GET",
@@ -536,13 +511,13 @@ def test_list_instances_follows_three_pages(client: IBMClient, fake: Fake) -> No
     assert fake.tokens == 1
 
 
-def test_list_instances_without_plan_sends_no_plan_filter(client: IBMClient, fake: Fake) -> None:
+def test_list_instances_without_plan_sends_no_plan_filter(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok({"resources": []}))
     assert client.list_instances() == []
     assert query(fake.calls(RC)[0]) == {"resource_id": QUANTUM_RESOURCE_ID}
 
 
-def test_pagination_loop_is_an_error(client: IBMClient, fake: Fake) -> None:
+def test_pagination_loop_is_an_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         RC,
@@ -559,13 +534,13 @@ def test_pagination_loop_is_an_error(client: IBMClient, fake: Fake) -> None:
     assert len(fake.calls(RC)) == 3  # it stopped at the first repeat, it did not spin
 
 
-def test_next_url_without_start_is_an_error(client: IBMClient, fake: Fake) -> None:
+def test_next_url_without_start_is_an_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok({"next_url": "/v2/resource_instances?limit=1", "resources": []}))
     with pytest.raises(IBMResponseError, match="next_url without a start token"):
         client.list_instances()
 
 
-def test_error_on_page_two_surfaces(client: IBMClient, fake: Fake, sleeps: list[float]) -> None:
+def test_error_on_page_two_surfaces(client: IBMClient, fake: ScriptedIBM, sleeps: list[float]) -> None:
     fake.on(
         "GET",
         RC,
@@ -580,7 +555,9 @@ def test_error_on_page_two_surfaces(client: IBMClient, fake: Fake, sleeps: list[
     assert sleeps == []
 
 
-def test_503_on_page_two_is_retried_then_surfaces(client: IBMClient, fake: Fake, sleeps: list[float]) -> None:
+def test_503_on_page_two_is_retried_then_surfaces(
+    client: IBMClient, fake: ScriptedIBM, sleeps: list[float]
+) -> None:
     fake.on(
         "GET",
         RC,
@@ -597,7 +574,7 @@ def test_503_on_page_two_is_retried_then_surfaces(client: IBMClient, fake: Fake,
     assert sleeps == [0.25, 0.5]
 
 
-def test_session_jobs_pages_by_offset_and_fetches_missing_usage(client: IBMClient, fake: Fake) -> None:
+def test_session_jobs_pages_by_offset_and_fetches_missing_usage(client: IBMClient, fake: ScriptedIBM) -> None:
     def page(ids: list[str]) -> dict[str, Any]:
         return {
             "jobs": [{"id": i, "status": "Completed", "usage": {"quantum_seconds": 1.5}} for i in ids],
@@ -628,14 +605,14 @@ def test_session_jobs_pages_by_offset_and_fetches_missing_usage(client: IBMClien
     assert {r.headers["Service-CRN"] for r in fake.api_calls} == {EU}
 
 
-def test_session_jobs_repeating_page_is_an_error(client: IBMClient, fake: Fake) -> None:
+def test_session_jobs_repeating_page_is_an_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", JOBS, ok({"jobs": [{"id": "j1", "usage": {"quantum_seconds": 1}}], "count": 9}))
     with pytest.raises(IBMResponseError, match="pagination does not advance"):
         client.session_jobs(US, "s", page_size=1)
     assert len(fake.calls(JOBS)) == 2
 
 
-def test_session_jobs_survive_a_job_submitted_while_paging(client: IBMClient, fake: Fake) -> None:
+def test_session_jobs_survive_a_job_submitted_while_paging(client: IBMClient, fake: ScriptedIBM) -> None:
     listed = [f"j{n}" for n in range(5, 0, -1)]  # newest first, as IBM lists them
 
     def jobs(request: httpx.Request) -> httpx.Response:
@@ -658,7 +635,7 @@ def test_session_jobs_survive_a_job_submitted_while_paging(client: IBMClient, fa
 ENCODED_EU = "crn%3Av1%3Abluemix%3Apublic%3Aquantum-computing%3Aeu-de%3Aa%2Facct1%3Ainst-eu%3A%3A"
 
 
-def test_update_instance_body_and_encoded_crn(client: IBMClient, fake: Fake) -> None:
+def test_update_instance_body_and_encoded_crn(client: IBMClient, fake: ScriptedIBM) -> None:
     path = f"{RC}/{EU}"
     fake.on("PATCH", path, ok(instance(EU)))
     client.update_instance(EU, allocation_seconds=60, limit_seconds=700000)
@@ -692,7 +669,7 @@ def test_update_instance_body_and_encoded_crn(client: IBMClient, fake: Fake) -> 
     ],
 )
 def test_update_instance_refuses_client_side(
-    client: IBMClient, fake: Fake, allocation: Any, limit: Any, why: str
+    client: IBMClient, fake: ScriptedIBM, allocation: Any, limit: Any, why: str
 ) -> None:
     with pytest.raises(InvalidRequestError) as exc:
         client.update_instance(EU, allocation_seconds=allocation, limit_seconds=limit)
@@ -701,7 +678,9 @@ def test_update_instance_refuses_client_side(
     assert fake.requests == []  # not even the IAM exchange
 
 
-def test_update_instance_is_retried_like_a_get(client: IBMClient, fake: Fake, sleeps: list[float]) -> None:
+def test_update_instance_is_retried_like_a_get(
+    client: IBMClient, fake: ScriptedIBM, sleeps: list[float]
+) -> None:
     path = f"{RC}/{EU}"
     fake.on("PATCH", path, ok({"message": "busy"}, 503), httpx.ReadTimeout("slow"), ok(instance(EU)))
     client.update_instance(EU, allocation_seconds=60, limit_seconds=None)
@@ -709,7 +688,7 @@ def test_update_instance_is_retried_like_a_get(client: IBMClient, fake: Fake, sl
     assert sleeps == [0.25, 0.5]
 
 
-def test_create_instance_body(client: IBMClient, fake: Fake) -> None:
+def test_create_instance_body(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", RC, ok({"id": US, "guid": "g", "name": "newinst", "state": "provisioning"}, 201))
     created = client.create_instance(
         "newinst",
@@ -742,7 +721,7 @@ def test_create_instance_body(client: IBMClient, fake: Fake) -> None:
     ],
 )
 def test_create_instance_refuses_client_side(
-    client: IBMClient, fake: Fake, kwargs: dict[str, Any], why: str
+    client: IBMClient, fake: ScriptedIBM, kwargs: dict[str, Any], why: str
 ) -> None:
     args: dict[str, Any] = {
         "name": "n",
@@ -759,7 +738,7 @@ def test_create_instance_refuses_client_side(
 # ----- sessions --------------------------------------------------------------------------------------------
 
 
-def test_create_get_close_session_requests(client: IBMClient, fake: Fake) -> None:
+def test_create_get_close_session_requests(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "POST",
         SESSIONS,
@@ -792,7 +771,7 @@ def test_create_get_close_session_requests(client: IBMClient, fake: Fake) -> Non
     assert {r.headers["Service-CRN"] for r in fake.api_calls} == {EU}
 
 
-def test_close_of_unknown_session_is_not_found(client: IBMClient, fake: Fake) -> None:
+def test_close_of_unknown_session_is_not_found(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "DELETE",
         f"{SESSIONS}/gone/close",
@@ -806,7 +785,7 @@ def test_close_of_unknown_session_is_not_found(client: IBMClient, fake: Fake) ->
 # ----- headers ---------------------------------------------------------------------------------------------
 
 
-def test_headers_per_call(client: IBMClient, fake: Fake) -> None:
+def test_headers_per_call(client: IBMClient, fake: ScriptedIBM) -> None:
     """IBM-API-Version and the bearer on every API call, Service-CRN on instance-scoped ones, Account-Id on
     analytics only, as in qauvern 0.14's trace; the IAM exchange carries none of them."""
     fake.on("GET", RC, ok({"resources": []}))
@@ -914,7 +893,7 @@ ERROR_SHAPES = {
     ("status", "payload", "kind", "text"), list(ERROR_SHAPES.values()), ids=list(ERROR_SHAPES)
 )
 def test_error_strings_are_one_line_with_ibm_message(
-    client: IBMClient, fake: Fake, status: int, payload: Any, kind: type[IBMError], text: str
+    client: IBMClient, fake: ScriptedIBM, status: int, payload: Any, kind: type[IBMError], text: str
 ) -> None:
     if payload is None:
         reply = httpx.Response(status)
@@ -933,7 +912,7 @@ def test_error_strings_are_one_line_with_ibm_message(
     assert US not in str(exc.value)  # the call is a template, never a URL with values
 
 
-def test_long_message_is_cut(client: IBMClient, fake: Fake) -> None:
+def test_long_message_is_cut(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok({"message": "x" * 5000}, 400))
     with pytest.raises(IBMError) as exc:
         client.instance_usage(US)
@@ -941,7 +920,7 @@ def test_long_message_is_cut(client: IBMClient, fake: Fake) -> None:
     assert str(exc.value).endswith("x…")
 
 
-def test_redirect_is_not_followed(client: IBMClient, fake: Fake) -> None:
+def test_redirect_is_not_followed(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, httpx.Response(302, headers={"Location": "https://login.example/"}))
     with pytest.raises(IBMError) as exc:
         client.instance_usage(US)

@@ -1,11 +1,10 @@
-"""The collector's IBM step (`resolve_usage`) on a real ledger (SQLite and a real PostgreSQL server), with a
-fake IBM: each session is charged once over every row that names it, IBM failures leave rows pending,
+"""The collector's IBM step (`resolve_usage`) on a real ledger (SQLite and a real PostgreSQL server), with IBM
+emulated: each session is charged once over every row that names it, IBM failures leave rows pending,
 requeued runs that first show the previous run's session are not charged twice."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,10 +12,11 @@ import pytest
 from qauvern_hpc.accounting.collector import CollectReport, resolve_usage
 from qauvern_hpc.accounting.ledger import FINAL, PENDING, Ledger, RunKey, open_ledger
 from qauvern_hpc.core.errors import ConfigError
-from qauvern_hpc.ibm.errors import IBMError, IBMNotFound
+from qauvern_hpc.ibm.errors import IBMError
+from tests.support.ibm import EmulatedIBM, session_path
 from tests.unit.test_ledger import T0, backend, pg_server, row  # noqa: F401 (fixtures)
 
-CRN = "crn:v1:phys"
+CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:phys-0001::"
 
 
 @pytest.fixture
@@ -25,39 +25,16 @@ def led(backend: tuple[str, str]) -> Iterator[Ledger]:  # noqa: F811 (fixture fr
         yield ledger
 
 
-class FakeIBM:
-    """Sessions by id: (state, mode, [(job status, quantum seconds or None)], elapsed)."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, tuple[str, str, list[tuple[str, float | None]], float | None]] = {}
-        self.fail: dict[str, Exception] = {}
-        self.calls: list[str] = []
-
-    def add(self, sid: str, *jobs: tuple[str, float | None], state: str = "closed") -> None:
-        self.sessions[sid] = (state, "batch", list(jobs), None)
-
-    def get_session(self, crn: str, session_id: str) -> Any:
-        assert crn == CRN
-        self.calls.append(session_id)
-        if session_id in self.fail:
-            raise self.fail[session_id]
-        if session_id not in self.sessions:
-            raise IBMNotFound("get session", 404, "no such session")
-        state, mode, _, elapsed = self.sessions[session_id]
-        return SimpleNamespace(id=session_id, mode=mode, state=state, elapsed_seconds=elapsed)
-
-    def session_jobs(self, crn: str, session_id: str) -> Any:
-        _, _, jobs, _ = self.sessions[session_id]
-        return [
-            SimpleNamespace(status=st, usage=None if q is None else SimpleNamespace(quantum_seconds=q))
-            for st, q in jobs
-        ]
+@pytest.fixture
+def ibm() -> Iterator[EmulatedIBM]:
+    with EmulatedIBM({CRN: (100_000, None)}) as fake:
+        yield fake
 
 
-def clients_for(ibm: FakeIBM) -> Any:
+def clients_for(ibm: EmulatedIBM) -> Any:
     def clients(instance: str) -> tuple[Any, str]:
         if instance == "phys-2026":
-            return ibm, CRN
+            return ibm.client, CRN
         if instance == "keyless":
             raise ConfigError("no API key for instance keyless")
         raise KeyError(f"instance {instance!r} is not in the config")
@@ -65,7 +42,7 @@ def clients_for(ibm: FakeIBM) -> Any:
     return clients
 
 
-def resolve(led: Ledger, ibm: FakeIBM) -> CollectReport:
+def resolve(led: Ledger, ibm: EmulatedIBM) -> CollectReport:
     report = CollectReport()
     resolve_usage(led, clients_for(ibm), report=report)
     return report
@@ -75,10 +52,9 @@ def usage(led: Ledger) -> dict[tuple[int, int], tuple[str | None, float | None, 
     return {(r.job_id_raw, r.run): (r.session_id, r.quantum_seconds, r.usage_state) for r in led.runs()}
 
 
-def test_each_session_is_charged_once_and_a_rerun_changes_nothing(led: Ledger) -> None:
-    ibm = FakeIBM()
-    ibm.add("s-1", ("Completed", 2.5), ("Failed", 1.0))
-    ibm.add("shared", ("Completed", 4.0))
+def test_each_session_is_charged_once_and_a_rerun_changes_nothing(led: Ledger, ibm: EmulatedIBM) -> None:
+    ibm.add_session("s-1", CRN, ("Completed", 2.5), ("Failed", 1.0))
+    ibm.add_session("shared", CRN, ("Completed", 4.0))
     led.upsert_runs([row(1), row(2, session_id="shared"), row(3, session_id="shared")])
     report = resolve(led, ibm)
     assert (report.sessions, report.finalized, report.still_pending, report.errors) == (2, 3, 0, [])
@@ -93,37 +69,36 @@ def test_each_session_is_charged_once_and_a_rerun_changes_nothing(led: Ledger) -
     assert led.runs() == before
 
 
-def test_an_open_session_stays_pending_with_what_is_known_then_becomes_final(led: Ledger) -> None:
-    ibm = FakeIBM()
-    ibm.add("s-1", ("Completed", 2.0), ("Running", None), state="open")
+def test_an_open_session_stays_pending_with_what_is_known_then_becomes_final(
+    led: Ledger, ibm: EmulatedIBM
+) -> None:
+    ibm.add_session("s-1", CRN, ("Completed", 2.0), ("Running", None), state="open")
     led.upsert_runs([row(1)])
     report = resolve(led, ibm)
     assert (report.updated, report.finalized, report.still_pending) == (1, 0, 1)
     assert usage(led)[(1, 0)] == ("s-1", 2.0, PENDING)
-    ibm.add("s-1", ("Completed", 2.0), ("Completed", 3.0))
+    ibm.add_session("s-1", CRN, ("Completed", 2.0), ("Completed", 3.0))
     report = resolve(led, ibm)
     assert (report.finalized, report.still_pending) == (1, 0)
     assert usage(led)[(1, 0)] == ("s-1", 5.0, FINAL)
 
 
-def test_ibm_failures_leave_rows_pending_for_the_next_run(led: Ledger) -> None:
-    ibm = FakeIBM()
-    ibm.add("s-1", ("Completed", 2.0))
-    ibm.add("s-2", ("Completed", 7.0))
-    ibm.fail["s-1"] = IBMError("get session", 503, "service unavailable")
+def test_ibm_failures_leave_rows_pending_for_the_next_run(led: Ledger, ibm: EmulatedIBM) -> None:
+    ibm.add_session("s-1", CRN, ("Completed", 2.0))
+    ibm.add_session("s-2", CRN, ("Completed", 7.0))
+    ibm.fail(session_path("s-1"), status=503, message="service unavailable")
     led.upsert_runs([row(1), row(2)])
     report = resolve(led, ibm)
     assert len(report.errors) == 1 and "503" in report.errors[0]
     assert usage(led) == {(1, 0): ("s-1", None, PENDING), (2, 0): ("s-2", 7.0, FINAL)}
-    del ibm.fail["s-1"]
-    ibm.calls.clear()
+    ibm.heal()
+    ibm.emu.clear_requests()
     report = resolve(led, ibm)
-    assert ibm.calls == ["s-1"]  # only the pending one is asked again
+    assert ibm.session_reads() == ["s-1"]  # only the pending one is asked again
     assert report.errors == [] and usage(led)[(1, 0)] == ("s-1", 2.0, FINAL)
 
 
-def test_unknown_sessions_no_session_and_unresolvable_rows(led: Ledger) -> None:
-    ibm = FakeIBM()
+def test_unknown_sessions_no_session_and_unresolvable_rows(led: Ledger, ibm: EmulatedIBM) -> None:
     led.upsert_runs(
         [
             row(1, session_id="gone"),  # IBM answers 404: nothing will ever be reported
@@ -146,13 +121,14 @@ def test_unknown_sessions_no_session_and_unresolvable_rows(led: Ledger) -> None:
     assert report.errors == []
 
 
-def test_a_requeued_run_showing_the_previous_session_is_not_charged_twice(led: Ledger) -> None:
+def test_a_requeued_run_showing_the_previous_session_is_not_charged_twice(
+    led: Ledger, ibm: EmulatedIBM
+) -> None:
     """Run 0 opened s-a and is final. Run 1's record first carries run 0's AdminComment (its prolog's
     update comes later): it must not get s-a's seconds a second time. Once its own session s-b shows,
     its usage starts over and s-b is charged to it."""
-    ibm = FakeIBM()
-    ibm.add("s-a", ("Completed", 5.0))
-    ibm.add("s-b", ("Completed", 3.0))
+    ibm.add_session("s-a", CRN, ("Completed", 5.0))
+    ibm.add_session("s-b", CRN, ("Completed", 3.0))
     led.upsert_runs([row(9, session_id="s-a", submit=T0, start=T0 + 10, end=T0 + 50, slurm_state="REQUEUED")])
     resolve(led, ibm)
     run1 = row(9, session_id="s-a", submit=T0 + 60, start=T0 + 70, end=None, slurm_state="RUNNING")

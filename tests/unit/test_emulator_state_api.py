@@ -10,8 +10,9 @@ import pytest
 
 from qauvern_hpc.devtools.emulator.clock import Clock
 from qauvern_hpc.devtools.emulator.errors import ApiError
+from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.seed import SeedError
-from qauvern_hpc.devtools.emulator.state import EmulatorState, Principal
+from qauvern_hpc.devtools.emulator.state import EmulatorState
 from qauvern_hpc.devtools.emulator.testing import ACCOUNT, API_KEY, BUDGET, CRN_ALPHA, CRN_BETA, make_seed
 
 START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -1,8 +1,9 @@
 """IBMClient against a scripted fake of IAM, the Resource Controller and the quantum API (MockTransport).
 
-The fake issues tokens ``tok-1``, ``tok-2``, ... and answers 401 to any other bearer; routes are keyed by
-(method, path) and answer their queued replies in order (the last one repeats). A `FakeClock` stands in for
-time: `sleep` advances it, so retry waits and deadlines are checked without waiting.
+The fake (`tests.support.ibm_wire.ScriptedIBM`) issues tokens ``tok-1``, ``tok-2``, ... and answers 401 to
+any other bearer; routes are keyed by (method, path) and answer their queued replies in order (the last one
+repeats). A `FakeClock` stands in for time: `sleep` advances it, so retry waits and deadlines are checked
+without waiting.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from qauvern_hpc.ibm import (
     UnknownCRNError,
 )
 from qauvern_hpc.ibm.client import API_VERSION, PLAN_IDS, QUANTUM_RESOURCE_ID, ms_to_seconds
+from tests.support.ibm_wire import ScriptedIBM
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ibm"
 KEY = "sekrit-APIKEY-0123456789"
@@ -62,54 +64,6 @@ def err(status: int, message: str = "boom", **headers: str) -> httpx.Response:
     return httpx.Response(status, json={"errors": [{"code": "x", "message": message}]}, headers=headers)
 
 
-class FakeIBM:
-    def __init__(self, token_ttl: float = 3600) -> None:
-        self.token_ttl = token_ttl
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
-        self.requests: list[httpx.Request] = []
-        self.issued: list[str] = []
-        self.valid: set[str] = set()
-        self.lock = threading.Lock()
-
-    def on(self, method: str, path: str, *replies: Reply) -> FakeIBM:
-        self.routes.setdefault((method, path), []).extend(replies)
-        return self
-
-    def expire_tokens(self) -> None:
-        self.valid.clear()
-
-    def calls(self, path: str, method: str | None = None) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path == path and (method is None or r.method == method)]
-
-    def _next(self, key: tuple[str, str]) -> Reply | None:
-        queue = self.routes.get(key)
-        if not queue:
-            return None
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        with self.lock:
-            self.requests.append(request)
-            key = (request.method, request.url.path)
-            reply = self._next(key)
-            if reply is None and key == ("POST", TOKEN):
-                token = f"tok-{len(self.issued) + 1}"
-                self.issued.append(token)
-                self.valid.add(token)
-                return ok({"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl})
-            if request.url.path != TOKEN:
-                bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
-                if bearer not in self.valid:
-                    return err(401, "token expired")
-        if reply is None:
-            return err(404, f"no route for {request.method} {request.url.path}")
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(reply, httpx.Response):
-            return reply
-        return reply(request)
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -127,8 +81,8 @@ FAST = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=8.0, deadline=60.0,
 
 
 @pytest.fixture
-def fake() -> FakeIBM:
-    return FakeIBM()
+def fake() -> ScriptedIBM:
+    return ScriptedIBM()
 
 
 @pytest.fixture
@@ -137,7 +91,7 @@ def clock() -> FakeClock:
 
 
 def make_client(
-    fake: FakeIBM,
+    fake: ScriptedIBM,
     clock: FakeClock,
     *,
     retry: RetryPolicy = FAST,
@@ -156,7 +110,7 @@ def make_client(
 
 
 @pytest.fixture
-def client(fake: FakeIBM, clock: FakeClock) -> Iterator[IBMClient]:
+def client(fake: ScriptedIBM, clock: FakeClock) -> Iterator[IBMClient]:
     with make_client(fake, clock) as c:
         yield c
 
@@ -172,7 +126,7 @@ def query(request: httpx.Request) -> dict[str, str]:
 # ----- IAM and headers -------------------------------------------------------------------------------------
 
 
-def test_token_exchange_and_headers(client: IBMClient, fake: FakeIBM) -> None:
+def test_token_exchange_and_headers(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok(fixture("instance_usage.json")))
     usage = client.instance_usage(EU)
     assert usage.consumed_seconds == 146880
@@ -193,7 +147,7 @@ def test_token_exchange_and_headers(client: IBMClient, fake: FakeIBM) -> None:
     assert "Account-Id" not in call.headers
 
 
-def test_token_is_cached(client: IBMClient, fake: FakeIBM) -> None:
+def test_token_is_cached(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 1}))
     for _ in range(3):
         client.instance_usage(US)
@@ -201,8 +155,8 @@ def test_token_is_cached(client: IBMClient, fake: FakeIBM) -> None:
     assert len(fake.calls(TOKEN)) == 1
 
 
-def test_token_is_refreshed_shortly_before_expiry(fake: FakeIBM, clock: FakeClock) -> None:
-    fake.token_ttl = 100  # margin = min(60 s, 20 % of 100 s) = 20 s
+def test_token_is_refreshed_shortly_before_expiry(fake: ScriptedIBM, clock: FakeClock) -> None:
+    fake.token_reply = {"expires_in": 100}  # margin = min(60 s, 20 % of 100 s) = 20 s
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 1}))
     with make_client(fake, clock) as client:
         client.instance_usage(US)
@@ -215,7 +169,7 @@ def test_token_is_refreshed_shortly_before_expiry(fake: FakeIBM, clock: FakeCloc
         assert fake.calls(USAGE)[-1].headers["Authorization"] == "Bearer tok-2"
 
 
-def test_token_expiration_field_is_used_without_expires_in(fake: FakeIBM, clock: FakeClock) -> None:
+def test_token_expiration_field_is_used_without_expires_in(fake: ScriptedIBM, clock: FakeClock) -> None:
     import time
 
     fake.on("POST", TOKEN, ok({"access_token": "abs-1", "expiration": int(time.time()) + 100}))
@@ -233,7 +187,7 @@ def test_token_expiration_field_is_used_without_expires_in(fake: FakeIBM, clock:
         assert fake.calls(USAGE)[-1].headers["Authorization"] == "Bearer abs-2"
 
 
-def test_one_reauthentication_on_401(client: IBMClient, fake: FakeIBM) -> None:
+def test_one_reauthentication_on_401(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 7}))
     client.instance_usage(US)
     fake.expire_tokens()
@@ -246,7 +200,7 @@ def test_one_reauthentication_on_401(client: IBMClient, fake: FakeIBM) -> None:
     ]
 
 
-def test_second_401_is_an_auth_error_after_exactly_one_reauth(client: IBMClient, fake: FakeIBM) -> None:
+def test_second_401_is_an_auth_error_after_exactly_one_reauth(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, err(401, "token is not valid"))
     with pytest.raises(IBMAuthError) as info:
         client.instance_usage(US)
@@ -258,7 +212,7 @@ def test_second_401_is_an_auth_error_after_exactly_one_reauth(client: IBMClient,
     )
 
 
-def test_concurrent_401s_share_one_refresh(fake: FakeIBM) -> None:
+def test_concurrent_401s_share_one_refresh(fake: ScriptedIBM) -> None:
     threads_n = 8
     barrier = threading.Barrier(threads_n, timeout=10)
     expired = threading.Event()
@@ -293,7 +247,7 @@ def test_concurrent_401s_share_one_refresh(fake: FakeIBM) -> None:
     assert len(fake.calls(USAGE)) == 1 + 2 * threads_n
 
 
-def test_bad_api_key_is_an_auth_error(client: IBMClient, fake: FakeIBM) -> None:
+def test_bad_api_key_is_an_auth_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", TOKEN, ok(fixture("iam_bad_key.json"), status=400))
     with pytest.raises(IBMAuthError) as info:
         client.instance_usage(US)
@@ -304,7 +258,7 @@ def test_bad_api_key_is_an_auth_error(client: IBMClient, fake: FakeIBM) -> None:
     assert len(fake.calls(TOKEN)) == 1  # not retried
 
 
-def test_malformed_token_reply_is_a_response_error(client: IBMClient, fake: FakeIBM) -> None:
+def test_malformed_token_reply_is_a_response_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", TOKEN, ok({"token_type": "Bearer", "expires_in": 3600}))
     with pytest.raises(IBMResponseError) as info:
         client.instance_usage(US)
@@ -315,7 +269,7 @@ def test_malformed_token_reply_is_a_response_error(client: IBMClient, fake: Fake
     )
 
 
-def test_iam_outage_is_retried(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_iam_outage_is_retried(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("POST", TOKEN, err(503), ok({"access_token": "tok-x", "expires_in": 3600}))
     fake.valid.add("tok-x")
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 2}))
@@ -331,7 +285,7 @@ def test_empty_api_key_is_refused() -> None:
 # ----- retries ---------------------------------------------------------------------------------------------
 
 
-def test_429_honours_retry_after(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_429_honours_retry_after(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on(
         "GET",
         USAGE,
@@ -344,7 +298,7 @@ def test_429_honours_retry_after(client: IBMClient, fake: FakeIBM, clock: FakeCl
     assert len(fake.calls(USAGE)) == 3
 
 
-def test_retry_after_is_capped_by_the_policy(fake: FakeIBM, clock: FakeClock) -> None:
+def test_retry_after_is_capped_by_the_policy(fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, err(429, **{"Retry-After": "600"}), ok({"usage_consumed_seconds": 9}))
     policy = RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0, deadline=60.0, jitter=False)
     with make_client(fake, clock, retry=policy) as client:
@@ -353,7 +307,7 @@ def test_retry_after_is_capped_by_the_policy(fake: FakeIBM, clock: FakeClock) ->
 
 
 def test_429_without_retry_after_uses_backoff_then_gives_up(
-    client: IBMClient, fake: FakeIBM, clock: FakeClock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("GET", USAGE, err(429, "rate limit exceeded"))
     with pytest.raises(IBMRateLimited) as info:
@@ -366,13 +320,15 @@ def test_429_without_retry_after_uses_backoff_then_gives_up(
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
-def test_gateway_errors_are_retried(client: IBMClient, fake: FakeIBM, clock: FakeClock, status: int) -> None:
+def test_gateway_errors_are_retried(
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, status: int
+) -> None:
     fake.on("GET", USAGE, err(status), err(status), ok({"usage_consumed_seconds": 5}))
     assert client.instance_usage(US).consumed_seconds == 5
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_5xx_exhausts_max_attempts(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_5xx_exhausts_max_attempts(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, err(503, "maintenance"))
     with pytest.raises(IBMError) as info:
         client.instance_usage(US)
@@ -383,7 +339,7 @@ def test_5xx_exhausts_max_attempts(client: IBMClient, fake: FakeIBM, clock: Fake
 
 @pytest.mark.parametrize("status", [400, 409, 500])
 def test_other_errors_are_not_retried(
-    client: IBMClient, fake: FakeIBM, clock: FakeClock, status: int
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, status: int
 ) -> None:
     fake.on("GET", USAGE, err(status, "nope"))
     with pytest.raises(IBMError) as info:
@@ -393,7 +349,7 @@ def test_other_errors_are_not_retried(
     assert clock.sleeps == []
 
 
-def test_404_and_403_map_to_their_errors(client: IBMClient, fake: FakeIBM) -> None:
+def test_404_and_403_map_to_their_errors(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok(fixture("quantum_error.json"), status=404), err(403, "not allowed"))
     with pytest.raises(IBMNotFound) as nf:
         client.instance_usage(US)
@@ -404,7 +360,7 @@ def test_404_and_403_map_to_their_errors(client: IBMClient, fake: FakeIBM) -> No
     assert fake.issued == ["tok-1"]  # 403 is not a token problem: no re-authentication
 
 
-def test_connection_errors_are_retried(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_connection_errors_are_retried(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on(
         "GET",
         USAGE,
@@ -417,7 +373,7 @@ def test_connection_errors_are_retried(client: IBMClient, fake: FakeIBM, clock: 
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
 
-def test_no_reply_error_message(client: IBMClient, fake: FakeIBM) -> None:
+def test_no_reply_error_message(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, httpx.ConnectError("[Errno 111] Connection refused"))
     with pytest.raises(IBMError) as info:
         client.instance_usage(EU)
@@ -428,7 +384,7 @@ def test_no_reply_error_message(client: IBMClient, fake: FakeIBM) -> None:
     )
 
 
-def test_deadline_bounds_the_retries(fake: FakeIBM, clock: FakeClock) -> None:
+def test_deadline_bounds_the_retries(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=4.0, max_delay=60.0, deadline=10.0, jitter=False)
     fake.on("GET", USAGE, err(503))
     with make_client(fake, clock, retry=policy) as client, pytest.raises(IBMError) as info:
@@ -438,7 +394,7 @@ def test_deadline_bounds_the_retries(fake: FakeIBM, clock: FakeClock) -> None:
     assert info.value.status == 503
 
 
-def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: FakeIBM, clock: FakeClock) -> None:
+def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=120.0, deadline=20.0, jitter=False)
     fake.on("GET", USAGE, err(429, **{"Retry-After": "30"}))
     with make_client(fake, clock, retry=policy) as client, pytest.raises(IBMRateLimited) as info:
@@ -447,7 +403,7 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: FakeIBM, clock: 
     assert info.value.retry_after == 30.0
 
 
-def test_each_try_timeout_is_cut_to_the_deadline(fake: FakeIBM, clock: FakeClock) -> None:
+def test_each_try_timeout_is_cut_to_the_deadline(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=3, base_delay=2.0, max_delay=60.0, deadline=12.0, jitter=False)
     seen: list[float] = []
 
@@ -463,14 +419,14 @@ def test_each_try_timeout_is_cut_to_the_deadline(fake: FakeIBM, clock: FakeClock
     assert clock.sleeps == [2.0]
 
 
-def test_default_timeout_when_deadline_is_far(client: IBMClient, fake: FakeIBM) -> None:
+def test_default_timeout_when_deadline_is_far(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 1}))
     client.instance_usage(US)
     assert fake.calls(USAGE)[0].extensions["timeout"]["read"] == 30.0
 
 
 def test_create_session_is_not_retried_after_it_may_have_been_sent(
-    client: IBMClient, fake: FakeIBM, clock: FakeClock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("POST", "/api/v1/sessions", err(503), httpx.ReadTimeout("x"))
     with pytest.raises(IBMError) as first:
@@ -484,7 +440,7 @@ def test_create_session_is_not_retried_after_it_may_have_been_sent(
 
 
 def test_create_session_is_retried_when_nothing_was_sent(
-    client: IBMClient, fake: FakeIBM, clock: FakeClock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on(
         "POST",
@@ -497,7 +453,7 @@ def test_create_session_is_retried_when_nothing_was_sent(
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_create_instance_is_not_retried(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_instance_is_not_retried(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", RC, err(502))
     with pytest.raises(IBMError):
         client.create_instance(
@@ -506,7 +462,9 @@ def test_create_instance_is_not_retried(client: IBMClient, fake: FakeIBM) -> Non
     assert len(fake.calls(RC, "POST")) == 1
 
 
-def test_patch_of_instance_parameters_is_retried(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_patch_of_instance_parameters_is_retried(
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
+) -> None:
     path = f"{RC}/{EU}"
     fake.on("PATCH", path, err(503), ok({"id": EU}))
     client.update_instance(EU, allocation_seconds=60, limit_seconds=None)
@@ -517,7 +475,7 @@ def test_patch_of_instance_parameters_is_retried(client: IBMClient, fake: FakeIB
 # ----- Resource Controller ---------------------------------------------------------------------------------
 
 
-def test_list_instances_follows_pages(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_follows_pages(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok(fixture("rc_instances_page1.json")), ok(fixture("rc_instances_page2.json")))
     instances = client.list_instances(PREMIUM)
     assert [(i.name, i.allocation_seconds, i.limit_seconds) for i in instances] == [
@@ -540,13 +498,13 @@ def test_list_instances_follows_pages(client: IBMClient, fake: FakeIBM) -> None:
     assert "Service-CRN" not in first.headers
 
 
-def test_list_instances_without_plan(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_without_plan(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok(fixture("rc_instances_page2.json")))
     assert len(client.list_instances()) == 1
     assert query(fake.calls(RC)[0]) == {"resource_id": QUANTUM_RESOURCE_ID}
 
 
-def test_list_instances_loop_guard(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_loop_guard(client: IBMClient, fake: ScriptedIBM) -> None:
     looping = {**fixture("rc_instances_page2.json"), "next_url": "/v2/resource_instances?start=AGAIN"}
     fake.on("GET", RC, ok(looping))
     with pytest.raises(IBMResponseError, match="pagination loops") as info:
@@ -555,13 +513,13 @@ def test_list_instances_loop_guard(client: IBMClient, fake: FakeIBM) -> None:
     assert len(fake.calls(RC)) == 2  # the first page, then the page whose start token came again
 
 
-def test_list_instances_next_url_without_start(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_next_url_without_start(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok({**fixture("rc_instances_page2.json"), "next_url": "/v2/resource_instances?x=1"}))
     with pytest.raises(IBMResponseError, match="next_url without a start token"):
         client.list_instances()
 
 
-def test_list_instances_error_on_page_two(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_error_on_page_two(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", RC, ok(fixture("rc_instances_page1.json")), err(500, "RC internal error"))
     with pytest.raises(IBMError) as info:
         client.list_instances()
@@ -569,7 +527,7 @@ def test_list_instances_error_on_page_two(client: IBMClient, fake: FakeIBM) -> N
     assert len(fake.calls(RC)) == 2
 
 
-def test_list_instances_malformed_page_two(client: IBMClient, fake: FakeIBM) -> None:
+def test_list_instances_malformed_page_two(client: IBMClient, fake: ScriptedIBM) -> None:
     bad = {
         "resources": [
             {
@@ -588,7 +546,7 @@ def test_list_instances_malformed_page_two(client: IBMClient, fake: FakeIBM) -> 
     )
 
 
-def test_update_instance_body_and_url(client: IBMClient, fake: FakeIBM) -> None:
+def test_update_instance_body_and_url(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("PATCH", f"{RC}/{EU}", ok({"id": EU}))
     client.update_instance(EU, allocation_seconds=60, limit_seconds=700000)
     client.update_instance(EU, allocation_seconds=899940, limit_seconds=None)
@@ -618,20 +576,20 @@ def test_update_instance_body_and_url(client: IBMClient, fake: FakeIBM) -> None:
     ],
 )
 def test_update_instance_refuses_bad_values_without_sending(
-    client: IBMClient, fake: FakeIBM, allocation: Any, limit: Any, match: str
+    client: IBMClient, fake: ScriptedIBM, allocation: Any, limit: Any, match: str
 ) -> None:
     with pytest.raises(InvalidRequestError, match=match):
         client.update_instance(EU, allocation_seconds=allocation, limit_seconds=limit)
     assert fake.requests == []
 
 
-def test_update_instance_refuses_a_bad_crn(client: IBMClient, fake: FakeIBM) -> None:
+def test_update_instance_refuses_a_bad_crn(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(UnknownCRNError):
         client.update_instance("crn:v1:nope", allocation_seconds=60, limit_seconds=None)
     assert fake.requests == []
 
 
-def test_create_instance_body(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_instance_body(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", RC, ok(fixture("rc_created.json"), status=201))
     created = client.create_instance(
         "newinst",
@@ -657,7 +615,7 @@ def test_create_instance_body(client: IBMClient, fake: FakeIBM) -> None:
     }
 
 
-def test_create_instance_without_tags_or_limit(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_instance_without_tags_or_limit(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", RC, ok(fixture("rc_created.json"), status=201))
     client.create_instance("n", target="eu-de", resource_group="rg", plan_id=PREMIUM, allocation_seconds=60)
     sent = body(fake.calls(RC, "POST")[0])
@@ -665,7 +623,7 @@ def test_create_instance_without_tags_or_limit(client: IBMClient, fake: FakeIBM)
     assert sent["parameters"] == {"usage_allocation_seconds": "60", "instance_limit_seconds": None}
 
 
-def test_create_instance_validation(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_instance_validation(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(InvalidRequestError, match="target must be a region"):
         client.create_instance(
             "n", target="Europe", resource_group="rg", plan_id=PREMIUM, allocation_seconds=1
@@ -689,7 +647,7 @@ def test_ms_to_seconds_truncates(ms: float, seconds: int) -> None:
     assert ms_to_seconds(ms) == seconds
 
 
-def test_analytics_usage_of_a_plan(client: IBMClient, fake: FakeIBM) -> None:
+def test_analytics_usage_of_a_plan(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/analytics/usage", ok({"usage": 158651999}))
     end = datetime(2026, 11, 22, 22, 16, 23, 833932, tzinfo=UTC)
     seconds = client.analytics_usage(
@@ -707,7 +665,7 @@ def test_analytics_usage_of_a_plan(client: IBMClient, fake: FakeIBM) -> None:
     }
 
 
-def test_analytics_usage_of_an_instance_goes_to_its_region(client: IBMClient, fake: FakeIBM) -> None:
+def test_analytics_usage_of_an_instance_goes_to_its_region(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/analytics/usage", ok({"usage": None}))
     start = datetime(2026, 11, 21, 12, 0)  # naive: taken as UTC
     seconds = client.analytics_usage(
@@ -725,7 +683,7 @@ def test_analytics_usage_of_an_instance_goes_to_its_region(client: IBMClient, fa
 
 
 @pytest.mark.parametrize("reply", [{"usage": -5}, {}, {"usage": "a lot"}])
-def test_analytics_usage_malformed(client: IBMClient, fake: FakeIBM, reply: dict[str, Any]) -> None:
+def test_analytics_usage_malformed(client: IBMClient, fake: ScriptedIBM, reply: dict[str, Any]) -> None:
     fake.on("GET", "/api/v1/analytics/usage", ok(reply))
     end = datetime(2026, 11, 22, tzinfo=UTC)
     with pytest.raises(IBMResponseError) as info:
@@ -734,7 +692,7 @@ def test_analytics_usage_malformed(client: IBMClient, fake: FakeIBM, reply: dict
     assert "unexpected reply: usage:" in str(info.value)
 
 
-def test_analytics_usage_argument_checks(client: IBMClient, fake: FakeIBM) -> None:
+def test_analytics_usage_argument_checks(client: IBMClient, fake: ScriptedIBM) -> None:
     end = datetime(2026, 11, 22, tzinfo=UTC)
     with pytest.raises(InvalidRequestError, match="exactly one"):
         client.analytics_usage(account_id="a", start=end - timedelta(days=1), end=end)
@@ -747,7 +705,7 @@ def test_analytics_usage_argument_checks(client: IBMClient, fake: FakeIBM) -> No
     assert fake.requests == []
 
 
-def test_non_json_reply_is_a_response_error(client: IBMClient, fake: FakeIBM) -> None:
+def test_non_json_reply_is_a_response_error(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/analytics/usage", httpx.Response(200, text="<html>maintenance</html>"))
     end = datetime(2026, 11, 22, tzinfo=UTC)
     with pytest.raises(IBMResponseError) as info:
@@ -755,7 +713,7 @@ def test_non_json_reply_is_a_response_error(client: IBMClient, fake: FakeIBM) ->
     assert str(info.value) == "IBM GET /v1/analytics/usage: HTTP 200: reply is not JSON"
 
 
-def test_daily_usage_sums_same_dates(client: IBMClient, fake: FakeIBM) -> None:
+def test_daily_usage_sums_same_dates(client: IBMClient, fake: ScriptedIBM) -> None:
     path = "/api/v1/analytics/usage_grouped_by_date"
     fake.on("GET", path, ok(fixture("usage_grouped_by_date.json")))
     daily = client.daily_usage(US, account_id="acct1", start=date(2026, 9, 23), end=date(2026, 11, 22))
@@ -771,13 +729,13 @@ def test_daily_usage_sums_same_dates(client: IBMClient, fake: FakeIBM) -> None:
     }
 
 
-def test_daily_usage_refuses_empty_range(client: IBMClient, fake: FakeIBM) -> None:
+def test_daily_usage_refuses_empty_range(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(InvalidRequestError, match="must be before"):
         client.daily_usage(US, account_id="a", start=date(2026, 11, 2), end=date(2026, 11, 2))
     assert fake.requests == []
 
 
-def test_instance_usage_missing_field(client: IBMClient, fake: FakeIBM) -> None:
+def test_instance_usage_missing_field(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, ok({"usage_allocation_seconds": 10}))
     with pytest.raises(IBMResponseError) as info:
         client.instance_usage(US)
@@ -786,7 +744,7 @@ def test_instance_usage_missing_field(client: IBMClient, fake: FakeIBM) -> None:
     )
 
 
-def test_account_plan_picks_the_plan(client: IBMClient, fake: FakeIBM) -> None:
+def test_account_plan_picks_the_plan(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/accounts/acct1", ok(fixture("account.json")))
     plan = client.account_plan("acct1", PREMIUM)
     assert (plan.budget_seconds, plan.unallocated_seconds, plan.limit_seconds) == (1000000, 200000, 1200000)
@@ -797,7 +755,7 @@ def test_account_plan_picks_the_plan(client: IBMClient, fake: FakeIBM) -> None:
     assert "Account-Id" not in req.headers
 
 
-def test_account_plan_trusts_an_unlabelled_reply(client: IBMClient, fake: FakeIBM) -> None:
+def test_account_plan_trusts_an_unlabelled_reply(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on(
         "GET",
         "/api/v1/accounts/acct1",
@@ -807,7 +765,7 @@ def test_account_plan_trusts_an_unlabelled_reply(client: IBMClient, fake: FakeIB
     assert (plan.budget_seconds, plan.unallocated_seconds, plan.limit_seconds) == (50, 10, None)
 
 
-def test_account_plan_missing_plan(client: IBMClient, fake: FakeIBM) -> None:
+def test_account_plan_missing_plan(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/accounts/acct1", ok(fixture("account.json")), ok({"plans": []}))
     with pytest.raises(IBMResponseError, match="no plan 'other' in the reply"):
         client.account_plan("acct1", "other")
@@ -818,7 +776,7 @@ def test_account_plan_missing_plan(client: IBMClient, fake: FakeIBM) -> None:
 # ----- sessions, jobs, backends ----------------------------------------------------------------------------
 
 
-def test_create_session(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_session(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", "/api/v1/sessions", ok({**fixture("session.json"), "state": "open", "closed_at": None}))
     session = client.create_session(EU, "ibm_torino", mode="dedicated", max_ttl=3600)
     assert (session.id, session.backend, session.mode, session.state) == (
@@ -838,7 +796,7 @@ def test_create_session(client: IBMClient, fake: FakeIBM) -> None:
     }
 
 
-def test_create_session_checks_its_arguments(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_session_checks_its_arguments(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(InvalidRequestError, match="batch or dedicated"):
         client.create_session(US, "ibm_torino", mode="exclusive")
     with pytest.raises(InvalidRequestError, match="max_ttl must be > 0"):
@@ -848,7 +806,7 @@ def test_create_session_checks_its_arguments(client: IBMClient, fake: FakeIBM) -
     assert fake.requests == []
 
 
-def test_create_session_reply_without_id(client: IBMClient, fake: FakeIBM) -> None:
+def test_create_session_reply_without_id(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("POST", "/api/v1/sessions", ok({"backend_name": "ibm_torino"}))
     with pytest.raises(
         IBMResponseError, match=r"POST /v1/sessions: HTTP 200: unexpected reply: id: Field required"
@@ -856,7 +814,7 @@ def test_create_session_reply_without_id(client: IBMClient, fake: FakeIBM) -> No
         client.create_session(US, "ibm_torino")
 
 
-def test_get_session(client: IBMClient, fake: FakeIBM) -> None:
+def test_get_session(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/sessions/csess-0001", ok(fixture("session.json")))
     s = client.get_session(US, "csess-0001")
     assert (s.state, s.mode, s.elapsed_seconds) == ("closed", "dedicated", 1799.5)
@@ -864,7 +822,7 @@ def test_get_session(client: IBMClient, fake: FakeIBM) -> None:
     assert fake.calls("/api/v1/sessions/csess-0001")[0].headers["Service-CRN"] == US
 
 
-def test_close_session_cancels_queued_jobs_by_default(client: IBMClient, fake: FakeIBM) -> None:
+def test_close_session_cancels_queued_jobs_by_default(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("DELETE", "/api/v1/sessions/csess-0001/close", ok(status=204))
     client.close_session(EU, "csess-0001")
     req = fake.calls("/api/v1/sessions/csess-0001/close", "DELETE")[0]
@@ -873,7 +831,7 @@ def test_close_session_cancels_queued_jobs_by_default(client: IBMClient, fake: F
     assert req.content == b""
 
 
-def test_close_session_gracefully(client: IBMClient, fake: FakeIBM) -> None:
+def test_close_session_gracefully(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("PATCH", "/api/v1/sessions/csess-0001", ok(status=204))
     client.close_session(US, "csess-0001", cancel_queued=False)
     req = fake.calls("/api/v1/sessions/csess-0001", "PATCH")[0]
@@ -881,7 +839,7 @@ def test_close_session_gracefully(client: IBMClient, fake: FakeIBM) -> None:
     assert fake.calls("/api/v1/sessions/csess-0001/close") == []
 
 
-def test_close_session_unknown_and_retried(client: IBMClient, fake: FakeIBM, clock: FakeClock) -> None:
+def test_close_session_unknown_and_retried(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("DELETE", "/api/v1/sessions/gone/close", err(404, "Session gone was not found"))
     with pytest.raises(IBMNotFound, match="Session gone was not found"):
         client.close_session(US, "gone")
@@ -890,13 +848,13 @@ def test_close_session_unknown_and_retried(client: IBMClient, fake: FakeIBM, clo
     assert clock.sleeps == [0.5]
 
 
-def test_session_ids_are_escaped_in_paths(client: IBMClient, fake: FakeIBM) -> None:
+def test_session_ids_are_escaped_in_paths(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/sessions/a/b", ok({"id": "a/b"}))
     client.get_session(US, "a/b")
     assert fake.requests[-1].url.raw_path == b"/api/v1/sessions/a%2Fb"
 
 
-def test_session_jobs_pages_and_metrics_fallback(client: IBMClient, fake: FakeIBM) -> None:
+def test_session_jobs_pages_and_metrics_fallback(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/jobs", ok(fixture("jobs_page1.json")), ok(fixture("jobs_page2.json")))
     fake.on("GET", "/api/v1/jobs/job-3/metrics", ok(fixture("job_metrics.json")))
     jobs = client.session_jobs(EU, "csess-0001", page_size=2)
@@ -913,20 +871,20 @@ def test_session_jobs_pages_and_metrics_fallback(client: IBMClient, fake: FakeIB
     assert len(fake.calls("/api/v1/jobs/job-3/metrics")) == 1
 
 
-def test_session_jobs_empty(client: IBMClient, fake: FakeIBM) -> None:
+def test_session_jobs_empty(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/jobs", ok({"jobs": [], "count": 0}))
     assert client.session_jobs(US, "s") == []
     assert len(fake.calls("/api/v1/jobs")) == 1
 
 
-def test_session_jobs_loop_guard(client: IBMClient, fake: FakeIBM) -> None:
+def test_session_jobs_loop_guard(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/jobs", ok({**fixture("jobs_page1.json"), "count": None}))
     with pytest.raises(IBMResponseError, match="pagination does not advance"):
         client.session_jobs(US, "csess-0001", page_size=2)
     assert len(fake.calls("/api/v1/jobs")) == 2
 
 
-def test_backend_status(client: IBMClient, fake: FakeIBM) -> None:
+def test_backend_status(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", "/api/v1/backends/ibm_fez/status", ok(fixture("backend_status.json")))
     st = client.backend_status(EU, "ibm_fez")
     assert (st.status, st.operational, st.length_queue) == ("online", True, 3)
@@ -934,13 +892,13 @@ def test_backend_status(client: IBMClient, fake: FakeIBM) -> None:
     assert req.url.host == "eu-de.quantum.cloud.ibm.com" and req.headers["Service-CRN"] == EU
 
 
-def test_unknown_crn_is_refused_before_sending(client: IBMClient, fake: FakeIBM) -> None:
+def test_unknown_crn_is_refused_before_sending(client: IBMClient, fake: ScriptedIBM) -> None:
     with pytest.raises(UnknownCRNError, match="bad region"):
         client.instance_usage("crn:v1:bluemix:public:quantum-computing:Moon:a/a:i::")
     assert fake.requests == []
 
 
-def test_single_endpoint_paths(fake: FakeIBM, clock: FakeClock) -> None:
+def test_single_endpoint_paths(fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 1}))
     fake.on("GET", RC, ok(fixture("rc_instances_page2.json")))
     with make_client(fake, clock, endpoints=Endpoints.single("http://127.0.0.1:9999")) as client:
@@ -972,7 +930,7 @@ def _all_text(exc: BaseException, caplog: pytest.LogCaptureFixture) -> str:
     ],
 )
 def test_api_key_never_leaks(
-    fake: FakeIBM, clock: FakeClock, caplog: pytest.LogCaptureFixture, reply: Reply
+    fake: ScriptedIBM, clock: FakeClock, caplog: pytest.LogCaptureFixture, reply: Reply
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.on("POST", TOKEN, reply)
@@ -991,14 +949,16 @@ def test_api_key_never_leaks(
     assert KEY in fake.requests[0].content.decode()  # it does travel, in the form body only
 
 
-def test_bearer_token_is_scrubbed_from_messages(client: IBMClient, fake: FakeIBM) -> None:
+def test_bearer_token_is_scrubbed_from_messages(client: IBMClient, fake: ScriptedIBM) -> None:
     fake.on("GET", USAGE, err(400, "bad token tok-1 for this call"))
     with pytest.raises(IBMError) as info:
         client.instance_usage(US)
     assert str(info.value) == "IBM GET /v1/instances/usage: HTTP 400: bad token <redacted> for this call"
 
 
-def test_debug_log_per_request(client: IBMClient, fake: FakeIBM, caplog: pytest.LogCaptureFixture) -> None:
+def test_debug_log_per_request(
+    client: IBMClient, fake: ScriptedIBM, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="qauvern_hpc.ibm")
     fake.on("GET", USAGE, ok({"usage_consumed_seconds": 1}))
     client.instance_usage(EU)

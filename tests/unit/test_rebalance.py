@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from qauvern_hpc.config import parse_config
-from qauvern_hpc.core.errors import ConfigError, ExitCode, LockHeld, QauvernError, UsageError
+from qauvern_hpc.core.errors import ConfigError, ExitCode, LockHeld, UsageError
 from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal, InstanceSettings, InstanceSnapshot
 from qauvern_hpc.planner.optimizer import plan_allocations
 from qauvern_hpc.rebalance.apply import FaultHook, build_steps, execute, rollback_steps
@@ -29,6 +30,7 @@ from qauvern_hpc.slurm.squeue import (
     parse_time_limit,
     squeue_argv,
 )
+from tests.support.ibm import EmulatedIBM, rc_path
 
 FIX = Path(__file__).parent / "fixtures" / "rebalance"
 CRN_A = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct:aaaa::"
@@ -338,17 +340,14 @@ def test_journal_roundtrip_and_lock(tmp_path: Path) -> None:
 # -- executor -----------------------------------------------------------------------------------------------
 
 
-class FakeIBM:
-    def __init__(self, live: dict[str, dict[str, int | None]], fail_on: str | None = None) -> None:
-        self.live = live
-        self.calls: list[tuple[str, int]] = []
-        self.fail_on = fail_on
+_EMULATED: list[EmulatedIBM] = []
 
-    def update_instance(self, crn: str, *, allocation_seconds: int, limit_seconds: int | None) -> None:
-        if crn == self.fail_on:
-            raise QauvernError("IBM said no")
-        self.calls.append((crn, allocation_seconds))
-        self.live[crn] = {"allocation_seconds": allocation_seconds, "limit_seconds": limit_seconds}
+
+@pytest.fixture(autouse=True)
+def _close_emulated() -> Iterator[None]:
+    yield
+    while _EMULATED:
+        _EMULATED.pop().close()
 
 
 class FakeSlurm:
@@ -385,17 +384,13 @@ class FakeAudit:
         return [e for e in self.entries if run_id is None or e.run_id == run_id]
 
 
-def _steps() -> tuple[list[Step], FakeIBM, FakeSlurm]:
+def _steps() -> tuple[list[Step], EmulatedIBM, FakeSlurm]:
     c, plan = _plan(1500)  # chem: limit reached -> decrease to its usage; physics grows
     slurm_assocs = [a for a in ASSOCS if a.is_account]
     sp = plan_slurm(c, plan, slurm_assocs, {"license/qpu_chem"})
     steps = build_steps(plan, sp)
-    ibm = FakeIBM(
-        {
-            CRN_A: {"allocation_seconds": 500_000, "limit_seconds": None},
-            CRN_B: {"allocation_seconds": 500_000, "limit_seconds": 1000},
-        }
-    )
+    ibm = EmulatedIBM({CRN_A: (500_000, None), CRN_B: (500_000, 1000)})
+    _EMULATED.append(ibm)
     return steps, ibm, FakeSlurm(slurm_assocs)
 
 
@@ -405,28 +400,29 @@ def test_execute_applies_in_order_and_audits_each_step(tmp_path: Path) -> None:
     audit = FakeAudit()
     store = JournalStore(tmp_path)
     j = Journal("r", "rebalance", "me", 0.0, steps)
-    out = execute(j, store, ibm=ibm, slurm=slurm, audit=audit, actor="me", fault=FaultHook(""))
+    out = execute(j, store, ibm=ibm.client, slurm=slurm, audit=audit, actor="me", fault=FaultHook(""))
     assert out.ok and store.load("r").status == "completed"
-    assert [crn for crn, _ in ibm.calls] == [CRN_B, CRN_A]  # the decrease first
+    assert ibm.writes() == [CRN_B, CRN_A]  # the decrease first
     assert len(audit.entries) == len(steps) and all(e.after["step"] for e in audit.entries)
     assert slurm.assocs["root"].grp_tres == {"license/qpu_chem": 0}
 
 
 def test_execute_stops_at_the_first_failed_write(tmp_path: Path) -> None:
     steps, ibm, slurm = _steps()
-    ibm.fail_on = CRN_B  # the first (decrease) write fails: the increase must not happen
+    # The first (decrease) write fails: the increase must not happen.
+    ibm.fail(rc_path(CRN_B), method="PATCH", status=400, message="IBM said no")
     audit = FakeAudit()
     out = execute(
         Journal("r", "rebalance", "me", 0.0, steps),
         JournalStore(tmp_path),
-        ibm=ibm,
+        ibm=ibm.client,
         slurm=slurm,
         audit=audit,
         actor="me",
         fault=FaultHook(""),
     )
     assert not out.ok and out.failed is steps[0] and out.journal.status == "failed"
-    assert ibm.calls == [] and slurm.calls == []
+    assert ibm.writes() == [] and slurm.calls == []
     assert [s.state for s in steps][:2] == ["failed", "pending"]
     assert audit.entries[-1].action == "ibm.update_instance.failed"
 
@@ -458,19 +454,21 @@ def test_resume_after_a_crash_at_every_point_applies_nothing_twice(tmp_path: Pat
         j = Journal("r", "rebalance", "me", 0.0, steps)
         # Simulate a kill after the n-th write: a fault that raises instead of exiting.
         with contextlib.suppress(Boom):
-            execute(j, store, ibm=ibm, slurm=slurm, audit=audit, actor="me", fault=RaiseAt(crash_after))
-        writes_before = len(ibm.calls) + len(slurm.calls)
+            execute(
+                j, store, ibm=ibm.client, slurm=slurm, audit=audit, actor="me", fault=RaiseAt(crash_after)
+            )
+        writes_before = len(ibm.writes()) + len(slurm.calls)
         loaded = store.load("r")
 
-        def live(ibm: FakeIBM = ibm) -> dict[str, dict[str, int | None]]:
-            return dict(ibm.live)
+        def live(ibm: EmulatedIBM = ibm) -> dict[str, dict[str, int | None]]:
+            return ibm.live()
 
         out = execute(
-            loaded, store, ibm=ibm, slurm=slurm, audit=audit, actor="me",
+            loaded, store, ibm=ibm.client, slurm=slurm, audit=audit, actor="me",
             read_live_ibm=live, resume=True, fault=FaultHook(""),
         )  # fmt: skip
         assert out.ok, (crash_after, loaded.error)
-        writes = len(ibm.calls) + len(slurm.calls)
+        writes = len(ibm.writes()) + len(slurm.calls)
         assert writes == len(steps), (crash_after, writes_before, writes)  # each step written exactly once
         ids = [e.after["step"] for e in audit.entries]
         assert sorted(ids) == sorted(s.id for s in steps), crash_after
@@ -481,38 +479,44 @@ def test_resume_abandons_when_someone_else_changed_a_value(tmp_path: Path) -> No
     store = JournalStore(tmp_path)
     j = Journal("r", "rebalance", "me", 0.0, steps)
     store.save(j)
-    ibm.live[CRN_B] = {"allocation_seconds": 123, "limit_seconds": 1000}
+    ibm.set_live(CRN_B, allocation_seconds=123, limit_seconds=1000)
     out = execute(
         j,
         store,
-        ibm=ibm,
+        ibm=ibm.client,
         slurm=slurm,
         audit=FakeAudit(),
         actor="me",
-        read_live_ibm=lambda: dict(ibm.live),
+        read_live_ibm=lambda: ibm.live(),
         resume=True,
         fault=FaultHook(""),
     )
     assert out.journal.status == "abandoned" and "someone else" in (out.journal.error or "")
-    assert ibm.calls == []
+    assert ibm.writes() == []
 
 
 def test_rollback_restores_before_values_decreases_first_and_reports_conflicts(tmp_path: Path) -> None:
     steps, ibm, slurm = _steps()
     j = Journal("r", "rebalance", "me", 0.0, steps)
     execute(
-        j, JournalStore(tmp_path), ibm=ibm, slurm=slurm, audit=FakeAudit(), actor="me", fault=FaultHook("")
+        j,
+        JournalStore(tmp_path),
+        ibm=ibm.client,
+        slurm=slurm,
+        audit=FakeAudit(),
+        actor="me",
+        fault=FaultHook(""),
     )
-    back, conflicts = rollback_steps(j, dict(ibm.live), slurm.associations(), force=False)
+    back, conflicts = rollback_steps(j, ibm.live(), slurm.associations(), force=False)
     assert not conflicts and len(back) == len(steps)
     ibm_back = [s for s in back if s.kind == "ibm"]
     assert (
         ibm_back[0].target["crn"] == CRN_A and ibm_back[0].after["allocation_seconds"] == 500_000
     )  # decrease first
     slurm.set_fairshare("physics", "hpc", 7)
-    back, conflicts = rollback_steps(j, dict(ibm.live), slurm.associations(), force=False)
+    back, conflicts = rollback_steps(j, ibm.live(), slurm.associations(), force=False)
     assert len(conflicts) == 1 and "physics" in conflicts[0]
-    back, conflicts = rollback_steps(j, dict(ibm.live), slurm.associations(), force=True)
+    back, conflicts = rollback_steps(j, ibm.live(), slurm.associations(), force=True)
     assert not conflicts and len(back) == len(steps)
 
 
@@ -542,14 +546,14 @@ def test_empty_slurm_plan_builds_only_ibm_steps() -> None:
 # -- dry run: interrupted runs ------------------------------------------------------------------------------
 
 
-def _interrupted(tmp_path: Path, sub: str = "rb") -> tuple[Journal, JournalStore, FakeIBM, FakeSlurm]:
+def _interrupted(tmp_path: Path, sub: str = "rb") -> tuple[Journal, JournalStore, EmulatedIBM, FakeSlurm]:
     """A run killed after its first IBM write was recorded and its second reached IBM unrecorded."""
     steps, ibm, slurm = _steps()
     assert [s.kind for s in steps[:2]] == ["ibm", "ibm"] and len(steps) > 2
     steps[0].state = "done"
-    ibm.live[steps[0].target["crn"]] = dict(steps[0].after)
+    ibm.set_live(steps[0].target["crn"], **steps[0].after)
     steps[1].state = "started"
-    ibm.live[steps[1].target["crn"]] = dict(steps[1].after)
+    ibm.set_live(steps[1].target["crn"], **steps[1].after)
     store = JournalStore(tmp_path / sub)
     j = Journal("20260101T000000Z-abcdef", "rebalance", "alice@head", 1.0, steps)
     store.save(j)
@@ -560,15 +564,15 @@ def test_preview_resume_predicts_what_execute_does(tmp_path: Path) -> None:
     from qauvern_hpc.rebalance.apply import preview_resume
 
     j, store, ibm, slurm = _interrupted(tmp_path)
-    p = preview_resume(store.load(j.run_id), dict(ibm.live), slurm.associations())
+    p = preview_resume(store.load(j.run_id), ibm.live(), slurm.associations())
     assert p.action == "finish" and p.conflict is None
     assert [s.id for s in p.found_in_place] == [j.steps[1].id]
     assert [s.id for s in p.to_apply] == [s.id for s in j.steps[2:]]
     assert "the next run finishes it first (1 step(s) found in place" in p.message
     assert "1/" in p.message and j.run_id in p.message
     out = execute(
-        store.load(j.run_id), store, ibm=ibm, slurm=slurm, audit=FakeAudit(), actor="me",
-        read_live_ibm=lambda: dict(ibm.live), resume=True, fault=FaultHook(""),
+        store.load(j.run_id), store, ibm=ibm.client, slurm=slurm, audit=FakeAudit(), actor="me",
+        read_live_ibm=lambda: ibm.live(), resume=True, fault=FaultHook(""),
     )  # fmt: skip
     assert out.ok
     assert [s.id for s in out.confirmed] == [s.id for s in p.found_in_place]
@@ -579,25 +583,25 @@ def test_preview_resume_abandon_and_stuck(tmp_path: Path) -> None:
     from qauvern_hpc.rebalance.apply import preview_resume
 
     j, store, ibm, slurm = _interrupted(tmp_path)
-    changed = dict(ibm.live)
+    changed = ibm.live()
     changed[j.steps[1].target["crn"]] = {"allocation_seconds": 123, "limit_seconds": None}
     p = preview_resume(j, changed, slurm.associations())
     assert p.action == "abandon" and "someone else" in (p.conflict or "")
     assert "abandons it" in p.message and not p.to_apply
     out = execute(
-        store.load(j.run_id), store, ibm=ibm, slurm=slurm, audit=FakeAudit(), actor="me",
+        store.load(j.run_id), store, ibm=ibm.client, slurm=slurm, audit=FakeAudit(), actor="me",
         read_live_ibm=lambda: changed, resume=True, fault=FaultHook(""),
     )  # fmt: skip
-    assert out.journal.status == "abandoned" and ibm.calls == [] and slurm.calls == []
+    assert out.journal.status == "abandoned" and ibm.writes() == [] and slurm.calls == []
     # --no-slurm: the IBM step is confirmed, the first Slurm step cannot be checked: the run stays unfinished.
     j, store, ibm, slurm = _interrupted(tmp_path, "rb2")
-    p = preview_resume(j, dict(ibm.live), None)
+    p = preview_resume(j, ibm.live(), None)
     assert p.action == "stuck" and "--no-slurm" in (p.conflict or "")
     assert [s.id for s in p.found_in_place] == [j.steps[1].id] and not p.to_apply
     assert "cannot finish it" in p.message
     out = execute(
-        store.load(j.run_id), store, ibm=ibm, slurm=None, audit=FakeAudit(), actor="me",
-        read_live_ibm=lambda: dict(ibm.live), resume=True, fault=FaultHook(""),
+        store.load(j.run_id), store, ibm=ibm.client, slurm=None, audit=FakeAudit(), actor="me",
+        read_live_ibm=lambda: ibm.live(), resume=True, fault=FaultHook(""),
     )  # fmt: skip
     assert out.journal.status == "applying" and "could not read live values" in (out.journal.error or "")
 
@@ -615,37 +619,10 @@ def test_lock_holder_probe_changes_nothing(tmp_path: Path) -> None:
         pass
 
 
-class FakeClient:
-    def __init__(self, ibm: FakeIBM) -> None:
-        self.ibm = ibm
-
-    def __enter__(self) -> FakeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def list_instances(self, plan_id: str | None = None) -> list[Any]:
-        ext = argparse.Namespace
-        return [
-            argparse.Namespace(
-                crn=crn,
-                extensions=ext(
-                    usage_allocation_seconds=v["allocation_seconds"],
-                    instance_limit_seconds=v["limit_seconds"],
-                ),
-            )
-            for crn, v in self.ibm.live.items()
-        ]
-
-    def update_instance(self, *a: Any, **kw: Any) -> None:
-        raise AssertionError("a dry run must not write to IBM")
-
-
 def _dry_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    ibm: FakeIBM,
+    ibm: EmulatedIBM,
     slurm: FakeSlurm,
     *,
     json_out: bool,
@@ -682,7 +659,7 @@ def _dry_run(
         associations=slurm.associations(),
         tres_names={"license/qpu_chem"},
     )
-    monkeypatch.setattr(cmd, "_clients", lambda args, cfg: (FakeClient(ibm), slurm, None))
+    monkeypatch.setattr(cmd, "_clients", lambda args, cfg: (ibm.new_client(), slurm, None))
     monkeypatch.setattr("qauvern_hpc.rebalance.gather.gather", lambda *a, **kw: gathered)
     out = io.StringIO()
     monkeypatch.setattr(cmd, "_console", lambda args: Console(file=out, width=200, highlight=False))
@@ -711,7 +688,7 @@ def test_dry_run_reports_an_interrupted_run_and_leaves_it(
     assert run["found_in_place"] == [j.steps[1].id] and run["to_apply"] == [s.id for s in j.steps[2:]]
     assert run["steps_done"] == 1 and run["steps_total"] == len(j.steps)
     assert (store.runs / f"{j.run_id}.json").read_text() == before  # untouched
-    assert ibm.calls == [] and slurm.calls == []
+    assert ibm.writes() == [] and slurm.calls == []
 
     rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=False)
     assert rc == 0
@@ -719,7 +696,7 @@ def test_dry_run_reports_an_interrupted_run_and_leaves_it(
     assert "this dry run leaves it as it is" in text and "rebalance plan" in text
 
     # Someone changed a value the run wrote: the next run abandons it.
-    ibm.live[CRN_A] = {"allocation_seconds": 4242, "limit_seconds": None}
+    ibm.set_live(CRN_A, allocation_seconds=4242, limit_seconds=None)
     rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=True)
     [run] = json.loads(text)["interrupted_runs"]
     assert run["next_run"] == "abandon" and "4242" in run["conflict"]
@@ -739,3 +716,4 @@ def test_dry_run_without_interrupted_runs_says_none(tmp_path: Path, monkeypatch:
     assert rc == 0 and json.loads(text)["interrupted_runs"] == []
     rc, text = _dry_run(tmp_path, monkeypatch, ibm, slurm, json_out=False)
     assert "interrupted" not in text
+    assert ibm.writes() == []  # a dry run does not write to IBM

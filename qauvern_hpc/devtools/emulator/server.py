@@ -1,5 +1,11 @@
 """The HTTP layer: a standard-library HTTP/1.1 server (keep-alive, exact Content-Length, chunked request
-bodies) routing every emulated service on one port, plus fault injection and the request log."""
+bodies) serving every emulated service on one port (`api` and `control` routes), plus fault injection and
+the request log.
+
+Invariants: faults and the request log apply to every path but the control surface; the log never holds
+secrets (Authorization and API-key headers, token query parameters); a request is logged before its reply
+is sent.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +14,28 @@ import contextlib
 import itertools
 import json
 import logging
-import re
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from email.message import Message
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from qauvern_hpc.devtools.emulator.api import IBM
 from qauvern_hpc.devtools.emulator.clock import iso
-from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, not_found
+from qauvern_hpc.devtools.emulator.control import CONTROL
+from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request
 from qauvern_hpc.devtools.emulator.faults import FaultSet
-from qauvern_hpc.devtools.emulator.seed import SeedError
-from qauvern_hpc.devtools.emulator.state import EmulatorState, Principal
+from qauvern_hpc.devtools.emulator.routing import CONTROL_PREFIX, Reply, Request, Route, RouteTable
+from qauvern_hpc.devtools.emulator.state import EmulatorState
 
 log = logging.getLogger("qauvern_hpc.devtools.emulator")
 
-CONTROL_PREFIX = "/__emulator"
 REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "apikey", "x-api-key", "cookie"})
 REDACTED_QUERY = frozenset({"apikey", "api_key", "access_token", "refresh_token"})
 MAX_BODY = 32 * 1024 * 1024
+ROUTES = RouteTable(IBM, CONTROL)
 
 
 # ---------------------------------------------------------------------------------------------- request log
@@ -106,334 +111,6 @@ def redact_path(raw: str) -> str:
     return parts.path + "?" + urlencode(clean)
 
 
-# ---------------------------------------------------------------------------------------------- routing
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Message
-    body: bytes
-    groups: tuple[str, ...] = ()
-    principal: Principal | None = None
-
-    def json(self) -> Any:
-        if not self.body.strip():
-            return None
-        try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise bad_request(f"the request body is not valid JSON: {exc}", "invalid_json") from exc
-
-    def form(self) -> dict[str, str]:
-        try:
-            pairs = parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "BXNIM0107E", "The request body is not valid form data", style="iam") from exc
-        return {k: v[-1] for k, v in pairs.items()}
-
-    @property
-    def crn(self) -> str | None:
-        return self.headers.get("Service-CRN")
-
-    @property
-    def p(self) -> Principal:
-        assert self.principal is not None
-        return self.principal
-
-
-Handler = Callable[["EmulatorApp", Request], Reply]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    kind: str  # "iam" (no auth), "auth" (bearer token), "api" (bearer token, path under /api[/v1]), "control"
-
-
-_ROUTES: list[Route] = []
-_API_PREFIX = re.compile(r"^/api(?:/v1)?(/.+)$")
-
-
-def route(method: str, pattern: str, kind: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        _ROUTES.append(Route(method, re.compile(f"^{pattern}$"), fn, kind))
-        return fn
-
-    return deco
-
-
-def ok(body: Any, status: int = 200) -> Reply:
-    return Reply(status, body)
-
-
-NO_CONTENT = Reply(204)
-
-
-# IAM --------------------------------------------------------------------------------------------------------
-
-
-@route("POST", "/identity/token", "iam")
-def _iam_token(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.issue_token(r.form()))
-
-
-# Resource Controller ----------------------------------------------------------------------------------------
-
-
-@route("GET", "/v2/resource_instances", "auth")
-def _rc_list(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_list(r.p, r.query))
-
-
-@route("POST", "/v2/resource_instances", "auth")
-def _rc_create(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_create(r.p, r.json()), 201)
-
-
-@route("GET", "/v2/resource_instances/([^/]+)", "auth")
-def _rc_get(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_get(r.p, unquote(r.groups[0])))
-
-
-@route("PATCH", "/v2/resource_instances/([^/]+)", "auth")
-def _rc_patch(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_patch(r.p, unquote(r.groups[0]), r.json()))
-
-
-# Quantum platform API (under /api/v1, also accepted under /api) ---------------------------------------------
-
-
-@route("GET", "/instances/usage", "api")
-def _instance_usage(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.instance_usage(r.p, r.crn))
-
-
-@route("GET", "/instance", "api")
-def _instance_info(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.instance_info(r.p, r.crn))
-
-
-@route("GET", "/analytics/usage", "api")
-def _analytics_usage(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.analytics_usage(r.p, r.headers.get("Account-Id"), r.query))
-
-
-@route("GET", "/analytics/usage_grouped_by_date", "api")
-def _analytics_grouped(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.analytics_grouped_by_date(r.p, r.headers.get("Account-Id"), r.query))
-
-
-@route("GET", "/accounts/([^/]+)", "api")
-def _account(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.account(r.p, unquote(r.groups[0]), r.query.get("plan_id")))
-
-
-@route("GET", "/backends", "api")
-def _backends(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.backends(r.p, r.crn))
-
-
-@route("GET", "/backends/([^/]+)/status", "api")
-def _backend_status(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.backend_status(r.p, r.crn, unquote(r.groups[0])))
-
-
-@route("GET", "/backends/([^/]+)/configuration", "api")
-def _backend_configuration(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.backend_configuration(r.p, r.crn, unquote(r.groups[0])))
-
-
-@route("GET", "/backends/([^/]+)/properties", "api")
-def _backend_properties(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.backend_properties(r.p, r.crn, unquote(r.groups[0])))
-
-
-@route("POST", "/sessions", "api")
-def _session_create(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.create_session(r.p, r.crn, r.json()))
-
-
-@route("GET", "/sessions/([^/]+)", "api")
-def _session_get(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.get_session(r.p, r.crn, unquote(r.groups[0])))
-
-
-@route("PATCH", "/sessions/([^/]+)", "api")
-def _session_update(app: EmulatorApp, r: Request) -> Reply:
-    app.state.update_session(r.p, r.crn, unquote(r.groups[0]), r.json())
-    return NO_CONTENT
-
-
-@route("DELETE", "/sessions/([^/]+)/close", "api")
-def _session_close(app: EmulatorApp, r: Request) -> Reply:
-    app.state.close_session(r.p, r.crn, unquote(r.groups[0]))
-    return NO_CONTENT
-
-
-@route("POST", "/jobs", "api")
-def _job_create(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.create_job(r.p, r.crn, r.json()))
-
-
-@route("GET", "/jobs", "api")
-def _job_list(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.list_jobs(r.p, r.crn, r.query))
-
-
-@route("GET", "/jobs/([^/]+)", "api")
-def _job_get(app: EmulatorApp, r: Request) -> Reply:
-    exclude = r.query.get("exclude_params", "").lower() in ("true", "1")
-    return ok(app.state.get_job(r.p, r.crn, unquote(r.groups[0]), exclude))
-
-
-@route("DELETE", "/jobs/([^/]+)", "api")
-def _job_delete(app: EmulatorApp, r: Request) -> Reply:
-    app.state.delete_job(r.p, r.crn, unquote(r.groups[0]))
-    return NO_CONTENT
-
-
-@route("POST", "/jobs/([^/]+)/cancel", "api")
-def _job_cancel(app: EmulatorApp, r: Request) -> Reply:
-    app.state.cancel_job(r.p, r.crn, unquote(r.groups[0]))
-    return NO_CONTENT
-
-
-@route("GET", "/jobs/([^/]+)/metrics", "api")
-def _job_metrics(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.job_metrics(r.p, r.crn, unquote(r.groups[0])))
-
-
-@route("GET", "/jobs/([^/]+)/results", "api")
-def _job_results(app: EmulatorApp, r: Request) -> Reply:
-    # The body is JSON, served as text: qrmi's client reads results as a string (JSON content would have
-    # to be a JSON string) and qiskit-ibm-runtime decodes `response.text` itself.
-    body = json.dumps(app.state.job_results(r.p, r.crn, unquote(r.groups[0])))
-    return Reply(200, body, content_type="text/plain; charset=utf-8")
-
-
-@route("GET", "/jobs/([^/]+)/logs", "api")
-def _job_logs(app: EmulatorApp, r: Request) -> Reply:
-    return Reply(
-        200, app.state.job_logs(r.p, r.crn, unquote(r.groups[0])), content_type="text/plain; charset=utf-8"
-    )
-
-
-# Control surface --------------------------------------------------------------------------------------------
-
-
-def _control_error(exc: Exception) -> ApiError:
-    return bad_request(str(exc), "invalid_request")
-
-
-@route("GET", CONTROL_PREFIX + "/health", "control")
-def _c_health(app: EmulatorApp, r: Request) -> Reply:
-    return ok({"ok": True, "now": iso(app.state.now())})
-
-
-@route("GET", CONTROL_PREFIX + "/state", "control")
-def _c_state_get(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.snapshot())
-
-
-@route("PUT", CONTROL_PREFIX + "/state", "control")
-def _c_state_put(app: EmulatorApp, r: Request) -> Reply:
-    body = r.json()
-    if not isinstance(body, dict):
-        raise bad_request("the state must be a JSON object", "invalid_state")
-    try:
-        app.state.replace(body)
-    except SeedError as exc:
-        raise bad_request(str(exc), "invalid_state") from exc
-    return ok(app.state.snapshot())
-
-
-@route("PATCH", CONTROL_PREFIX + "/state", "control")
-def _c_state_patch(app: EmulatorApp, r: Request) -> Reply:
-    body = r.json()
-    if not isinstance(body, dict):
-        raise bad_request("the patch must be a JSON object", "invalid_state")
-    try:
-        app.state.patch(body)
-    except SeedError as exc:
-        raise bad_request(str(exc), "invalid_state") from exc
-    return ok(app.state.snapshot())
-
-
-@route("GET", CONTROL_PREFIX + "/faults", "control")
-def _c_faults(app: EmulatorApp, r: Request) -> Reply:
-    return ok({"faults": [f.to_dict() for f in app.faults.rules()]})
-
-
-@route("POST", CONTROL_PREFIX + "/faults", "control")
-def _c_faults_add(app: EmulatorApp, r: Request) -> Reply:
-    body = r.json()
-    specs = body if isinstance(body, list) else [body]
-    try:
-        rules = [app.faults.add_from_dict(spec) for spec in specs]
-    except ValueError as exc:
-        raise _control_error(exc) from exc
-    return ok({"faults": [f.to_dict() for f in rules]}, 201)
-
-
-@route("DELETE", CONTROL_PREFIX + "/faults", "control")
-def _c_faults_clear(app: EmulatorApp, r: Request) -> Reply:
-    return ok({"cleared": app.faults.clear()})
-
-
-@route("DELETE", CONTROL_PREFIX + "/faults/([0-9]+)", "control")
-def _c_fault_remove(app: EmulatorApp, r: Request) -> Reply:
-    if not app.faults.remove(int(r.groups[0])):
-        raise not_found(f"no fault rule {r.groups[0]}", "fault_not_found")
-    return NO_CONTENT
-
-
-@route("POST", CONTROL_PREFIX + "/expire-tokens", "control")
-def _c_expire(app: EmulatorApp, r: Request) -> Reply:
-    return ok({"expired": app.state.expire_tokens()})
-
-
-@route("POST", CONTROL_PREFIX + "/advance", "control")
-def _c_advance(app: EmulatorApp, r: Request) -> Reply:
-    body = r.json() or {}
-    seconds = body.get("seconds") if isinstance(body, dict) else None
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-        raise bad_request('body must be {"seconds": N} with N >= 0', "invalid_request")
-    now = app.state.advance(float(seconds))
-    return ok({"now": iso(now), **app.state.clock.describe()})
-
-
-@route("GET", CONTROL_PREFIX + "/clock", "control")
-def _c_clock(app: EmulatorApp, r: Request) -> Reply:
-    app.state.now()
-    return ok(app.state.clock.describe())
-
-
-@route("GET", CONTROL_PREFIX + "/requests", "control")
-def _c_requests(app: EmulatorApp, r: Request) -> Reply:
-    since = r.query.get("since", "0")
-    if not since.isdigit():
-        raise bad_request("since must be a request sequence number", "invalid_request")
-    return ok({"requests": [e.to_dict() for e in app.log.entries(int(since))]})
-
-
-@route("DELETE", CONTROL_PREFIX + "/requests", "control")
-def _c_requests_clear(app: EmulatorApp, r: Request) -> Reply:
-    return ok({"cleared": app.log.clear()})
-
-
 # ---------------------------------------------------------------------------------------------- application
 
 
@@ -448,28 +125,7 @@ class EmulatorApp:
         self.log = log or RequestLog()
 
     def resolve(self, method: str, path: str) -> tuple[Route, tuple[str, ...]]:
-        api = _API_PREFIX.match(path)
-        allowed: list[str] = []
-        for r in _ROUTES:
-            target = path
-            if r.kind == "api":
-                if api is None:
-                    continue
-                target = api.group(1)
-            m = r.pattern.match(target)
-            if m is None:
-                continue
-            if r.method == method:
-                return r, m.groups()
-            allowed.append(r.method)
-        if allowed:
-            raise ApiError(
-                405,
-                "method_not_allowed",
-                f"{method} is not allowed on {path}",
-                headers={"Allow": ", ".join(sorted(set(allowed)))},
-            )
-        raise not_found(f"No route for {method} {path}", "not_found")
+        return ROUTES.resolve(method, path)
 
     def handle(self, request: Request) -> Reply:
         try:

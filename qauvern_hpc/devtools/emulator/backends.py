@@ -1,0 +1,39 @@
+"""The compute API's backend calls: list, status, configuration and properties.
+
+Invariants: with a `Service-CRN` a caller sees only the backends its instance may use (others are 404);
+the queue length shown is the seeded display-only `queue_length` plus the jobs queued in the emulator. Not
+thread-safe: call under `EmulatorState`'s lock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from qauvern_hpc.devtools.emulator import views
+from qauvern_hpc.devtools.emulator.iam import Principal
+from qauvern_hpc.devtools.emulator.store import Store
+
+
+class Backends:
+    """`/backends[/{name}/...]` over a `Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    def devices(self, p: Principal, crn: str | None) -> dict[str, Any]:
+        s = self._s
+        names = s.allowed_backends(s.service_instance(p.account, crn)) if crn else list(s.backends)
+        return {
+            "devices": [views.backend_device(s.backends[n], s.queue_length(s.backends[n])) for n in names]
+        }
+
+    def status(self, p: Principal, crn: str | None, name: str) -> dict[str, Any]:
+        b = self._s.backend(p.account, crn, name)
+        return views.backend_status(b, self._s.queue_length(b))
+
+    def configuration(self, p: Principal, crn: str | None, name: str) -> dict[str, Any]:
+        return views.backend_configuration(self._s.backend(p.account, crn, name))
+
+    def properties(self, p: Principal, crn: str | None, name: str, now: datetime) -> dict[str, Any]:
+        return views.backend_properties(self._s.backend(p.account, crn, name), now)
