@@ -1,0 +1,206 @@
+"""What the admission controller sees and what it decides. Pure, frozen, standard-library dataclasses.
+
+A *pair* is one IBM Quantum instance on one backend: every `--qpu` job holds one Slurm license per pair
+(`pair_license(instance, backend)`), and the controller caps how many jobs may hold each pair license at
+once (`GrpTRES=license/<pair>=cap` on the cluster's root association; None = no cap, 0 = closed). Jobs
+beyond the cap pend in Slurm with reason `AssocGrpLicense`; their license names the QPU and
+`qauvern-hpc admit why JOB` gives the reason in words.
+
+Invariants:
+* `Observation` holds only what IBM's API and Slurm expose at `now` (no knowledge of the future): the
+  simulator builds it the same way.
+* A `Decision` has exactly one `PairDecision` per observed pair; `cap` is None or >= 0.
+* `ControllerState` is everything `decide` remembers between periods; it round-trips through JSON
+  (`to_json`/`from_json`), so a restarted controller resumes its last decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+BackendStatus = Literal["online", "paused", "offline"]
+FailMode = Literal["open", "closed"]
+
+# Reason codes (stable: metrics labels, JSON, tests). The text in PairDecision.detail says it in words.
+OPEN = "open"  # no cap needed: everything pending may start
+ADMITTED = "admitted"  # capped at what IBM will serve soon
+BACKEND_NOT_SERVING = "backend_not_serving"  # paused, offline, maintenance, not active
+LIMIT_REACHED = "limit_reached"  # the instance reached its IBM usage limit
+IBM_QUEUE = "ibm_queue"  # IBM's queue on the backend is too long to start more now
+FAIR_SHARE = "fair_share"  # the backend's budget went to pairs IBM will serve first
+HOLD = "hold"  # IBM not readable: the last decision is kept for a bounded time
+FAILED_OPEN = "failed_open"  # IBM unreadable for longer than hold_for, resource fails open
+FAILED_CLOSED = "failed_closed"  # ... and fails closed
+REASONS = (
+    OPEN,
+    ADMITTED,
+    BACKEND_NOT_SERVING,
+    LIMIT_REACHED,
+    IBM_QUEUE,
+    FAIR_SHARE,
+    HOLD,
+    FAILED_OPEN,
+    FAILED_CLOSED,
+)
+
+LICENSE_PREFIX = "qpu_"
+PAIR_SEPARATOR = "__"
+
+
+def pair_license(instance: str, backend: str) -> str:
+    """The Slurm license a job holds while it uses `backend` through `instance` (lower case, as slurmdbd
+    stores TRES names): `qpu_<instance>__<backend>`."""
+    return f"{LICENSE_PREFIX}{instance}{PAIR_SEPARATOR}{backend}".lower()
+
+
+@dataclass(frozen=True)
+class BackendView:
+    """One backend as IBM reports it (`/v1/backends` device list and `/v1/backends/{name}/status`)."""
+
+    name: str
+    status: BackendStatus  # IBM's status.name; only "online" with an active message serves jobs
+    message: str = "active"  # status reason / message: "active", "internal", "maintenance", free text
+    length_queue: int = 0  # jobs waiting on the backend, all customers
+    wait_p50_seconds: float | None = None  # IBM's wait_time_seconds.p50, when the API returns it
+    wait_p95_seconds: float | None = None
+    observed_at: float = 0.0  # when this was read (epoch seconds)
+
+    @property
+    def serving(self) -> bool:
+        """IBM runs jobs on it: online and its message says active (paused/internal accept but run none)."""
+        return self.status == "online" and self.message.strip().lower() in ("active", "available", "")
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One instance's usage as `/v1/instances/usage` reports it, with its allocation and effective limit."""
+
+    name: str
+    consumed_seconds: float  # usage in the instance's usage period (rolling 28 days on Premium/Open)
+    allocation_seconds: int
+    limit_seconds: int | None  # effective limit (None: no limit)
+    limit_reached: bool = False  # IBM's usage_limit_reached
+    observed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PairView:
+    """One (instance, backend) pair: Slurm's jobs holding or waiting for its license, and ours at IBM."""
+
+    instance: str
+    backend: str
+    fail_mode: FailMode = "closed"  # the resource's fail mode when IBM cannot be read for too long
+    pending: int = 0  # Slurm jobs pending that hold this pair's license request
+    running: int = 0  # Slurm jobs running that hold it
+    ibm_queued: int = 0  # our IBM jobs of this pair in state Queued
+    ibm_running: int = 0  # ... and Running
+    oldest_ibm_queued_age: float | None = None  # seconds the head of our IBM queue has waited
+    oldest_pending_age: float | None = None  # seconds the oldest Slurm-pending job has waited
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one period reads. `ibm_read_at`: when IBM last answered every call this period needed
+    (None: never); a period whose IBM reads failed reuses the previous views with their old timestamps."""
+
+    now: float
+    backends: dict[str, BackendView]
+    instances: dict[str, InstanceView]
+    pairs: tuple[PairView, ...]
+    ibm_read_at: float | None
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """`admission:` in the site config."""
+
+    period_seconds: float = 30.0
+    hold_for_seconds: float = 600.0  # keep the last decision this long while IBM cannot be read
+    max_ibm_wait_seconds: float = 600.0  # admit only what IBM should start within this
+    burst: int = 2  # at most this many admitted jobs per pair with demand, per backend budget
+    probe: bool = True  # an open pair with pending jobs and nothing in flight may always start one
+    min_dwell_seconds: float = 60.0  # soft cap changes at most this often per pair
+    default_job_seconds: float = 300.0  # quantum seconds per job before any has been measured
+
+
+@dataclass(frozen=True)
+class PairDecision:
+    instance: str
+    backend: str
+    cap: int | None  # None: no limit; 0: closed; n: at most n jobs hold the pair license
+    reason: str  # one of REASONS
+    detail: str  # the reason in words, for `admit why`, metrics and doctor
+    since: float  # when this pair's reason last changed
+
+    @property
+    def license(self) -> str:
+        return pair_license(self.instance, self.backend)
+
+
+@dataclass(frozen=True)
+class Decision:
+    decided_at: float
+    pairs: tuple[PairDecision, ...]
+
+    def cap_of(self, instance: str, backend: str) -> int | None:
+        for p in self.pairs:
+            if p.instance == instance and p.backend == backend:
+                return p.cap
+        raise KeyError((instance, backend))
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """What `decide` remembers between periods (JSON-serialisable; no secrets)."""
+
+    last: Decision | None = None
+    last_change: dict[str, float] = field(default_factory=dict)  # pair license -> when its cap changed
+    service_ewma: dict[str, float] = field(default_factory=dict)  # backend -> quantum s per job, learnt
+    wait_ewma: dict[str, float] = field(default_factory=dict)  # pair license -> our IBM wait, learnt
+    bad_polls: dict[str, int] = field(default_factory=dict)  # backend -> consecutive not-serving polls
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ControllerState:
+        last = data.get("last")
+        decision = None
+        if last:
+            decision = Decision(
+                decided_at=float(last["decided_at"]),
+                pairs=tuple(PairDecision(**p) for p in last.get("pairs", ())),
+            )
+        return cls(
+            last=decision,
+            last_change={str(k): float(v) for k, v in data.get("last_change", {}).items()},
+            service_ewma={str(k): float(v) for k, v in data.get("service_ewma", {}).items()},
+            wait_ewma={str(k): float(v) for k, v in data.get("wait_ewma", {}).items()},
+            bad_polls={str(k): int(v) for k, v in data.get("bad_polls", {}).items()},
+        )
+
+
+__all__ = [
+    "ADMITTED",
+    "BACKEND_NOT_SERVING",
+    "FAILED_CLOSED",
+    "FAILED_OPEN",
+    "FAIR_SHARE",
+    "HOLD",
+    "IBM_QUEUE",
+    "LIMIT_REACHED",
+    "OPEN",
+    "REASONS",
+    "AdmissionSettings",
+    "BackendStatus",
+    "BackendView",
+    "ControllerState",
+    "Decision",
+    "FailMode",
+    "InstanceView",
+    "Observation",
+    "PairDecision",
+    "PairView",
+    "pair_license",
+]
