@@ -45,7 +45,7 @@ from qauvern_hpc.core import paths
 from qauvern_hpc.core.errors import ConfigError
 from qauvern_hpc.core.keyfile import check_key_file, read_key_file
 from qauvern_hpc.core.units import parse_seconds
-from qauvern_hpc.policy import mapping
+from qauvern_hpc.policy import globs
 from qauvern_hpc.policy.compiled import (
     MATCH_FIELDS,
     Policy,
@@ -356,7 +356,7 @@ def _globs(value: Any) -> Any:
             raise ValueError("an empty list matches nothing: remove the key to match any value")
         for p in value:
             if isinstance(p, str):
-                err = mapping.glob_error(p)
+                err = globs.glob_error(p)
                 if err:
                     raise ValueError(err)
     return value
@@ -606,7 +606,7 @@ class Config(_Model):
 
     def expand_resources(self, patterns: list[str]) -> list[str]:
         """Resource names (config order) that the rule's names/globs select."""
-        chosen = {n for p in patterns for n in (r.name for r in self.resources) if mapping.glob_match(p, n)}
+        chosen = {n for p in patterns for n in (r.name for r in self.resources) if globs.glob_match(p, n)}
         return [r.name for r in self.resources if r.name in chosen]
 
     def all_rules(self) -> Iterator[tuple[Loc, str, _RuleBody, MatchConfig]]:
@@ -656,13 +656,13 @@ class Config(_Model):
                     )
                 )
             for n, pat in enumerate(body.resources or []):
-                err = mapping.glob_error(pat)
+                err = globs.glob_error(pat)
                 if pat.startswith("!"):
                     err = "exclusions ('!') are not supported in resources; list what the rule allows"
                 if err:
                     out.append(Issue((*loc, "resources", n), err))
                     continue
-                if not any(mapping.glob_match(pat, r) for r in resource_names):
+                if not any(globs.glob_match(pat, r) for r in resource_names):
                     hint = _did_you_mean(pat, resource_names)
                     out.append(
                         Issue(

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.policy.globs import glob_error
 
 POLICY_FORMAT = 1
 POLICY_JSON = "policy.json"
@@ -269,8 +270,6 @@ class Policy:
 
     def check(self) -> None:
         """Cross-references: every allow rule names a known instance and known resources; globs are valid."""
-        from qauvern_hpc.policy.mapping import glob_error  # mapping imports this module
-
         for where, rule in [
             *((f"rules[{n}]", r) for n, r in enumerate(self.rules)),
             ("default", self.default),

@@ -26,7 +26,8 @@ from test_mapping_cases import CASES, CONFIGS, policy
 
 from qauvern_hpc.config import example_config_text, parse_config
 from qauvern_hpc.policy.compiled import render_lua, to_lua
-from qauvern_hpc.policy.mapping import JobIdentity, decide, glob_error, glob_match, parse_request
+from qauvern_hpc.policy.globs import glob_error, glob_match
+from qauvern_hpc.policy.mapping import JobIdentity, decide, parse_request
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_SUBMIT = ROOT / "slurm-conf" / "job_submit.lua"

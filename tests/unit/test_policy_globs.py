@@ -1,0 +1,35 @@
+"""qauvern_hpc.policy.globs: the one glob compiler, imported by both the compiled policy and the mapping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from qauvern_hpc.policy.globs import GlobError, _glob_to_regex, glob_error, glob_match
+
+
+def test_compiled_policy_does_not_import_the_mapping() -> None:
+    """No cycle: compiled.py and mapping.py both import globs; compiled never needs mapping."""
+    code = (
+        "import sys\n"
+        "from qauvern_hpc.policy.compiled import Policy, PolicyMatch, PolicyRule\n"
+        "rule = PolicyRule('default', PolicyMatch(users=('a*',)), True, 'no', None, ())\n"
+        "Policy(state_dir='/tmp', instances={}, resources={}, rules=(), default=rule).check()\n"
+        "bad = [m for m in sys.modules if m == 'qauvern_hpc.policy.mapping' or m.split('.')[0] in "
+        "('pydantic', 'yaml', 'httpx')]\n"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_globs_match_and_explain() -> None:
+    assert glob_match("phys-[0-9]*", "phys-42") and not glob_match("phys-[0-9]*", "phys-x")
+    assert glob_error("!chem*") is None
+    assert (glob_error("a/b") or "").startswith("character '/' not allowed in pattern 'a/b'")
+    try:
+        _glob_to_regex("[z-a]")
+    except GlobError as exc:
+        assert "bad range z-a" in str(exc)
+    else:
+        raise AssertionError("a reversed range must be refused")
