@@ -30,6 +30,8 @@ from pydantic import (
 
 from qauvern_hpc.config.positions import Loc
 from qauvern_hpc.core.units import parse_seconds
+from qauvern_hpc.ibm.crn import parse_crn
+from qauvern_hpc.ibm.errors import UnknownCRNError
 from qauvern_hpc.policy import globs
 
 PLAN_IDS: dict[str, str] = {
@@ -220,20 +222,9 @@ class NetGrant(_Model):
         return self
 
 
-def _crn(value: Any) -> Any:
-    if isinstance(value, str):
-        parts = value.split(":")
-        if len(parts) < 8 or parts[0] != "crn" or not parts[5] or not parts[7]:
-            raise ValueError(
-                f"not an instance CRN: {value!r} (expected crn:v1:bluemix:public:quantum-computing:REGION:"
-                "a/ACCOUNT:INSTANCE::)"
-            )
-    return value
-
-
 class InstanceConfig(_Model):
     name: Annotated[str, _name("instance")]
-    crn: Annotated[str, BeforeValidator(_crn)]
+    crn: str
     api_key_file: Annotated[Path, BeforeValidator(_path)] | None = Field(
         None, description="API key file (mode 0600) for this instance; default: ibm.api_key_file"
     )
@@ -260,9 +251,23 @@ class InstanceConfig(_Model):
             )
         return self
 
+    @field_validator("crn")
+    @classmethod
+    def _quantum_crn(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            parse_crn(value)
+        except UnknownCRNError as exc:
+            name = info.data.get("name")
+            of = f" for instance '{name}'" if isinstance(name, str) else ""
+            raise ValueError(
+                f"not an instance CRN{of}: {exc.ibm_message} "
+                "(expected crn:v1:bluemix:public:quantum-computing:REGION:a/ACCOUNT:INSTANCE::)"
+            ) from None
+        return value
+
     @property
     def region(self) -> str:
-        return self.crn.split(":")[5]
+        return parse_crn(self.crn).region
 
 
 def _env(value: Any) -> Any:
