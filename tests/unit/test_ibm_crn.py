@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from qauvern_hpc.ibm.crn import CRN, crn_or_none, parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
+from tests.support.imports import modules_after, top_level
 
 GOOD = "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct1:inst-1::"
 COS = "crn:v1:bluemix:public:cloud-object-storage:global:a/abc::"
@@ -17,14 +16,9 @@ MALFORMED = "crn:v1:bluemix:public:quantum-computing:eu-de:acct1"
 
 
 def test_importing_crn_pulls_in_no_client() -> None:
-    code = (
-        "import sys, qauvern_hpc.ibm.crn;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('httpx', 'pydantic', 'yaml') "
-        "or m in ('qauvern_hpc.ibm.client', 'qauvern_hpc.ibm.models')];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    loaded = modules_after("import qauvern_hpc.ibm.crn")
+    assert not top_level(loaded) & {"httpx", "pydantic", "yaml"}
+    assert not loaded & {"qauvern_hpc.ibm.client", "qauvern_hpc.ibm.models"}
 
 
 def test_parse_and_crn_or_none_agree() -> None:
