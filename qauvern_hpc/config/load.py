@@ -1,9 +1,10 @@
 """Reading the config file: YAML with positions, validation, and errors that name file:line:column.
 
-`parse_config` validates with the cross-section checks deferred, then runs them (`checks`) and the key file
-checks, so every problem of the file is reported at once, sorted by line, as
-``file:line:column: key.path: message``. Pydantic's messages are rewritten for admins: an unknown key names
-the known ones (or says why a key that qauvern removed or we renamed is gone), a missing key names itself.
+`parse_config` validates the shapes first (all pydantic errors together); once they are right it runs the
+cross-section checks (`checks`) and the key file checks, again all together. Each problem is one line,
+sorted by position: ``file:line:column: key.path: message``. Pydantic's messages are rewritten for admins:
+an unknown key names the known ones (or says why a key that qauvern removed or we renamed is gone), a
+missing key names itself.
 Warnings never fail a load; they travel in `LoadedConfig.warnings`.
 """
 
