@@ -12,6 +12,7 @@ from typing import Any
 
 from qauvern_hpc.core.errors import ExitCode, QauvernError
 from qauvern_hpc.core.units import format_seconds, to_qau
+from qauvern_hpc.ibm.crn import crn_or_none
 from qauvern_hpc.planner.admin_report import (
     AccountSummary,
     account_summary,
@@ -59,8 +60,8 @@ class InstanceRow:
 
 
 def _region(crn: str) -> str:
-    parts = crn.split(":")
-    return parts[5] if len(parts) > 5 else "?"
+    parsed = crn_or_none(crn)
+    return parsed.region if parsed else "?"
 
 
 def read_instances(client: Any, cfg: Any, *, include_unconfigured: bool = False) -> list[InstanceRow]:

@@ -20,6 +20,7 @@ Every problem is reported with file:line:column and the key path, e.g.
   config.yaml:14:5: instances[1].crn: duplicate CRN: instances 'physics' and 'phys2' are the same IBM instance
   config.yaml:22:7: rules[0].match.user: use `users` (a list of globs)
 
+Each instance's CRN must be an IBM Quantum instance's (crn:v1:...:quantum-computing:REGION:a/ACCOUNT:ID::).
 API key files must exist and be readable by their owner only (chmod 600). Warnings (deprecated resource
 types, rules that can never match, resources no rule allows, instances without a key) do not fail the
 check. It also tells when the rendered policy.json is older than the config (run render-policy)."""

@@ -138,6 +138,7 @@ def build(
     key_file: str,
 ) -> dict[str, Any]:
     """What the file will say (pure): instances sorted by IBM name, skipped ones with the reason."""
+    from qauvern_hpc.ibm.crn import crn_or_none
     from qauvern_hpc.planner.admin_report import config_name, crn_account
 
     notes: list[str] = []
@@ -156,10 +157,13 @@ def build(
     instances: list[dict[str, Any]] = []
     for inst in sorted(listed, key=lambda i: (i.name, i.crn)):
         why = None
-        if crn_account(inst.crn) not in (None, account_id):
-            why = f"account {crn_account(inst.crn)}, not {account_id}"
-        elif region and inst.crn.split(":")[5] != region:
-            why = f"region {inst.crn.split(':')[5]}, not {region}"
+        parsed = crn_or_none(inst.crn)
+        if parsed is None:
+            why = "not an IBM Quantum instance CRN"
+        elif parsed.account_id != account_id:
+            why = f"account {parsed.account_id}, not {account_id}"
+        elif region and parsed.region != region:
+            why = f"region {parsed.region}, not {region}"
         elif inst.archived:
             why = "archived (allocation 0)"
         if why:

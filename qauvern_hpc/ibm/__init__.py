@@ -10,15 +10,17 @@ Public surface::
 
 Errors (`qauvern_hpc.ibm.errors`): `IBMError` and its subclasses; models: `qauvern_hpc.ibm.models`.
 
-Importing this package is cheap: errors, endpoints and the retry policy are stdlib-only; the client and the
-models (httpx, pydantic) are imported on first use of their names.
+Importing this package is cheap: errors, CRNs (`qauvern_hpc.ibm.crn`, the one CRN parser), endpoints and the
+retry policy are stdlib-only; the client and the models (httpx, pydantic) are imported on first use of their
+names.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qauvern_hpc.ibm.endpoints import CRN, Endpoints, parse_crn
+from qauvern_hpc.ibm.crn import CRN, parse_crn
+from qauvern_hpc.ibm.endpoints import Endpoints
 from qauvern_hpc.ibm.errors import (
     IBMAuthError,
     IBMError,

@@ -66,7 +66,8 @@ from pydantic import BaseModel, ValidationError
 from qauvern_hpc import __version__
 from qauvern_hpc.core.secret import Secret
 from qauvern_hpc.ibm import models as m
-from qauvern_hpc.ibm.endpoints import Endpoints, parse_crn, valid_region
+from qauvern_hpc.ibm.crn import parse_crn, valid_region
+from qauvern_hpc.ibm.endpoints import Endpoints
 from qauvern_hpc.ibm.errors import (
     IBMAuthError,
     IBMError,

@@ -7,8 +7,9 @@
 - `quantum`: the IBM Quantum platform API *including* ``/api``; paths ``/v1/...`` are appended. This is the
   us-east (non-regional) host. Account and plan-wide analytics calls always go there.
 
-Instance-scoped calls go to `Endpoints.quantum_for(crn)`: the region is the CRN's 6th field; ``us-east`` uses
-`quantum` as is, any other region R puts ``R.`` in front of its host (``https://eu-de.quantum.cloud.ibm.com/api``).
+Instance-scoped calls go to `Endpoints.quantum_for(crn)`: the region is the CRN's 6th field (parsed by
+`qauvern_hpc.ibm.crn`); ``us-east`` uses `quantum` as is, any other region R puts ``R.`` in front of its host
+(``https://eu-de.quantum.cloud.ibm.com/api``).
 Any syntactically valid region is accepted (IBM may open more). `Endpoints.single(base)` (the emulator) serves
 every region from the same base; ``quantum_regions`` pins chosen regions to explicit bases, and
 ``regional=False`` turns the host prefixing off (e.g. for a proxy that serves every region at one URL).
@@ -19,66 +20,14 @@ Every base can be overridden on its own with `Endpoints.with_overrides` (the sit
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from qauvern_hpc.ibm.errors import UnknownCRNError
+from qauvern_hpc.ibm.crn import parse_crn, valid_region
 
 US_EAST = "us-east"
-QUANTUM_SERVICE = "quantum-computing"
-_REGION = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+)+\Z")
-_CRN_CHARS = re.compile(r"^[\x21-\x7e]+\Z")  # printable ASCII, no spaces: it travels in a header
-
-
-def valid_region(region: str) -> bool:
-    """A syntactically valid IBM Cloud region name (``us-east``, ``eu-de``, ``jp-tok``, ...)."""
-    return isinstance(region, str) and _REGION.match(region) is not None
-
-
-@dataclass(frozen=True)
-class CRN:
-    """The parts of an instance CRN that matter here."""
-
-    text: str
-    cloud: str  # bluemix, staging, ...
-    service: str  # quantum-computing
-    region: str  # us-east, eu-de, ...
-    account_id: str  # from the a/<account> scope
-    instance: str  # the service instance (GUID)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_crn(crn: str) -> CRN:
-    """``crn:v1:bluemix:public:quantum-computing:us-east:a/ACCOUNT:INSTANCE::`` -> its parts.
-
-    Raises `UnknownCRNError` (naming the problem) for anything that is not an IBM Quantum instance CRN.
-    """
-    if not isinstance(crn, str) or not crn:
-        raise UnknownCRNError(str(crn), "empty CRN")
-    if not _CRN_CHARS.match(crn):
-        raise UnknownCRNError(crn, "spaces or non-ASCII characters")
-    parts = crn.split(":")
-    if parts[0] != "crn" or len(parts) < 8:
-        raise UnknownCRNError(crn, "not a CRN (expected crn:v1:...:REGION:a/ACCOUNT:INSTANCE::)")
-    if parts[1] != "v1":
-        raise UnknownCRNError(crn, f"unsupported CRN version {parts[1][:20]!r}")
-    service, region, scope, instance = parts[4], parts[5], parts[6], parts[7]
-    if service != QUANTUM_SERVICE:
-        raise UnknownCRNError(crn, f"service {service[:40]!r} is not {QUANTUM_SERVICE}")
-    if not region:
-        raise UnknownCRNError(crn, "no region (6th field)")
-    if not _REGION.match(region):
-        raise UnknownCRNError(crn, f"bad region {region[:30]!r}")
-    if not scope.startswith("a/") or len(scope) < 3 or "/" in scope[2:]:
-        raise UnknownCRNError(crn, "no account scope a/ACCOUNT (7th field)")
-    if not instance:
-        raise UnknownCRNError(crn, "no service instance (8th field)")
-    return CRN(crn, parts[2], service, region, scope[2:], instance)
 
 
 def _base(url: str, what: str) -> str:
@@ -110,7 +59,7 @@ class Endpoints:
         object.__setattr__(self, "quantum", _base(self.quantum, "quantum"))
         pinned = {}
         for region, url in dict(self.quantum_regions).items():
-            if not _REGION.match(region):
+            if not valid_region(region):
                 raise ValueError(f"quantum_regions: bad region {region!r}")
             pinned[region] = _base(url, f"quantum_regions[{region}]")
         object.__setattr__(self, "quantum_regions", MappingProxyType(pinned))

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from qauvern_hpc.ibm.crn import crn_or_none
 from qauvern_hpc.planner.optimizer import reserve_seconds
 
 OVER = "over"
@@ -186,11 +187,9 @@ def config_name(ibm_name: str, taken: set[str]) -> str:
 
 
 def crn_account(crn: str) -> str | None:
-    """The account id in a CRN's scope field (`a/ACCOUNT`), or None."""
-    parts = crn.split(":")
-    if len(parts) > 6 and parts[6].startswith("a/"):
-        return parts[6][2:] or None
-    return None
+    """The account id of an IBM Quantum instance CRN (its `a/ACCOUNT` scope), or None for any other text."""
+    parsed = crn_or_none(crn)
+    return parsed.account_id if parsed else None
 
 
 __all__ = [

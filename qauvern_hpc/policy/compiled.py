@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.policy.globs import glob_error, glob_to_regex
 
 POLICY_FORMAT = 1
 POLICY_JSON = "policy.json"
@@ -269,8 +270,6 @@ class Policy:
 
     def check(self) -> None:
         """Cross-references: every allow rule names a known instance and known resources; globs are valid."""
-        from qauvern_hpc.policy.mapping import glob_error  # mapping imports this module
-
         for where, rule in [
             *((f"rules[{n}]", r) for n, r in enumerate(self.rules)),
             ("default", self.default),
@@ -492,9 +491,8 @@ def lua_pattern(glob: str) -> str:
     The glob's regex uses only literals, `.`, `.*`, `[...]` sets (`^` negation, `a-z` ranges) and
     backslash escapes of punctuation, all of which Lua patterns spell the same way once `\\` is `%`.
     """
-    from qauvern_hpc.policy.mapping import _glob_to_regex  # mapping imports this module
 
-    return "^" + re.sub(r"\\(.)", r"%\1", _glob_to_regex(glob)) + "$"
+    return "^" + re.sub(r"\\(.)", r"%\1", glob_to_regex(glob)) + "$"
 
 
 def _lua_matcher(pattern: str) -> dict[str, Any]:

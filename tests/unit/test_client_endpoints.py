@@ -167,7 +167,7 @@ def test_malformed_crn_sends_nothing() -> None:
 
 
 def test_region_with_a_trailing_newline_is_refused() -> None:
-    from qauvern_hpc.ibm.endpoints import valid_region
+    from qauvern_hpc.ibm.crn import valid_region
 
     assert valid_region("eu-de") is True
     assert valid_region("eu-de\n") is False

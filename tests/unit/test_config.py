@@ -281,6 +281,34 @@ def test_direct_model_validation_still_cross_checks() -> None:
     assert "rules[0].instance: unknown instance 'nope'" in str(info.value)
 
 
+CRN_CASES = [
+    ("object-storage", "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:e5a1b2c3-0000-4000-8000-000000000001::",
+     "service 'cloud-object-storage' is not quantum-computing"),
+    ("object-storage-no-instance", "crn:v1:bluemix:public:cloud-object-storage:global:a/abc::",
+     "service 'cloud-object-storage' is not quantum-computing"),
+    ("no-account-scope", "crn:v1:bluemix:public:quantum-computing:eu-de:acct:inst-2::", "no account scope a/ACCOUNT"),
+    ("bad-region", "crn:v1:bluemix:public:quantum-computing:Moon:a/acct:inst-2::", "bad region 'Moon'"),
+    ("no-instance", "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct:::", "no service instance"),
+    ("spaces", "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct:inst 2::", "spaces or non-ASCII characters"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("crn", "why"), [c[1:] for c in CRN_CASES], ids=[c[0] for c in CRN_CASES])
+def test_instance_crn_must_be_an_ibm_quantum_one(tmp_path: Path, crn: str, why: str) -> None:
+    """The one CRN parser (qauvern_hpc.ibm.crn) decides; the message names the instance and the reason."""
+    message = error_of(tmp_path, BASE.replace(CRN2, crn))
+    assert "cfg.yaml:8:10: instances[1].crn: not an instance CRN for instance 'chem': " + why in message, (
+        message
+    )
+    assert "(expected crn:v1:bluemix:public:quantum-computing:REGION:a/ACCOUNT:INSTANCE::)" in message
+
+
+def test_a_quantum_crn_loads_with_its_parts(tmp_path: Path) -> None:
+    staging = "crn:v1:staging:public:quantum-computing:jp-tok:a/acct:inst-2::"
+    cfg = load_config(write(tmp_path, BASE.replace(CRN2, staging)))
+    assert cfg.instance("chem").crn == staging and cfg.instance("chem").region == "jp-tok"
+
+
 # -- warnings ------------------------------------------------------------------------------------------------
 
 

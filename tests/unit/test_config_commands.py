@@ -88,6 +88,35 @@ def test_check_config_invalid_exits_3_with_positions(
     ]
 
 
+@pytest.mark.parametrize(
+    ("crn", "why"),
+    [
+        (
+            "crn:v1:bluemix:public:cloud-object-storage:global:a/acct0001:e5a1b2c3-0000-4000-8000-000000000001::",
+            "service 'cloud-object-storage' is not quantum-computing",
+        ),
+        ("crn:v1:bluemix:public:quantum-computing:eu-de:acct0001:g-teach::", "no account scope a/ACCOUNT"),
+    ],
+    ids=["not-quantum", "malformed"],
+)
+def test_check_config_refuses_a_crn_that_is_not_an_ibm_quantum_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], crn: str, why: str
+) -> None:
+    good = "crn:v1:bluemix:public:quantum-computing:eu-de:a/acct0001:g-teach::"
+    assert good in MAIN_CONFIG
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MAIN_CONFIG.replace(good, crn), encoding="utf-8")
+    assert cli.main(["check-config", "-c", str(bad), "--no-key-check"]) == 3
+    err = capsys.readouterr().err
+    assert f"{bad}:6:24: instances[2].crn: not an instance CRN for instance 'teach': {why}" in err, err
+    assert cli.main(["check-config", "-c", str(bad), "--no-key-check", "--json"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] is False and len(data["errors"]) == 1 and "instance 'teach'" in data["errors"][0]
+    bad.write_text(MAIN_CONFIG, encoding="utf-8")  # the good CRN: valid
+    assert cli.main(["check-config", "-c", str(bad), "--no-key-check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"]["instances"]["teach"]["crn"] == good
+
+
 def test_check_config_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check-config", "--example"]) == 0
     out = capsys.readouterr().out

@@ -26,14 +26,8 @@ from test_mapping_cases import CASES, CONFIGS, policy
 
 from qauvern_hpc.config import example_config_text, parse_config
 from qauvern_hpc.policy.compiled import lua_pattern, render_lua, to_lua
-from qauvern_hpc.policy.mapping import (
-    GlobError,
-    JobIdentity,
-    decide,
-    glob_error,
-    list_match,
-    parse_request,
-)
+from qauvern_hpc.policy.globs import GlobError, glob_error
+from qauvern_hpc.policy.mapping import JobIdentity, decide, list_match, parse_request
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_SUBMIT = ROOT / "slurm-conf" / "job_submit.lua"

@@ -14,7 +14,8 @@ from test_mapping_cases import CASES, Case, policy
 
 from qauvern_hpc.policy import mapping
 from qauvern_hpc.policy.compiled import Policy
-from qauvern_hpc.policy.mapping import JobIdentity, decide, glob_error, glob_match, list_match, parse_request
+from qauvern_hpc.policy.globs import glob_error, glob_match
+from qauvern_hpc.policy.mapping import JobIdentity, decide, list_match, parse_request
 
 
 def run_case(case: Case) -> mapping.Decision:

@@ -36,6 +36,8 @@ from qauvern_hpc.devtools.emulator.model import (
     StateModel,
     fingerprint,
 )
+from qauvern_hpc.ibm.crn import parse_crn
+from qauvern_hpc.ibm.errors import UnknownCRNError
 
 SeedSource = Mapping[str, Any] | str | Path | None
 
@@ -161,11 +163,6 @@ def _only(items: list[Any], what: str, where: str) -> Any:
     raise SeedError(f"{where}: give `{what}` explicitly (there are {len(items)} to choose from)")
 
 
-def crn_field(crn: str, index: int) -> str:
-    parts = crn.split(":")
-    return parts[index] if len(parts) > index else ""
-
-
 def make_crn(region: str, account: str, guid: str) -> str:
     return f"crn:v1:bluemix:public:quantum-computing:{region}:a/{account}:{guid}::"
 
@@ -224,17 +221,21 @@ def normalize(
         if not isinstance(inst, dict):
             raise SeedError(f"{where}: must be a mapping")
         crn = inst.get("crn")
-        if crn is not None and (not isinstance(crn, str) or not crn.startswith("crn:")):
-            raise SeedError(f"{where}.crn: {crn!r} is not a CRN")
+        parsed = None
+        if crn is not None:
+            try:
+                parsed = parse_crn(crn)
+            except UnknownCRNError as exc:
+                raise SeedError(f"{where}.crn: {crn!r} is not a CRN ({exc.ibm_message})") from None
         if "account" not in inst:
-            acct_from_crn = crn_field(crn, 6).removeprefix("a/") if crn else ""
+            acct_from_crn = parsed.account_id if parsed else ""
             inst["account"] = (
                 acct_from_crn if acct_from_crn in account_ids else _only(account_ids, "account", where)
             )
         if "region" not in inst:
-            inst["region"] = (crn_field(crn, 5) if crn else "") or "us-east"
+            inst["region"] = parsed.region if parsed else "us-east"
         if "guid" not in inst:
-            guid = crn_field(crn, 7) if crn else ""
+            guid = parsed.instance if parsed else ""
             inst["guid"] = guid or str(
                 uuid.uuid5(uuid.NAMESPACE_URL, f"{inst['account']}/{inst.get('name', i)}")
             )
