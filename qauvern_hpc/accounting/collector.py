@@ -168,7 +168,7 @@ class CollectReport:
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     return None
 
 
@@ -182,7 +182,7 @@ def pull_cluster(
     first_lookback: int = DEFAULT_FIRST_LOOKBACK_SECONDS,
     since: int | None = None,
     env: Mapping[str, str] | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> ClusterPull:
     """Step 1 for one cluster, in one ledger transaction (all of it or none of it)."""
     from qauvern_hpc.accounting.ledger.ingest import ingest_sacct
@@ -205,7 +205,7 @@ def pull_cluster(
             label = f"{pull.cluster}: jobs {kind} {_when(start)} .. {_when(end)}"
             progress(label)
             with stream_slurm(argv, env=sacct_environment) as lines:
-                source = lines if progress is _quiet else _counted(lines, label, progress)
+                source = lines if progress is quiet else _counted(lines, label, progress)
                 stats = ingest_sacct(ledger, source)
             pull.records += stats.parse.records
             pull.qpu_records += stats.qpu_records
@@ -243,7 +243,7 @@ def resolve_usage(
     clients: Callable[[str], tuple[IBMSessions, str]],
     *,
     report: CollectReport,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> None:
     """Step 2: ask IBM for every pending row's session; store what it says. IBM failures leave rows pending.
 
