@@ -34,12 +34,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qauvern_hpc.accounting.attribution import SessionUsage, attribute
 from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
+
+if TYPE_CHECKING:
+    from qauvern_hpc.ibm.models import RuntimeJob, Session
 
 log = logging.getLogger("qauvern_hpc.accounting.collector")
 
@@ -55,9 +58,9 @@ LOCAL_CLUSTER = ""  # the high-water key when the config names no cluster (sacct
 class IBMSessions(Protocol):
     """What the collector asks IBM (an `IBMClient` has these)."""
 
-    def get_session(self, crn: str, session_id: str) -> Any: ...
+    def get_session(self, crn: str, session_id: str) -> Session: ...
 
-    def session_jobs(self, crn: str, session_id: str) -> Any: ...
+    def session_jobs(self, crn: str, session_id: str) -> Sequence[RuntimeJob]: ...
 
 
 # -- pure decisions ------------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[St
     return no_session, no_instance
 
 
-def session_usage(session: Any, jobs: Sequence[Any]) -> SessionUsage:
+def session_usage(session: Session, jobs: Sequence[RuntimeJob]) -> SessionUsage:
     """IBM's session and its jobs, as the attribution rules want them."""
     return SessionUsage(
         session_id=str(session.id),

@@ -8,7 +8,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, QauvernError
 from qauvern_hpc.core.units import format_seconds, to_qau
@@ -19,6 +19,14 @@ from qauvern_hpc.planner.admin_report import (
     format_fairness,
     standing,
 )
+
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+    from qauvern_hpc.config import Config
+    from qauvern_hpc.ibm import IBMClient
 
 IBM_WORKERS = 8
 
@@ -63,7 +71,9 @@ def _region(crn: str) -> str:
     return parts[5] if len(parts) > 5 else "?"
 
 
-def read_instances(client: Any, cfg: Any, *, include_unconfigured: bool = False) -> list[InstanceRow]:
+def read_instances(
+    client: IBMClient, cfg: Config, *, include_unconfigured: bool = False
+) -> list[InstanceRow]:
     """Configured instances (config order), then, if asked, the plan's other instances; with 28-day usage.
 
     Only the Resource Controller list and `GET /v1/instances/usage` are called: no account or analytics
@@ -132,7 +142,7 @@ def problems_exit_code(rows: list[InstanceRow]) -> int:
 
 
 def read_account(
-    client: Any, cfg: Any, rows: list[InstanceRow], *, now: datetime | None = None
+    client: IBMClient, cfg: Config, rows: list[InstanceRow], *, now: datetime | None = None
 ) -> AccountSummary:
     """The account plan (admin rights needed) and plan-wide 28-day usage, summarised with `rows`."""
     moment = now or datetime.now(UTC)
@@ -161,13 +171,13 @@ def read_account(
 # ----------------------------------------------------------------------------------------------- output
 
 
-def console(args: Any) -> Any:
+def console(args: argparse.Namespace) -> Console:
     from rich.console import Console
 
     return Console(stderr=bool(args.json), highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def emit_json(doc: Any) -> None:
+def emit_json(doc: object) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
@@ -201,7 +211,7 @@ def math_inf(value: float | None) -> float:
     return float("inf") if value is None else value
 
 
-def print_account(con: Any, s: AccountSummary) -> None:
+def print_account(con: Console, s: AccountSummary) -> None:
     from rich.table import Table
 
     t = Table.grid(padding=(0, 2))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qauvern_hpc.commands.admin_common import InstanceRow
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "list the IBM Quantum instances with allocation, limit, 28-day usage and fairness (read-only)"
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if args.all:
             table.add_column("Configured")
 
-        def key(r: Any) -> float:
+        def key(r: InstanceRow) -> float:
             f = r.fairness
             return -1.0 if r.error else (float("inf") if f is None else f)
 
