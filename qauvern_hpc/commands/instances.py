@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qauvern_hpc.commands.admin_common import InstanceRow
+    from qauvern_hpc.ops.account import InstanceRow
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "list the IBM Quantum instances with allocation, limit, 28-day usage and fairness (read-only)"
@@ -46,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
         emit_json,
         fairness_markup,
         limit_text,
-        problems_exit_code,
-        read_instances,
     )
     from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.ops.account import problems_exit_code, read_instances
 
     cfg = load_admin_config(args)
     with client_from_config(cfg, args) as client:
