@@ -124,19 +124,36 @@ def _ledger_for(run: _Run) -> Iterator[None]:
 
 
 def _dry_run_or_apply(
-    run: _Run, doc: dict[str, Any], steps: list[Step], new_journal: Callable[[], Journal]
-) -> Outcome | None:
-    """The ending both kinds share. None: nothing applied (`doc["status"]` says why)."""
+    run: _Run,
+    doc: dict[str, Any],
+    steps: list[Step],
+    new_journal: Callable[[], Journal],
+    *,
+    done: str,
+    failure_exit: Callable[[Outcome], int],
+) -> RunResult:
+    """The ending both kinds share: `doc["status"]` says what happened; `done` completes "run ID: " on
+    success, `failure_exit` gives the exit code of a run that did not complete."""
     if run.options.dry_run or not steps:
         doc["status"] = "dry_run" if run.options.dry_run else "nothing_to_do"
-        return None
+        return RunResult(doc)
     run.reporter.confirm(len(steps))
     journal = new_journal()
     run.store.save(journal)
     outcome = run.execute(journal)
     doc.update(run_id=journal.run_id, status=journal.status, error=journal.error)
     doc["steps"] = [step_dict(s) for s in journal.steps]
-    return outcome
+    if outcome.ok:
+        run.reporter.progress(f"run {journal.run_id}: {done}")
+        return RunResult(doc)
+    run.reporter.fail(f"run {journal.run_id}: {journal.status}: {journal.error}")
+    return RunResult(doc, failure_exit(outcome))
+
+
+def _error_exit(outcome: Outcome) -> int:
+    """A failed rebalance exits with its error's code (4: IBM or Slurm unavailable), else 1."""
+    err = outcome.error
+    return err.exit_code if err is not None and err.exit_code != 0 else 1
 
 
 def _finish_interrupted(run: _Run) -> list[dict[str, Any]]:
@@ -266,16 +283,7 @@ def rebalance(
             reporter.progress(f"run {journal.run_id}: applying {len(steps)} change(s)")
             return journal
 
-        outcome = _dry_run_or_apply(run, doc, steps, new_journal)
-        if outcome is None:
-            return RunResult(doc)
-        journal = outcome.journal
-        if outcome.ok:
-            reporter.progress(f"run {journal.run_id}: completed")
-            return RunResult(doc)
-        reporter.fail(f"run {journal.run_id}: {journal.status}: {journal.error}")
-        err = outcome.error
-        return RunResult(doc, err.exit_code if err is not None and err.exit_code != 0 else 1)
+        return _dry_run_or_apply(run, doc, steps, new_journal, done="completed", failure_exit=_error_exit)
 
 
 def rollback(
@@ -328,15 +336,9 @@ def rollback(
             )
 
         try:
-            outcome = _dry_run_or_apply(run, doc, steps, new_journal)
+            return _dry_run_or_apply(
+                run, doc, steps, new_journal, done=f"rolled back {old.run_id}", failure_exit=lambda _: 1
+            )
         finally:
             if run.ledger is not None:
                 run.ledger.close()
-        if outcome is None:
-            return RunResult(doc)
-        journal = outcome.journal
-        if outcome.ok:
-            reporter.progress(f"run {journal.run_id}: rolled back {old.run_id}")
-            return RunResult(doc)
-        reporter.fail(f"run {journal.run_id}: {journal.status}: {journal.error}")
-        return RunResult(doc, 1)
