@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from qauvern_hpc.core.files import atomic_write
 
 PREFIX = "qauvern_hpc_"
 SLURM_TIMEOUT = 20.0  # a scrape must not hang on a slurmctld that does not answer
@@ -63,16 +64,7 @@ def render(families: Iterable[Family]) -> str:
 
 def write_textfile(path: str | os.PathLike[str], text: str) -> None:
     """Atomic: node_exporter never reads a half-written file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, mode=0o644)
 
 
 class Families:
