@@ -96,28 +96,19 @@ class _Clients:
     """instance name -> (IBMClient, CRN), one client per API key."""
 
     def __init__(self, cfg: Any, args: argparse.Namespace) -> None:
-        from qauvern_hpc.ibm.factory import endpoints_from_config
+        from qauvern_hpc.ibm.factory import ClientPool, endpoints_from_config
 
         self.cfg = cfg
         self.args = args
         self.endpoints = endpoints_from_config(cfg, staging=bool(args.staging))
-        self._by_key: dict[str, Any] = {}
+        self._pool = ClientPool()
         self._instances = {i.name: i for i in cfg.instances}
 
     def _client(self, key_file: str | None) -> Any:
-        from qauvern_hpc.core.keyfile import read_key_file
-        from qauvern_hpc.ibm import IBMClient
         from qauvern_hpc.ibm.factory import resolve_api_key
 
-        cache_key = key_file or "(admin)"
-        client = self._by_key.get(cache_key)
-        if client is None:
-            key = (
-                read_key_file(key_file) if key_file else resolve_api_key(self.args, self.cfg.ibm.api_key_file)
-            )
-            client = IBMClient(key, self.endpoints)
-            self._by_key[cache_key] = client
-        return client
+        admin = None if key_file else (lambda: resolve_api_key(self.args, self.cfg.ibm.api_key_file))
+        return self._pool.get(key_file, self.endpoints, admin)
 
     def __call__(self, instance: str) -> tuple[Any, str]:
         inst = self._instances.get(instance)
@@ -135,8 +126,7 @@ class _Clients:
         )
 
     def close(self) -> None:
-        for client in self._by_key.values():
-            client.close()
+        self._pool.close()
 
 
 class _Rollback(Exception):

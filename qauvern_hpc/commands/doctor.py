@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -248,20 +249,18 @@ def _accounting(cfg: Any, env: dict[str, str]) -> Check:
 
 
 def _ibm(args: argparse.Namespace, cfg: Any) -> list[Check]:
-    from qauvern_hpc.ibm import IBMClient
-    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.factory import ClientPool, endpoints_from_config, resolve_api_key
 
     where = endpoints_from_config(cfg, staging=bool(args.staging))
     out: list[Check] = []
-    clients: dict[str, Any] = {}
+    clients = ClientPool()
     try:
         for inst in cfg.instances:
             key_file = inst.api_key_file or cfg.ibm.api_key_file
             name = f"IBM {inst.name}"
             try:
-                client = clients.get(str(key_file))
-                if client is None:
-                    client = clients[str(key_file)] = IBMClient(resolve_api_key(args, key_file), where)
+                read_key = functools.partial(resolve_api_key, args, key_file)
+                client = clients.get(str(key_file) if key_file else None, where, read_key)
                 crns = {i.crn: i for i in client.list_instances()}
                 if inst.crn not in crns:
                     out.append(
@@ -286,8 +285,7 @@ def _ibm(args: argparse.Namespace, cfg: Any) -> list[Check]:
             except QauvernError as exc:
                 out.append(Check(name, "fail", exc.message.splitlines()[0], exc.hint or ""))
     finally:
-        for c in clients.values():
-            c.close()
+        clients.close()
     return out or [Check("IBM", "skip", "no instances configured")]
 
 

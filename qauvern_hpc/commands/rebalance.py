@@ -131,14 +131,10 @@ def _history(args: argparse.Namespace, store: Any, console: Any) -> int:
 
 
 def _clients(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
-    from qauvern_hpc.ibm import IBMClient
-    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.factory import client_from_config
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
 
-    client = IBMClient(
-        resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=bool(args.staging))
-    )
-    return client, Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster), None
+    return client_from_config(cfg, args), Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster), None
 
 
 def _open_ledger(cfg: Any) -> Any:

@@ -119,16 +119,13 @@ def gather(sources: dict[str, Source], *, now: float | None = None) -> list[Fami
 
 def ibm_source(cfg: Any, args: Any) -> Source:
     def run(f: Families) -> None:
-        from qauvern_hpc.ibm.client import IBMClient
-        from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+        from qauvern_hpc.ibm.factory import client_from_config
 
         started = time.monotonic()
         errors = 0
         wanted = {i.crn: i.name for i in cfg.instances}
         try:
-            with IBMClient(
-                resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=args.staging)
-            ) as client:
+            with client_from_config(cfg, args) as client:
                 for inst in client.list_instances():
                     name = wanted.get(inst.crn)
                     if name is None:
