@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -12,23 +15,13 @@ from qauvern_hpc.ibm.errors import IBMAuthError, IBMError, IBMNotFound, IBMRateL
 from qauvern_hpc.ibm.models import Token
 from qauvern_hpc.ibm.retry import DeadlinePassed, Failure, RetryPolicy, send_with_retries
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_ibm_client import FakeClock
+
 CALL = "GET /x"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def _run(outcomes: list[object], policy: RetryPolicy, clock: Clock, deadline: float = 1000.0) -> object:
+def _run(outcomes: list[object], policy: RetryPolicy, clock: FakeClock, deadline: float = 5000.0) -> object:
     def try_once() -> object:
         item = outcomes.pop(0)
         if isinstance(item, BaseException):
@@ -41,7 +34,7 @@ def _run(outcomes: list[object], policy: RetryPolicy, clock: Clock, deadline: fl
 
 
 def test_retry_loop_returns_the_first_result_after_retryable_failures() -> None:
-    clock = Clock()
+    clock = FakeClock()
     policy = RetryPolicy(max_attempts=3, base_delay=1.0, jitter=False)
     fail = Failure(IBMError(CALL, 503, "busy"), retryable=True)
     assert _run([fail, fail, "ok"], policy, clock) == "ok"
@@ -49,7 +42,7 @@ def test_retry_loop_returns_the_first_result_after_retryable_failures() -> None:
 
 
 def test_retry_loop_gives_up_with_a_hint_and_stops_at_a_non_retryable_failure() -> None:
-    clock = Clock()
+    clock = FakeClock()
     policy = RetryPolicy(max_attempts=2, base_delay=1.0, jitter=False)
     fail = Failure(IBMError(CALL, 503, "busy"), retryable=True)
     with pytest.raises(IBMError) as info:
@@ -61,7 +54,7 @@ def test_retry_loop_gives_up_with_a_hint_and_stops_at_a_non_retryable_failure() 
 
 
 def test_deadline_passed_reports_the_last_failure_or_the_deadline() -> None:
-    clock = Clock()
+    clock = FakeClock()
     policy = RetryPolicy(max_attempts=5, base_delay=1.0, jitter=False, deadline=30)
     with pytest.raises(IBMError, match="deadline of 30 s passed before sending"):
         _run([DeadlinePassed()], policy, clock)
@@ -116,7 +109,7 @@ def test_transport_mapping() -> None:
 
 
 def test_token_cache_refreshes_before_expiry_and_forgets_a_refused_token() -> None:
-    clock = Clock()
+    clock = FakeClock()
     issued: list[dict[str, str]] = []
 
     def fetch(form: dict[str, str], deadline_at: float) -> Token:
