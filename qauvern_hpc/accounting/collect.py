@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from qauvern_hpc.accounting import collector
 from qauvern_hpc.core.errors import ConfigError, QauvernError, ServiceUnavailable
+from qauvern_hpc.ibm.factory import ClientPool
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
@@ -33,20 +34,11 @@ class InstanceClients:
         self.cfg = cfg
         self.endpoints = endpoints
         self._admin_key = admin_key
-        self._by_key: dict[str, IBMClient] = {}
+        self._pool = ClientPool()
         self._instances = {i.name: i for i in cfg.instances}
 
     def _client(self, key_file: str | None) -> IBMClient:
-        from qauvern_hpc.core.keyfile import read_key_file
-        from qauvern_hpc.ibm import IBMClient
-
-        cache_key = key_file or "(admin)"
-        client = self._by_key.get(cache_key)
-        if client is None:
-            key = read_key_file(key_file) if key_file else self._admin_key()
-            client = IBMClient(key, self.endpoints)
-            self._by_key[cache_key] = client
-        return client
+        return self._pool.get(key_file, self.endpoints, None if key_file else self._admin_key)
 
     def __call__(self, instance: str) -> tuple[IBMClient, str]:
         inst = self._instances.get(instance)
@@ -63,8 +55,7 @@ class InstanceClients:
         )
 
     def close(self) -> None:
-        for client in self._by_key.values():
-            client.close()
+        self._pool.close()
 
 
 @dataclass(frozen=True)

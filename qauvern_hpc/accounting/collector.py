@@ -25,7 +25,6 @@ The decisions (windows, grouping, attribution) are pure functions here; the I/O 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ from qauvern_hpc.accounting.attribution import SessionUsage, attribute
 from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
+from qauvern_hpc.core.files import LockBusy, lock_fd, release
 
 if TYPE_CHECKING:
     from qauvern_hpc.ibm.models import RuntimeJob, Session
@@ -341,14 +341,13 @@ def collect_lock(state_dir: str | os.PathLike[str]) -> Iterator[None]:
     """One collector at a time (the ledger also serializes writers; this makes a second run say so)."""
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     path = Path(state_dir) / "collect.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(
-                f"another collect holds {path}", hint="wait for it, or check for a stuck run"
-            ) from None
+        fd = lock_fd(path, mode=0o600)
+    except LockBusy:
+        raise LockHeld(
+            f"another collect holds {path}", hint="wait for it, or check for a stuck run"
+        ) from None
+    try:
         yield
     finally:
-        os.close(fd)
+        release(fd)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qauvern_hpc.core.errors import ExitCode, QauvernError, UsageError
+from qauvern_hpc.core.files import atomic_write
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "generate a site config from the account's IBM Quantum instances (names, CRNs, limits, starter rules)"
@@ -294,22 +294,7 @@ def _check(text: str, out: str) -> None:
 def write_new(path: Path, text: str, *, force: bool) -> None:
     """Write atomically, mode 0644 (the file holds no secret); refuse to replace a file without `force`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the file appeared meanwhile: never overwrite without --force
-            except FileExistsError:
-                raise UsageError(f"{path} exists; not overwriting it", hint="pass --force") from None
-            os.unlink(tmp)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    try:  # without `force`, a file that appeared meanwhile is never overwritten
+        atomic_write(path, text, mode=0o644, replace=force)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; not overwriting it", hint="pass --force") from None

@@ -184,11 +184,7 @@ def _history(args: argparse.Namespace, store: JournalStore, console: Console) ->
 
 
 def _clients(args: argparse.Namespace, cfg: Config) -> tuple[IBMClient, Sacctmgr]:
-    from qauvern_hpc.ibm import IBMClient
-    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.factory import client_from_config
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
 
-    client = IBMClient(
-        resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=bool(args.staging))
-    )
-    return client, Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)
+    return client_from_config(cfg, args), Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)

@@ -18,6 +18,7 @@ from typing import Any
 
 from qauvern_hpc.config import compile_policy, parse_config
 from qauvern_hpc.core import paths
+from qauvern_hpc.core.files import LockBusy, lock_fd, release
 from qauvern_hpc.devtools.sandbox import Hooks
 from qauvern_hpc.policy.compiled import POLICY_JSON, POLICY_LUA, render_json, render_lua
 
@@ -184,8 +185,6 @@ def license_env() -> dict[str, str]:
 def stop_hookd(site: Site, timeout: float = 10.0) -> bool:
     """Stop the site's hookd (it exits when its socket file goes). True when it is gone within `timeout`."""
     import contextlib
-    import fcntl
-    import time
 
     sock = hookd_socket(site)
     with contextlib.suppress(FileNotFoundError):
@@ -193,19 +192,11 @@ def stop_hookd(site: Site, timeout: float = 10.0) -> bool:
     lock = Path(f"{sock}.lock")
     if not lock.exists():
         return True
-    deadline = time.monotonic() + timeout
-    fd = os.open(lock, os.O_RDWR)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.1)
-    finally:
-        os.close(fd)
+        release(lock_fd(lock, wait=timeout, create=False))
+    except LockBusy:
+        return False
+    return True
 
 
 def set_hook_env(site: Site, variables: dict[str, str]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -35,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
+from qauvern_hpc.core.files import LockBusy, lock_fd
 from qauvern_hpc.hooks.hookc import KINDS, MAX_ANSWER, PROTOCOL
 
 log = logging.getLogger("qauvern_hpc.hookd")
@@ -127,13 +127,10 @@ class HookDaemon:
         """Take the single-instance lock and listen. LockHeld-like RuntimeError if another daemon runs."""
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self._lock_fd = lock_fd(self.path + ".lock", mode=0o600)
+        except LockBusy:
             raise RuntimeError(f"another hookd already serves {self.path}") from None
-        self._lock_fd = fd
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # stale: we hold the lock, so nobody serves it
         old_umask = os.umask(0o177)

@@ -7,13 +7,12 @@ Time is bounded: the hooks must finish well within Slurm's PrologEpilogTimeout e
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import replace
 
 from qauvern_hpc.hooks.jobenv import AcquiredResource
 from qauvern_hpc.ibm import Endpoints, IBMClient, RetryPolicy
+from qauvern_hpc.ibm.factory import ClientPool, endpoints
 from qauvern_hpc.policy.compiled import Policy
 from qauvern_hpc.policy.mapping import ResourceGrant
 from qauvern_hpc.record.job_record import JobRecord, ResourceRecord
@@ -25,25 +24,18 @@ HOOK_TIMEOUT = 10.0
 # Warm clients (connection pool + IAM token), per key file and endpoints. A hook process makes at most one per
 # key file; the resident hookd keeps them across jobs, so a rotated key file (new inode/mtime/size) or changed
 # endpoints get a new client.
-_clients: dict[tuple[object, ...], IBMClient] = {}
-_clients_lock = threading.Lock()
+POOL = ClientPool(timeout=HOOK_TIMEOUT, retry=HOOK_RETRY)
 
 
 def endpoints_for(policy: Policy) -> Endpoints:
     ep = policy.endpoints
-    if ep.emulator:
-        return Endpoints.single(ep.emulator)
-    base = Endpoints.staging() if ep.staging else Endpoints.production()
-    overrides = {
-        k: v
-        for k, v in (
-            ("iam", ep.iam),
-            ("resource_controller", ep.resource_controller),
-            ("quantum", ep.quantum),
-        )
-        if v
-    }
-    return base.with_overrides(**overrides) if overrides else base
+    return endpoints(
+        emulator=ep.emulator,
+        staging=ep.staging,
+        iam=ep.iam,
+        resource_controller=ep.resource_controller,
+        quantum=ep.quantum,
+    )
 
 
 def read_api_key(path: str | None, instance: str) -> str:
@@ -56,23 +48,7 @@ def read_api_key(path: str | None, instance: str) -> str:
 
 def client_for(policy: Policy, api_key_file: str | None, instance: str) -> IBMClient:
     """One client per key file (tokens are reused across a job's resources and, in hookd, across jobs)."""
-    endpoints = endpoints_for(policy)
-    try:
-        st = os.stat(api_key_file) if api_key_file else None
-    except OSError:
-        st = None  # read_api_key below reports it
-    key = (api_key_file, repr(endpoints), st and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = IBMClient(
-                read_api_key(api_key_file, instance),
-                endpoints,
-                timeout=HOOK_TIMEOUT,
-                retry=HOOK_RETRY,
-            )
-            _clients[key] = client
-    return client
+    return POOL.get(api_key_file, endpoints_for(policy), lambda: read_api_key(api_key_file, instance))
 
 
 def describe(policy: Policy, grant: ResourceGrant, *, session_id: str | None) -> AcquiredResource:

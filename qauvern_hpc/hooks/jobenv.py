@@ -16,12 +16,12 @@ QRMI_LIST_DELIMITER, QAUVERN_HPC_INSTANCE, QAUVERN_HPC_RULE.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from qauvern_hpc.core.files import atomic_write
 
 ERROR_KEY = "QAUVERN_HPC_ERROR"
 FAIL_MODE_KEY = "QAUVERN_HPC_FAIL_MODE"
@@ -116,15 +116,4 @@ def write_private(path: str, content: str) -> None:
     """Write atomically, mode 0600, owned by the caller (root in the hooks)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, content, mode=0o600)

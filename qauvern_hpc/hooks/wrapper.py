@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from qauvern_hpc.core.files import atomic_write
+
 KINDS = {"prolog": "PrologSlurmctld", "epilog": "EpilogSlurmctld"}
 HOOK_PATH = "/usr/local/bin:/usr/bin:/bin"
 HOOKD_MODES = ("auto", "on", "off")
@@ -75,8 +77,5 @@ def render_wrapper(
 def write_wrapper(path: str | Path, text: str) -> Path:
     """Write atomically, mode 0755 (slurmctld executes it as root or SlurmUser)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    tmp.replace(path)
+    atomic_write(path, text, mode=0o755)
     return path

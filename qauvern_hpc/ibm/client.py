@@ -1,11 +1,7 @@
 """`IBMClient`: qauvern-hpc's only way to talk to IBM Cloud IAM, the Resource Controller and IBM Quantum.
 
-Authentication
-  The API key is exchanged at IAM (``POST {iam}/identity/token``, form
-  ``grant_type=urn:ibm:params:oauth:grant-type:apikey&apikey=KEY``) for a bearer token. The token is cached
-  (thread-safe) and fetched again shortly before it expires (``expires_in``, else ``expiration``; the margin
-  is a minute, or a fifth of a short lifetime). A call answered 401 triggers exactly one re-authentication
-  and is sent once more; a second 401 is an `IBMAuthError`. Concurrent 401s share one refresh.
+The endpoints' requests and replies live here; how one request is sent (IAM token, one re-authentication
+on a 401, retries, error mapping, secrets kept out of messages) lives in `qauvern_hpc.ibm.base`.
 
 Headers
   ``Authorization: Bearer …`` and ``IBM-API-Version: 2026-02-15`` (`API_VERSION`) on every RC and quantum
@@ -13,22 +9,10 @@ Headers
   IAM call carries neither (like qauvern's). Account and plan-wide analytics calls go to the us-east host,
   instance-scoped calls to the CRN's regional host (`Endpoints.quantum_for`).
 
-Retries (`RetryPolicy`, see `qauvern_hpc.ibm.retry`)
-  429 (Retry-After honoured, capped), 502/503/504, timeouts and connection errors, with exponential backoff
-  and jitter, bounded in tries and in total time (each try's timeout is cut to what is left of the
-  deadline). A request that may have reached IBM is retried only when it is idempotent: GET, DELETE, the IAM
-  exchange, the session close (PATCH/DELETE) and the instance PATCH (it sets absolute values). POSTs that
-  create something (`create_instance`, `create_session`) are retried after a connect error or connect
-  timeout (nothing was sent) and after a 429 (IBM refused before acting) — not after 5xx or a read timeout.
-
 Units
   Seconds everywhere. Analytics answer milliseconds; they become whole seconds by truncation,
   ``int(ms / 1000)``, as qauvern 0.14 does (so the numbers agree with qauvern's). `daily_usage` sums the
   milliseconds of same-date entries first and truncates each day once (qauvern overwrote same-date entries).
-
-Secrets
-  The API key travels only in the IAM form body: never in a URL, a log record, an exception or a repr; IBM
-  error messages are scrubbed of it (and of the bearer token) before they are kept.
 
 Sessions and jobs (what IBM's Qiskit Runtime REST API really does; checked against IBM's API reference at
 quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST adapters and qrmi 0.26)
@@ -50,37 +34,20 @@ quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST ad
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import time
 import urllib.parse
-from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from datetime import time as dtime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import httpx
-from pydantic import BaseModel, ValidationError
-
-from qauvern_hpc import __version__
-from qauvern_hpc.core.secret import Secret
 from qauvern_hpc.ibm import models as m
+from qauvern_hpc.ibm.base import BaseClient
 from qauvern_hpc.ibm.crn import parse_crn, valid_region
-from qauvern_hpc.ibm.endpoints import Endpoints
 from qauvern_hpc.ibm.errors import (
-    IBMAuthError,
     IBMError,
-    IBMNotFound,
-    IBMRateLimited,
     IBMResponseError,
     InvalidRequestError,
-    ibm_message,
-    one_line,
 )
-from qauvern_hpc.ibm.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
-
-log = logging.getLogger("qauvern_hpc.ibm")
 
 API_VERSION = "2026-02-15"
 """Sent as ``IBM-API-Version`` on every Resource Controller and quantum API call."""
@@ -95,15 +62,9 @@ PLAN_IDS = {
 }
 """Plan name -> Resource Controller plan id (the same in production and staging)."""
 
-APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
-TOKEN_MARGIN = 60.0  # refresh at most this many seconds before the token expires...
-TOKEN_MARGIN_FRACTION = 0.2  # ...and at most this fraction of its lifetime (short-lived tokens)
-DEFAULT_TOKEN_LIFETIME = 600.0  # when IAM gives neither expires_in nor expiration
 MAX_PAGES = 1000
-TOKEN_CALL = "POST /identity/token"
 
 SessionMode = Literal["batch", "dedicated"]
-T = TypeVar("T", bound=BaseModel)
 
 
 def ms_to_seconds(ms: float) -> int:
@@ -122,13 +83,27 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _parameters(allocation_seconds: int, limit_seconds: int | None, why: str = "") -> dict[str, str | None]:
+    """An instance's ``parameters`` as the RC takes them (strings); refuses allocation <= 0, limit < 0."""
+    allocation = _whole_seconds(allocation_seconds, "allocation_seconds")
+    if allocation <= 0:
+        raise InvalidRequestError(f"allocation must be > 0 seconds{why}, got {allocation}")
+    limit = None if limit_seconds is None else _whole_seconds(limit_seconds, "limit_seconds")
+    if limit is not None and limit < 0:
+        raise InvalidRequestError(f"limit must be >= 0 seconds or None (no limit), got {limit}")
+    return {
+        "usage_allocation_seconds": str(allocation),
+        "instance_limit_seconds": None if limit is None else str(limit),
+    }
+
+
 def _whole_seconds(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequestError(f"{what} must be a whole number of seconds, got {value!r}")
     return value
 
 
-class IBMClient:
+class IBMClient(BaseClient):
     """Synchronous client for IAM, the Resource Controller and the IBM Quantum API. Thread-safe.
 
     ``IBMClient(api_key, endpoints, *, timeout=30.0, retry=RetryPolicy())``; `sleep` and `clock` (monotonic
@@ -136,232 +111,7 @@ class IBMClient:
     context manager or call `close()`.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        endpoints: Endpoints,
-        *,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise IBMAuthError(TOKEN_CALL, None, "no API key given")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self._api_key = Secret(api_key.strip())
-        self.endpoints = endpoints
-        self.retry = retry or RetryPolicy()
-        self.timeout = float(timeout)
-        self._sleep = sleep
-        self._clock = clock
-        self._http = httpx.Client(
-            timeout=self.timeout,
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": f"qauvern-hpc/{__version__}"},
-        )
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
-
-    def __repr__(self) -> str:
-        return f"IBMClient(endpoints={self.endpoints!r}, api_key=<redacted>)"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> IBMClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ----- IAM ---------------------------------------------------------------------------------------------
-
-    def _bearer(self, deadline_at: float) -> str:
-        """The cached token, fetched first when missing or about to expire."""
-        with self._lock:
-            if self._token is not None and self._clock() < self._refresh_at:
-                return self._token
-            resp = self._send(
-                "POST",
-                self.endpoints.token_url,
-                call=TOKEN_CALL,
-                data={"grant_type": APIKEY_GRANT, "apikey": self._api_key.get()},
-                idempotent=True,
-                auth=False,
-                deadline_at=deadline_at,
-            )
-            tok = self._parse(m.Token, resp, TOKEN_CALL)
-            if tok.expires_in is not None:
-                lifetime = tok.expires_in
-            elif tok.expiration is not None:
-                lifetime = max(0.0, tok.expiration - time.time())
-            else:
-                lifetime = DEFAULT_TOKEN_LIFETIME
-            margin = min(TOKEN_MARGIN, lifetime * TOKEN_MARGIN_FRACTION)
-            self._token = tok.access_token
-            self._refresh_at = self._clock() + lifetime - margin
-            log.debug("IAM token obtained, valid for %.0f s", lifetime)
-            return tok.access_token
-
-    def _forget_token(self, stale: str) -> None:
-        """Drop the token a 401 refused, unless another thread already replaced it."""
-        with self._lock:
-            if self._token == stale:
-                self._token = None
-
-    # ----- transport ---------------------------------------------------------------------------------------
-
-    def _scrub(self, text: str | None) -> str | None:
-        if not text:
-            return text
-        for secret in (self._api_key.get(), self._token):
-            if secret and secret in text:
-                text = text.replace(secret, "<redacted>")
-        return text
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        call: str,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-        data: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool,
-        auth: bool = True,
-        deadline_at: float | None = None,
-    ) -> httpx.Response:
-        """Send one logical request: re-authentication, retries and error mapping. Returns a 2xx reply."""
-        policy = self.retry
-        if deadline_at is None:
-            deadline_at = self._clock() + policy.deadline
-        host = urllib.parse.urlsplit(url).netloc
-        attempt = 0
-        reauthed = False
-        failure: IBMError | None = None
-        while True:
-            attempt += 1
-            remaining = deadline_at - self._clock()
-            if remaining <= 0:
-                raise failure or IBMError(
-                    call, None, f"deadline of {policy.deadline:g} s passed before sending"
-                )
-            hdrs = {"Accept": "application/json", **(headers or {})}
-            token: str | None = None
-            if auth:
-                token = self._bearer(deadline_at)
-                hdrs["Authorization"] = f"Bearer {token}"
-                hdrs["IBM-API-Version"] = API_VERSION
-                remaining = deadline_at - self._clock()
-                if remaining <= 0:
-                    raise failure or IBMError(
-                        call, None, f"deadline of {policy.deadline:g} s passed before sending"
-                    )
-            retry_after: float | None = None
-            t0 = self._clock()
-            try:
-                resp = self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    data=data,
-                    headers=hdrs,
-                    timeout=min(self.timeout, remaining),
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # The request never left: safe to retry whatever it is.
-                failure = IBMError(call, None, f"cannot connect to {host} ({type(exc).__name__})")
-                retryable = True
-            except httpx.TimeoutException as exc:
-                failure = IBMError(
-                    call,
-                    None,
-                    f"no reply from {host} within {min(self.timeout, remaining):.1f} s "
-                    f"({type(exc).__name__})",
-                )
-                retryable = idempotent
-            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
-                failure = IBMError(call, None, f"connection to {host} failed ({type(exc).__name__})")
-                retryable = idempotent
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise IBMError(call, None, f"cannot send to {host} ({type(exc).__name__})") from None
-            else:
-                status = resp.status_code
-                log.debug("%s %s -> %d in %.0f ms", call, host, status, (self._clock() - t0) * 1000)
-                if 200 <= status < 300:
-                    return resp
-                message = self._scrub(ibm_message(_body(resp)))
-                if status == 401 and auth and not reauthed and token is not None:
-                    reauthed = True
-                    self._forget_token(token)
-                    attempt -= 1  # a re-authentication is not a retry
-                    log.debug("%s got 401: re-authenticating once", call)
-                    continue
-                if not auth and status in (400, 401, 403):
-                    raise IBMAuthError(call, status, message or "IAM refused the API key")
-                if status == 401:
-                    raise IBMAuthError(
-                        call, status, message or "unauthorized", hint="a fresh IAM token was refused too"
-                    )
-                if status == 403:
-                    raise IBMAuthError(
-                        call, status, message or "forbidden", hint="the API key has no access to this"
-                    )
-                if status == 404:
-                    raise IBMNotFound(call, status, message or "not found")
-                if status not in RETRY_STATUSES:
-                    if 300 <= status < 400:
-                        message = f"unexpected redirect to {resp.headers.get('Location', '?')}"
-                    raise IBMError(call, status, message)
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                if status == 429:
-                    failure = IBMRateLimited(call, status, message or "rate limited", retry_after=retry_after)
-                else:
-                    failure = IBMError(call, status, message)
-                # A 429 is IBM refusing before acting: even a create is safe to send again.
-                retryable = idempotent or status == 429
-            log.debug("%s %s -> %s", call, host, failure.ibm_message)
-            if not retryable:
-                raise failure
-            delay = policy.delay(attempt, retry_after)
-            if attempt >= policy.max_attempts or self._clock() + delay >= deadline_at:
-                if attempt > 1:
-                    failure.hint = f"gave up after {attempt} tries"
-                raise failure
-            log.info(
-                "%s failed (%s); retry %d of %d in %.1f s",
-                call,
-                failure.message,
-                attempt,
-                policy.max_attempts - 1,
-                delay,
-            )
-            self._sleep(delay)
-
-    def _parse(self, model: type[T], resp: httpx.Response, call: str) -> T:
-        try:
-            payload = resp.json()
-        except ValueError:
-            what = "empty" if not resp.content else "not JSON"
-            raise IBMResponseError(call, resp.status_code, f"reply is {what}") from None
-        try:
-            return model.model_validate(payload)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_input=False)
-            first = errors[0]
-            where = ".".join(str(p) for p in first["loc"]) or "reply"
-            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise IBMResponseError(
-                call, resp.status_code, f"unexpected reply: {where}: {first['msg']}{more}"
-            ) from None
+    api_version = API_VERSION
 
     def _quantum(self, crn: str, path: str) -> str:
         return f"{self.endpoints.quantum_for(crn)}{path}"
@@ -408,20 +158,7 @@ class IBMClient:
         like a GET: it sets absolute values.
         """
         parse_crn(crn)
-        allocation = _whole_seconds(allocation_seconds, "allocation_seconds")
-        if allocation <= 0:
-            raise InvalidRequestError(
-                f"allocation must be > 0 seconds (0 archives the instance), got {allocation}"
-            )
-        limit = None if limit_seconds is None else _whole_seconds(limit_seconds, "limit_seconds")
-        if limit is not None and limit < 0:
-            raise InvalidRequestError(f"limit must be >= 0 seconds or None (no limit), got {limit}")
-        body = {
-            "parameters": {
-                "usage_allocation_seconds": str(allocation),
-                "instance_limit_seconds": None if limit is None else str(limit),
-            }
-        }
+        body = {"parameters": _parameters(allocation_seconds, limit_seconds, " (0 archives the instance)")}
         url = f"{self.endpoints.resource_controller}/v2/resource_instances/{_quote(crn)}"
         self._send("PATCH", url, call="PATCH /v2/resource_instances/{crn}", json=body, idempotent=True)
 
@@ -441,21 +178,13 @@ class IBMClient:
             raise InvalidRequestError("instance name must not be empty")
         if not valid_region(target):
             raise InvalidRequestError(f"target must be a region such as us-east or eu-de, got {target!r}")
-        allocation = _whole_seconds(allocation_seconds, "allocation_seconds")
-        if allocation <= 0:
-            raise InvalidRequestError(f"allocation must be > 0 seconds, got {allocation}")
-        limit = None if limit_seconds is None else _whole_seconds(limit_seconds, "limit_seconds")
-        if limit is not None and limit < 0:
-            raise InvalidRequestError(f"limit must be >= 0 seconds or None (no limit), got {limit}")
+        parameters = _parameters(allocation_seconds, limit_seconds)
         body: dict[str, Any] = {
             "name": name,
             "target": target,
             "resource_group": resource_group,
             "resource_plan_id": plan_id,
-            "parameters": {
-                "usage_allocation_seconds": str(allocation),
-                "instance_limit_seconds": None if limit is None else str(limit),
-            },
+            "parameters": parameters,
         }
         if tags:
             body["tags"] = list(tags)
@@ -722,13 +451,6 @@ class IBMClient:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _body(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return one_line(resp.text, 200) if resp.text else None
 
 
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")

@@ -1,4 +1,5 @@
-"""Build an `IBMClient` for an admin command from the site config and the global options.
+"""Build `IBMClient`s: for an admin command from the site config and the global options, and warm ones from a
+`ClientPool` (the hooks, hookd across jobs, collect).
 
 One place decides where the account-level API key comes from, in this order:
 
@@ -11,6 +12,9 @@ The key itself is never accepted on the command line: argv is readable by every 
 `/proc/PID/cmdline`) and lands in shell history. `refuse_api_key_in_argv` turns `--api-key=VALUE` (and
 `--api-key VALUE`) into a usage error that does not repeat the value.
 
+A `ClientPool` keeps one client (its connection pool and IAM token) per key file and endpoints, with one
+timeout and retry policy; a key file that changed (rotated: new inode, mtime or size) gets a new client.
+
 Standard library only at import time: `qauvern_hpc.cli` imports this module for every command.
 """
 
@@ -19,7 +23,8 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Collection, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from qauvern_hpc.core.errors import ConfigError, UsageError
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from qauvern_hpc.config import Config
     from qauvern_hpc.ibm.client import IBMClient
     from qauvern_hpc.ibm.endpoints import Endpoints
+    from qauvern_hpc.ibm.retry import RetryPolicy
 
 API_KEY_ENV = "IBMCLOUD_API_KEY"
 STAGING_ENV = "IBMCLOUD_STAGING"
@@ -200,6 +206,51 @@ def client_from_config(cfg: Config, args: Any) -> IBMClient:
     )
 
 
+class ClientPool:
+    """Warm clients keyed by key file (and its identity) and endpoints, all with one timeout and retry policy.
+    Thread-safe."""
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None) -> None:
+        self.timeout = timeout
+        self.retry = retry
+        self._clients: dict[tuple[object, ...], IBMClient] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, key_file: str | None, where: Endpoints, api_key: Callable[[], str] | None = None
+    ) -> IBMClient:
+        """The client for `key_file`'s key at `where`; `api_key` reads the key when a client is made (by
+        default from `key_file`; a caller with no key file, e.g. the admin key of `--api-key`, passes one)."""
+        from qauvern_hpc.ibm.client import IBMClient
+
+        try:
+            st = os.stat(key_file) if key_file else None
+        except OSError:
+            st = None  # reading the key reports it
+        key = (key_file, repr(where), st and (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                key_text = api_key() if api_key is not None else _read_key(key_file)
+                found = IBMClient(key_text, where, timeout=self.timeout, retry=self.retry)
+                self._clients[key] = found
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()
+
+
+def _read_key(key_file: str | None) -> str:
+    from qauvern_hpc.core.keyfile import read_key_file
+
+    if not key_file:
+        raise ConfigError("no API key file given")
+    return read_key_file(key_file)
+
+
 def load_admin_config(args: Any) -> Config:
     """The site config for an admin command. Key files are checked only if a key is read from them."""
     from qauvern_hpc.config import load_config
@@ -209,6 +260,7 @@ def load_admin_config(args: Any) -> Config:
 
 __all__ = [
     "API_KEY_ENV",
+    "ClientPool",
     "Secret",
     "client",
     "client_from_config",

@@ -12,14 +12,27 @@ nothing was sent (the connection could not be opened).
 
 A retry is never started when its wait would cross `deadline` (seconds since the first try), and each try's
 HTTP timeout is shortened to what is left of the deadline, so `deadline` bounds the whole call.
+
+`send_with_retries` is the loop: it calls one try until it returns a reply, raises, or returns a `Failure`
+the policy does not retry (not retryable, out of tries, or the wait would cross the deadline). A try that
+finds no time left raises `DeadlinePassed`; the loop then raises the last failure (or says the deadline
+passed). The last failure of several tries carries the hint "gave up after N tries".
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+from qauvern_hpc.ibm.errors import IBMError
+
+log = logging.getLogger("qauvern_hpc.ibm")
+R = TypeVar("R")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -81,3 +94,60 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN / inf
         return None
     return seconds if seconds >= 0 else None
+
+
+@dataclass
+class Failure:
+    """A try that failed in a way a retry may fix: the error to raise if none follows, whether the request
+    may be sent again, and the server's ``Retry-After`` (seconds) if it gave one."""
+
+    error: IBMError
+    retryable: bool
+    retry_after: float | None = None
+
+
+class DeadlinePassed(Exception):
+    """Raised by a try that has no time left to send (`send_with_retries` reports the last failure)."""
+
+
+def send_with_retries(
+    policy: RetryPolicy,
+    try_once: Callable[[], R | Failure],
+    *,
+    call: str,
+    host: str,
+    deadline_at: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> R:
+    """Call `try_once` until it returns a result, under `policy` and `deadline_at` (a `clock` time)."""
+    attempt = 0
+    failure: IBMError | None = None
+    while True:
+        attempt += 1
+        try:
+            outcome = try_once()
+        except DeadlinePassed:
+            raise failure or IBMError(
+                call, None, f"deadline of {policy.deadline:g} s passed before sending"
+            ) from None
+        if not isinstance(outcome, Failure):
+            return outcome
+        failure = outcome.error
+        log.debug("%s %s -> %s", call, host, failure.ibm_message)
+        if not outcome.retryable:
+            raise failure
+        delay = policy.delay(attempt, outcome.retry_after)
+        if attempt >= policy.max_attempts or clock() + delay >= deadline_at:
+            if attempt > 1:
+                failure.hint = f"gave up after {attempt} tries"
+            raise failure
+        log.info(
+            "%s failed (%s); retry %d of %d in %.1f s",
+            call,
+            failure.message,
+            attempt,
+            policy.max_attempts - 1,
+            delay,
+        )
+        sleep(delay)

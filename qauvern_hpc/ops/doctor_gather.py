@@ -8,6 +8,7 @@ check (`_guard`), never a traceback; the config's check is always the first one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -234,20 +235,18 @@ def _accounting(cfg: Config, env: dict[str, str]) -> Check:
 
 
 def _ibm(options: DoctorOptions, cfg: Config) -> list[Check]:
-    from qauvern_hpc.ibm import IBMClient
-    from qauvern_hpc.ibm.factory import endpoints_from_config
+    from qauvern_hpc.ibm.factory import ClientPool, endpoints_from_config
 
     where = endpoints_from_config(cfg, staging=options.staging)
     out: list[Check] = []
-    clients: dict[str, IBMClient] = {}
+    clients = ClientPool()
     try:
         for inst in cfg.instances:
             key_file = inst.api_key_file or cfg.ibm.api_key_file
             name = f"IBM {inst.name}"
             try:
-                client = clients.get(str(key_file))
-                if client is None:
-                    client = clients[str(key_file)] = IBMClient(options.api_key(key_file), where)
+                read_key = functools.partial(options.api_key, key_file)
+                client = clients.get(str(key_file) if key_file else None, where, read_key)
                 crns = {i.crn: i for i in client.list_instances()}
                 if inst.crn not in crns:
                     out.append(
@@ -272,8 +271,7 @@ def _ibm(options: DoctorOptions, cfg: Config) -> list[Check]:
             except QauvernError as exc:
                 out.append(Check(name, "fail", exc.message.splitlines()[0], exc.hint or ""))
     finally:
-        for c in clients.values():
-            c.close()
+        clients.close()
     return out or [Check("IBM", "skip", "no instances configured")]
 
 

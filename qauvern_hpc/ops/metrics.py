@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     import argparse
 
     from qauvern_hpc.config import Config
+
+from qauvern_hpc.core.files import atomic_write
 
 PREFIX = "qauvern_hpc_"
 SLURM_TIMEOUT = 20.0  # a scrape must not hang on a slurmctld that does not answer
@@ -68,16 +69,7 @@ def render(families: Iterable[Family]) -> str:
 
 def write_textfile(path: str | os.PathLike[str], text: str) -> None:
     """Atomic: node_exporter never reads a half-written file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, mode=0o644)
 
 
 class Families:
@@ -132,16 +124,13 @@ def gather(sources: dict[str, Source], *, now: float | None = None) -> list[Fami
 
 def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
     def run(f: Families) -> None:
-        from qauvern_hpc.ibm.client import IBMClient
-        from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+        from qauvern_hpc.ibm.factory import client_from_config
 
         started = time.monotonic()
         errors = 0
         wanted = {i.crn: i.name for i in cfg.instances}
         try:
-            with IBMClient(
-                resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=args.staging)
-            ) as client:
+            with client_from_config(cfg, args) as client:
                 for inst in client.list_instances():
                     name = wanted.get(inst.crn)
                     if name is None:

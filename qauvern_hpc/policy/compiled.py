@@ -49,17 +49,16 @@ rules = {...}, default = {...} }` with the rules in the same shape as above (a n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.core.files import atomic_write
 from qauvern_hpc.policy.globs import glob_error, glob_to_regex
 
 POLICY_FORMAT = 1
@@ -397,23 +396,6 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         return Policy.from_dict(data)
     except ValueError as exc:
         raise ConfigError(f"{p}: invalid policy: {exc}", hint="re-run `qauvern-hpc render-policy`") from None
-
-
-def atomic_write(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and a rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def render_json(policy: Policy) -> str:

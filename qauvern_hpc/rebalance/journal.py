@@ -20,12 +20,9 @@ Run status: `applying` -> `completed` | `failed` | `abandoned`.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qauvern_hpc.core.errors import LockHeld, UsageError
+from qauvern_hpc.core.files import LockBusy, atomic_write, lock_fd, release
 
 PENDING = "pending"
 STARTED = "started"
@@ -124,14 +122,6 @@ def new_run_id(now: float | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class JournalStore:
     """Journals of one state directory."""
 
@@ -150,19 +140,8 @@ class JournalStore:
     def save(self, journal: Journal) -> None:
         self.ensure()
         target = self.path(journal.run_id)
-        fd, tmp = tempfile.mkstemp(prefix=f".{journal.run_id}.", suffix=".tmp", dir=self.runs)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(journal.to_dict(), fh, indent=1, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.runs)
+        text = json.dumps(journal.to_dict(), indent=1, sort_keys=True) + "\n"
+        atomic_write(target, text, mode=0o600)
 
     def load(self, run_id: str) -> Journal:
         path = self.path(run_id)
@@ -194,48 +173,31 @@ class JournalStore:
         """Who holds the lock now ("pid 123 rebalance"), or None when nobody does. Changes nothing: the lock
         file is only opened for reading and probed with a shared lock that is released at once."""
         try:
-            fd = os.open(self.dir / "lock", os.O_RDONLY)
+            release(lock_fd(self.dir / "lock", shared=True, create=False))
         except FileNotFoundError:
             return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = ""
-                with contextlib.suppress(OSError):
-                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-                return holder or "holder unknown"
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        except LockBusy as busy:
+            return busy.holder or "holder unknown"
+        return None
 
     @contextlib.contextmanager
     def lock(self, what: str = "rebalance") -> Iterator[None]:
         """Exclusive, non-blocking: another holder -> LockHeld (exit 5). Released when the process dies."""
         self.ensure()
         path = self.dir / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = ""
-                with contextlib.suppress(OSError):
-                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-                raise LockHeld(
-                    f"another rebalance is running ({holder or 'holder unknown'}; lock {path})",
-                    hint="wait for it to finish; a crashed run releases the lock by itself",
-                ) from None
+            fd = lock_fd(path, mode=0o640)
+        except LockBusy as busy:
+            raise LockHeld(
+                f"another rebalance is running ({busy.holder or 'holder unknown'}; lock {path})",
+                hint="wait for it to finish; a crashed run releases the lock by itself",
+            ) from None
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} {what}\n".encode(), 0)
             yield
         finally:
-            os.close(fd)
+            release(fd)
 
 
 __all__ = [

@@ -13,12 +13,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from qauvern_hpc.core import paths
 from qauvern_hpc.core.errors import QauvernError, UsageError
+from qauvern_hpc.core.files import replacing
 
 PLUGIN_NAME = "qauvern_qpu"
 SOURCE = "qpu.c"
@@ -130,10 +130,8 @@ def _compile(
     .so mapped (a running slurmstepd) keep their copy instead of seeing it rewritten under them."""
     output = output.absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    os.close(fd)
-    cmd = (cc, *CFLAGS, *extra, f"-I{headers.include}", "-o", tmp, *(str(s) for s in sources))
-    try:
+    with replacing(output, mode=0o755) as tmp:
+        cmd = (cc, *CFLAGS, *extra, f"-I{headers.include}", "-o", str(tmp), *(str(s) for s in sources))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -145,11 +143,6 @@ def _compile(
                 hint=f"Slurm headers {headers.include} (Slurm {headers.version_text}); "
                 f"command: {' '.join(cmd)}",
             )
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return cmd
 
 

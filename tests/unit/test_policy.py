@@ -15,10 +15,10 @@ from test_mapping_cases import MAIN_CONFIG, policy
 
 from qauvern_hpc import cli
 from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.core.files import atomic_write
 from qauvern_hpc.policy.compiled import (
     POLICY_FORMAT,
     Policy,
-    atomic_write,
     default_policy_dir,
     default_policy_path,
     load_policy,

@@ -12,15 +12,14 @@ One `SQLiteLedger` per thread (sqlite3 connections are not shared between thread
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from qauvern_hpc.accounting.ledger.base import Ledger, LedgerError
 from qauvern_hpc.core.errors import LockHeld
+from qauvern_hpc.core.files import LockBusy, lock_fd, release
 
 _MAX_VARIABLES = 30000  # SQLite >= 3.32 allows 32766 bound parameters per statement
 
@@ -60,31 +59,18 @@ class SQLiteLedger(Ledger):
     # -- lock and transactions -------------------------------------------------------------------
 
     def _lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockHeld(
-                        f"another process is writing the ledger {self.path} (lock {self.lock_path} held "
-                        f"for more than {self.lock_timeout:g} s)"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-        self._lock_fd = fd
+        try:
+            self._lock_fd = lock_fd(self.lock_path, wait=self.lock_timeout, mode=0o600)
+        except LockBusy:
+            raise LockHeld(
+                f"another process is writing the ledger {self.path} (lock {self.lock_path} held "
+                f"for more than {self.lock_timeout:g} s)"
+            ) from None
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             fd, self._lock_fd = self._lock_fd, None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+            release(fd)
 
     def _begin_write(self) -> None:
         self._lock()
