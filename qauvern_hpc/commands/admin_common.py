@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from qauvern_hpc.config import Config
+
 # ----------------------------------------------------------------------------------------------- output
 
 
@@ -97,6 +99,14 @@ __all__ = [
     "emit_json",
     "fairness_markup",
     "limit_text",
+    "load_admin_config",
     "print_account",
     "summary_dict",
 ]
+
+
+def load_admin_config(args: Any) -> Config:
+    """The site config for an admin command. Key files are checked only if a key is read from them."""
+    from qauvern_hpc.config import load_config
+
+    return load_config(args.config, check_key_files=False)

@@ -72,7 +72,8 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.commands.admin_common import load_admin_config
+    from qauvern_hpc.config.ibm_access import client_from_config
     from qauvern_hpc.planner.optimizer import plan_allocations
     from qauvern_hpc.rebalance.gather import ibm_snapshot
     from qauvern_hpc.rebalance.settings import instance_settings, plan_options

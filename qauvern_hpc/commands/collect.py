@@ -127,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.accounting.collect import CollectOptions, InstanceClients, collect
     from qauvern_hpc.accounting.collector import LOCAL_CLUSTER
     from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.config.ibm_access import endpoints_from_config
     from qauvern_hpc.core.units import parse_seconds
-    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.factory import resolve_api_key
 
     cfg = load_config_full(args.config).config
     now = time.time()

@@ -74,9 +74,9 @@ def check_request(name: str, allocation: int, unallocated: int, existing_names: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.commands.admin_common import dur, emit_json, limit_text
+    from qauvern_hpc.commands.admin_common import dur, emit_json, limit_text, load_admin_config
     from qauvern_hpc.commands.configure import _plan
-    from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.config.ibm_access import client_from_config
 
     name = args.name.strip()
     if not name:

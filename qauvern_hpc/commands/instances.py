@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         emit_json,
         fairness_markup,
         limit_text,
+        load_admin_config,
     )
-    from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.config.ibm_access import client_from_config
     from qauvern_hpc.ops.account import problems_exit_code, read_instances
 
     cfg = load_admin_config(args)

@@ -184,7 +184,7 @@ def _history(args: argparse.Namespace, store: JournalStore, console: Console) ->
 
 
 def _clients(args: argparse.Namespace, cfg: Config) -> tuple[IBMClient, Sacctmgr]:
-    from qauvern_hpc.ibm.factory import client_from_config
+    from qauvern_hpc.config.ibm_access import client_from_config
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
 
     return client_from_config(cfg, args), Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)

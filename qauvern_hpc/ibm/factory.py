@@ -1,5 +1,5 @@
-"""Build `IBMClient`s: for an admin command from the site config and the global options, and warm ones from a
-`ClientPool` (the hooks, hookd across jobs, collect).
+"""Build `IBMClient`s: for an admin command from the global options, and warm ones from a `ClientPool` (the
+hooks, hookd across jobs, collect). `qauvern_hpc.config.ibm_access` builds them from a site config.
 
 One place decides where the account-level API key comes from, in this order:
 
@@ -31,7 +31,6 @@ from qauvern_hpc.core.errors import ConfigError, UsageError
 from qauvern_hpc.core.secret import Secret
 
 if TYPE_CHECKING:
-    from qauvern_hpc.config import Config
     from qauvern_hpc.ibm.client import IBMClient
     from qauvern_hpc.ibm.endpoints import Endpoints
     from qauvern_hpc.ibm.retry import RetryPolicy
@@ -158,18 +157,6 @@ def staging_from_env(environ: Mapping[str, str] | None = None) -> bool:
     return value.strip().lower() not in _FALSE
 
 
-def endpoints_from_config(cfg: Config, *, staging: bool = False) -> Endpoints:
-    """The IBM hosts the config names: the emulator, overrides of IBM's hosts, or production/staging."""
-    ep = cfg.ibm.endpoints
-    return endpoints(
-        emulator=ep.emulator,
-        staging=staging or cfg.ibm.staging,
-        iam=ep.iam,
-        resource_controller=ep.resource_controller,
-        quantum=ep.quantum,
-    )
-
-
 def endpoints(
     *,
     emulator: str | None = None,
@@ -195,15 +182,6 @@ def client(args: Any, where: Endpoints, config_key_file: str | os.PathLike[str] 
     from qauvern_hpc.ibm.client import IBMClient
 
     return IBMClient(resolve_api_key(args, config_key_file), where, timeout=DEFAULT_TIMEOUT)
-
-
-def client_from_config(cfg: Config, args: Any) -> IBMClient:
-    """The admin client for `cfg`'s account, honouring the global --staging and key options."""
-    return client(
-        args,
-        endpoints_from_config(cfg, staging=bool(getattr(args, "staging", False))),
-        cfg.ibm.api_key_file,
-    )
 
 
 class ClientPool:
@@ -251,22 +229,12 @@ def _read_key(key_file: str | None) -> str:
     return read_key_file(key_file)
 
 
-def load_admin_config(args: Any) -> Config:
-    """The site config for an admin command. Key files are checked only if a key is read from them."""
-    from qauvern_hpc.config import load_config
-
-    return load_config(args.config, check_key_files=False)
-
-
 __all__ = [
     "API_KEY_ENV",
     "ClientPool",
     "Secret",
     "client",
-    "client_from_config",
     "endpoints",
-    "endpoints_from_config",
-    "load_admin_config",
     "read_api_key_from_stdin",
     "refuse_api_key_in_argv",
     "resolve_api_key",

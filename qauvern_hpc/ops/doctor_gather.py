@@ -235,7 +235,8 @@ def _accounting(cfg: Config, env: dict[str, str]) -> Check:
 
 
 def _ibm(options: DoctorOptions, cfg: Config) -> list[Check]:
-    from qauvern_hpc.ibm.factory import ClientPool, endpoints_from_config
+    from qauvern_hpc.config.ibm_access import endpoints_from_config
+    from qauvern_hpc.ibm.factory import ClientPool
 
     where = endpoints_from_config(cfg, staging=options.staging)
     out: list[Check] = []

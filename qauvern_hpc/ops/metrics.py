@@ -124,7 +124,7 @@ def gather(sources: dict[str, Source], *, now: float | None = None) -> list[Fami
 
 def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
     def run(f: Families) -> None:
-        from qauvern_hpc.ibm.factory import client_from_config
+        from qauvern_hpc.config.ibm_access import client_from_config
 
         started = time.monotonic()
         errors = 0

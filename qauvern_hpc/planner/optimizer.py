@@ -61,7 +61,6 @@ qauvern 0.14 quirks we reproduce (tests in `test_differential_qauvern.py`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 
 from qauvern_hpc.planner.limits import effective_limit, limit_reached, resolve_limit
@@ -76,17 +75,14 @@ from qauvern_hpc.planner.model import (
     InstanceSettings,
     InstanceSnapshot,
     InstanceWrite,
-    Invariant,
-    LimitBreakdown,
     PlanInputError,
     PlanOptions,
     PlanResult,
-    PlanWarning,
     UnknownInstanceError,
     Violation,
-    WarningKind,
     WriteKind,
 )
+from qauvern_hpc.planner.validation import PlanContext, PlanRow, instance_violations, violations, warnings
 
 # (breakdown key, snapshot attribute, days in the bucket, weight of one second of daily rate)
 _USAGE_BUCKETS: tuple[tuple[str, str, float, float], ...] = (
@@ -247,47 +243,6 @@ def water_fill(
     return pool - remaining
 
 
-@dataclass(slots=True)
-class _Row:
-    """Working state for one managed instance (internal)."""
-
-    settings: InstanceSettings
-    snap: InstanceSnapshot
-    breakdown: LimitBreakdown | None
-    limit: int | None  # effective limit
-    reached: bool
-    target_cap: int | None
-    target_reached: bool
-    floor: int
-    floor_source: FloorSource
-    ceiling: int | None
-    ceiling_source: CeilingSource | None
-    parts: dict[str, float]
-    score: float
-    active: bool
-    label: str = ""
-    target: int = 0
-    new: int = 0
-    held: bool = False
-
-
-@dataclass(slots=True)
-class _Context:
-    rows: list[_Row]
-    over: bool
-    minimum: int  # as configured
-    budget: int
-    reserve: int
-    unmanaged: int
-    unallocated: int
-    today: date
-    options: PlanOptions
-
-    @property
-    def cap(self) -> int:
-        return self.budget - self.reserve
-
-
 def _index_inputs(
     account: AccountSnapshot,
     settings: Sequence[InstanceSettings],
@@ -349,12 +304,12 @@ def _prepare(
     today: date,
     options: PlanOptions,
     demand: Mapping[str, DemandSignal] | None,
-) -> _Context:
+) -> PlanContext:
     snaps = _index_inputs(account, settings, demand)
     over = account.over_allocation_budget
     minimum = options.minimum_allocation_seconds
     m = max(1, minimum)
-    rows: list[_Row] = []
+    rows: list[PlanRow] = []
     for s in settings:
         snap = snaps[s.crn]
         c = snap.consumed_28d_seconds
@@ -383,7 +338,7 @@ def _prepare(
         parts = score_breakdown(snap, signal, options.demand_weights)
         score = parts["total"]
         rows.append(
-            _Row(
+            PlanRow(
                 settings=s,
                 snap=snap,
                 breakdown=breakdown,
@@ -409,7 +364,7 @@ def _prepare(
     unmanaged = sum(x.allocation_seconds for x in account.instances if x.crn not in managed) + max(
         0, budget - account.unallocated_seconds - loaded
     )
-    return _Context(
+    return PlanContext(
         rows=rows,
         over=over,
         minimum=minimum,
@@ -423,136 +378,6 @@ def _prepare(
 
 
 # --------------------------------------------------------------------------------------------- validation
-
-
-def _instance_violations(ctx: _Context, row: _Row, value: int) -> list[Violation]:
-    out: list[Violation] = []
-    c = row.snap.consumed_28d_seconds
-    who = f"{row.label} ({row.snap.crn})"
-    if not ctx.over and value < c:
-        out.append(
-            Violation(
-                Invariant.USAGE_FLOOR,
-                row.snap.crn,
-                f"{who}: allocation {value}s is below its 28-day usage {c}s",
-                value,
-                c,
-            )
-        )
-    if ctx.over and value > c and value > row.floor:
-        out.append(
-            Violation(
-                Invariant.USAGE_FLOOR,
-                row.snap.crn,
-                f"{who}: allocation {value}s is above its 28-day usage {c}s while the account is over budget",
-                value,
-                c,
-            )
-        )
-    if ctx.over and row.floor_source is FloorSource.USAGE:
-        if value < c:
-            out.append(
-                Violation(
-                    Invariant.MINIMUM,
-                    row.snap.crn,
-                    f"{who}: allocation {value}s is below its 28-day usage {c}s, which stands in for the "
-                    f"minimum {ctx.minimum}s while the account is over budget",
-                    value,
-                    c,
-                )
-            )
-    elif value < ctx.minimum:
-        out.append(
-            Violation(
-                Invariant.MINIMUM,
-                row.snap.crn,
-                f"{who}: allocation {value}s is below the minimum {ctx.minimum}s",
-                value,
-                ctx.minimum,
-            )
-        )
-    if row.limit is not None and value > row.limit and value > row.floor:
-        out.append(
-            Violation(
-                Invariant.LIMIT,
-                row.snap.crn,
-                f"{who}: allocation {value}s is above its effective limit {row.limit}s",
-                value,
-                row.limit,
-            )
-        )
-    if value == 0:
-        out.append(
-            Violation(Invariant.NO_ARCHIVING, row.snap.crn, f"{who}: allocation 0 would archive it", 0, 1)
-        )
-    if row.target_cap is not None and value > row.target_cap and value > row.floor:
-        out.append(
-            Violation(
-                Invariant.TARGET,
-                row.snap.crn,
-                f"{who}: allocation {value}s is above its balance-period target cap {row.target_cap}s",
-                value,
-                row.target_cap,
-            )
-        )
-    return out
-
-
-def _budget_violation(ctx: _Context, values: Sequence[int]) -> Violation | None:
-    total = sum(values) + ctx.unmanaged
-    if total <= ctx.cap:
-        return None
-    usage_floors = sum(r.floor for r in ctx.rows if r.floor_source is FloorSource.USAGE)
-    minimum_floors = sum(r.floor for r in ctx.rows if r.floor_source is FloorSource.MINIMUM)
-    drivers = [f"28-day usage holds {usage_floors}s", f"minimums hold {minimum_floors}s"]
-    if ctx.unmanaged:
-        drivers.append(f"unmanaged instances hold {ctx.unmanaged}s")
-    if ctx.reserve:
-        drivers.append(f"the reserve withholds {ctx.reserve}s")
-    if ctx.over:
-        drivers.append("the account is over its allocation budget")
-    message = (
-        f"allocations total {total}s (managed + unmanaged), above the cap of {ctx.cap}s "
-        f"(budget {ctx.budget}s - reserve {ctx.reserve}s) by {total - ctx.cap}s; " + ", ".join(drivers)
-    )
-    return Violation(Invariant.BUDGET_CAP, None, message, total, ctx.cap)
-
-
-def _violations(ctx: _Context, values: Sequence[int]) -> list[Violation]:
-    out: list[Violation] = []
-    budget = _budget_violation(ctx, values)
-    if budget is not None:
-        out.append(budget)
-    for row, value in zip(ctx.rows, values, strict=True):
-        out.extend(_instance_violations(ctx, row, value))
-    return out
-
-
-def _warnings(ctx: _Context, values: Sequence[int]) -> list[PlanWarning]:
-    if not ctx.over:
-        return []
-    out: list[PlanWarning] = []
-    for row, value in zip(ctx.rows, values, strict=True):
-        c = row.snap.consumed_28d_seconds
-        if value < ctx.minimum:
-            out.append(
-                PlanWarning(
-                    WarningKind.BELOW_MINIMUM,
-                    row.snap.crn,
-                    f"{row.label}: allocation {value}s is below the minimum {ctx.minimum}s so that fairness "
-                    "stays >= 1.0 while the account is over budget",
-                )
-            )
-        elif value > c:
-            out.append(
-                PlanWarning(
-                    WarningKind.ABOVE_USAGE,
-                    row.snap.crn,
-                    f"{row.label}: allocation {value}s is above its 28-day usage {c}s (fairness < 1.0) while "
-                    "the account is over budget",
-                )
-            )
-    return out
 
 
 def validate_allocations(
@@ -574,13 +399,10 @@ def validate_allocations(
             f"proposed allocation for instance(s) not managed here: {', '.join(unknown)}"
         )
     values = [proposed.get(r.snap.crn, r.snap.allocation_seconds) for r in ctx.rows]
-    return tuple(_violations(ctx, values))
+    return tuple(violations(ctx, values))
 
 
-# --------------------------------------------------------------------------------------------- planning
-
-
-def _reason(row: _Row, value: int) -> str:
+def _reason(row: PlanRow, value: int) -> str:
     floor_label = _FLOOR_LABEL[row.floor_source]
     if row.reached:
         return f"Limit reached — pinned to {floor_label}"
@@ -601,7 +423,7 @@ def _reason(row: _Row, value: int) -> str:
     return text
 
 
-def _apply_hysteresis(ctx: _Context, min_change: int) -> None:
+def _apply_hysteresis(ctx: PlanContext, min_change: int) -> None:
     """Hold the current value where the change is below `min_change` and holding it is valid."""
     total = sum(r.target for r in ctx.rows) + ctx.unmanaged
     small = [
@@ -612,13 +434,13 @@ def _apply_hysteresis(ctx: _Context, min_change: int) -> None:
     # Increases first: holding one only lowers the total.
     for row in small:
         current = row.snap.allocation_seconds
-        if current < row.target and not _instance_violations(ctx, row, current):
+        if current < row.target and not instance_violations(ctx, row, current):
             row.new, row.held = current, True
             total -= row.target - current
     for row in small:
         current = row.snap.allocation_seconds
         fits = total + (current - row.target) <= ctx.cap
-        if current > row.target and fits and not _instance_violations(ctx, row, current):
+        if current > row.target and fits and not instance_violations(ctx, row, current):
             row.new, row.held = current, True
             total += current - row.target
 
@@ -727,8 +549,8 @@ def plan_allocations(
         distributable_seconds=distributable,
         awarded_seconds=awarded,
         instances=plans,
-        violations=tuple(_violations(ctx, values)),
-        warnings=tuple(_warnings(ctx, values)),
+        violations=tuple(violations(ctx, values)),
+        warnings=tuple(warnings(ctx, values)),
         writes=_writes(plans),
     )
 

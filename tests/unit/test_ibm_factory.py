@@ -12,8 +12,9 @@ import pytest
 
 from qauvern_hpc import cli
 from qauvern_hpc.config import Config, parse_config
+from qauvern_hpc.config.ibm_access import endpoints_from_config
 from qauvern_hpc.ibm import IBMClient
-from qauvern_hpc.ibm.factory import endpoints_from_config, staging_from_env
+from qauvern_hpc.ibm.factory import staging_from_env
 
 ACCOUNT = "acc"
 CRN_US = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:g-us::"
@@ -146,7 +147,7 @@ def test_emulator_puts_every_service_and_region_at_one_base(tmp_path: Path) -> N
 
 
 def test_client_from_config_honours_the_global_staging_option(tmp_path: Path) -> None:
-    from qauvern_hpc.ibm.factory import client_from_config
+    from qauvern_hpc.config.ibm_access import client_from_config
 
     key = tmp_path / "k"
     key.write_text("key-1\n")
