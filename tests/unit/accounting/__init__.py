@@ -1,0 +1,1 @@
+"""Unit tests of collect and the ledger."""

@@ -1,0 +1,1 @@
+"""Unit tests of the emulator, the simulator and the containers."""

@@ -1,0 +1,1 @@
+"""Unit tests of doctor, metrics and the install units."""

@@ -1,0 +1,1 @@
+"""Unit tests of the Slurm gateway and the SPANK plugin."""
