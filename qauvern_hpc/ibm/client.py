@@ -674,31 +674,16 @@ class IBMClient:
 
     def backend_status(self, crn: str, backend: str) -> m.BackendStatus:
         """``GET /v1/backends/{name}/status`` through the instance."""
-        call = "GET /v1/backends/{name}/status"
-        resp = self._send(
-            "GET",
-            self._quantum(crn, f"/v1/backends/{_quote(backend)}/status"),
-            call=call,
-            headers={"Service-CRN": crn},
-            idempotent=True,
-        )
-        return self._parse(m.BackendStatus, resp, call)
+        path = f"/v1/backends/{_quote(backend)}/status"
+        return self._quantum_get(m.BackendStatus, crn, path, "GET /v1/backends/{name}/status")
 
     # ----- what an admission controller reads (issue 12) -----------------------------------------------
 
     def backends(self, crn: str, *, with_wait: bool = True) -> list[m.BackendDevice]:
         """``GET /v1/backends[?fields=wait_time_seconds]``: every backend the instance can use, with IBM's
         status, queue length (all customers) and, with `with_wait`, the wait estimate."""
-        call = "GET /v1/backends"
-        resp = self._send(
-            "GET",
-            self._quantum(crn, "/v1/backends"),
-            call=call,
-            params={"fields": "wait_time_seconds"} if with_wait else None,
-            headers={"Service-CRN": crn},
-            idempotent=True,
-        )
-        return list(self._parse(m.BackendList, resp, call).devices)
+        params = {"fields": "wait_time_seconds"} if with_wait else None
+        return list(self._quantum_get(m.BackendList, crn, "/v1/backends", "GET /v1/backends", params).devices)
 
     def pending_jobs(
         self, crn: str, backend: str | None = None, *, page_size: int = 100
@@ -712,15 +697,17 @@ class IBMClient:
 
     def job_queue_metrics(self, crn: str, job_id: str) -> m.JobQueueMetrics:
         """``GET /v1/jobs/{id}/metrics``: the estimated start and the position of a queued job."""
-        call = "GET /v1/jobs/{id}/metrics"
-        resp = self._send(
-            "GET",
-            self._quantum(crn, f"/v1/jobs/{_quote(job_id)}/metrics"),
-            call=call,
-            headers={"Service-CRN": crn},
-            idempotent=True,
-        )
-        return self._parse(m.JobQueueMetrics, resp, call)
+        path = f"/v1/jobs/{_quote(job_id)}/metrics"
+        return self._quantum_get(m.JobQueueMetrics, crn, path, "GET /v1/jobs/{id}/metrics")
+
+    def _quantum_get(
+        self, model: type[T], crn: str, path: str, call: str, params: Mapping[str, str] | None = None
+    ) -> T:
+        """An idempotent GET of the quantum API through the `Service-CRN` instance, parsed as `model`."""
+        url = self._quantum(crn, path)
+        headers = {"Service-CRN": crn}
+        resp = self._send("GET", url, call=call, params=params, headers=headers, idempotent=True)
+        return self._parse(model, resp, call)
 
     def _job_pages(self, crn: str, params: dict[str, Any], page_size: int) -> list[m.RuntimeJob]:
         """Every job ``GET /v1/jobs`` lists with `params` (``limit``/``offset`` paging, by rows received)."""
