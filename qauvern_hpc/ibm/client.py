@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from typing import Any, Literal
 
 from qauvern_hpc.ibm import models as m
-from qauvern_hpc.ibm.base import BaseClient
+from qauvern_hpc.ibm.base import BaseClient, T
 from qauvern_hpc.ibm.crn import parse_crn, valid_region
 from qauvern_hpc.ibm.errors import (
     IBMError,
