@@ -50,6 +50,15 @@ from qauvern_hpc.admission.model import (
 EWMA_ALPHA = 0.2  # weight of one new measurement in the learnt service/wait times
 SOFT_REASONS = frozenset({OPEN, ADMITTED, IBM_QUEUE, FAIR_SHARE})
 _INF = math.inf
+_LICENSES: dict[tuple[str, str], str] = {}  # pair_license memo (pure function; the hot loop calls it a lot)
+
+
+def _license(instance: str, backend: str) -> str:
+    key = (instance, backend)
+    lic = _LICENSES.get(key)
+    if lic is None:
+        lic = _LICENSES[key] = pair_license(instance, backend)
+    return lic
 
 
 def _dur(seconds: float) -> str:
@@ -125,8 +134,8 @@ def decide(
     prev: dict[str, PairDecision] = {}
     if state.last is not None:
         for pd in state.last.pairs:
-            prev[pd.license] = pd
-    licenses = [pair_license(p.instance, p.backend) for p in pairs]
+            prev[_license(pd.instance, pd.backend)] = pd
+    licenses = [_license(p.instance, p.backend) for p in pairs]
 
     # Learn (from this observation only): service time per backend, our IBM wait per pair.
     service = dict(state.service_ewma)
@@ -137,8 +146,10 @@ def decide(
         if p.started_jobs > 0:
             wait[lic] = _ewma(wait.get(lic), p.started_wait_seconds, p.started_jobs)
     bad_polls: dict[str, int] = {}
+    serving: dict[str, bool] = {}
     for bv in backends.values():
-        if not bv.serving:
+        serving[bv.name] = ok = bv.serving
+        if not ok:
             bad_polls[bv.name] = state.bad_polls.get(bv.name, 0) + 1
 
     # Work in flight per instance (all backends), for the limit lookahead and IBM's fair-share order.
@@ -166,7 +177,7 @@ def decide(
             out[k] = _stale(p, prev.get(licenses[k]), age, settings)
             continue
         assert b is not None and i is not None
-        if not b.serving:
+        if not serving[p.backend]:
             out[k] = (0, BACKEND_NOT_SERVING, _not_serving_detail(b))
             continue
         why = _limit_detail(i, in_flight.get(i.name, 0.0))
@@ -231,7 +242,7 @@ def _split(
     for c in cands:
         p = c.pair
         if p.ibm_queued > 0:
-            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(pair_license(p.instance, p.backend), 0.0))
+            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(_license(p.instance, p.backend), 0.0))
             w = max(w, w_p)
         not_at_ibm += max(0, p.running - p.ibm_queued - p.ibm_running)
     max_wait = settings.max_ibm_wait_seconds
@@ -246,6 +257,7 @@ def _split(
         return used / alloc if alloc > 0 else _INF if used > 0 else 0.0
 
     ratios = [ratio(c) for c in cands]
+    start = ratios.copy()  # IBM's order before this split, for the words
     for _ in range(k_b):
         best = -1
         for j, c in enumerate(cands):
@@ -310,8 +322,8 @@ def _split(
         else:
             first = next((o for o in served if o.pair.instance != p.instance), None)
             if first is not None and (c.probe or not c.admitted):
-                mine = ratios[j]
-                theirs = ratio(first)
+                mine = start[j]
+                theirs = start[cands.index(first)]
                 detail = (
                     f"{b.name} can start ~{k_b} more job(s) in {within}; IBM serves {first.pair.instance} "
                     f"first ({theirs:.0%} of its allocation used vs {mine:.0%}): {of}{probe}"
