@@ -263,6 +263,17 @@ def test_soft_changes_wait_for_min_dwell_and_never_cut_below_running() -> None:
     assert d3.pairs[0].cap == 4
 
 
+def test_previous_decisions_are_found_when_pairs_change_order() -> None:
+    a = PairView("physics", "ibm_fez", pending=10, running=1, ibm_running=1)
+    b = PairView("chem", "ibm_fez", pending=0)
+    d0, st0 = one(observe([a, b]))
+    t = NOW + 10  # within min_dwell: the soft cap stays, found by license
+    bq = backend(length_queue=50, observed_at=t)
+    d1, _ = one(observe([b, a], backends=[bq], now=t, read_at=t), st0)
+    assert [(p.instance, p.cap) for p in d1.pairs] == [("chem", None), ("physics", 3)]
+    assert d1.pairs[1] is d0.pairs[0]
+
+
 def test_since_tracks_reason_changes() -> None:
     pv = PairView("physics", "ibm_fez", pending=10, running=1, ibm_running=1)
     _, st0 = one(observe([pv]))
