@@ -290,7 +290,7 @@ def _target_cap(settings: InstanceSettings, snap: InstanceSnapshot, today: date)
 
 
 def _add_demand(
-    rows: list[_Row], demand: Mapping[str, DemandSignal], budget: int, over: bool, weights: DemandWeights
+    rows: list[PlanRow], demand: Mapping[str, DemandSignal], budget: int, over: bool, weights: DemandWeights
 ) -> None:
     """Extension a: each row's score gains its fair demand terms (entitlements need every row's limit)."""
     given = [demand[r.settings.crn].entitlement_seconds if r.settings.crn in demand else 0.0 for r in rows]

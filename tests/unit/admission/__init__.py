@@ -1,0 +1,1 @@
+"""Unit tests of admission control (co-scheduling)."""
