@@ -80,7 +80,7 @@ def _account(app: EmulatorApp, r: Request) -> Reply:
 
 @route("GET", "/backends", "api")
 def _backends(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.backends(r.p, r.crn))
+    return ok(app.state.backends(r.p, r.crn, r.query.get("fields", "")))
 
 
 @route("GET", "/backends/([^/]+)/status", "api")

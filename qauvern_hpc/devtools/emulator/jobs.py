@@ -153,11 +153,8 @@ class Jobs:
 
     def metrics(self, p: Principal, crn: str | None, job_id: str, now: datetime) -> dict[str, Any]:
         j = self.find(p, crn, job_id)
-        position = None
-        if j.status == "Queued":
-            order = self._sched.queue_order(self._s.backends[j.backend], now)
-            position = order.index(j.id) + 1 if j.id in order else None
-        return views.job_metrics(j, now=now, position=position)
+        position, start = self._sched.estimate(j, now) if j.status == "Queued" else (None, None)
+        return views.job_metrics(j, now=now, position=position, estimated_start=start)
 
     def results(self, p: Principal, crn: str | None, job_id: str) -> dict[str, Any]:
         j = self.find(p, crn, job_id)

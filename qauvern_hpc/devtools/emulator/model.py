@@ -12,7 +12,7 @@ import hashlib
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Resource Controller id of the IBM Quantum service ("quantum-computing").
 QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
@@ -27,7 +27,10 @@ PLAN_NAMES: dict[str, str] = {v: k for k, v in PLAN_IDS.items()}
 
 REGIONS = ("us-east", "eu-de")
 
-BackendStatus = Literal["online", "paused", "offline", "maintenance"]
+# IBM's backend status enum; the message says why ("active", "internal", "maintenance", free text). Paused:
+# IBM accepts jobs but starts none; offline: not serving either. Only "online" starts jobs.
+BackendStatus = Literal["online", "paused", "offline"]
+DEFAULT_BACKEND_MESSAGES: dict[str, str] = {"online": "active", "paused": "internal", "offline": "offline"}
 SessionMode = Literal["batch", "dedicated"]
 SessionState = Literal["open", "active", "inactive", "closed"]
 JobStatus = Literal["Queued", "Running", "Completed", "Cancelled", "Cancelled - Ran too long", "Failed"]
@@ -68,15 +71,92 @@ def fingerprint(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+class ExternalLoad(_Model):
+    """Other customers' jobs on a backend: Poisson arrivals, exponential QPU times, one fair-share ratio."""
+
+    rate_per_hour: float = Field(default=0.0, ge=0)
+    mean_seconds: float = Field(default=60.0, gt=0)
+    ratio: float = Field(default=0.0, ge=0, description="their 28-day usage / allocation (fair-share key)")
+
+
+class StatusChange(_Model):
+    """A scheduled status change; with `for_seconds` the status before it comes back afterwards."""
+
+    at: datetime
+    status: BackendStatus
+    message: str | None = None
+    for_seconds: float | None = Field(default=None, gt=0)
+    revert: bool = Field(default=False, description="the way back from a temporary change")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_maintenance(cls, data: Any) -> Any:
+        return maintenance_is_paused(data)
+
+
+class WaitSpike(_Model):
+    """A burst of other customers' work: `extra_jobs` queued at `start` (withdrawn at `end` if still queued)
+    and/or their arrival rate multiplied by `rate_factor` in [start, end)."""
+
+    start: datetime
+    end: datetime
+    extra_jobs: int = Field(default=0, ge=0)
+    rate_factor: float = Field(default=1.0, ge=0)
+    injected: bool = False
+
+
+class ExternalJob(_Model):
+    """A job of another customer: it takes its backend's QPU time but is never shown in our `/v1/jobs`."""
+
+    id: str
+    seq: int
+    backend: str
+    created_at: datetime
+    seconds: float = Field(ge=0)
+    ratio: float = Field(ge=0)
+    spike: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def maintenance_is_paused(data: Any) -> Any:
+    """Seeds written before IBM's enum said `status: maintenance`: that is paused, message maintenance."""
+    if isinstance(data, dict) and data.get("status") == "maintenance":
+        data = {**data, "status": "paused"}
+        data.setdefault("message", "maintenance")
+        data["message"] = data["message"] or "maintenance"
+    return data
+
+
 class Backend(_Model):
     name: str = Field(min_length=1)
     status: BackendStatus = "online"
+    message: str | None = Field(default=None, description="None: the status's default message")
     qubits: int = 133
     processor_family: str = "Heron"
     version: str = "1.0.0"
     queue_length: int = Field(default=0, ge=0, description="extra queue length reported (display only)")
     running_job: str | None = None
+    running_external: str | None = None
     locked_by_session: str | None = None
+    external: ExternalLoad | None = None
+    external_next_at: datetime | None = Field(default=None, description="next other-customer arrival")
+    external_arrivals: int = Field(default=0, ge=0, description="arrivals drawn so far (random stream)")
+    schedule: list[StatusChange] = Field(default_factory=list)
+    wait_spikes: list[WaitSpike] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_maintenance(cls, data: Any) -> Any:
+        return maintenance_is_paused(data)
+
+    @property
+    def shown_message(self) -> str:
+        return self.message or DEFAULT_BACKEND_MESSAGES[self.status]
+
+    @property
+    def busy(self) -> bool:
+        return self.running_job is not None or self.running_external is not None
 
 
 class Instance(_Model):
@@ -172,6 +252,8 @@ class StateModel(_Model):
     token_ttl_seconds: int = Field(default=3600, ge=1)
     interactive_ttl_seconds: int = Field(default=60, ge=1)
     open_session_timeout_seconds: int = Field(default=1800, ge=1)
+    random_seed: int = Field(default=0, description="seeds other customers' arrivals and QPU times")
+    wait_window_seconds: int = Field(default=3600, ge=1, description="trailing window of the wait estimate")
     accounts: list[Account] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
     backends: list[Backend] = Field(default_factory=list)
@@ -179,3 +261,4 @@ class StateModel(_Model):
     usage_events: list[UsageEvent] = Field(default_factory=list)
     sessions: list[Session] = Field(default_factory=list)
     jobs: list[Job] = Field(default_factory=list)
+    external_jobs: list[ExternalJob] = Field(default_factory=list)

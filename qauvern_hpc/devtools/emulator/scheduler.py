@@ -5,10 +5,15 @@ session open timeouts, `max_ttl`, interactive TTL) in time order, ties broken by
 timeout, max_ttl, idle), so a manual clock gives fully deterministic runs and a real clock behaves like wall
 time.
 
-Invariants: a backend runs at most one job at a time (`running_job`); a dedicated session that is running
-holds its backend (`locked_by_session`): only its jobs start until it goes inactive or closes, and its
-locked wall-clock period is charged when it ends. Otherwise the queued job of the instance with the lowest
-(28-day usage / allocation) starts first, FIFO (by `seq`) among equals (IBM's fair share). A job whose
+Backends also change status (`status.py`: scheduled changes, reverts, flaps; kind rank 4) and other
+customers' jobs arrive (`external.py`: wait spikes rank 4, arrivals rank 5).
+
+Invariants: only an online backend starts jobs; it runs at most one job at a time (`running_job`, or
+`running_external` for another customer's); a dedicated session that is running holds its backend
+(`locked_by_session`): only its jobs start until it goes inactive or closes, and its locked wall-clock
+period is charged when it ends. Otherwise the queued job of the instance with the lowest (28-day usage /
+allocation; other customers: their seeded `ratio`) starts first, oldest first among equals (IBM's fair
+share; ours before others' at the same instant, ours by `seq`). A job whose
 instance has reached its `instance_limit_seconds` fails instead of starting. Jobs outside dedicated sessions
 are charged their QPU time when they end. Not thread-safe: call under `EmulatorState`'s lock.
 """
@@ -17,19 +22,24 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from qauvern_hpc.devtools.emulator import status as backend_status
+from qauvern_hpc.devtools.emulator.external import OtherCustomers
 from qauvern_hpc.devtools.emulator.model import (
     Backend,
+    ExternalJob,
     Job,
     JobStatus,
     Session,
     SessionPeriod,
     SessionState,
     SessionTransition,
+    WaitSpike,
 )
 from qauvern_hpc.devtools.emulator.store import Store
 from qauvern_hpc.devtools.emulator.usage import Usage
 
-Event = tuple[datetime, int, str, str]  # (when, tie-break rank, kind, job or session id)
+Event = tuple[datetime, int, str, str]  # (when, tie-break rank, kind, job, session or backend id)
+QueueKey = tuple[float, datetime, int, int]  # (fair-share ratio, created, ours 0 / others' 1, seq)
 
 
 class Scheduler:
@@ -38,6 +48,7 @@ class Scheduler:
     def __init__(self, store: Store, usage: Usage) -> None:
         self._s = store
         self._usage = usage
+        self.others = OtherCustomers(store)
 
     # ------------------------------------------------------------------ events
 
@@ -65,6 +76,8 @@ class Scheduler:
                 self.close(s, at, "the session reached its max_ttl", cancel_queued=True)
             elif kind == "idle":
                 self._deactivate(self._s.sessions[ident], at)
+            else:
+                self._backend_event(kind, self._s.backends[ident], at)
         raise RuntimeError("the emulator's scheduler did not settle")
 
     def _run_plan(self, j: Job) -> tuple[float, JobStatus, str | None]:
@@ -77,6 +90,41 @@ class Scheduler:
                 (float(j.cost), "Cancelled - Ran too long", "the job exceeded its maximum execution time")
             )
         return min(options, key=lambda o: o[0])
+
+    def _backend_event(self, kind: str, b: Backend, at: datetime) -> None:
+        if kind == "external_end":
+            assert b.running_external is not None
+            x = self.others.find(b.running_external)
+            x.finished_at = at
+            b.running_external = None
+        elif kind == "status":
+            change = min(b.schedule, key=lambda c: c.at)
+            b.schedule.remove(change)
+            backend_status.apply_change(b, change, at)
+        elif kind == "spike_start":
+            self.others.spike_start(b, min((w for w in b.wait_spikes if not w.injected), key=_start), at)
+        elif kind == "spike_end":
+            self.others.spike_end(b, min(b.wait_spikes, key=lambda w: w.end), at)
+        elif kind == "arrival":
+            self.others.arrive(b, at)
+        self.dispatch(b, at)
+
+    def _backend_events(self, b: Backend) -> list[Event]:
+        out: list[Event] = []
+        if b.running_external is not None:
+            x = self.others.find(b.running_external)
+            assert x.started_at is not None
+            out.append((x.started_at + timedelta(seconds=x.seconds), 0, "external_end", b.name))
+        if b.schedule:
+            out.append((min(c.at for c in b.schedule), 4, "status", b.name))
+        pending = [w.start for w in b.wait_spikes if not w.injected]
+        if pending:
+            out.append((min(pending), 4, "spike_start", b.name))
+        if b.wait_spikes:
+            out.append((min(w.end for w in b.wait_spikes), 4, "spike_end", b.name))
+        if b.external_next_at is not None:
+            out.append((b.external_next_at, 5, "arrival", b.name))
+        return out
 
     def _next_event(self) -> Event | None:
         best: Event | None = None
@@ -91,6 +139,8 @@ class Scheduler:
                 j = self._s.jobs[b.running_job]
                 assert j.started_at is not None
                 consider((j.started_at + timedelta(seconds=self._run_plan(j)[0]), 0, "job_end", j.id))
+            for ev in self._backend_events(b):
+                consider(ev)
         timeout = self._s.m.open_session_timeout_seconds
         for s in self._s.m.sessions:
             if s.state == "closed":
@@ -105,32 +155,67 @@ class Scheduler:
 
     # ------------------------------------------------------------------ queues
 
-    def queue_order(self, b: Backend, at: datetime) -> list[str]:
-        """Ids of the jobs queued on `b`, in the order they would start."""
+    def _candidates(self, b: Backend, at: datetime) -> list[tuple[QueueKey, Job | ExternalJob]]:
+        """The jobs queued on `b` that may start next, with their fair-share keys, in start order."""
         queued = [j for j in self._s.m.jobs if j.backend == b.name and j.status == "Queued"]
         if b.locked_by_session is not None:
-            own = sorted((j for j in queued if j.session_id == b.locked_by_session), key=lambda j: j.seq)
-            rest = [j for j in queued if j.session_id != b.locked_by_session]
-        else:
-            own, rest = [], queued
-        ratios = {crn: self._usage.ratio(crn, at) for crn in {j.instance for j in rest}}
-        rest.sort(key=lambda j: (ratios[j.instance], j.seq))
-        return [j.id for j in own + rest]
+            own = [j for j in queued if j.session_id == b.locked_by_session]
+            return [((0.0, j.created_at, 0, j.seq), j) for j in sorted(own, key=lambda j: j.seq)]
+        ratios = {crn: self._usage.ratio(crn, at) for crn in {j.instance for j in queued}}
+        out: list[tuple[QueueKey, Job | ExternalJob]] = [
+            ((ratios[j.instance], j.created_at, 0, j.seq), j) for j in queued
+        ]
+        out += [((x.ratio, x.created_at, 1, x.seq), x) for x in self.others.queued(b)]
+        return sorted(out, key=lambda kj: kj[0])
+
+    def queue_order(self, b: Backend, at: datetime) -> list[str]:
+        """Ids of the jobs queued on `b` (ours and other customers'), in the order they would start."""
+        order = [j.id for _, j in self._candidates(b, at)]
+        if b.locked_by_session is not None:
+            locked = set(order)
+            rest = [j for j in self._s.m.jobs if j.backend == b.name and j.status == "Queued"]
+            rest = [j for j in rest if j.id not in locked]
+            ratios = {crn: self._usage.ratio(crn, at) for crn in {j.instance for j in rest}}
+            keyed = [((ratios[j.instance], j.created_at, 0, j.seq), j.id) for j in rest]
+            keyed += [((x.ratio, x.created_at, 1, x.seq), x.id) for x in self.others.queued(b)]
+            order += [i for _, i in sorted(keyed)]
+        return order
+
+    def estimate(self, j: Job, at: datetime) -> tuple[int | None, datetime | None]:
+        """A queued job's 1-based position on its backend and when it would start if nothing else arrived
+        (None while the backend is not online or the job waits behind another dedicated session)."""
+        b = self._s.backends[j.backend]
+        order = self.queue_order(b, at)
+        if j.id not in order:
+            return None, None
+        position = order.index(j.id) + 1
+        if b.status != "online" or (b.locked_by_session not in (None, j.session_id)):
+            return position, None
+        seconds = {x.id: x.seconds for x in self.others.queued(b)}
+        wait = 0.0
+        if b.running_job is not None:
+            running = self._s.jobs[b.running_job]
+            assert running.started_at is not None
+            wait = self._run_plan(running)[0] - (at - running.started_at).total_seconds()
+        elif b.running_external is not None:
+            x = self.others.find(b.running_external)
+            assert x.started_at is not None
+            wait = x.seconds - (at - x.started_at).total_seconds()
+        for ident in order[: position - 1]:
+            wait += seconds[ident] if ident in seconds else self._run_plan(self._s.jobs[ident])[0]
+        return position, at + timedelta(seconds=max(0.0, wait))
 
     def dispatch(self, b: Backend, at: datetime) -> None:
         """Start queued jobs on `b` while it is online and idle."""
-        while b.status == "online" and b.running_job is None:
-            queued = [j for j in self._s.m.jobs if j.backend == b.name and j.status == "Queued"]
-            if b.locked_by_session is not None:
-                queued = [j for j in queued if j.session_id == b.locked_by_session]
-                if not queued:
-                    return
-                job = min(queued, key=lambda j: j.seq)
-            else:
-                if not queued:
-                    return
-                ratios = {crn: self._usage.ratio(crn, at) for crn in {j.instance for j in queued}}
-                job = min(queued, key=lambda j: (ratios[j.instance], j.seq))
+        while b.status == "online" and not b.busy:
+            candidates = self._candidates(b, at)
+            if not candidates:
+                return
+            job = candidates[0][1]
+            if isinstance(job, ExternalJob):
+                job.started_at = at
+                b.running_external = job.id
+                continue
             inst = self._s.instances[job.instance]
             limit = inst.instance_limit_seconds
             if limit is not None and self._usage.rolling(inst.crn, at) >= limit:
@@ -239,3 +324,7 @@ def _transition(s: Session, state: SessionState, at: datetime, reason: str | Non
         s.timestamps.append(SessionTransition(status=state, timestamp=at))
     if reason is not None:
         s.state_reason = reason
+
+
+def _start(w: WaitSpike) -> datetime:
+    return w.start

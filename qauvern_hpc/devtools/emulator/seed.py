@@ -13,6 +13,11 @@ conveniences, expanded here:
   1 = yesterday, ... relative to the clock start) or a mapping whose keys are ISO dates or integers (days
   ago).
 
+- `backends[]`: `status: maintenance` (older seeds) means paused with message "maintenance";
+  `schedule[]` entries give `after_seconds` (from the load) instead of an absolute `at`; `flap` and
+  `wait_spike` (a mapping or a list, each with optional `after_seconds`) become `schedule` entries and
+  `wait_spikes` (see `status`).
+
 See `qauvern_hpc/data/emulator-seed.example.yaml` for a documented example.
 """
 
@@ -28,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from qauvern_hpc.devtools.emulator import status as backend_status
 from qauvern_hpc.devtools.emulator.clock import as_utc
 from qauvern_hpc.devtools.emulator.model import (
     PLAN_IDS,
@@ -35,6 +41,7 @@ from qauvern_hpc.devtools.emulator.model import (
     ApiKey,
     StateModel,
     fingerprint,
+    maintenance_is_paused,
 )
 from qauvern_hpc.ibm.crn import parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
@@ -216,6 +223,8 @@ def normalize(
                 f"{where}: needs `key` (a fingerprint alone only refers to a key the emulator already has)"
             )
 
+    data["backends"] = [_backend(b, now, f"backends[{i}]") for i, b in enumerate(data.get("backends", []))]
+
     for i, inst in enumerate(data.get("instances", [])):
         where = f"instances[{i}]"
         if not isinstance(inst, dict):
@@ -270,6 +279,39 @@ def normalize(
         raise SeedError(_pydantic_message(exc)) from exc
     _cross_check(model)
     return model
+
+
+def _listed(raw: Any, where: str) -> list[dict[str, Any]]:
+    items = [raw] if isinstance(raw, Mapping) else raw if isinstance(raw, list) else None
+    if items is None or not all(isinstance(x, Mapping) for x in items):
+        raise SeedError(f"{where}: must be a mapping or a list of mappings")
+    return [dict(x) for x in items]
+
+
+def _backend(raw: Any, now: datetime, where: str) -> Any:
+    """Expand a backend's `schedule[].after_seconds`, `flap` and `wait_spike` (see the module docstring)."""
+    if not isinstance(raw, dict):
+        return raw
+    b = maintenance_is_paused(raw)
+    try:
+        schedule = [
+            backend_status.change(maintenance_is_paused(c), now, f"{where}.schedule[{k}]")
+            for k, c in enumerate(_listed(b.get("schedule") or [], f"{where}.schedule"))
+        ]
+        base = (str(b.get("status", "online")), b.get("message"))
+        for k, f in enumerate(_listed(b.pop("flap", None) or [], f"{where}.flap")):
+            schedule += backend_status.flap(base, f, now, f"{where}.flap[{k}]")
+        spikes = [
+            backend_status.wait_spike(w, now, f"{where}.wait_spike[{k}]")
+            for k, w in enumerate(_listed(b.pop("wait_spike", None) or [], f"{where}.wait_spike"))
+        ]
+    except ValidationError as exc:
+        raise SeedError(f"{where}: {_pydantic_message(exc)}") from exc
+    except ValueError as exc:
+        raise SeedError(str(exc)) from exc
+    b["schedule"] = [c.model_dump(mode="json") for c in schedule]
+    b["wait_spikes"] = list(b.get("wait_spikes") or []) + [w.model_dump(mode="json") for w in spikes]
+    return b
 
 
 def _pydantic_message(exc: ValidationError) -> str:

@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from qauvern_hpc.devtools.emulator import status as backend_status
 from qauvern_hpc.devtools.emulator import views
 from qauvern_hpc.devtools.emulator.backends import Backends
 from qauvern_hpc.devtools.emulator.clock import Clock
 from qauvern_hpc.devtools.emulator.iam import Iam, Principal, bearer, check_token_form
 from qauvern_hpc.devtools.emulator.instances import ResourceController
 from qauvern_hpc.devtools.emulator.jobs import Jobs
-from qauvern_hpc.devtools.emulator.model import StateModel
+from qauvern_hpc.devtools.emulator.model import Backend, StateModel, maintenance_is_paused
 from qauvern_hpc.devtools.emulator.scheduler import Scheduler
 from qauvern_hpc.devtools.emulator.seed import SeedError, SeedSource, normalize, read_seed
 from qauvern_hpc.devtools.emulator.sessions import Sessions
@@ -46,9 +47,10 @@ class EmulatorState:
         self._rc = ResourceController(self._store)
         self._usage = Usage(self._store)
         self._sched = Scheduler(self._store, self._usage)
-        self._backends = Backends(self._store)
+        self._backends = Backends(self._store, self._sched.others)
         self._sessions = Sessions(self._store, self._usage, self._sched)
         self._jobs = Jobs(self._store, self._usage, self._sched, self._sessions)
+        self._sched.others.prime(self._synced)
 
     @classmethod
     def from_seed(cls, seed: SeedSource, clock: Clock) -> EmulatorState:
@@ -93,6 +95,7 @@ class EmulatorState:
             if "api_keys" not in raw:
                 model.api_keys = [k.model_copy() for k in current_keys]
             self._store.load(model)
+            self._sched.others.prime(now)
             for backend in model.backends:
                 self._sched.dispatch(backend, now)
 
@@ -109,6 +112,8 @@ class EmulatorState:
                     continue
                 if (section in keys or section == "usage_events") and not isinstance(value or [], list):
                     raise SeedError(f"{section}: must be a list")
+                if section == "backends":  # a status without a message gets the status's own message back
+                    value = [_status_resets_message(i) for i in value or []]
                 if section == "usage_events":
                     current.setdefault(section, []).extend(value or [])
                 elif section in keys:
@@ -192,8 +197,64 @@ class EmulatorState:
             quota = next(p for p in acct.plans if plan in (p.plan, p.plan_id))
             return self._usage.plan_view(acct, quota)
 
-    def set_backend_status(self, name: str, status: str) -> None:
-        self.patch({"backends": [{"name": name, "status": status}]})
+    def set_backend_status(
+        self, name: str, status: str, message: str | None = None, for_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """Set a backend's status (and message; None: the status's default) now; with `for_seconds` it
+        reverts afterwards. An old "maintenance" status means paused, message maintenance. Returns
+        `backend_control_view`. KeyError for an unknown backend, ValueError for a bad change."""
+        body: dict[str, Any] = {"status": status, "message": message, "for_seconds": for_seconds}
+        with self._at_now() as now:
+            b = self._control_backend(name)
+            change = backend_status.change(maintenance_is_paused(body), now, "status")
+            backend_status.apply_change(b, change, now)
+            return self._settle(b, now)
+
+    def wait_spike(self, name: str, **spike: Any) -> dict[str, Any]:
+        """Other customers' burst on a backend: `extra_jobs=N` and/or `rate_factor=X`, `for_seconds=S`,
+        optional `after_seconds`. Returns `backend_control_view`."""
+        with self._at_now() as now:
+            b = self._control_backend(name)
+            b.wait_spikes.append(backend_status.wait_spike(spike, now, "wait_spike"))
+            return self._settle(b, now)
+
+    def flap(self, name: str, **flap: Any) -> dict[str, Any]:
+        """Make a backend flap (paused/online every `period_seconds` for `for_seconds`, optional
+        `after_seconds`), then return to its current status. Returns `backend_control_view`."""
+        with self._at_now() as now:
+            b = self._control_backend(name)
+            b.schedule += backend_status.flap((b.status, b.message), flap, now, "flap")
+            return self._settle(b, now)
+
+    def backend_control_view(self, name: str) -> dict[str, Any]:
+        """A backend as the control surface shows it: IBM's status reply plus the wait estimate, the
+        pending schedule and wait spikes, and the other customers' queued jobs."""
+        with self._at_now() as now:
+            return self._backend_view(self._control_backend(name), now)
+
+    def _control_backend(self, name: str) -> Backend:
+        b = self._store.backends.get(name)
+        if b is None:
+            raise KeyError(f"no backend {name!r}")
+        return b
+
+    def _settle(self, b: Backend, now: datetime) -> dict[str, Any]:
+        if b.external is not None:
+            self._sched.others.redraw(b, now)
+        self._sched.dispatch(b, now)
+        self._sched.run_until(now)
+        return self._backend_view(b, now)
+
+    def _backend_view(self, b: Backend, now: datetime) -> dict[str, Any]:
+        out = views.backend_status(b, self._store.queue_length(b))
+        dump = b.model_dump(mode="json", include={"schedule", "wait_spikes", "external"})
+        return {
+            "name": b.name,
+            **out,
+            "wait_time_seconds": self._sched.others.wait_time(b, now),
+            "external_queued": len(self._sched.others.queued(b)),
+            **dump,
+        }
 
     # ------------------------------------------------------------------ IAM
 
@@ -254,9 +315,9 @@ class EmulatorState:
 
     # ------------------------------------------------------------------ compute API: backends
 
-    def backends(self, p: Principal, crn: str | None) -> dict[str, Any]:
-        with self._at_now():
-            return self._backends.devices(p, crn)
+    def backends(self, p: Principal, crn: str | None, fields: str = "") -> dict[str, Any]:
+        with self._at_now() as now:
+            return self._backends.devices(p, crn, fields, now)
 
     def backend_status(self, p: Principal, crn: str | None, name: str) -> dict[str, Any]:
         with self._at_now():
@@ -321,6 +382,12 @@ class EmulatorState:
     def job_logs(self, p: Principal, crn: str | None, job_id: str) -> str:
         with self._at_now():
             return self._jobs.logs(p, crn, job_id)
+
+
+def _status_resets_message(item: Any) -> Any:
+    if isinstance(item, dict) and "status" in item:
+        return {"message": None, **item}
+    return item
 
 
 def _merge_items(current: list[Any], patch: list[Any], key: str, section: str) -> list[Any]:

@@ -6,8 +6,8 @@ Invariants:
   `events`) mirrors `m`: an object is added to or removed from the model only through the methods below, which
   keep both in step; `load` rebuilds them all;
 - `seq` is the highest job sequence number handed out (job order for FIFO and listings);
-- a backend's `running_job` / `locked_by_session` names an existing job / session (dangling ones are cleared
-  on load);
+- a backend's `running_job` / `running_external` / `locked_by_session` names an existing job / other
+  customer's job / session (dangling ones are cleared on load);
 - the store holds no lock and knows no time: `EmulatorState` calls it under its lock, after bringing the
   state up to "now".
 """
@@ -63,9 +63,12 @@ class Store:
         for ev in model.usage_events:
             self.events.setdefault(ev.instance, []).append(ev)
         self.seq = max((j.seq for j in model.jobs), default=0)
+        external = {x.id for x in model.external_jobs}
         for b in model.backends:
             if b.running_job is not None and b.running_job not in self.jobs:
                 b.running_job = None
+            if b.running_external is not None and b.running_external not in external:
+                b.running_external = None
             if b.locked_by_session is not None and b.locked_by_session not in self.sessions:
                 b.locked_by_session = None
 
@@ -147,7 +150,10 @@ class Store:
         return b
 
     def queue_length(self, b: Backend) -> int:
-        return b.queue_length + sum(1 for j in self.m.jobs if j.backend == b.name and j.status == "Queued")
+        """IBM's `length_queue`: the display-only extra, our queued jobs and other customers' queued jobs."""
+        ours = sum(1 for j in self.m.jobs if j.backend == b.name and j.status == "Queued")
+        others = sum(1 for x in self.m.external_jobs if x.backend == b.name and x.started_at is None)
+        return b.queue_length + ours + others
 
     def session_jobs(self, session_id: str) -> list[Job]:
         return self.by_session.get(session_id, [])

@@ -19,13 +19,6 @@ from qauvern_hpc.devtools.emulator.model import (
     Session,
 )
 
-BACKEND_STATE_MESSAGES = {
-    "online": "available",
-    "paused": "internal",
-    "offline": "offline",
-    "maintenance": "maintenance",
-}
-
 
 def _ts(value: datetime | None) -> str | None:
     return iso(value) if value is not None else None
@@ -65,11 +58,11 @@ def rc_resource(inst: Instance) -> dict[str, Any]:
     }
 
 
-def backend_device(b: Backend, queue_length: int) -> dict[str, Any]:
-    """One entry of `GET /v1/backends` (`devices[]`)."""
-    return {
+def backend_device(b: Backend, queue_length: int, wait_time: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One entry of `GET /v1/backends` (`devices[]`); `wait_time_seconds` only when asked for."""
+    out = {
         "name": b.name,
-        "status": {"name": b.status, "reason": BACKEND_STATE_MESSAGES.get(b.status, b.status)},
+        "status": {"name": b.status, "reason": b.shown_message},
         "is_simulator": False,
         "qubits": b.qubits,
         "clops": {"type": "hardware", "value": 250000},
@@ -77,14 +70,17 @@ def backend_device(b: Backend, queue_length: int) -> dict[str, Any]:
         "queue_length": queue_length,
         "performance_metrics": {},
     }
+    if wait_time is not None:
+        out["wait_time_seconds"] = wait_time
+    return out
 
 
 def backend_status(b: Backend, queue_length: int) -> dict[str, Any]:
-    """`GET /v1/backends/{name}/status`."""
+    """`GET /v1/backends/{name}/status`: `state` is true while IBM accepts jobs (online and paused)."""
     return {
-        "state": b.status == "online",
+        "state": b.status in ("online", "paused"),
         "status": b.status,
-        "message": BACKEND_STATE_MESSAGES.get(b.status, b.status),
+        "message": b.shown_message,
         "length_queue": queue_length,
         "backend_version": b.version,
     }
@@ -186,7 +182,9 @@ def job_view(j: Job, *, exclude_params: bool, now: datetime) -> dict[str, Any]:
     return out
 
 
-def job_metrics(j: Job, *, now: datetime, position: int | None) -> dict[str, Any]:
+def job_metrics(
+    j: Job, *, now: datetime, position: int | None, estimated_start: datetime | None
+) -> dict[str, Any]:
     """`GET /v1/jobs/{id}/metrics`: the fields qiskit-ibm-runtime's `RuntimeJobV2.metrics()/usage()` read."""
     used = j.used_seconds
     if j.status == "Running" and j.started_at is not None:
@@ -204,7 +202,7 @@ def job_metrics(j: Job, *, now: datetime, position: int | None) -> dict[str, Any
         "num_qubits": [],
         "circuit_depths": [],
         "qiskit_version": "qauvern-hpc-emulator",
-        "estimated_start_time": _ts(j.started_at),
+        "estimated_start_time": _ts(j.started_at or estimated_start),
         "estimated_completion_time": _ts(j.finished_at),
         "position_in_queue": position,
         "position_in_provider": position,
