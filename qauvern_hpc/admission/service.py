@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from qauvern_hpc.admission.decide import decide
 from qauvern_hpc.admission.model import (
@@ -51,6 +51,9 @@ from qauvern_hpc.admission.write import CapWriter, failsafe_caps
 from qauvern_hpc.core.errors import LockHeld, QauvernError
 from qauvern_hpc.policy.compiled import atomic_write
 from qauvern_hpc.slurm.squeue import LicenseJob
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import Config
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"
@@ -383,11 +386,121 @@ __all__ = [
     "PeriodReport",
     "Sources",
     "admission_dir",
+    "cap_writer",
     "controller_lock",
+    "explain_job",
     "failsafe",
     "heartbeat_age",
     "lock_held",
     "read_state",
+    "settings_of",
+    "sources_of",
+    "specs_of",
     "state_path",
     "write_state",
 ]
+
+
+# -- wiring and explaining (for `qauvern-hpc admit`) -------------------------------------------------------
+
+
+def settings_of(cfg: Config) -> AdmissionSettings:
+    a = cfg.admission
+    return AdmissionSettings(
+        period_seconds=float(a.period),
+        hold_for_seconds=float(a.hold_for),
+        max_ibm_wait_seconds=float(a.max_ibm_wait),
+        burst=a.burst,
+        probe=a.probe,
+        min_dwell_seconds=float(a.min_dwell),
+        default_job_seconds=float(a.default_job_seconds),
+    )
+
+
+def specs_of(cfg: Config) -> list[PairSpec]:
+    """The pairs the config's rules grant (as with admission enabled, whatever the setting)."""
+    from qauvern_hpc.admission.observe import pair_specs
+
+    on = cfg.model_copy(update={"admission": cfg.admission.model_copy(update={"enabled": True})})
+    return pair_specs(on.to_policy())
+
+
+def cap_writer(cfg: Config) -> CapWriter:
+    from qauvern_hpc.slurm.sacctmgr import Sacctmgr
+
+    return CapWriter(Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster, timeout=30.0))
+
+
+def sources_of(cfg: Config, args: Any) -> Sources:
+    """The real sources: the account's IBM client (short timeouts and retries: a period must not hang on
+    IBM), squeue and sacctmgr."""
+    from qauvern_hpc.ibm.client import IBMClient
+    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.retry import RetryPolicy
+    from qauvern_hpc.slurm.squeue import license_jobs
+
+    period = float(cfg.admission.period)
+    client = IBMClient(
+        resolve_api_key(args, cfg.ibm.api_key_file),
+        endpoints_from_config(cfg, staging=bool(getattr(args, "staging", False))),
+        timeout=min(20.0, max(2.0, period)),
+        retry=RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, deadline=max(5.0, period)),
+    )
+    return Sources(
+        ibm=client,
+        jobs=lambda: license_jobs(cfg.slurm.squeue, clusters=cfg.slurm.cluster, timeout=30.0),
+        writer=cap_writer(cfg),
+    )
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def explain_job(job: LicenseJob, state: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """Why a QPU job pends (or that it does not), in words, from squeue's view of it and the controller's
+    state file. Returns {"job", "state", "reason", "pairs": [...], "lines": [...]}."""
+    rows = {p.get("license"): p for p in (state or {}).get("pairs") or () if isinstance(p, dict)}
+    mine = [name.lower() for name, _ in job.licenses if name.lower() in rows or "__" in name]
+    period = float((state or {}).get("period_seconds") or 30)
+    age = heartbeat_age(state, now)
+    lines: list[str] = []
+    pairs: list[dict[str, Any]] = []
+    if not mine:
+        lines.append(f"job {job.job_id} holds no QPU pair license: the admission controller does not gate it")
+    for lic in mine:
+        row = rows.get(lic)
+        if row is None:
+            lines.append(f"job {job.job_id}: {lic} is not managed by the admission controller (no state)")
+            continue
+        pairs.append(row)
+        raw_cap, running, pending = row.get("cap"), int(row.get("running", 0)), int(row.get("pending", 0))
+        cap = None if raw_cap is None else int(raw_cap)
+        blocking = cap is not None and cap <= running
+        where = f"{row['backend']} (instance {row['instance']})"
+        if job.state == "RUNNING":
+            lines.append(f"job {job.job_id} runs on {where}: {row.get('detail', '')}".rstrip(": "))
+            continue
+        if cap is not None and blocking:
+            admitted = max(0, cap - running)
+            lines.append(
+                f"job {job.job_id} waits for {where}: {row.get('detail') or row.get('reason')}; "
+                f"admitted {admitted} of {pending} pending ({running} running)"
+            )
+        else:
+            cap_text = "no limit" if cap is None else f"cap {cap}"
+            lines.append(f"job {job.job_id} may start on {where} ({cap_text}, {running} running)")
+    if job.state == "PENDING" and job.reason != "AssocGrpLicense" and mine:
+        lines.append(
+            f"Slurm's pending reason is {job.reason}: the job also waits for something besides its QPU"
+        )
+    if age is None:
+        lines.append("the admission controller has never run (no state file)")
+    else:
+        lines.append(
+            f"decided {_ago(age)} ago; the controller decides every {period:g} s: a closed QPU reopens "
+            f"within one period after IBM serves it again (plus Slurm's scheduling interval)"
+        )
+        if age > 3 * period:
+            lines.append(f"warning: the controller's heartbeat is {_ago(age)} old: is `admit run` running?")
+    return {"job": job.job_id, "state": job.state, "reason": job.reason, "pairs": pairs, "lines": lines}
