@@ -6,7 +6,8 @@ Invariants:
   a pair's fail mode is its resources' (`closed` wins when two resources share a backend).
 * IBM is read as a whole: if any call fails, `read_ibm` raises and the caller keeps the previous views with
   their old `observed_at` (so `decide` sees how stale they are); nothing here guesses a value.
-* Only jobs Slurm may start by itself count as pending (held, `BeginTime` and dependency waits do not).
+* Every pending job that is not held counts as pending (also those waiting for a begin time or a
+  dependency: their cap must be in place before they become eligible).
 * No writes: this module only reads.
 """
 
@@ -156,7 +157,7 @@ def jobs_per_license(jobs: Iterable[LicenseJob], licenses: Iterable[str], now: f
                 continue
             if job.state == "RUNNING":
                 running[lic] = running.get(lic, 0) + 1
-            elif job.waiting_for_slurm:
+            elif job.counts_as_demand:
                 pending[lic] = pending.get(lic, 0) + 1
                 if job.submit_epoch is not None:
                     age = max(0.0, now - job.submit_epoch)

@@ -51,24 +51,21 @@ exit codes: 0 ok, 1 a Slurm write failed or the job is unknown, 2 bad usage, 3 i
 not enabled, 4 Slurm or IBM unavailable, 5 another controller holds the lock."""
 
 
+ACTIONS = ("run", "once", "status", "why", "failsafe")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="run the controller until SIGTERM/SIGINT")
-    run.add_argument("--max-periods", type=int, metavar="N", help="stop after N periods (tests)")
-    once = sub.add_parser("once", help="one period now")
-    once.add_argument("--dry-run", action="store_true", help="decide and show; write nothing")
-    sub.add_parser("status", help="the last decision per pair and the heartbeat's age")
-    why = sub.add_parser("why", help="why a QPU job pends")
-    why.add_argument("job", metavar="JOBID")
-    fs = sub.add_parser("failsafe", help="apply each resource's fail mode (controller stopped)")
-    fs.add_argument(
-        "--if-stale", action="store_true", help="only when the controller's heartbeat is older than hold_for"
+    parser.add_argument(
+        "action", choices=ACTIONS, metavar="ACTION", help="run, once, status, why or failsafe"
     )
-    fs.add_argument("--dry-run", action="store_true", help="show what would be written")
-    for p in (run, once, sub.choices["status"], why, fs):
-        p.add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
-        )
+    parser.add_argument("job", nargs="?", metavar="JOBID", help="why: the job to explain")
+    parser.add_argument("--max-periods", type=int, metavar="N", help="run: stop after N periods")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="once, failsafe: decide and show, write nothing"
+    )
+    parser.add_argument(
+        "--if-stale", action="store_true", help="failsafe: only when the heartbeat is older than hold_for"
+    )
 
 
 def _config(args: argparse.Namespace, *, enabled: bool) -> Any:
@@ -92,6 +89,8 @@ def _print(args: argparse.Namespace, doc: Any, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     action = args.action
+    if (action == "why") != (args.job is not None):
+        raise UsageError("`admit why` takes one JOBID; the other actions take none")
     if action == "why":
         return _why(args)
     if action == "status":

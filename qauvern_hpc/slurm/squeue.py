@@ -219,12 +219,10 @@ class LicenseJob(NamedTuple):
     reason: str  # pending reason ("None" when running)
 
     @property
-    def waiting_for_slurm(self) -> bool:
-        """Pending for a reason that only Slurm resolves by itself (not held, not waiting for a time or a
-        dependency): the jobs a license cap may let start."""
-        return self.state == "PENDING" and not self.reason.startswith(
-            ("JobHeld", "BeginTime", "Dependency", "DependencyNeverSatisfied")
-        )
+    def counts_as_demand(self) -> bool:
+        """Pending and not held: a job the controller must cap before Slurm may start it. Jobs waiting for
+        a begin time or a dependency count (their cap must be in place when they become eligible)."""
+        return self.state == "PENDING" and not self.reason.startswith("JobHeld")
 
 
 def parse_job_lines(lines: Iterable[str]) -> list[LicenseJob]:
