@@ -311,3 +311,37 @@ def test_d_killed_controller_or_unreachable_ibm_drains_nothing_and_loses_nothing
     # Nothing lost: sacct has every job of the file, each in an end state it reached by itself.
     for job in rig.jobs:
         assert rig.sb.job(job).get("State", "").split(" ")[0] == "COMPLETED", (job, rig.sb.job(job))
+
+
+def test_e_metrics_and_doctor_show_the_decision_and_a_stale_heartbeat(rig: Rig) -> None:
+    if rig.proc is None:
+        rig.start()
+    assert _wait(lambda: (read_state(rig.site.state_dir) or {}).get("pid") == rig.proc.pid, 15)  # type: ignore[union-attr]
+    env = rig.env()
+    base = [sys.executable, "-m", "qauvern_hpc"]
+    cfg = ["-c", str(rig.site.config)]
+    text = subprocess.run(
+        [*base, "metrics", *cfg, "--no-ibm"], env=env, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert 'qauvern_hpc_admission_cap{backend="ibm_fez",instance="chemistry"}' in text, text[-2000:]
+    assert 'qauvern_hpc_admission_reason_info{backend="ibm_torino",instance="physics",reason=' in text
+    assert "qauvern_hpc_admission_last_decision_timestamp_seconds" in text
+
+    def admission_check() -> dict[str, str]:
+        out = subprocess.run(
+            [*base, "doctor", *cfg, "--no-ibm", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        checks = json.loads(out)["checks"]
+        assert next(c for c in checks if c["name"] == "pair licenses")["status"] == "ok", checks
+        return next(c for c in checks if c["name"] == "admission")
+
+    ok = admission_check()
+    assert ok["status"] == "ok" and "chemistry/ibm_fez" in ok["detail"], ok
+    rig.kill(signal.SIGTERM)
+    time.sleep(3 * PERIOD + 1)
+    stale = admission_check()
+    assert stale["status"] == "warn" and "last decided" in stale["detail"], stale

@@ -320,3 +320,60 @@ def test_rebalancer_sets_no_gate_with_admission_but_removes_an_old_one() -> None
     ]
     sp = plan_slurm(c, plan, gated, {"license/qpu_chem"})
     assert [(ch.kind, ch.after) for ch in sp.changes if ch.kind == "gate"] == [("gate", None)]
+
+
+# -- metrics and doctor --------------------------------------------------------------------------------------
+
+
+def _state(heartbeat: float, ibm_error: str | None = None) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "heartbeat": heartbeat,
+        "decided_at": heartbeat,
+        "period_seconds": 30,
+        "ibm": {"read_at": heartbeat - 5, "error": ibm_error},
+        "writes_total": 7,
+        "pairs": [
+            {"instance": "chemistry", "backend": "ibm_fez", "license": FEZ, "cap": 0,
+             "reason": "backend_not_serving", "detail": "ibm_fez is paused (maintenance)", "running": 0,
+             "pending": 2},
+            {"instance": "physics", "backend": "ibm_torino", "license": TORINO, "cap": None, "reason": "open",
+             "detail": "", "running": 1, "pending": 0},
+        ],
+    }  # fmt: skip
+
+
+def test_metrics_show_each_pair_cap_reason_and_heartbeat(tmp_path: Path) -> None:
+    from qauvern_hpc.admission.service import write_state
+    from qauvern_hpc.ops.metrics import admission_source, gather, render
+
+    write_state(tmp_path, _state(1000.0))
+    cfg = SimpleNamespace(slurm=SimpleNamespace(state_dir=tmp_path))
+    text = render(gather({"admission": admission_source(cfg, now=1012.0)}, now=1012.0))  # type: ignore[arg-type]
+    assert 'qauvern_hpc_admission_cap{backend="ibm_fez",instance="chemistry"} 0' in text
+    assert 'qauvern_hpc_admission_cap{backend="ibm_torino",instance="physics"} -1' in text
+    assert 'qauvern_hpc_admission_pending{backend="ibm_fez",instance="chemistry"} 2' in text
+    assert 'reason="backend_not_serving"} 1' in text
+    assert "qauvern_hpc_admission_heartbeat_age_seconds 12" in text
+    assert "qauvern_hpc_admission_last_decision_timestamp_seconds 1000" in text
+    assert "qauvern_hpc_admission_writes 7" in text
+    assert 'qauvern_hpc_scrape_error{source="admission"} 0' in text
+    empty = SimpleNamespace(slurm=SimpleNamespace(state_dir=tmp_path / "none"))
+    text = render(gather({"admission": admission_source(empty)}))  # type: ignore[arg-type]
+    assert 'qauvern_hpc_scrape_error{source="admission"} 1' in text
+
+
+def test_doctor_warns_when_the_heartbeat_is_older_than_three_periods() -> None:
+    from qauvern_hpc.ops.doctor import check_admission, check_pair_licenses
+
+    ok = check_admission(_state(1000.0), now=1050.0, period=30, sched_interval="2s")
+    assert ok.status == "ok" and "chemistry/ibm_fez cap 0 (backend_not_serving)" in ok.detail
+    assert "physics/ibm_torino no limit (open)" in ok.detail and "sched_interval 2s" in ok.detail
+    stale = check_admission(_state(1000.0), now=1000.0 + 91, period=30)
+    assert stale.status == "warn" and "last decided" in stale.detail and "systemctl" in stale.hint
+    assert check_admission(None, now=0, period=30).status == "warn"
+    assert check_admission(_state(1000.0, "503"), now=1001.0, period=30).status == "warn"
+    conf = {"Licenses": f"qpu:8,{FEZ}:100", "AccountingStorageTRES": f"license/{FEZ}"}
+    assert check_pair_licenses(conf, [FEZ]).status == "ok"
+    bad = check_pair_licenses(conf, [FEZ, TORINO])
+    assert bad.status == "fail" and TORINO in bad.detail and "render-policy" in bad.hint
