@@ -378,29 +378,6 @@ def failsafe(
     return {"written": result.written, "untracked": result.untracked, "pairs": pairs}
 
 
-__all__ = [
-    "LOCK_FILE",
-    "STATE_FILE",
-    "Controller",
-    "DecideFn",
-    "PeriodReport",
-    "Sources",
-    "admission_dir",
-    "cap_writer",
-    "controller_lock",
-    "explain_job",
-    "failsafe",
-    "heartbeat_age",
-    "lock_held",
-    "read_state",
-    "settings_of",
-    "sources_of",
-    "specs_of",
-    "state_path",
-    "write_state",
-]
-
-
 # -- wiring and explaining (for `qauvern-hpc admit`) -------------------------------------------------------
 
 
@@ -504,3 +481,26 @@ def explain_job(job: LicenseJob, state: Mapping[str, Any] | None, now: float) ->
         if age > 3 * period:
             lines.append(f"warning: the controller's heartbeat is {_ago(age)} old: is `admit run` running?")
     return {"job": job.job_id, "state": job.state, "reason": job.reason, "pairs": pairs, "lines": lines}
+
+
+__all__ = [
+    "LOCK_FILE",
+    "STATE_FILE",
+    "Controller",
+    "DecideFn",
+    "PeriodReport",
+    "Sources",
+    "admission_dir",
+    "cap_writer",
+    "controller_lock",
+    "explain_job",
+    "failsafe",
+    "heartbeat_age",
+    "lock_held",
+    "read_state",
+    "settings_of",
+    "sources_of",
+    "specs_of",
+    "state_path",
+    "write_state",
+]
