@@ -23,7 +23,8 @@ SIGTERM, SIGHUP or SIGINT (even when started with SIGINT ignored) and exits 0. P
   Resource Controller  {base}/v2/resource_instances
   Quantum API          {base}/api/v1/...        (qrmi: <backend>_QRMI_IBM_QCS_ENDPOINT={base}/api/v1,
                                                  <backend>_QRMI_IBM_QCS_IAM_ENDPOINT={base})
-  Control surface      {base}/__emulator/state, /faults, /advance, /expire-tokens, /requests
+  Control surface      {base}/__emulator/state, /faults, /advance, /expire-tokens, /requests,
+                       /backends/{name}[/status|/wait-spike|/flap]
 
 The seed (YAML or JSON) holds accounts and plans, API keys, backends, instances and their daily usage history;
 without --seed the packaged example (qauvern_hpc/data/emulator-seed.example.yaml) is served. Time is emulated:

@@ -639,42 +639,7 @@ class IBMClient:
         ``GET /v1/jobs?session_id=&limit=&offset=&exclude_params=true``; a job listed without usage gets it
         from ``GET /v1/jobs/{id}/metrics``.
         """
-        if page_size < 1:
-            raise InvalidRequestError(f"page_size must be >= 1, got {page_size}")
-        call = "GET /v1/jobs"
-        out: list[m.RuntimeJob] = []
-        seen: set[str] = set()
-        offset = 0  # advances by rows received: a job submitted while paging shifts pages, not our offset
-        for _ in range(MAX_PAGES):
-            resp = self._send(
-                "GET",
-                self._quantum(crn, "/v1/jobs"),
-                call=call,
-                params={
-                    "session_id": session_id,
-                    "limit": page_size,
-                    "offset": offset,
-                    "exclude_params": "true",
-                },
-                headers={"Service-CRN": crn},
-                idempotent=True,
-            )
-            page = self._parse(m.JobList, resp, call)
-            new = [j for j in page.jobs if j.id not in seen]
-            if page.jobs and not new:
-                raise IBMResponseError(
-                    call, resp.status_code, "pagination does not advance (same jobs again)"
-                )
-            seen.update(j.id for j in new)
-            out.extend(new)
-            offset += len(page.jobs)
-            done = not page.jobs or len(page.jobs) < page_size
-            if page.count is not None:
-                done = len(out) >= page.count or not page.jobs
-            if done:
-                break
-        else:
-            raise IBMResponseError(call, 200, f"more than {MAX_PAGES} pages")
+        out = self._job_pages(crn, {"session_id": session_id, "exclude_params": "true"}, page_size)
         return [j if j.quantum_seconds is not None else self._with_metrics(crn, j) for j in out]
 
     def _with_metrics(self, crn: str, job: m.RuntimeJob) -> m.RuntimeJob:
@@ -709,15 +674,75 @@ class IBMClient:
 
     def backend_status(self, crn: str, backend: str) -> m.BackendStatus:
         """``GET /v1/backends/{name}/status`` through the instance."""
-        call = "GET /v1/backends/{name}/status"
-        resp = self._send(
-            "GET",
-            self._quantum(crn, f"/v1/backends/{_quote(backend)}/status"),
-            call=call,
-            headers={"Service-CRN": crn},
-            idempotent=True,
-        )
-        return self._parse(m.BackendStatus, resp, call)
+        path = f"/v1/backends/{_quote(backend)}/status"
+        return self._quantum_get(m.BackendStatus, crn, path, "GET /v1/backends/{name}/status")
+
+    # ----- what an admission controller reads (issue 12) -----------------------------------------------
+
+    def backends(self, crn: str, *, with_wait: bool = True) -> list[m.BackendDevice]:
+        """``GET /v1/backends[?fields=wait_time_seconds]``: every backend the instance can use, with IBM's
+        status, queue length (all customers) and, with `with_wait`, the wait estimate."""
+        params = {"fields": "wait_time_seconds"} if with_wait else None
+        return list(self._quantum_get(m.BackendList, crn, "/v1/backends", "GET /v1/backends", params).devices)
+
+    def pending_jobs(
+        self, crn: str, backend: str | None = None, *, page_size: int = 100
+    ) -> list[m.RuntimeJob]:
+        """The instance's Queued and Running jobs (on `backend`, if given), all pages:
+        ``GET /v1/jobs?pending=true[&backend=B]&exclude_params=true``."""
+        params: dict[str, Any] = {"pending": "true", "exclude_params": "true"}
+        if backend is not None:
+            params["backend"] = backend
+        return self._job_pages(crn, params, page_size)
+
+    def job_queue_metrics(self, crn: str, job_id: str) -> m.JobQueueMetrics:
+        """``GET /v1/jobs/{id}/metrics``: the estimated start and the position of a queued job."""
+        path = f"/v1/jobs/{_quote(job_id)}/metrics"
+        return self._quantum_get(m.JobQueueMetrics, crn, path, "GET /v1/jobs/{id}/metrics")
+
+    def _quantum_get(
+        self, model: type[T], crn: str, path: str, call: str, params: Mapping[str, str] | None = None
+    ) -> T:
+        """An idempotent GET of the quantum API through the `Service-CRN` instance, parsed as `model`."""
+        url = self._quantum(crn, path)
+        headers = {"Service-CRN": crn}
+        resp = self._send("GET", url, call=call, params=params, headers=headers, idempotent=True)
+        return self._parse(model, resp, call)
+
+    def _job_pages(self, crn: str, params: dict[str, Any], page_size: int) -> list[m.RuntimeJob]:
+        """Every job ``GET /v1/jobs`` lists with `params` (``limit``/``offset`` paging, by rows received)."""
+        if page_size < 1:
+            raise InvalidRequestError(f"page_size must be >= 1, got {page_size}")
+        call = "GET /v1/jobs"
+        out: list[m.RuntimeJob] = []
+        seen: set[str] = set()
+        offset = 0  # advances by rows received: a job submitted while paging shifts pages, not our offset
+        for _ in range(MAX_PAGES):
+            resp = self._send(
+                "GET",
+                self._quantum(crn, "/v1/jobs"),
+                call=call,
+                params={**params, "limit": page_size, "offset": offset},
+                headers={"Service-CRN": crn},
+                idempotent=True,
+            )
+            page = self._parse(m.JobList, resp, call)
+            new = [j for j in page.jobs if j.id not in seen]
+            if page.jobs and not new:
+                raise IBMResponseError(
+                    call, resp.status_code, "pagination does not advance (same jobs again)"
+                )
+            seen.update(j.id for j in new)
+            out.extend(new)
+            offset += len(page.jobs)
+            done = not page.jobs or len(page.jobs) < page_size
+            if page.count is not None:
+                done = len(out) >= page.count or not page.jobs
+            if done:
+                break
+        else:
+            raise IBMResponseError(call, 200, f"more than {MAX_PAGES} pages")
+        return out
 
 
 def _aware(moment: datetime) -> datetime:

@@ -279,3 +279,53 @@ class BackendStatus(_Model):
     def operational(self) -> bool:
         """What qrmi's ``is_accessible()`` checks: status online or active."""
         return (self.status or "").lower() in ("online", "active")
+
+
+# ----- what an admission controller reads (issue 12) --------------------------------------------------------
+
+WaitSeconds = Annotated[int, Field(ge=0), BeforeValidator(_truncate), BeforeValidator(_no_bool)]
+
+
+class WaitTime(_Model):
+    """A device's ``wait_time_seconds``: how long jobs waited before they started running, over IBM's
+    trailing window (whole seconds); null when no job started in it."""
+
+    average: WaitSeconds | None = None
+    p50: WaitSeconds | None = None
+    p95: WaitSeconds | None = None
+
+
+class DeviceStatus(_Model):
+    """A device's ``status``: `name` is IBM's online | paused | offline, `reason` says why ("active",
+    "internal", "maintenance", free text)."""
+
+    name: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class BackendDevice(_Model):
+    """One entry of ``GET /v1/backends`` (``devices[]``)."""
+
+    name: str = Field(min_length=1)
+    status: DeviceStatus
+    queue_length: int | None = Field(None, ge=0)
+    qubits: int | None = Field(None, ge=0)
+    wait_time_seconds: WaitTime | None = None
+
+    @property
+    def serving(self) -> bool:
+        """Starts jobs: online (paused accepts jobs but starts none; offline does neither)."""
+        return self.status.name.lower() == "online"
+
+
+class BackendList(_Model):
+    devices: list[BackendDevice]
+
+
+class JobQueueMetrics(_Model):
+    """The queue part of ``GET /v1/jobs/{id}/metrics`` (all optional: IBM fills them while a job queues)."""
+
+    estimated_start_time: datetime | None = None
+    estimated_completion_time: datetime | None = None
+    position_in_queue: int | None = Field(None, ge=0)
+    position_in_provider: int | None = Field(None, ge=0)

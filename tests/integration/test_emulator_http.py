@@ -376,7 +376,7 @@ def test_backends(api: ApiClient) -> None:
     assert st == {
         "state": True,
         "status": "online",
-        "message": "available",
+        "message": "active",
         "length_queue": 0,
         "backend_version": "1.0.0",
     }

@@ -365,7 +365,7 @@ def test_paused_backend_queues_until_online(emu: Emulator, beta: ApiClient) -> N
     jid = beta.submit("ibm_fez", quantum_seconds=10)
     emu.advance(100)
     assert beta.job(jid)["status"] == "Queued"
-    assert beta.get("/api/v1/backends/ibm_fez/status").json()["state"] is False
+    assert beta.get("/api/v1/backends/ibm_fez/status").json()["state"] is True  # paused: accepts, starts none
     emu.state.set_backend_status("ibm_fez", "online")
     emu.advance(10)
     assert beta.job(jid)["status"] == "Completed"

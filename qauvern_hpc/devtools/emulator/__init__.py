@@ -14,6 +14,7 @@ loopback port::
         emu.faults.clear()
         emu.expire_tokens()          # every issued token now gets 401
         emu.advance(60)              # move the (manual or real) clock forward
+        emu.state.set_backend_status("ibm_fez", "paused", "maintenance", for_seconds=600)
         emu.requests                 # [LoggedRequest(method, path, status, headers minus secrets, ...)]
 
 or as a process: ``qauvern-hpc emulator --port 0 --seed seed.yaml`` (prints its base URL first).
@@ -43,8 +44,12 @@ Quantum platform API, under ``/api/v1`` (``/api`` alone is accepted too)
   ``GET /accounts/{id}?plan_id=`` -> ``{id, plans: [{plan_id, usage_allocation_seconds,
   unallocated_usage_seconds (= budget - Σ allocations, always), usage_limit_seconds, backends, ...}]}``.
 Quantum compute API (Qiskit Runtime REST), same prefix, all with Service-CRN
-  ``GET /backends`` -> ``{devices: [{name, status: {name, reason}, qubits, queue_length, ...}]}``;
-  ``GET /backends/{name}/status`` -> ``{state, status, message, length_queue, backend_version}``;
+  ``GET /backends[?fields=wait_time_seconds]`` -> ``{devices: [{name, status: {name: online|paused|offline,
+  reason: message}, qubits, queue_length, wait_time_seconds?: {average, p50, p95}, ...}]}`` (wait: whole
+  seconds created -> running of the jobs, ours and other customers', started in the trailing
+  ``wait_window_seconds``; each null when none did);
+  ``GET /backends/{name}/status`` -> ``{state (true for online and paused), status, message (active |
+  internal | maintenance | free text), length_queue (ours + other customers' queued), backend_version}``;
   ``GET /backends/{name}/configuration|properties``;
   ``POST /sessions {mode: batch|dedicated, backend|backend_name, max_ttl}`` -> the session;
   ``GET /sessions/{id}`` -> ``{id, backend_name, mode, state: open|active|inactive|closed, accepting_jobs,
@@ -58,13 +63,21 @@ Quantum compute API (Qiskit Runtime REST), same prefix, all with Service-CRN
   ``GET /jobs/{id}`` -> ``{id, backend, status: Queued|Running|Completed|Cancelled|Failed, state: {status,
   reason}, program: {id}, created, cost, session_id, usage: {seconds, quantum_seconds}, ...}``;
   ``GET /jobs/{id}/metrics`` -> ``{timestamps: {created, running, finished}, usage: {quantum_seconds,
-  seconds}, bss: {seconds}, executions, ...}``; ``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}``, ``GET
+  seconds}, bss: {seconds}, executions, position_in_queue, estimated_start_time, ...}`` (a queued job's
+  position in the backend's current start order and its start if nothing else arrived; null while the
+  backend is not online); ``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}``, ``GET
   /jobs/{id}/results|logs``.
 Control surface (no auth, never faulted, not in the request log)
   ``GET|PUT|PATCH /__emulator/state``, ``GET|POST|DELETE /__emulator/faults``,
   ``DELETE /__emulator/faults/{id}``, ``POST /__emulator/expire-tokens``,
   ``POST /__emulator/advance {"seconds": N}``, ``GET /__emulator/clock``,
-  ``GET|DELETE /__emulator/requests[?since=SEQ]``, ``GET /__emulator/health``.
+  ``GET|DELETE /__emulator/requests[?since=SEQ]``, ``GET /__emulator/health``,
+  ``GET /__emulator/backends/{name}`` (status, schedule, wait spikes, other customers' queue),
+  ``POST /__emulator/backends/{name}/status {status, message?, for_seconds?}`` (reverts after for_seconds),
+  ``POST /__emulator/backends/{name}/wait-spike {extra_jobs?, rate_factor?, for_seconds, after_seconds?}``,
+  ``POST /__emulator/backends/{name}/flap {period_seconds, for_seconds, after_seconds?}``; from Python the
+  same as ``emu.state.set_backend_status(name, status, message, for_seconds)``, ``emu.state.wait_spike(name,
+  ...)``, ``emu.state.flap(name, ...)``, ``emu.state.backend_control_view(name)``.
 
 Where the shapes come from (search of public docs and code, and running the clients):
 
@@ -84,8 +97,9 @@ Where the shapes come from (search of public docs and code, and running the clie
   ``extensions`` numbers, analytics in milliseconds, ``+00:00`` percent-encoded in queries.
 
 Known simplifications: seeded daily history counts at 00:00 UTC of its day; a dedicated session's usage is
-recorded when its locked period ends (not while it runs); backends run one job at a time with no calibration
-or queue of other tenants beyond the seeded display-only ``queue_length``; results are placeholders.
+recorded when its locked period ends (not while it runs); backends run one job at a time with no
+calibration; other tenants are one synthetic instance per backend (``external``: Poisson arrivals, one fixed
+fair-share ratio) plus the seeded display-only ``queue_length``; results are placeholders.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from qauvern_hpc.devtools.emulator.clock import iso
 from qauvern_hpc.devtools.emulator.errors import ApiError, bad_request, not_found
@@ -54,6 +55,50 @@ def _c_state_put(app: EmulatorApp, r: Request) -> Reply:
 @route("PATCH", CONTROL_PREFIX + "/state", "control")
 def _c_state_patch(app: EmulatorApp, r: Request) -> Reply:
     return _set_state(app, r, "patch", app.state.patch)
+
+
+def _backend_knob(app: EmulatorApp, r: Request, apply: Callable[[str, dict[str, Any]], Any]) -> Reply:
+    name = unquote(r.groups[0])
+    body = r.json() or {}
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object", "invalid_request")
+    try:
+        return ok(apply(name, body))
+    except KeyError as exc:
+        raise not_found(f"no backend {name}", "backend_not_found") from exc
+    except (TypeError, ValueError) as exc:
+        raise _control_error(exc) from exc
+
+
+@route("GET", CONTROL_PREFIX + "/backends/([^/]+)", "control")
+def _c_backend(app: EmulatorApp, r: Request) -> Reply:
+    return _backend_knob(app, r, lambda name, _: app.state.backend_control_view(name))
+
+
+@route("POST", CONTROL_PREFIX + "/backends/([^/]+)/status", "control")
+def _c_backend_status(app: EmulatorApp, r: Request) -> Reply:
+    """`{status, message?, for_seconds?}`: now; with `for_seconds` it reverts afterwards."""
+
+    def apply(name: str, body: dict[str, Any]) -> Any:
+        unknown = set(body) - {"status", "message", "for_seconds"}
+        if unknown or not isinstance(body.get("status"), str):
+            raise ValueError('body must be {"status": S, "message"?: M, "for_seconds"?: N}')
+        message, for_seconds = body.get("message"), body.get("for_seconds")
+        return app.state.set_backend_status(name, body["status"], message, for_seconds)
+
+    return _backend_knob(app, r, apply)
+
+
+@route("POST", CONTROL_PREFIX + "/backends/([^/]+)/wait-spike", "control")
+def _c_wait_spike(app: EmulatorApp, r: Request) -> Reply:
+    """`{extra_jobs?, rate_factor?, for_seconds, after_seconds?}`."""
+    return _backend_knob(app, r, lambda name, body: app.state.wait_spike(name, **body))
+
+
+@route("POST", CONTROL_PREFIX + "/backends/([^/]+)/flap", "control")
+def _c_flap(app: EmulatorApp, r: Request) -> Reply:
+    """`{period_seconds, for_seconds, after_seconds?}`."""
+    return _backend_knob(app, r, lambda name, body: app.state.flap(name, **body))
 
 
 @route("GET", CONTROL_PREFIX + "/faults", "control")

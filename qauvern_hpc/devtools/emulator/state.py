@@ -239,8 +239,6 @@ class EmulatorState:
         return b
 
     def _settle(self, b: Backend, now: datetime) -> dict[str, Any]:
-        if b.external is not None:
-            self._sched.others.redraw(b, now)
         self._sched.dispatch(b, now)
         self._sched.run_until(now)
         return self._backend_view(b, now)
