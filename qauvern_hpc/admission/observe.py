@@ -4,8 +4,9 @@ and Slurm (pending and running jobs per pair license), turned into an `Observati
 Invariants:
 * The pairs are the compiled policy's `pair_licenses` (what job_submit.lua adds), one per (instance, backend);
   a pair's fail mode is its resources' (`closed` wins when two resources share a backend).
-* IBM is read as a whole: if any call fails, `read_ibm` raises and the caller keeps the previous views with
-  their old `observed_at` (so `decide` sees how stale they are); nothing here guesses a value.
+* IBM is read as a whole (per instance: usage, our pending jobs, the backend list with status, queue and
+  wait estimate): if any call fails, `read_ibm` raises and the caller keeps the previous views with their
+  old `observed_at` (so `decide` sees how stale they are); nothing here guesses a value.
 * Every pending job that is not held counts as pending (also those waiting for a begin time or a
   dependency: their cap must be in place before they become eligible).
 * No writes: this module only reads.
@@ -59,7 +60,9 @@ class IbmReader(Protocol):
 
     def instance_usage(self, crn: str) -> Any: ...
 
-    def backend_status(self, crn: str, backend: str) -> Any: ...
+    def backends(self, crn: str, *, with_wait: bool = True) -> list[Any]: ...
+
+    def pending_jobs(self, crn: str, backend: str | None = None, *, page_size: int = 100) -> list[Any]: ...
 
 
 def pair_specs(policy: Policy) -> list[PairSpec]:
@@ -77,26 +80,23 @@ def pair_specs(policy: Policy) -> list[PairSpec]:
     return list(out.values())
 
 
-def backend_view(name: str, raw: Any, now: float) -> BackendView:
-    """IBM's `/v1/backends/{name}/status` answer -> a BackendView (unknown status names count as paused)."""
-    status_text = str(getattr(raw, "status", None) or "").strip().lower()
+def backend_view(device: Any, now: float) -> BackendView:
+    """One `GET /v1/backends` device (IBMClient.backends) -> a BackendView; unknown status names count as
+    paused (IBM accepts jobs but we do not know that it runs them)."""
+    st = getattr(device, "status", None)
+    status_text = str(getattr(st, "name", None) or "").strip().lower()
     status, default_message = _STATUS.get(status_text, ("paused", status_text or "unknown"))
-    message = str(getattr(raw, "message", None) or default_message)
-    if getattr(raw, "state", None) is False and status == "online":
-        status, message = (
-            "paused",
-            message if message.lower() not in ("active", "available") else "not active",
-        )
+    message = str(getattr(st, "reason", None) or default_message)
     if status_text == "maintenance" and message.lower() in ("active", "available"):
         message = "maintenance"
-    queue = getattr(raw, "length_queue", None)
-    p50 = getattr(raw, "wait_p50_seconds", None)
-    p95 = getattr(raw, "wait_p95_seconds", None)
+    wait = getattr(device, "wait_time_seconds", None)
+    p50 = getattr(wait, "p50", None)
+    p95 = getattr(wait, "p95", None)
     return BackendView(
-        name=name,
+        name=str(device.name),
         status=status,
         message=message,
-        length_queue=int(queue or 0),
+        length_queue=int(getattr(device, "queue_length", None) or 0),
         wait_p50_seconds=float(p50) if p50 is not None else None,
         wait_p95_seconds=float(p95) if p95 is not None else None,
         observed_at=now,
@@ -120,21 +120,61 @@ def instance_view(name: str, raw: Any, now: float) -> InstanceView:
     )
 
 
-def read_ibm(
-    client: IbmReader, specs: Sequence[PairSpec], now: float
-) -> tuple[dict[str, BackendView], dict[str, InstanceView]]:
-    """Every backend's status (asked through the first instance that uses it) and every instance's usage.
-    Raises whatever the client raises: the caller holds the previous views."""
+@dataclass(frozen=True)
+class IbmJobs:
+    """Our own jobs of one pair at IBM (`GET /v1/jobs?pending=true`)."""
+
+    queued: int = 0
+    running: int = 0
+    oldest_queued_age: float | None = None
+
+
+@dataclass(frozen=True)
+class IbmRead:
+    backends: dict[str, BackendView]
+    instances: dict[str, InstanceView]
+    jobs: dict[str, IbmJobs]  # pair license -> our jobs at IBM
+
+
+def read_ibm(client: IbmReader, specs: Sequence[PairSpec], now: float) -> IbmRead:
+    """Per instance: its usage, its pending jobs and (until every backend is seen) IBM's backend list with
+    status, queue length and wait estimate. Raises whatever the client raises: the caller holds the
+    previous views."""
+    wanted = {s.backend for s in specs}
     backends: dict[str, BackendView] = {}
     instances: dict[str, InstanceView] = {}
+    jobs: dict[str, IbmJobs] = {}
+    lic_of = {(s.instance, s.backend): s.license for s in specs}
     for spec in specs:
-        if spec.instance not in instances:
-            instances[spec.instance] = instance_view(spec.instance, client.instance_usage(spec.crn), now)
-        if spec.backend not in backends:
-            backends[spec.backend] = backend_view(
-                spec.backend, client.backend_status(spec.crn, spec.backend), now
-            )
-    return backends, instances
+        if spec.instance in instances:
+            continue
+        instances[spec.instance] = instance_view(spec.instance, client.instance_usage(spec.crn), now)
+        if not wanted.issubset(backends):
+            # Without IBM's wait_time_seconds: it is a trailing statistic of jobs that already started, so
+            # it lags a sudden queue, and decide prefers it to the queue length when present. Until decide
+            # combines both, the queue length (x the learnt service time) is the wait signal.
+            for device in client.backends(spec.crn, with_wait=False):
+                if device.name in wanted and device.name not in backends:
+                    backends[device.name] = backend_view(device, now)
+        queued: dict[str, list[float]] = {}
+        running: dict[str, int] = {}
+        for job in client.pending_jobs(spec.crn):
+            lic = lic_of.get((spec.instance, str(getattr(job, "backend", "") or "")))
+            if lic is None:
+                continue
+            if str(getattr(job, "status", "")).lower() == "running":
+                running[lic] = running.get(lic, 0) + 1
+            else:
+                created = getattr(job, "created", None)
+                age = max(0.0, now - created.timestamp()) if created is not None else 0.0
+                queued.setdefault(lic, []).append(age)
+        for lic in set(queued) | set(running):
+            ages = queued.get(lic, [])
+            jobs[lic] = IbmJobs(len(ages), running.get(lic, 0), max(ages) if ages else None)
+    missing = sorted(wanted - set(backends))
+    if missing:
+        raise ValueError(f"IBM does not list backend(s) {', '.join(missing)}")
+    return IbmRead(backends, instances, jobs)
 
 
 @dataclass(frozen=True)
@@ -172,15 +212,17 @@ def observation(
     jobs: Mapping[str, PairJobs],
     backends: Mapping[str, BackendView],
     instances: Mapping[str, InstanceView],
+    ibm_jobs: Mapping[str, IbmJobs],
     *,
     now: float,
     ibm_read_at: float | None,
 ) -> Observation:
-    """The Observation of one period. `backends`/`instances` are this period's views, or the last good ones
-    (with their old timestamps) when IBM could not be read."""
+    """The Observation of one period. `backends`/`instances`/`ibm_jobs` are this period's IBM reads, or the
+    last good ones (with their old timestamps) when IBM could not be read."""
     pairs = []
     for s in specs:
         j = jobs.get(s.license, PairJobs())
+        at_ibm = ibm_jobs.get(s.license, IbmJobs())
         pairs.append(
             PairView(
                 instance=s.instance,
@@ -188,6 +230,9 @@ def observation(
                 fail_mode=s.fail_mode,
                 pending=j.pending,
                 running=j.running,
+                ibm_queued=at_ibm.queued,
+                ibm_running=at_ibm.running,
+                oldest_ibm_queued_age=at_ibm.oldest_queued_age,
                 oldest_pending_age=j.oldest_pending_age,
             )
         )
@@ -217,6 +262,8 @@ def views_from_json(data: Mapping[str, Any]) -> tuple[dict[str, BackendView], di
 
 
 __all__ = [
+    "IbmJobs",
+    "IbmRead",
     "IbmReader",
     "PairJobs",
     "PairSpec",

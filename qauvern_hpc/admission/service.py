@@ -39,6 +39,7 @@ from qauvern_hpc.admission.model import (
     Observation,
 )
 from qauvern_hpc.admission.observe import (
+    IbmJobs,
     IbmReader,
     PairSpec,
     jobs_per_license,
@@ -173,6 +174,7 @@ class Controller:
         self.backends: dict[str, BackendView]
         self.instances: dict[str, InstanceView]
         self.backends, self.instances = views_from_json(self.doc.get("views") or {})
+        self.ibm_jobs: dict[str, IbmJobs] = {}
         ibm = self.doc.get("ibm") or {}
         self.ibm_read_at: float | None = ibm.get("read_at")
         self.applied: dict[str, dict[str, int | None]] = self.doc.get("applied") or {}
@@ -197,7 +199,8 @@ class Controller:
             jobs = []
             report.errors.append(f"slurm: {exc}")
         try:
-            self.backends, self.instances = read_ibm(self.sources.ibm, self.specs, now)
+            read = read_ibm(self.sources.ibm, self.specs, now)
+            self.backends, self.instances, self.ibm_jobs = read.backends, read.instances, read.jobs
             self.ibm_read_at = now
             report.ibm_ok = True
         except (QauvernError, OSError, ValueError) as exc:
@@ -205,7 +208,13 @@ class Controller:
         if report.slurm_ok:
             counts = jobs_per_license(jobs, (s.license for s in self.specs), now)
             obs = observation(
-                self.specs, counts, self.backends, self.instances, now=now, ibm_read_at=self.ibm_read_at
+                self.specs,
+                counts,
+                self.backends,
+                self.instances,
+                self.ibm_jobs,
+                now=now,
+                ibm_read_at=self.ibm_read_at,
             )
             decision, self.cstate = self.decide_fn(obs, self.cstate, self.settings)
             report.decided = True

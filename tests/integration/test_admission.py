@@ -5,7 +5,8 @@ mode, and `qauvern-hpc admit run` as a subprocess with a 2 s period and a 10 s h
 The tests run in file order and share one cluster and one emulator:
 (a) a backend in maintenance makes new QPU jobs pend (AssocGrpLicense, the pair license in %W, `admit why`
     names it) and they start within one period (+ Slurm's scheduling interval) after it returns;
-(b) a backend with a long IBM queue admits only what the controller allows (the probe), then all;
+(b) a backend with a long IBM queue admits only what the controller allows (a cap below the pending
+    count, never exceeded), then all;
 (c) an instance at its IBM limit reopens within one period after its usage rolls off (no rebalance run);
 (d) a SIGKILLed controller or an unreachable IBM drains nothing and loses nothing; `admit failsafe` applies
     the fail modes (ibm_fez open, ibm_torino closed).
@@ -228,20 +229,21 @@ def test_b_long_ibm_queue_admits_only_what_the_controller_allows(rig: Rig) -> No
     # (decide writes "no limit" while nothing is held back) and starts at once.
     jobs = [rig.submit("physics", begin="now+6") for _ in range(4)]
     _timed("b_capped_before_eligible", lambda: rig.pair(PHYS_TORINO).get("pending") == 4, 6)
-    assert rig.pair(PHYS_TORINO)["cap"] == 1 and rig.pair(PHYS_TORINO)["reason"] == "ibm_queue", rig.pair(
-        PHYS_TORINO
-    )
-    most = 0
+    first = rig.pair(PHYS_TORINO)
+    # Held back: IBM's queue is long, so only the probe (one job) is admitted.
+    assert first["cap"] == 1 and first["reason"] == "ibm_queue", first
+    most, cap_max, held = 0, 0, 0
     deadline = time.monotonic() + 16
     while time.monotonic() < deadline:
         running = sum(1 for j in jobs if rig.squeue(j)[0] == "RUNNING")
-        most = max(most, running)
         cap = rig.pair(PHYS_TORINO).get("cap")
-        if cap is not None:
-            assert running <= cap, (running, cap)
+        assert cap is None or running <= cap, (running, rig.pair(PHYS_TORINO))
+        most, cap_max = max(most, running), max(cap_max, 4 if cap is None else cap)
+        held = max(held, [rig.squeue(j)[1] for j in jobs].count("AssocGrpLicense"))
         time.sleep(0.5)
-    assert most <= 1, f"{most} jobs ran while IBM's queue was long (only the probe may)"
-    assert [rig.squeue(j)[1] for j in jobs].count("AssocGrpLicense") >= 3
+    TIMINGS["b_most_running_during_spike"] = most
+    print(f"\nTIMING b: at most {most} of 4 ran during the spike (cap up to {cap_max}): {first['detail']}")
+    assert most <= cap_max <= 1 and held >= 3, (most, cap_max, held)
     live = rig.root_caps().get(f"license/{PHYS_TORINO}")
     assert live == rig.pair(PHYS_TORINO)["cap"], (live, rig.pair(PHYS_TORINO))
     for j in jobs:  # the spike ends: all start and complete

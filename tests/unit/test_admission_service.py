@@ -3,6 +3,7 @@ the loop's state file, lock and failsafe, `admit why`, and the rebalancer giving
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import sys
 import threading
@@ -108,18 +109,27 @@ def test_squeue_license_jobs_parse_and_count_per_pair() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "status", "message", "serving"),
+    ("name", "reason", "status", "message", "serving"),
     [
-        ({"status": "online", "message": "available", "state": True}, "online", "available", True),
-        ({"status": "paused", "message": "maintenance", "state": True}, "paused", "maintenance", False),
-        ({"status": "maintenance", "message": None}, "paused", "maintenance", False),
-        ({"status": "offline", "message": None, "state": False}, "offline", "offline", False),
-        ({"status": "online", "message": "active", "state": False}, "paused", "not active", False),
-        ({"status": "weird"}, "paused", "weird", False),
+        ("online", "active", "online", "active", True),
+        ("online", None, "online", "active", True),
+        ("paused", "maintenance", "paused", "maintenance", False),
+        ("maintenance", None, "paused", "maintenance", False),
+        ("offline", None, "offline", "offline", False),
+        ("online", "calibrating", "online", "calibrating", False),
+        ("weird", None, "paused", "weird", False),
     ],
 )
-def test_backend_view_maps_ibm_status(raw: dict[str, Any], status: str, message: str, serving: bool) -> None:
-    v = backend_view("ibm_fez", SimpleNamespace(length_queue=3, **raw), now=5.0)
+def test_backend_view_maps_ibm_status(
+    name: str, reason: str | None, status: str, message: str, serving: bool
+) -> None:
+    device = SimpleNamespace(
+        name="ibm_fez",
+        status=SimpleNamespace(name=name, reason=reason),
+        queue_length=3,
+        wait_time_seconds=SimpleNamespace(p50=40, p95=90),
+    )
+    v = backend_view(device, now=5.0)
     assert (v.status, v.message, v.serving, v.length_queue, v.observed_at) == (
         status,
         message,
@@ -127,6 +137,7 @@ def test_backend_view_maps_ibm_status(raw: dict[str, Any], status: str, message:
         3,
         5.0,
     )
+    assert (v.wait_p50_seconds, v.wait_p95_seconds) == (40.0, 90.0)
 
 
 def test_instance_view_limit_reached_from_ibm_or_usage() -> None:
@@ -194,6 +205,7 @@ class FakeIbm:
     def __init__(self) -> None:
         self.status = "online"
         self.down = False
+        self.jobs: list[Any] = []
 
     def instance_usage(self, crn: str) -> Any:
         if self.down:
@@ -202,8 +214,14 @@ class FakeIbm:
             consumed_seconds=0, allocation_seconds=100, limit_seconds=None, limit_reached=False
         )
 
-    def backend_status(self, crn: str, backend: str) -> Any:
-        return SimpleNamespace(status=self.status, message=None, state=True, length_queue=0)
+    def backends(self, crn: str, *, with_wait: bool = True) -> list[Any]:
+        st = SimpleNamespace(name=self.status, reason=None)
+        return [
+            SimpleNamespace(name=n, status=st, queue_length=0, wait_time_seconds=None) for n in ("ibm_fez",)
+        ]
+
+    def pending_jobs(self, crn: str, backend: str | None = None, *, page_size: int = 100) -> list[Any]:
+        return list(self.jobs)
 
 
 def stand_in_decide(
@@ -239,7 +257,16 @@ def test_period_writes_on_change_only_and_records_state(tmp_path: Path) -> None:
     jobs = [LicenseJob("5", "PENDING", ((FEZ, 1),), 990, "AssocGrpLicense")]
     c, ibm, fake = _controller(tmp_path, jobs, clock)
     ibm.status = "paused"
+    ibm.jobs = [
+        SimpleNamespace(backend="ibm_fez", status="Queued", created=dt.datetime.fromtimestamp(940, dt.UTC)),
+        SimpleNamespace(backend="ibm_fez", status="Running", created=None),
+        SimpleNamespace(backend="ibm_torino", status="Queued", created=None),  # not a pair of chemistry
+    ]
+    seen: list[Observation] = []
+    c.decide_fn = lambda o, s, st: (seen.append(o), stand_in_decide(o, s, st))[1]
     r = c.step()
+    assert (seen[0].pairs[0].ibm_queued, seen[0].pairs[0].ibm_running) == (1, 1)
+    assert seen[0].pairs[0].oldest_ibm_queued_age == 60.0
     assert r.decided and r.written == {"c1": {f"license/{FEZ}": 0}} and fake.root == {f"license/{FEZ}": 0}
     st = read_state(tmp_path)
     assert st is not None and st["heartbeat"] == 1000.0 and st["pairs"][0]["cap"] == 0
