@@ -69,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.rebalance",
         "move QAU between instances from IBM usage and Slurm's queue; enforce it in IBM and Slurm",
     ),
+    "admit": (
+        "qauvern_hpc.commands.admit",
+        "admission controller: start QPU jobs in Slurm only when IBM will serve them (run, status, why)",
+    ),
     "optimize": ("qauvern_hpc.commands.rebalance", "alias of rebalance (qauvern's name)"),
     "configure": (
         "qauvern_hpc.commands.configure",

@@ -53,6 +53,9 @@ local SETTINGS = {
 	-- jobs pend with reason AssocGrpLicense. Unset: no license is added. The licenses must be in slurm.conf
 	-- (Licenses=qpu_physics:100000,... and AccountingStorageTRES=license/qpu_physics,...), with counts above
 	-- any number of QPU jobs that may run at once, or --qpu jobs are refused ("Invalid license").
+	-- With `admission.enabled`, the rendered policy also names a pair license qpu_<instance>__<backend> per
+	-- resource: each --qpu job gets one per requested resource (the admission controller caps them; run
+	-- `qauvern-hpc render-policy --slurm-licenses` for the slurm.conf lines they need).
 	instance_license = os.getenv("QAUVERN_HPC_QPU_INSTANCE_LICENSE"),
 }
 
@@ -473,6 +476,45 @@ function M.with_instance_license(licenses, prefix, instance)
 	return table.concat(out, ",")
 end
 
+-- Pair licenses (admission controller, `admission.enabled` in the config): the policy's pair_licenses maps
+-- instance -> resource -> "qpu_<instance>__<backend>". Returns the pair licenses of the requested resources
+-- for the mapped instance, or nil when the policy has none (admission off).
+function M.pair_licenses_for(policy, instance, requested)
+	local by_resource = type(policy) == "table" and type(policy.pair_licenses) == "table"
+		and instance and policy.pair_licenses[instance]
+	if type(by_resource) ~= "table" then
+		return nil
+	end
+	local out, seen = {}, {}
+	for _, name in ipairs(requested) do
+		local lic = by_resource[name]
+		if lic and not seen[lic] then
+			seen[lic] = true
+			out[#out + 1] = lic
+		end
+	end
+	return out
+end
+
+-- The job's license list with exactly one <pair>:1 per pair license given (other pair licenses, names
+-- "qpu_*__*", dropped: a user cannot ask for a pair that the rules did not choose).
+function M.with_pair_licenses(licenses, pair_names)
+	local out = {}
+	if type(licenses) == "string" then
+		for item in (licenses .. ","):gmatch("([^,]*),") do
+			item = trim(item)
+			local name = item:match("^([^:*]+)") or item
+			if item ~= "" and not (name:sub(1, 4) == "qpu_" and name:find("__", 5, true)) then
+				out[#out + 1] = item
+			end
+		end
+	end
+	for _, lic in ipairs(pair_names) do
+		out[#out + 1] = lic .. ":1"
+	end
+	return table.concat(out, ",")
+end
+
 local function check(text, identity, modify, on_allowed)
 	local policy, err = M.load_policy()
 	if not policy then
@@ -482,7 +524,7 @@ local function check(text, identity, modify, on_allowed)
 	if d.allowed then
 		log("log_debug", "qpu: %s", d.message)
 		if on_allowed then
-			on_allowed(d)
+			on_allowed(d, policy)
 		end
 		return slurm.SUCCESS
 	end
@@ -516,10 +558,14 @@ function M.job_submit(job_desc, part_list, submit_uid)
 	return guarded(function()
 		return M.qpu_request(job_desc.spank_job_env)
 	end, function(text)
-		return check(text, M.submit_identity(job_desc, part_list, submit_uid), false, function(d)
+		return check(text, M.submit_identity(job_desc, part_list, submit_uid), false, function(d, policy)
 			local prefix = SETTINGS.instance_license
 			if prefix and prefix ~= "" and d.instance then
 				job_desc.licenses = M.with_instance_license(job_desc.licenses, prefix, d.instance)
+			end
+			local pairs_of = M.pair_licenses_for(policy, d.instance, M.parse_request(text))
+			if pairs_of then
+				job_desc.licenses = M.with_pair_licenses(job_desc.licenses, pairs_of)
 			end
 		end)
 	end)
@@ -538,17 +584,22 @@ function M.job_modify(job_desc, job_rec, part_list, modify_uid)
 			partition = nonempty(job_desc.partition) or nonempty(job_rec.partition) or "",
 			qos = nonempty(job_desc.qos) or nonempty(job_rec.qos) or "",
 		}
-		return check(text, identity, true, function(d)
+		return check(text, identity, true, function(d, policy)
+			local current = job_desc.licenses
+			if current == nil then
+				current = job_rec.licenses
+			end
+			local wanted = current
 			local prefix = SETTINGS.instance_license
 			if prefix and prefix ~= "" and d.instance then
-				local current = job_desc.licenses
-				if current == nil then
-					current = job_rec.licenses
-				end
-				local wanted = M.with_instance_license(current, prefix, d.instance)
-				if wanted ~= current then
-					job_desc.licenses = wanted
-				end
+				wanted = M.with_instance_license(wanted, prefix, d.instance)
+			end
+			local pairs_of = M.pair_licenses_for(policy, d.instance, M.parse_request(text))
+			if pairs_of then
+				wanted = M.with_pair_licenses(wanted, pairs_of)
+			end
+			if wanted ~= current then
+				job_desc.licenses = wanted
 			end
 		end)
 	end, true)

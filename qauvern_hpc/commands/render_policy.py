@@ -25,12 +25,18 @@ hooks read the files again for each job, so no Slurm restart is needed.
 
 The default directory is the one holding slurm.conf ($SLURM_CONF, else /etc/slurm): Slurm wants
 job_submit.lua there, job_submit.lua looks for qpu_policy.lua beside itself, and the hooks look for
-policy.json there (or at $QAUVERN_HPC_POLICY)."""
+policy.json there (or at $QAUVERN_HPC_POLICY).
+
+With `admission.enabled`, job_submit.lua adds one pair license `qpu_<instance>__<backend>` per requested QPU
+resource; Slurm refuses a job asking for a license it does not know, so the pairs must be in slurm.conf
+(`Licenses=` and `AccountingStorageTRES=`, a slurmctld restart) before the policy is installed. The command
+prints those two lines (`--print slurm` prints only them): merge their items into your own lines."""
 EPILOG = """\
 examples:
   qauvern-hpc render-policy                            write /etc/slurm/policy.json and qpu_policy.lua
   qauvern-hpc render-policy --output-dir /srv/slurm    somewhere else (set $QAUVERN_HPC_POLICY for the hooks)
   qauvern-hpc render-policy --print lua                show the Lua table, write nothing
+  qauvern-hpc render-policy --print slurm              the slurm.conf license lines of the pair licenses
 
 exit codes: 0 written, 1 could not write, 3 invalid config."""
 
@@ -41,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--print",
-        choices=("json", "lua"),
+        choices=("json", "lua", "slurm"),
         dest="print_format",
-        help="print one rendered file to stdout instead",
+        help="print one rendered file (or the slurm.conf license lines) to stdout instead",
     )
     parser.add_argument(
         "--no-key-check",
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         default_policy_dir,
         render_json,
         render_lua,
+        slurm_license_lines,
         write_policy_files,
     )
 
@@ -67,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     for warning in loaded.warnings:
         print(f"qauvern-hpc render-policy: warning: {warning}", file=sys.stderr)
     policy = compile_policy(loaded)
+    license_lines = slurm_license_lines(policy)
+    if args.print_format == "slurm":
+        sys.stdout.write("".join(f"{line}\n" for line in license_lines))
+        return ExitCode.OK
     if args.print_format:
         sys.stdout.write(render_json(policy) if args.print_format == "json" else render_lua(policy))
         return ExitCode.OK
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                     "generated_at": policy.generated_at,
                     "rules": len(policy.rules),
                     "resources": list(policy.resources),
+                    "slurm_conf": license_lines,
                 },
                 indent=2,
             )
@@ -100,4 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{len(policy.rules)} rules, {len(policy.resources)} resources, {len(policy.instances)} instances"
         )
+        if license_lines:
+            print("slurm.conf needs the pair licenses (admission): merge these items into your lines")
+            for line in license_lines:
+                print(f"  {line}")
     return ExitCode.OK

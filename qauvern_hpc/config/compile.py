@@ -2,11 +2,14 @@
 
 Rules keep their order; resource globs are expanded to concrete names in config order, so the policy never
 needs the config's resource list to decide; every instance gets its API key file path (its own or
-ibm.api_key_file), never a key. Deny rules without a message get a default one.
+ibm.api_key_file), never a key. Deny rules without a message get a default one. With `admission.enabled`,
+every (instance, resource) an allow rule grants gets its pair license (`admission.model.pair_license` of the
+instance and the resource's backend).
 """
 
 from __future__ import annotations
 
+from qauvern_hpc.admission.model import pair_license
 from qauvern_hpc.config.schema import ConfigFields, MatchConfig, RuleBody
 from qauvern_hpc.policy.compiled import (
     MATCH_FIELDS,
@@ -80,13 +83,22 @@ def to_policy(
         )
         for r in cfg.resources
     }
+    rules = tuple(rule(r.name, r, r.match, False) for r in cfg.rules)
+    default = rule("default", cfg.default, MatchConfig(), True)
+    pairs: dict[str, dict[str, str]] = {}
+    if cfg.admission.enabled:
+        for r in (*rules, default):
+            if r.instance is not None:
+                for res in r.resources:
+                    lic = pair_license(r.instance, resources[res].backend)
+                    pairs.setdefault(r.instance, {})[res] = lic
     ep = cfg.ibm.endpoints
     return Policy(
         state_dir=str(cfg.slurm.state_dir),
         instances=instances,
         resources=resources,
-        rules=tuple(rule(r.name, r, r.match, False) for r in cfg.rules),
-        default=rule("default", cfg.default, MatchConfig(), True),
+        rules=rules,
+        default=default,
         account_id=cfg.ibm.account_id,
         plan_id=cfg.ibm.plan_id,
         endpoints=PolicyEndpoints(
@@ -106,4 +118,5 @@ def to_policy(
         source=source,
         source_sha256=source_sha256,
         generated_at=generated_at,
+        pair_licenses=pairs,
     )

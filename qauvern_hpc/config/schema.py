@@ -531,6 +531,34 @@ class MetricsConfig(_Model):
     textfile: Annotated[Path, BeforeValidator(_path)] | None = None
 
 
+class AdmissionConfig(_Model):
+    """The admission controller (`qauvern-hpc admit run`): per instance and backend, how many QPU jobs may
+    hold Slurm resources now, from what IBM reports (backend status, queue, usage limits). While enabled it
+    is the only writer of the `license/qpu_*` caps on the root associations (the rebalancer stops gating)."""
+
+    enabled: bool = Field(False, description="run the controller; job_submit.lua adds the pair licenses")
+    period: Seconds = Field(30, description="how often the controller reads IBM and Slurm and decides")
+    hold_for: Seconds = Field(
+        600, description="keep the last decision this long while IBM cannot be read, then apply fail modes"
+    )
+    max_ibm_wait: Seconds = Field(600, description="admit only what IBM should start within this")
+    burst: int = Field(2, ge=1, description="admitted jobs per pair with demand, at most, per backend budget")
+    probe: bool = Field(
+        True, description="an open pair with pending jobs and nothing in flight may always start one job"
+    )
+    min_dwell: Seconds = Field(60, description="soft cap changes of a pair at most this often")
+    default_job_seconds: Seconds = Field(
+        300, description="quantum seconds per job assumed before any job has been measured"
+    )
+
+    @field_validator("period", "hold_for", "default_job_seconds")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+
 class ConfigFields(_Model):
     """The root keys of the config and lookups over them; `Config` adds the cross-checks and compilation."""
 
@@ -552,6 +580,7 @@ class ConfigFields(_Model):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     # -- lookups ---------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ JOB_SCRIPT = paths.DATA_DIR / "qpu_job.py"
 # Per-instance licenses: job_submit.lua adds `qpu_<instance>` to each QPU job (the rebalancer reads the queue
 # per instance from them and gates an exhausted instance on them).
 LICENSE_PREFIX = "qpu_"
+# Pair licenses (admission controller, `admission.enabled`): job_submit.lua adds `qpu_<instance>__<backend>`
+# per requested QPU; declared whether or not the site enables admission (`render-policy --print slurm`).
+PAIR_LICENSES = ("qpu_physics__ibm_torino", "qpu_physics__ibm_fez", "qpu_chemistry__ibm_fez")
 SANDBOX_SETTINGS = {
-    "LICENSES": "qpu:8,qpu_physics:10000,qpu_chemistry:10000",
-    "ACCOUNTING_TRES": "license/qpu,license/qpu_physics,license/qpu_chemistry",
+    "LICENSES": "qpu:8,qpu_physics:10000,qpu_chemistry:10000,"
+    + ",".join(f"{p}:10000" for p in PAIR_LICENSES),
+    "ACCOUNTING_TRES": "license/qpu,license/qpu_physics,license/qpu_chemistry,"
+    + ",".join(f"license/{p}" for p in PAIR_LICENSES),
 }
 # `wired_site` writes the emulator seed the site's config and API key belong to under this name.
 SEED_FILE = "emulator-seed.json"
@@ -119,6 +125,12 @@ def operations_text(directory: Path) -> str:
     )
 
 
+def admission_text(settings: Mapping[str, Any]) -> str:
+    """An `admission:` section, enabled, with `settings` (period, hold_for, ...)."""
+    items = "".join(f"  {k}: {v}\n" for k, v in settings.items())
+    return f"admission:\n  enabled: true\n{items}"
+
+
 def write_site(
     directory: Path,
     base_url: str,
@@ -126,9 +138,11 @@ def write_site(
     fail_mode: str = "closed",
     expose: bool = True,
     operations: bool = False,
+    admission: Mapping[str, Any] | None = None,
 ) -> Site:
     """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`. With `operations`,
-    also a ledger and a rebalance section (use `SANDBOX_SETTINGS` and `license_env()` for the cluster)."""
+    also a ledger and a rebalance section (use `SANDBOX_SETTINGS` and `license_env()` for the cluster); with
+    `admission`, an enabled admission section with those settings (pair licenses in the policy)."""
     directory.mkdir(parents=True, exist_ok=True)
     state_dir = directory / "state"
     key = directory / "ibm.key"
@@ -137,6 +151,8 @@ def write_site(
     text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose)
     if operations:
         text += operations_text(directory)
+    if admission is not None:
+        text += admission_text(admission)
     cfg = directory / "config.yaml"
     cfg.write_text(text)
     policy = compile_policy(parse_config(text, cfg))

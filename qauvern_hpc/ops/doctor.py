@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Status = Literal["ok", "warn", "fail", "skip"]
 ORDER: dict[Status, int] = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
@@ -319,6 +319,55 @@ def check_licenses(
             "AccountingStorageTRES=" + ",".join(f"license/{prefix}{i}" for i in instances),
         )
     return Check(name, "ok", ", ".join(f"{prefix}{i}" for i in instances))
+
+
+def check_pair_licenses(conf: Mapping[str, str], pair_licenses: Sequence[str]) -> Check:
+    """The admission controller's pair licenses: declared (job_submit.lua adds them; Slurm refuses unknown
+    licenses) and tracked (the controller caps them with GrpTRES)."""
+    name = "pair licenses"
+    have = license_names(conf.get("Licenses"))
+    tracked = set(listed(conf.get("AccountingStorageTRES")))
+    missing = [p for p in pair_licenses if p not in have]
+    untracked = [p for p in pair_licenses if f"license/{p}" not in tracked]
+    if missing or untracked:
+        what = []
+        if missing:
+            what.append("Licenses lacks " + ", ".join(missing))
+        if untracked:
+            what.append("AccountingStorageTRES lacks " + ", ".join(f"license/{u}" for u in untracked))
+        return Check(name, "fail", "; ".join(what), "qauvern-hpc render-policy --print slurm")
+    return Check(name, "ok", f"{len(pair_licenses)} declared and tracked")
+
+
+def check_admission(
+    state: Mapping[str, Any] | None, *, now: float, period: float, sched_interval: str | None = None
+) -> Check:
+    """The admission controller: its heartbeat (warn when older than 3 periods) and each pair's cap and
+    reason. `state` is the controller's state file (None: it never ran)."""
+    name = "admission"
+    fix = "start it: systemctl enable --now qauvern-hpc-admit (slurm-conf/qauvern-hpc-admit.service)"
+    if state is None:
+        return Check(name, "warn", "admission.enabled but the controller has never run", fix)
+    hb = state.get("heartbeat")
+    age = now - float(hb) if isinstance(hb, int | float) else None
+    pairs = [p for p in state.get("pairs") or () if isinstance(p, dict)]
+    caps = "; ".join(
+        f"{p.get('instance')}/{p.get('backend')} "
+        f"{'no limit' if p.get('cap') is None else 'cap ' + str(p.get('cap'))} ({p.get('reason')})"
+        for p in pairs
+    )
+    sched = f"; Slurm sched_interval {sched_interval} adds to the reopen latency" if sched_interval else ""
+    if age is None or age > 3 * period:
+        ago = "never" if age is None else f"{_ago(age)} ago"
+        return Check(
+            name, "warn", f"controller last decided {ago} (every {_ago(period)} expected); {caps}", fix
+        )
+    ibm = state.get("ibm") or {}
+    if ibm.get("error"):
+        return Check(
+            name, "warn", f"IBM unreadable ({ibm['error']}); holding or failing per resource: {caps}"
+        )
+    return Check(name, "ok", f"last decided {_ago(age)} ago: {caps}{sched}")
 
 
 def check_age(name: str, what: str, age_seconds: float | None, expected_every: float, fix: str) -> Check:

@@ -185,6 +185,7 @@ def gather(options: DoctorOptions) -> list[Check]:
         checks += _guard("IBM", lambda: _ibm(options, cfg))
     checks += _guard("ledger", lambda: _ledger(cfg))
     checks += _guard("rebalance", lambda: _rebalance(cfg))
+    checks += _guard("admission", lambda: _admission(cfg, conf))
     return checks
 
 
@@ -309,3 +310,26 @@ def _rebalance(cfg: Config) -> Check:
     return check_age(
         "rebalance", "rebalance", age, cfg.rebalance.interval, "schedule `qauvern-hpc rebalance --yes`"
     )
+
+
+def _admission(cfg: Config, conf: dict[str, str]) -> list[Check]:
+    from qauvern_hpc.admission.service import read_state, specs_of
+    from qauvern_hpc.ops.doctor import check_admission, check_pair_licenses
+
+    if not cfg.admission.enabled:
+        return [Check("admission", "skip", "admission.enabled is false")]
+    out: list[Check] = []
+    if conf:
+        out.append(check_pair_licenses(conf, [s.license for s in specs_of(cfg)]))
+    sched = _sched_interval(conf.get("SchedulerParameters", ""))
+    state = read_state(cfg.slurm.state_dir)
+    out.append(check_admission(state, now=time.time(), period=cfg.admission.period, sched_interval=sched))
+    return out
+
+
+def _sched_interval(params: str) -> str:
+    for item in params.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() == "sched_interval":
+            return f"{value.strip()}s"
+    return "60s (default)"

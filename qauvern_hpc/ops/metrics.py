@@ -97,6 +97,21 @@ class Families:
         self.failures = f("rebalance_failed_runs", "rebalance runs that did not complete (journal)")
         self.api_seconds = f("ibm_api_scrape_seconds", "time the IBM API calls of this scrape took")
         self.api_errors = f("ibm_api_errors", "IBM API calls of this scrape that failed")
+        self.adm_cap = f(
+            "admission_cap", "QPU jobs the admission controller lets hold the pair license (-1: no limit)"
+        )
+        self.adm_admitted = f("admission_admitted", "jobs admitted beyond those running (cap - running)")
+        self.adm_running = f("admission_running", "running Slurm jobs holding the pair license")
+        self.adm_pending = f("admission_pending", "pending Slurm jobs asking for the pair license")
+        self.adm_reason = f("admission_reason_info", "the reason of the pair's cap (value 1)")
+        self.adm_last = f(
+            "admission_last_decision_timestamp_seconds", "when the admission controller last decided"
+        )
+        self.adm_heartbeat = f(
+            "admission_heartbeat_age_seconds", "seconds since the controller's last period"
+        )
+        self.adm_ibm_age = f("admission_ibm_age_seconds", "seconds since IBM was last read by the controller")
+        self.adm_writes = f("admission_writes", "sacctmgr writes by the admission controller so far")
         self.scrape_error = f("scrape_error", "1 when a source could not be read in this scrape")
         self.scrape_time = f("scrape_timestamp_seconds", "when these metrics were gathered")
 
@@ -209,6 +224,36 @@ def journal_source(state_dir: Path) -> Source:
     return run
 
 
+def admission_source(cfg: Config, *, now: float | None = None) -> Source:
+    """The admission controller's state file ({state_dir}/admission/state.json): caps, reasons, heartbeat."""
+
+    def run(f: Families) -> None:
+        from qauvern_hpc.admission.service import read_state
+
+        state = read_state(cfg.slurm.state_dir)
+        if state is None:
+            raise RuntimeError("the admission controller has not written its state yet")
+        at = time.time() if now is None else now
+        for p in state.get("pairs") or ():
+            labels = {"instance": str(p.get("instance")), "backend": str(p.get("backend"))}
+            cap, running = p.get("cap"), int(p.get("running", 0))
+            f.adm_cap.add(-1 if cap is None else cap, **labels)
+            f.adm_admitted.add(0 if cap is None else max(0, int(cap) - running), **labels)
+            f.adm_running.add(running, **labels)
+            f.adm_pending.add(int(p.get("pending", 0)), **labels)
+            f.adm_reason.add(1, **labels, reason=str(p.get("reason")))
+        if isinstance(state.get("decided_at"), int | float):
+            f.adm_last.add(state["decided_at"])
+        if isinstance(state.get("heartbeat"), int | float):
+            f.adm_heartbeat.add(max(0.0, at - state["heartbeat"]))
+        read_at = (state.get("ibm") or {}).get("read_at")
+        if isinstance(read_at, int | float):
+            f.adm_ibm_age.add(max(0.0, at - read_at))
+        f.adm_writes.add(int(state.get("writes_total", 0)))
+
+    return run
+
+
 def sources_for(
     cfg: Config, args: argparse.Namespace, *, ibm: bool = True, slurm: bool = True
 ) -> dict[str, Source]:
@@ -222,4 +267,6 @@ def sources_for(
         out["slurm"] = slurm_source(cfg)
     out["ledger"] = ledger_source(cfg)
     out["journal"] = journal_source(state)
+    if cfg.admission.enabled:
+        out["admission"] = admission_source(cfg)
     return out

@@ -40,11 +40,16 @@ The policy never holds a secret: instances carry the *path* of their API key fil
                                                     # deny rules: instance null, resources [], message set.
       "default": {"name": "default", "match": {"users": null, "accounts": null, "partitions": null,
                   "qos": null}, "deny": true, "message": "no rule grants QPU access", "instance": null,
-                  "resources": []}
+                  "resources": []},
+      "pair_licenses": {                            # only with admission.enabled (absent = none):
+        "physics": {"ibm_torino": "qpu_physics__ibm_torino"}   # instance -> resource -> pair license
+      }
     }
 
 `qpu_policy.lua` holds the part `job_submit.lua` needs: `return { format = 1, resources = {names...},
-rules = {...}, default = {...} }` with the rules in the same shape as above (a nil match key = any).
+rules = {...}, default = {...}, pair_licenses = {...} }` with the rules in the same shape as above (a nil
+match key = any). With `pair_licenses`, job_submit.lua adds `<pair license>:1` per requested resource of the
+mapped instance (the admission controller caps each pair; `slurm_license_lines` prints what slurm.conf needs).
 """
 
 from __future__ import annotations
@@ -145,6 +150,8 @@ class Policy:
     source_sha256: str | None = None
     generated_at: str | None = None
     format: int = POLICY_FORMAT
+    # admission: instance -> resource -> pair license; empty when the admission controller is off
+    pair_licenses: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     # -- JSON ------------------------------------------------------------------------------------------------
 
@@ -193,7 +200,11 @@ class Policy:
             },
             "rules": [_rule_to_dict(r) for r in self.rules],
             "default": _rule_to_dict(self.default),
-        }
+        } | (
+            {"pair_licenses": {i: dict(m) for i, m in self.pair_licenses.items()}}
+            if self.pair_licenses
+            else {}
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> Policy:
@@ -236,6 +247,13 @@ class Policy:
             raise ValueError("rules: expected a list")
         rules = tuple(_rule_from_dict(r, f"rules[{n}]") for n, r in enumerate(rules_raw))
         default = _rule_from_dict(d.get("default"), "default")
+        pair_licenses = {
+            str(i): {
+                str(r): _str(lic, f"pair_licenses.{i}.{r}")
+                for r, lic in _obj(m, f"pair_licenses.{i}").items()
+            }
+            for i, m in _obj(d.get("pair_licenses", {}), "pair_licenses").items()
+        }
         policy = cls(
             state_dir=_str(d.get("state_dir"), "state_dir"),
             instances=instances,
@@ -263,6 +281,7 @@ class Policy:
             source=_opt_str(d.get("source"), "source"),
             source_sha256=_opt_str(d.get("source_sha256"), "source_sha256"),
             generated_at=_opt_str(d.get("generated_at"), "generated_at"),
+            pair_licenses=pair_licenses,
         )
         policy.check()
         return policy
@@ -502,6 +521,7 @@ def render_lua(policy: Policy) -> str:
         "resources": list(policy.resources),
         "rules": [_lua_rule(r) for r in policy.rules],
         "default": _lua_rule(policy.default),
+        "pair_licenses": {i: dict(m) for i, m in policy.pair_licenses.items()} or None,
     }
     header = (
         "-- qauvern-hpc submit-time QPU policy, read by job_submit.lua.\n"
@@ -514,6 +534,24 @@ def write_policy_files(policy: Policy, json_path: Path, lua_path: Path) -> None:
     """Write policy.json and qpu_policy.lua atomically (mode 0644: they hold no secret)."""
     atomic_write(json_path, render_json(policy), 0o644)
     atomic_write(lua_path, render_lua(policy), 0o644)
+
+
+def pair_license_names(policy: Policy) -> list[str]:
+    """Every pair license the policy's rules can add, sorted."""
+    return sorted({lic for m in policy.pair_licenses.values() for lic in m.values()})
+
+
+def slurm_license_lines(policy: Policy, *, count: int = 100000) -> list[str]:
+    """The slurm.conf lines the pair licenses need (they must exist and be tracked TRES before a job may ask
+    for them; a change needs a slurmctld restart): `Licenses=` and `AccountingStorageTRES=` items to add to
+    the site's own."""
+    names = pair_license_names(policy)
+    if not names:
+        return []
+    return [
+        "Licenses=" + ",".join(f"{n}:{count}" for n in names),
+        "AccountingStorageTRES=" + ",".join(f"license/{n}" for n in names),
+    ]
 
 
 def names_text(names: Sequence[str]) -> str:

@@ -22,6 +22,10 @@ with reason `AssocGrpLicense` instead of starting and failing at IBM; running jo
 longer reached) the item is removed (`=-1`). One sacctmgr call per gated instance and cluster, whatever
 the number of accounts. The license must be a tracked TRES (`AccountingStorageTRES=license/<prefix>
 <instance>`), else the instance cannot be gated: a warning says so.
+
+With `admission.enabled` the admission controller holds back an exhausted instance's jobs (its pair caps,
+decided each period from IBM's `usage_limit_reached`): the rebalancer sets no gate any more (one writer)
+and only removes a gate left from before.
 """
 
 from __future__ import annotations
@@ -187,7 +191,7 @@ def plan_slurm(
         available = bool(tres and tres in tres_names)
         tops = set_on_top.get(tres) if tres else None
         gated_before = bool(tops) and any(a.grp_tres[tres or ""] == 0 for a in tops or ())
-        want_gate = rs.gate and p.limit_reached
+        want_gate = rs.gate and p.limit_reached and not cfg.admission.enabled
         gated_after = gated_before
         if rs.gate and tres is not None:
             if not available:

@@ -14,6 +14,10 @@ Write, account associations only (user empty), one setting per command so a fail
     sacctmgr -i modify account where name=A cluster=C set GrpTRES=license/qpu_x=0      (gate)
     sacctmgr -i modify account where name=A cluster=C set GrpTRES=license/qpu_x=-1     (ungate: removes it)
 
+The admission controller sets all the pair caps of a cluster in ONE call (documented in sacctmgr(1) 22.05):
+
+    sacctmgr -i modify account where name=root cluster=C set GrpTRES=license/qpu_a__b=2,license/qpu_c__d=-1
+
 `-i` commits without asking. Setting a value that is already in place prints "Modified" (exit 0) on 22.05 and
 "Nothing modified" (exit 1) on other versions; `run_slurm` treats both as success, so every write here is
 idempotent. GrpTRES set this way changes only the named TRES; the others stay.
@@ -119,6 +123,13 @@ class Sacctmgr:
         """Set one GrpTRES item of an account; None removes it (-1)."""
         v = -1 if value is None else int(value)
         run_slurm(self.modify_account_argv(account, cluster, f"GrpTRES={tres}={v}"), timeout=self.timeout)
+
+    def set_grp_tres_items(self, account: str, cluster: str, items: Mapping[str, int | None]) -> None:
+        """Set several GrpTRES items of an account in one call (None removes an item: -1)."""
+        if not items:
+            return
+        value = ",".join(f"{t}={-1 if v is None else int(v)}" for t, v in items.items())
+        run_slurm(self.modify_account_argv(account, cluster, f"GrpTRES={value}"), timeout=self.timeout)
 
 
 __all__ = [

@@ -15,6 +15,10 @@ The command line (verified on Slurm 22.05.8):
 
 Parsing is pure (`parse_squeue_line`, `parse_time_limit`, `parse_licenses`), so unit tests feed it recorded
 output; `pending_jobs` runs the real command.
+
+The admission controller reads pending AND running jobs with their licenses and state (`license_jobs`):
+
+    squeue -h -r -t PENDING,RUNNING -o '%i|%T|%W|%V|%r'              with SLURM_TIME_FORMAT=%s
 """
 
 from __future__ import annotations
@@ -201,6 +205,70 @@ def pending_jobs(
         return list(parse_squeue(ln for ln in lines if not ln.startswith("CLUSTER: ")))
 
 
+JOB_FIELDS = ("%i", "%T", "%W", "%V", "%r")
+JOB_FORMAT = "|".join(JOB_FIELDS)
+
+
+class LicenseJob(NamedTuple):
+    """A pending or running job with the licenses it holds or waits for (`license_jobs`)."""
+
+    job_id: str
+    state: str  # PENDING | RUNNING (squeue's %T)
+    licenses: tuple[tuple[str, int], ...]
+    submit_epoch: int | None
+    reason: str  # pending reason ("None" when running)
+
+    @property
+    def counts_as_demand(self) -> bool:
+        """Pending and not held: a job the controller must cap before Slurm may start it. Jobs waiting for
+        a begin time or a dependency count (their cap must be in place when they become eligible)."""
+        return self.state == "PENDING" and not self.reason.startswith("JobHeld")
+
+
+def parse_job_lines(lines: Iterable[str]) -> list[LicenseJob]:
+    """`squeue -o JOB_FORMAT` output -> jobs; blank and `CLUSTER: name` lines skipped, a malformed line
+    raises SqueueParseError."""
+    out: list[LicenseJob] = []
+    for line in lines:
+        if not line.strip() or line.startswith("CLUSTER: "):
+            continue
+        parts = line.rstrip("\n").split("|")
+        if len(parts) != len(JOB_FIELDS):
+            raise SqueueParseError(
+                f"squeue line has {len(parts)} fields, expected {len(JOB_FIELDS)}: {line[:200]!r}"
+            )
+        job_id, state, lic, submit, reason = (p.strip() for p in parts)
+        out.append(LicenseJob(job_id, state, _cached_licenses(lic), _int_or_none(submit), reason))
+    return out
+
+
+def license_jobs_argv(
+    squeue: str = "squeue", *, clusters: Iterable[str] = (), job_ids: Iterable[str] = ()
+) -> list[str]:
+    ids = [j for j in job_ids if j]
+    argv = [squeue, "-h", "-r"]
+    argv += ["-j", ",".join(ids)] if ids else ["-t", "PENDING,RUNNING"]
+    argv += ["-o", JOB_FORMAT]
+    names = [c for c in clusters if c]
+    if names:
+        argv += ["-M", ",".join(names)]
+    return argv
+
+
+def license_jobs(
+    squeue: str = "squeue",
+    *,
+    clusters: Iterable[str] = (),
+    job_ids: Iterable[str] = (),
+    timeout: float | None = 60.0,
+) -> list[LicenseJob]:
+    """Pending and running jobs (or the given ones, any state) with their licenses. Raises
+    ServiceUnavailable when slurmctld cannot be reached."""
+    argv = license_jobs_argv(squeue, clusters=clusters, job_ids=job_ids)
+    with stream_slurm(argv, env={"SLURM_TIME_FORMAT": "%s"}, timeout=timeout) as lines:
+        return parse_job_lines(lines)
+
+
 def parse_license_totals(text: str) -> dict[str, int]:
     """`scontrol show licenses -o` output -> license name -> total count."""
     out: dict[str, int] = {}
@@ -219,10 +287,15 @@ def configured_licenses(scontrol: str = "scontrol") -> dict[str, int]:
 
 
 __all__ = [
+    "JOB_FORMAT",
     "SQUEUE_FORMAT",
+    "LicenseJob",
     "PendingJob",
     "SqueueParseError",
     "configured_licenses",
+    "license_jobs",
+    "license_jobs_argv",
+    "parse_job_lines",
     "parse_license_totals",
     "parse_licenses",
     "parse_squeue",
