@@ -44,8 +44,8 @@ from qauvern_hpc.admission.model import (
     Observation,
     PairDecision,
     PairView,
-    pair_license,
 )
+from qauvern_hpc.policy.licenses import pair_license
 
 EWMA_ALPHA = 0.2  # weight of one new measurement in the learnt service/wait times
 SOFT_REASONS = frozenset({OPEN, ADMITTED, IBM_QUEUE, FAIR_SHARE})

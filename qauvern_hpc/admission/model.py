@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from qauvern_hpc.policy.licenses import pair_license
+
 BackendStatus = Literal["online", "paused", "offline"]
 FailMode = Literal["open", "closed"]
 
@@ -43,15 +45,6 @@ REASONS = (
     FAILED_OPEN,
     FAILED_CLOSED,
 )
-
-LICENSE_PREFIX = "qpu_"
-PAIR_SEPARATOR = "__"
-
-
-def pair_license(instance: str, backend: str) -> str:
-    """The Slurm license a job holds while it uses `backend` through `instance` (lower case, as slurmdbd
-    stores TRES names): `qpu_<instance>__<backend>`."""
-    return f"{LICENSE_PREFIX}{instance}{PAIR_SEPARATOR}{backend}".lower()
 
 
 @dataclass(frozen=True)
@@ -209,5 +202,4 @@ __all__ = [
     "Observation",
     "PairDecision",
     "PairView",
-    "pair_license",
 ]

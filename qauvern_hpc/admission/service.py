@@ -50,7 +50,7 @@ from qauvern_hpc.admission.observe import (
 )
 from qauvern_hpc.admission.write import CapWriter, failsafe_caps
 from qauvern_hpc.core.errors import LockHeld, QauvernError
-from qauvern_hpc.policy.compiled import atomic_write
+from qauvern_hpc.core.files import atomic_write
 from qauvern_hpc.slurm.squeue import LicenseJob
 
 if TYPE_CHECKING:
@@ -420,8 +420,9 @@ def cap_writer(cfg: Config) -> CapWriter:
 def sources_of(cfg: Config, args: Any) -> Sources:
     """The real sources: the account's IBM client (short timeouts and retries: a period must not hang on
     IBM), squeue and sacctmgr."""
+    from qauvern_hpc.config.ibm_access import endpoints_from_config
     from qauvern_hpc.ibm.client import IBMClient
-    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
+    from qauvern_hpc.ibm.factory import resolve_api_key
     from qauvern_hpc.ibm.retry import RetryPolicy
     from qauvern_hpc.slurm.squeue import license_jobs
 

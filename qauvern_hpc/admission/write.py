@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from qauvern_hpc.admission.model import LICENSE_PREFIX, PAIR_SEPARATOR
+from qauvern_hpc.policy.licenses import LICENSE_PREFIX, PAIR_SEPARATOR
 from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
 
 ROOT = "root"

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, *, enabled: bool) -> Any:
-    from qauvern_hpc.ibm.factory import load_admin_config
+    from qauvern_hpc.commands.admin_common import load_admin_config
 
     cfg = load_admin_config(args)
     if enabled and not cfg.admission.enabled:

@@ -3,13 +3,12 @@
 Rules keep their order; resource globs are expanded to concrete names in config order, so the policy never
 needs the config's resource list to decide; every instance gets its API key file path (its own or
 ibm.api_key_file), never a key. Deny rules without a message get a default one. With `admission.enabled`,
-every (instance, resource) an allow rule grants gets its pair license (`admission.model.pair_license` of the
+every (instance, resource) an allow rule grants gets its pair license (`policy.licenses.pair_license` of the
 instance and the resource's backend).
 """
 
 from __future__ import annotations
 
-from qauvern_hpc.admission.model import pair_license
 from qauvern_hpc.config.schema import ConfigFields, MatchConfig, RuleBody
 from qauvern_hpc.policy.compiled import (
     MATCH_FIELDS,
@@ -21,6 +20,7 @@ from qauvern_hpc.policy.compiled import (
     PolicyRule,
     PolicySlurm,
 )
+from qauvern_hpc.policy.licenses import pair_license
 
 DEFAULT_DENY_MESSAGE = "no rule grants QPU access"
 DEFAULT_RULE_DENY_MESSAGE = "QPU access denied"

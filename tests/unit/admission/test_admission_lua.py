@@ -4,16 +4,13 @@ resource of the mapped instance, only when the rendered policy carries `pair_lic
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_job_submit_lua import LUA, run_lua
-from test_mapping_cases import policy
-
 from qauvern_hpc.policy.compiled import render_lua
+from tests.support.mapping_cases import policy
+from tests.unit.policy.test_job_submit_lua import LUA, run_lua
 
 PAIRS = {"phys": {"ibm_torino": "qpu_phys__ibm_torino", "ibm_fez": "qpu_phys__ibm_fez"}}
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_rebalance import ASSOCS, _plan
-from test_rebalance import cfg as rebalance_cfg
 
 from qauvern_hpc.admission.model import (
     AdmissionSettings,
@@ -48,6 +43,8 @@ from qauvern_hpc.policy.compiled import slurm_license_lines
 from qauvern_hpc.rebalance.enforce import plan_slurm
 from qauvern_hpc.slurm.sacctmgr import Association
 from qauvern_hpc.slurm.squeue import LicenseJob, license_jobs_argv, parse_job_lines
+from tests.unit.rebalance.test_rebalance import ASSOCS, _plan
+from tests.unit.rebalance.test_rebalance import cfg as rebalance_cfg
 
 FEZ = "qpu_chemistry__ibm_fez"
 TORINO = "qpu_physics__ibm_torino"
