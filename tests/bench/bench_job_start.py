@@ -103,7 +103,7 @@ w0 = time.time()
 t0 = time.perf_counter()
 import qauvern_hpc.hooks.prolog as prolog
 t1 = time.perf_counter()
-from qauvern_hpc.policy import mapping, policy
+from qauvern_hpc.policy import compiled as policy, mapping
 from qauvern_hpc.hooks import common, jobenv
 t2 = time.perf_counter()
 from qauvern_hpc.hooks import ibm_session
