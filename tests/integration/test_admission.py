@@ -250,6 +250,13 @@ def test_b_long_ibm_queue_admits_only_what_the_controller_allows(rig: Rig) -> No
     assert live == rig.pair(PHYS_TORINO)["cap"], (live, rig.pair(PHYS_TORINO))
     for j in jobs:  # the spike ends: all start and complete
         assert rig.sb.wait_job(j, timeout=120) == "COMPLETED"
+
+    # Learnt from our own IBM jobs (they queued behind the spike): quantum seconds per job and wait.
+    def learnt() -> dict[str, Any]:
+        return dict((read_state(rig.site.state_dir) or {}).get("controller") or {})
+
+    assert _wait(lambda: "ibm_torino" in (learnt().get("service_ewma") or {}), 3 * PERIOD), learnt()
+    assert PHYS_TORINO in (learnt().get("wait_ewma") or {}), learnt()
     assert rig.no_node_drained()
 
 
