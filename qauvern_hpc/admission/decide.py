@@ -7,14 +7,20 @@ Contract (design memo issue 12, section 3):
    (reason HOLD).
 2. Hard closes (cap 0): the backend is not serving (IBM status/message), or the instance reached its
    limit (IBM's usage_limit_reached, or its usage plus the work already in flight reaches the limit).
-3. A per-backend budget K_b of jobs IBM should start within `max_ibm_wait`, from IBM's wait estimate
-   (p50), else its queue length x the learnt service time, and our own queued jobs' head-of-line age,
+3. A per-backend budget K_b of jobs IBM should start within `max_ibm_wait`, from the estimated wait W_b,
    split among pairs in IBM's fair-share order (lowest (consumed + in flight)/allocation first), one job
    at a time, never more than a pair's pending count, never starving a pair (the probe: an open pair
    with pending jobs and nothing in flight gets one), never below what already runs.
-4. cap = running + admitted; cap None (no limit) when nothing is held back.
+   W_b = max(IBM's p50 when exposed, length_queue x the learnt service time, our head-of-line age and
+   learnt wait): p50 comes from jobs that already started and misses a sudden queue.
+4. cap = running + admitted. Cap None (no limit) when nothing is held back AND the budget is clearly not
+   binding (W_b <= open_below x max_ibm_wait); otherwise a pair with nothing held back keeps a standing cap
+   (running + admitted + its share of the budget left, at most `burst`, at least the probe's one), so a
+   burst submitted between two periods starts only what IBM should serve in time. Once capped, a pair
+   keeps its cap until W_b falls below half that threshold.
 5. Anti-thrash: hard closes apply at once, reopen on the first good poll, soft changes at most once per
-   `min_dwell` per pair.
+   `min_dwell` per pair; a standing cap of a pair with nothing pending is not rewritten while the room it
+   leaves above `running` stays within [min(1, wanted), wanted + cap_slack] (each change is a write).
 
 Invariants: every observed pair gets exactly one PairDecision, in the observation's order; a cap is None
 or >= 0; a not-serving backend's pairs are 0; a soft cap (OPEN/ADMITTED/IBM_QUEUE/FAIR_SHARE) is None
@@ -172,7 +178,7 @@ def decide(
     ibm_age = _INF if obs.ibm_read_at is None else now - obs.ibm_read_at
     hold_after = 2.0 * settings.period_seconds
     out: list[tuple[int | None, str, str] | None] = [None] * len(pairs)
-    by_backend: dict[str, list[_Cand]] = {}
+    open_on: dict[str, list[int]] = {}  # backend -> the open pairs on it (pending or not)
     for k, p in enumerate(pairs):
         b = backends.get(p.backend)
         i = instances.get(p.instance)
@@ -195,19 +201,27 @@ def decide(
         if i.limit_reached or (lim is not None and i.consumed_seconds + in_flight.get(i.name, 0.0) >= lim):
             out[k] = (0, LIMIT_REACHED, _limit_detail(i, in_flight.get(i.name, 0.0)))
             continue
-        if p.pending <= 0:
-            out[k] = (None, OPEN, f"no job of {p.instance} pending for {p.backend}")
-            continue
-        by_backend.setdefault(p.backend, []).append(_Cand(k, p))
+        open_on.setdefault(p.backend, []).append(k)
 
     # Budget per backend, split in IBM's fair-share order (backends in name order: deterministic).
     headroom: dict[str, float] = {}
     for name, i in instances.items():
         lim = i.limit_seconds
         headroom[name] = _INF if lim is None else lim - i.consumed_seconds - in_flight.get(name, 0.0)
-    for bname in sorted(by_backend):
-        _split(
-            by_backend[bname], backends[bname], instances, service, wait, in_flight, headroom, settings, out
+    for bname in sorted(open_on):
+        _backend(
+            open_on[bname],
+            pairs,
+            licenses,
+            prev,
+            backends[bname],
+            instances,
+            service,
+            wait,
+            in_flight,
+            headroom,
+            settings,
+            out,
         )
 
     return _finish(obs, state, settings, licenses, out, prev, service, wait, bad_polls)
@@ -231,8 +245,11 @@ def _stale(
     return (0, FAILED_CLOSED, f"IBM {unread}: {p.backend} fails closed")
 
 
-def _split(
-    cands: list[_Cand],
+def _backend(
+    ks: list[int],
+    pairs: tuple[PairView, ...],
+    licenses: list[str],
+    prev: list[PairDecision | None],
     b: BackendView,
     instances: dict[str, InstanceView],
     service: dict[str, float],
@@ -242,23 +259,79 @@ def _split(
     settings: AdmissionSettings,
     out: list[tuple[int | None, str, str] | None],
 ) -> None:
-    """Steps 3-4 for one backend: its budget K_b, water-filled one job at a time in IBM's order."""
-    svc = service.get(b.name, settings.default_job_seconds)
-    svc = max(svc, 1.0)
-    # Estimated wait for a new job: IBM's p50, else its queue x our service time; at least what our own
-    # queued jobs show (head-of-line age, learnt wait).
-    w_ibm = b.wait_p50_seconds if b.wait_p50_seconds is not None else b.length_queue * svc
-    w = w_ibm
+    """Steps 3-4 for one backend's open pairs (`ks`): the estimated wait W_b, the budget, its split among
+    pairs with pending jobs, and the standing caps of the others while the budget is constrained."""
+    svc = max(service.get(b.name, settings.default_job_seconds), 1.0)
+    # W_b: the largest of IBM's p50 (trailing: it misses a sudden queue), the queue x our service time, and
+    # what our own queued jobs show (head-of-line age, learnt wait).
+    w = b.length_queue * svc
+    if b.wait_p50_seconds is not None and b.wait_p50_seconds > w:
+        w = b.wait_p50_seconds
     not_at_ibm = 0
-    for c in cands:
-        p = c.pair
+    cands: list[_Cand] = []
+    for k in ks:
+        p = pairs[k]
         if p.ibm_queued > 0:
-            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(_LICENSES[p.instance, p.backend], 0.0))
-            w = max(w, w_p)
-        not_at_ibm += max(0, p.running - p.ibm_queued - p.ibm_running)
+            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(licenses[k], 0.0))
+            if w_p > w:
+                w = w_p
+        at_ibm = p.ibm_queued + p.ibm_running
+        if p.running > at_ibm:
+            not_at_ibm += p.running - at_ibm
+        if p.pending > 0:
+            cands.append(_Cand(k, p))
     max_wait = settings.max_ibm_wait_seconds
     k_raw = math.ceil((max_wait - w) / svc) if w < max_wait else 0
-    k_b = min(max(0, k_raw - not_at_ibm), settings.burst * len(cands))
+    k_free = max(0, k_raw - not_at_ibm)
+    within = _dur(max_wait)
+    open_below = settings.open_below * max_wait
+    constrained = w > open_below
+    pool: list[_Cand] = []  # open pairs that keep a standing cap for new arrivals
+    left = k_free
+    if cands:
+        left = _split(cands, b, instances, w, svc, k_free, not_at_ibm, headroom, in_flight, settings, out)
+        for c in cands:
+            if out[c.index] is None:  # everything pending admitted
+                if constrained:
+                    pool.append(c)
+                else:
+                    p = c.pair
+                    text = f"{b.name} should start all {p.pending} pending of {p.instance} within {within}"
+                    out[c.index] = (None, OPEN, text)
+    for k in ks:
+        p = pairs[k]
+        if p.pending > 0:
+            continue
+        last = prev[k]
+        # Hysteresis on "constrained": a pair that kept a standing cap keeps it until W_b falls to half the
+        # threshold (no cap/no-cap flapping around it).
+        kept = last is not None and last.cap is not None and last.reason in SOFT_REASONS
+        if constrained or (kept and w > 0.5 * open_below):
+            pool.append(_Cand(k, p))
+        else:
+            out[k] = (None, OPEN, f"no job of {p.instance} pending for {b.name}")
+    if pool:
+        _standing(pool, b, w, svc, left, headroom, settings, out)
+
+
+def _split(
+    cands: list[_Cand],
+    b: BackendView,
+    instances: dict[str, InstanceView],
+    w: float,
+    svc: float,
+    k_free: int,
+    not_at_ibm: int,
+    headroom: dict[str, float],
+    in_flight: dict[str, float],
+    settings: AdmissionSettings,
+    out: list[tuple[int | None, str, str] | None],
+) -> int:
+    """The budget of one backend water-filled among its pairs with pending jobs, one job at a time in IBM's
+    order. Leaves `out` None for a pair whose pending jobs were all admitted (the caller decides whether it
+    keeps a cap); returns the budget left (probes do not use it)."""
+    max_wait = settings.max_ibm_wait_seconds
+    k_b = min(k_free, settings.burst * len(cands))
 
     # Water-fill in IBM's order: lowest (consumed + in flight + admitted)/allocation first.
     def ratio(c: _Cand) -> float:
@@ -269,6 +342,7 @@ def _split(
 
     ratios = [ratio(c) for c in cands]
     start = ratios.copy()  # IBM's order before this split, for the words
+    spent = 0
     for _ in range(k_b):
         best = -1
         best_r = _INF
@@ -287,6 +361,7 @@ def _split(
             break
         c = cands[best]
         c.admitted += 1
+        spent += 1
         name = c.pair.instance
         in_flight[name] = in_flight.get(name, 0.0) + svc
         headroom[name] -= svc
@@ -310,11 +385,6 @@ def _split(
         p = c.pair
         of = f"admitted {c.admitted} of {p.pending} pending"
         if c.admitted >= p.pending:
-            out[c.index] = (
-                None,
-                OPEN,
-                f"{b.name} should start all {p.pending} pending of {p.instance} within {within}",
-            )
             continue
         cap = p.running + c.admitted
         probe = " (a probe)" if c.probe else ""
@@ -347,6 +417,50 @@ def _split(
             else:
                 detail = f"{b.name} can start ~{k_b} more job(s) within {within}: {of}{probe}"
                 out[c.index] = (cap, ADMITTED, detail)
+    return k_free - spent
+
+
+def _standing(
+    pool: list[_Cand],
+    b: BackendView,
+    w: float,
+    svc: float,
+    left: int,
+    headroom: dict[str, float],
+    settings: AdmissionSettings,
+    out: list[tuple[int | None, str, str] | None],
+) -> None:
+    """Standing caps on a constrained backend for pairs with nothing held back (nothing pending, or all of
+    it admitted): running + admitted + a share of the budget left for jobs not submitted yet (at most
+    `burst`; at least the probe's one for a pair with nothing in flight), so a burst submitted between two
+    periods starts only what IBM should serve in time, and the rest pends until the next decision."""
+    share = min(settings.burst, -(-left // len(pool))) if left > 0 else 0
+    wait_words = f"a new job would wait {_dur(w)} at IBM"
+    for c in pool:
+        p = c.pair
+        room = share
+        h = headroom[p.instance]
+        if h < _INF:
+            room = min(room, max(0, math.ceil(h / svc)))
+        probe = ""
+        nothing_in_flight = p.running == 0 and p.ibm_queued + p.ibm_running == 0 and c.admitted == 0
+        if room == 0 and settings.probe and nothing_in_flight and h > 0.0:
+            room, probe = 1, " (a probe)"
+        cap = p.running + c.admitted + room
+        if p.pending > 0:
+            head = f"{b.name} should start all {p.pending} pending of {p.instance} in time"
+        else:
+            head = f"no job of {p.instance} pending for {b.name}"
+        if probe:
+            detail = f"{head}; {wait_words}: a standing cap lets one start at once (a probe)"
+            out[c.index] = (cap, IBM_QUEUE, detail)
+        elif room > 0:
+            detail = f"{head}; {wait_words}: a standing cap lets {room} more start at once"
+            out[c.index] = (cap, ADMITTED, detail)
+        elif h <= 0.0 or (h < _INF and share > 0):
+            out[c.index] = (cap, LIMIT_REACHED, f"{head}; {p.instance} is near its IBM limit: no more start")
+        else:
+            out[c.index] = (cap, IBM_QUEUE, f"{head}; {wait_words}, the budget is spent: no more start")
 
 
 def _finish(
@@ -368,6 +482,18 @@ def _finish(
         assert o is not None
         cap, reason, detail = o
         last = prev[k]
+        if (
+            last is not None
+            and p.pending == 0
+            and cap is not None
+            and last.cap is not None
+            and reason in SOFT_REASONS
+            and last.reason in SOFT_REASONS
+            and min(1, cap - p.running) <= last.cap - p.running <= cap - p.running + settings.cap_slack
+        ):
+            # A standing cap that only tracks `running`: kept while its room stays in the band (no write).
+            decided.append(last)
+            continue
         if (
             last is not None
             and reason in SOFT_REASONS

@@ -122,6 +122,13 @@ class AdmissionSettings:
     probe: bool = True  # an open pair with pending jobs and nothing in flight may always start one
     min_dwell_seconds: float = 60.0  # soft cap changes at most this often per pair
     default_job_seconds: float = 300.0  # quantum seconds per job before any has been measured
+    # IBM's wait estimate for a backend at most this fraction of max_ibm_wait: its budget is clearly not
+    # binding, so a pair with nothing held back gets no cap. Above it every open pair keeps a standing cap
+    # (running + its share of the budget), so a burst submitted between two periods cannot all start.
+    open_below: float = 0.5
+    # A standing cap of a pair with nothing pending is kept (not rewritten) while the room it leaves above
+    # `running` stays within [min(1, wanted room), wanted room + cap_slack]: no sacctmgr write per job.
+    cap_slack: int = 1
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,20 @@ Invariants:
   old `observed_at` (so `decide` sees how stale they are); nothing here guesses a value.
 * Every pending job that is not held counts as pending (also those waiting for a begin time or a
   dependency: their cap must be in place before they become eligible).
+* What `decide` learns from (`Learnt` per pair: jobs that IBM started and their wait, jobs that finished
+  and their quantum seconds) comes only from our own jobs as IBM lists them: `JobTracker` keeps the
+  previous period's `GET /v1/jobs?pending=true` per instance and diffs it with the new one (a job that
+  went Queued -> Running started between the two reads: its wait is taken at the midpoint; a job that left
+  the list finished, and its final status and `usage.quantum_seconds` are read through its session's job
+  list). Each sample is delivered once: the tracker moves on only when the whole IBM read succeeded, and a
+  final state IBM does not show yet is retried for a few periods, then given up.
 * No writes: this module only reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from qauvern_hpc.admission.model import (
@@ -26,6 +33,7 @@ from qauvern_hpc.admission.model import (
     Observation,
     PairView,
 )
+from qauvern_hpc.core.errors import QauvernError
 from qauvern_hpc.policy.compiled import Policy
 from qauvern_hpc.slurm.squeue import LicenseJob
 
@@ -63,6 +71,8 @@ class IbmReader(Protocol):
     def backends(self, crn: str, *, with_wait: bool = True) -> list[Any]: ...
 
     def pending_jobs(self, crn: str, backend: str | None = None, *, page_size: int = 100) -> list[Any]: ...
+
+    def session_jobs(self, crn: str, session_id: str, *, page_size: int = 100) -> list[Any]: ...
 
 
 def pair_specs(policy: Policy) -> list[PairSpec]:
@@ -130,35 +140,174 @@ class IbmJobs:
 
 
 @dataclass(frozen=True)
+class Learnt:
+    """What one period learnt about one pair from our own IBM jobs (the PairView fields of the same names)."""
+
+    done_jobs: int = 0
+    done_quantum_seconds: float = 0.0
+    started_jobs: int = 0
+    started_wait_seconds: float = 0.0
+
+    def __add__(self, other: Learnt) -> Learnt:
+        return Learnt(
+            self.done_jobs + other.done_jobs,
+            self.done_quantum_seconds + other.done_quantum_seconds,
+            self.started_jobs + other.started_jobs,
+            self.started_wait_seconds + other.started_wait_seconds,
+        )
+
+
+@dataclass(frozen=True)
 class IbmRead:
     backends: dict[str, BackendView]
     instances: dict[str, InstanceView]
     jobs: dict[str, IbmJobs]  # pair license -> our jobs at IBM
+    learnt: dict[str, Learnt] = field(default_factory=dict)  # pair license -> learnt since the last read
 
 
-def read_ibm(client: IbmReader, specs: Sequence[PairSpec], now: float) -> IbmRead:
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "canceled", "error"})
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One of our pending IBM jobs as a read listed it."""
+
+    license: str
+    queued: bool
+    created: float | None
+    session_id: str | None
+
+
+@dataclass(frozen=True)
+class _Gone:
+    """A job that left the pending list, until IBM shows its final state (through its session)."""
+
+    crn: str
+    job: _Seen
+    wait_if_ran: float | None  # its created -> running wait, if it left while Queued and did run
+    tries: int = 0
+
+
+def _epoch(moment: Any) -> float | None:
+    return float(moment.timestamp()) if moment is not None else None
+
+
+def _quantum_seconds(job: Any) -> float | None:
+    q = getattr(job, "quantum_seconds", None)
+    if q is None:
+        q = getattr(getattr(job, "usage", None), "quantum_seconds", None)
+    return float(q) if q is not None else None
+
+
+class JobTracker:
+    """Our pending IBM jobs of the previous read, per instance, to learn service and wait times from the
+    difference with the next read (only what IBM lists; nothing ahead of `now`)."""
+
+    def __init__(self, max_tries: int = 5) -> None:
+        self.max_tries = max_tries  # periods a gone job's final state is looked for before it is given up
+        self.seen: dict[str, tuple[float, dict[str, _Seen]]] = {}  # instance -> (read at, job id -> job)
+        self.gone: dict[str, _Gone] = {}  # job id -> a job that left the pending list, final state unread
+
+    def update(
+        self,
+        client: IbmReader,
+        listed: Mapping[str, tuple[str, list[Any]]],
+        lic_of: Mapping[tuple[str, str], str],
+        now: float,
+    ) -> dict[str, Learnt]:
+        """Diff this read (`listed`: instance -> (crn, pending jobs)) with the previous one and read the final
+        state of the jobs that left. Returns what was learnt per pair license; never raises for a final
+        state it cannot read (retried next period)."""
+        learnt: dict[str, Learnt] = {}
+
+        def add(lic: str, item: Learnt) -> None:
+            learnt[lic] = learnt.get(lic, Learnt()) + item
+
+        gone = dict(self.gone)
+        seen: dict[str, tuple[float, dict[str, _Seen]]] = {}
+        for instance, (crn, jobs) in listed.items():
+            prev = self.seen.get(instance)
+            cur: dict[str, _Seen] = {}
+            for job in jobs:
+                jid = getattr(job, "id", None)
+                lic = lic_of.get((instance, str(getattr(job, "backend", "") or "")))
+                if not jid or lic is None:
+                    continue
+                queued = str(getattr(job, "status", "")).lower() != "running"
+                created = _epoch(getattr(job, "created", None))
+                sid = getattr(job, "session_id", None)
+                cur[str(jid)] = _Seen(lic, queued, created, str(sid) if sid else None)
+                gone.pop(str(jid), None)  # listed (again)
+                if prev is None or queued or created is None:
+                    continue
+                before = prev[1].get(str(jid))
+                if before is None or before.queued:  # started between the two reads: take the midpoint
+                    start = (max(created, prev[0]) + now) / 2.0
+                    add(lic, Learnt(started_jobs=1, started_wait_seconds=max(0.0, start - created)))
+            if prev is not None:
+                for jid, was in prev[1].items():
+                    if jid in cur:
+                        continue
+                    wait = None
+                    if was.queued and was.created is not None:
+                        wait = max(0.0, (max(was.created, prev[0]) + now) / 2.0 - was.created)
+                    gone[jid] = _Gone(crn, was, wait)
+            seen[instance] = (now, cur)
+
+        by_session: dict[tuple[str, str], list[str]] = {}
+        for jid, g in list(gone.items()):
+            if g.job.session_id is None:  # no session: IBM's job list by session cannot show it
+                del gone[jid]
+            else:
+                by_session.setdefault((g.crn, g.job.session_id), []).append(jid)
+        for (crn, sid), ids in sorted(by_session.items()):
+            try:
+                final = {str(getattr(j, "id", "")): j for j in client.session_jobs(crn, sid)}
+            except (QauvernError, OSError, ValueError):
+                final = {}
+            for jid in ids:
+                g = gone.pop(jid)
+                j = final.get(jid)
+                status = str(getattr(j, "status", "") or "").lower()
+                if status not in FINAL_STATUSES:
+                    if g.tries + 1 < self.max_tries:
+                        gone[jid] = _Gone(g.crn, g.job, g.wait_if_ran, g.tries + 1)
+                    continue
+                q = _quantum_seconds(j)
+                if q is None or (q <= 0.0 and status != "completed"):
+                    continue  # cancelled or failed before it ran: nothing to learn
+                add(g.job.license, Learnt(done_jobs=1, done_quantum_seconds=q))
+                if g.wait_if_ran is not None:
+                    add(g.job.license, Learnt(started_jobs=1, started_wait_seconds=g.wait_if_ran))
+        self.seen, self.gone = seen, gone
+        return learnt
+
+
+def read_ibm(
+    client: IbmReader, specs: Sequence[PairSpec], now: float, tracker: JobTracker | None = None
+) -> IbmRead:
     """Per instance: its usage, its pending jobs and (until every backend is seen) IBM's backend list with
     status, queue length and wait estimate. Raises whatever the client raises: the caller holds the
-    previous views."""
+    previous views. With a `tracker`, once everything was read: what its jobs teach (`IbmRead.learnt`)."""
     wanted = {s.backend for s in specs}
     backends: dict[str, BackendView] = {}
     instances: dict[str, InstanceView] = {}
     jobs: dict[str, IbmJobs] = {}
+    listed: dict[str, tuple[str, list[Any]]] = {}
     lic_of = {(s.instance, s.backend): s.license for s in specs}
     for spec in specs:
         if spec.instance in instances:
             continue
         instances[spec.instance] = instance_view(spec.instance, client.instance_usage(spec.crn), now)
         if not wanted.issubset(backends):
-            # Without IBM's wait_time_seconds: it is a trailing statistic of jobs that already started, so
-            # it lags a sudden queue, and decide prefers it to the queue length when present. Until decide
-            # combines both, the queue length (x the learnt service time) is the wait signal.
-            for device in client.backends(spec.crn, with_wait=False):
+            for device in client.backends(spec.crn, with_wait=True):
                 if device.name in wanted and device.name not in backends:
                     backends[device.name] = backend_view(device, now)
         queued: dict[str, list[float]] = {}
         running: dict[str, int] = {}
-        for job in client.pending_jobs(spec.crn):
+        pending = list(client.pending_jobs(spec.crn))
+        listed[spec.instance] = (spec.crn, pending)
+        for job in pending:
             lic = lic_of.get((spec.instance, str(getattr(job, "backend", "") or "")))
             if lic is None:
                 continue
@@ -174,7 +323,8 @@ def read_ibm(client: IbmReader, specs: Sequence[PairSpec], now: float) -> IbmRea
     missing = sorted(wanted - set(backends))
     if missing:
         raise ValueError(f"IBM does not list backend(s) {', '.join(missing)}")
-    return IbmRead(backends, instances, jobs)
+    learnt = tracker.update(client, listed, lic_of, now) if tracker is not None else {}
+    return IbmRead(backends, instances, jobs, learnt)
 
 
 @dataclass(frozen=True)
@@ -216,13 +366,16 @@ def observation(
     *,
     now: float,
     ibm_read_at: float | None,
+    learnt: Mapping[str, Learnt] | None = None,
 ) -> Observation:
     """The Observation of one period. `backends`/`instances`/`ibm_jobs` are this period's IBM reads, or the
-    last good ones (with their old timestamps) when IBM could not be read."""
+    last good ones (with their old timestamps) when IBM could not be read; `learnt` is what was learnt
+    since the previous decision (given once: a held read learns nothing new)."""
     pairs = []
     for s in specs:
         j = jobs.get(s.license, PairJobs())
         at_ibm = ibm_jobs.get(s.license, IbmJobs())
+        lt = (learnt or {}).get(s.license, Learnt())
         pairs.append(
             PairView(
                 instance=s.instance,
@@ -234,6 +387,10 @@ def observation(
                 ibm_running=at_ibm.running,
                 oldest_ibm_queued_age=at_ibm.oldest_queued_age,
                 oldest_pending_age=j.oldest_pending_age,
+                done_jobs=lt.done_jobs,
+                done_quantum_seconds=lt.done_quantum_seconds,
+                started_jobs=lt.started_jobs,
+                started_wait_seconds=lt.started_wait_seconds,
             )
         )
     return Observation(
@@ -265,6 +422,8 @@ __all__ = [
     "IbmJobs",
     "IbmRead",
     "IbmReader",
+    "JobTracker",
+    "Learnt",
     "PairJobs",
     "PairSpec",
     "backend_view",

@@ -9,6 +9,8 @@ Invariants:
   period; `controller` is the `ControllerState` a restarted controller resumes from, `views` the last good
   IBM reads (held, with their old timestamps, while IBM cannot be read).
 * Slurm unreadable (squeue/sacctmgr fail): nothing is decided or written that period, the error is recorded.
+* What IBM's job lists teach (`observe.JobTracker`) reaches `decide` exactly once: kept until a period
+  decides, never repeated when IBM cannot be read (the held views carry nothing learnt).
 * SIGTERM/SIGINT end the loop between periods (a period in progress finishes); the caps stay as written.
 * It never cancels, holds or requeues a job and never touches a node: only root association GrpTRES items.
 """
@@ -41,6 +43,8 @@ from qauvern_hpc.admission.model import (
 from qauvern_hpc.admission.observe import (
     IbmJobs,
     IbmReader,
+    JobTracker,
+    Learnt,
     PairSpec,
     jobs_per_license,
     observation,
@@ -175,6 +179,10 @@ class Controller:
         self.instances: dict[str, InstanceView]
         self.backends, self.instances = views_from_json(self.doc.get("views") or {})
         self.ibm_jobs: dict[str, IbmJobs] = {}
+        # Our IBM jobs of the last read (in memory: a restarted controller learns from its second read on),
+        # and what they taught that no decision has used yet.
+        self.tracker = JobTracker()
+        self.learnt: dict[str, Learnt] = {}
         ibm = self.doc.get("ibm") or {}
         self.ibm_read_at: float | None = ibm.get("read_at")
         self.applied: dict[str, dict[str, int | None]] = self.doc.get("applied") or {}
@@ -199,8 +207,10 @@ class Controller:
             jobs = []
             report.errors.append(f"slurm: {exc}")
         try:
-            read = read_ibm(self.sources.ibm, self.specs, now)
+            read = read_ibm(self.sources.ibm, self.specs, now, self.tracker)
             self.backends, self.instances, self.ibm_jobs = read.backends, read.instances, read.jobs
+            for lic, item in read.learnt.items():
+                self.learnt[lic] = self.learnt.get(lic, Learnt()) + item
             self.ibm_read_at = now
             report.ibm_ok = True
         except (QauvernError, OSError, ValueError) as exc:
@@ -215,8 +225,10 @@ class Controller:
                 self.ibm_jobs,
                 now=now,
                 ibm_read_at=self.ibm_read_at,
+                learnt=self.learnt,
             )
             decision, self.cstate = self.decide_fn(obs, self.cstate, self.settings)
+            self.learnt = {}  # learnt once
             report.decided = True
             report.pairs = _pair_rows(self.specs, decision, counts)
             self._write({f"license/{p['license']}": p["cap"] for p in report.pairs}, report)

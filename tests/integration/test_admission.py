@@ -5,8 +5,9 @@ mode, and `qauvern-hpc admit run` as a subprocess with a 2 s period and a 10 s h
 The tests run in file order and share one cluster and one emulator:
 (a) a backend in maintenance makes new QPU jobs pend (AssocGrpLicense, the pair license in %W, `admit why`
     names it) and they start within one period (+ Slurm's scheduling interval) after it returns;
-(b) a backend with a long IBM queue admits only what the controller allows (a cap below the pending
-    count, never exceeded), then all;
+(b) a backend with a long IBM queue admits only what the controller allows (a standing cap written before
+    any job pends, so a burst submitted between two periods starts only the probe; never exceeded), then
+    all;
 (c) an instance at its IBM limit reopens within one period after its usage rolls off (no rebalance run);
 (d) a SIGKILLed controller or an unreachable IBM drains nothing and loses nothing; `admit failsafe` applies
     the fail modes (ibm_fez open, ibm_torino closed).
@@ -119,9 +120,9 @@ class Rig:
         state = self.squeue(job)[0]
         return state in ("RUNNING", "COMPLETING") or (state == "" and self.sb.job_state(job) != "PENDING")
 
-    def submit(self, instance: str, seconds: float = 1, begin: str | None = None) -> int:
+    def submit(self, instance: str, seconds: float = 1) -> int:
         cmd = f"/usr/bin/python3 {self.script} {seconds}\n"
-        extra = ["-t", "5", *([f"--begin={begin}"] if begin else [])]
+        extra = ["-t", "5"]
         if instance == "chemistry":
             job = self.sb.submit(cmd, "qcarol", "chem", "quantum", ["--qpu=ibm_fez", *extra])
         else:
@@ -224,14 +225,15 @@ def test_a_backend_in_maintenance_holds_jobs_and_releases_them_within_a_period(r
 def test_b_long_ibm_queue_admits_only_what_the_controller_allows(rig: Rig) -> None:
     rig.emu.state.wait_spike("ibm_torino", extra_jobs=80, for_seconds=25)
     _timed("b_ibm_queue_seen", lambda: _queue(rig) >= 20, 10)
-    # Submitted with a begin time: the controller sees them pending (and caps the pair) before Slurm may
-    # start them. A burst submitted between two periods to a pair with nothing pending finds no cap yet
-    # (decide writes "no limit" while nothing is held back) and starts at once.
-    jobs = [rig.submit("physics", begin="now+6") for _ in range(4)]
-    _timed("b_capped_before_eligible", lambda: rig.pair(PHYS_TORINO).get("pending") == 4, 6)
+    # Nothing of physics pends yet, but the backend's budget is constrained: the pair keeps a standing cap
+    # (the probe's one: nothing in flight), written before any job arrives, so a burst cannot all start.
+    lic = f"license/{PHYS_TORINO}"
+    _timed(
+        "b_standing_cap", lambda: rig.pair(PHYS_TORINO).get("cap") == 1 and rig.root_caps().get(lic) == 1, 10
+    )
     first = rig.pair(PHYS_TORINO)
-    # Held back: IBM's queue is long, so only the probe (one job) is admitted.
-    assert first["cap"] == 1 and first["reason"] == "ibm_queue", first
+    assert first["reason"] == "ibm_queue" and first["pending"] == 0, first
+    jobs = [rig.submit("physics") for _ in range(4)]  # a burst, submitted between two periods
     most, cap_max, held = 0, 0, 0
     deadline = time.monotonic() + 16
     while time.monotonic() < deadline:
@@ -248,6 +250,13 @@ def test_b_long_ibm_queue_admits_only_what_the_controller_allows(rig: Rig) -> No
     assert live == rig.pair(PHYS_TORINO)["cap"], (live, rig.pair(PHYS_TORINO))
     for j in jobs:  # the spike ends: all start and complete
         assert rig.sb.wait_job(j, timeout=120) == "COMPLETED"
+
+    # Learnt from our own IBM jobs (they queued behind the spike): quantum seconds per job and wait.
+    def learnt() -> dict[str, Any]:
+        return dict((read_state(rig.site.state_dir) or {}).get("controller") or {})
+
+    assert _wait(lambda: "ibm_torino" in (learnt().get("service_ewma") or {}), 3 * PERIOD), learnt()
+    assert PHYS_TORINO in (learnt().get("wait_ewma") or {}), learnt()
     assert rig.no_node_drained()
 
 

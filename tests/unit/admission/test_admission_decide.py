@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -307,6 +309,101 @@ def test_state_round_trips_through_json() -> None:
     pv = PairView("physics", "ibm_fez", pending=10, done_jobs=1, done_quantum_seconds=50.0)
     _, st = one(observe([pv]))
     assert ControllerState.from_json(json.loads(json.dumps(st.to_json()))) == st
+
+
+# --- standing caps (a burst between two periods) and the wait estimate -----------------------------------
+
+WIDE = AdmissionSettings(max_ibm_wait_seconds=3000.0)  # open below 1500 s of estimated wait
+
+
+def test_idle_pair_on_a_long_queue_keeps_a_probe_cap_before_any_job_pends() -> None:
+    b = backend(length_queue=50)  # ~4.2 h: no budget; nothing in flight -> the probe's one
+    d, _ = one(observe([PairView("physics", "ibm_fez")], backends=[b]))
+    p = d.pairs[0]
+    assert (p.cap, p.reason) == (1, IBM_QUEUE)
+    assert "no job of physics pending for ibm_fez" in p.detail and "probe" in p.detail
+    # with jobs in flight there: nothing new may start
+    pv = PairView("physics", "ibm_fez", running=2, ibm_queued=2)
+    d, _ = one(observe([pv], backends=[b]))
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (2, IBM_QUEUE)
+
+
+def test_idle_pair_on_a_constrained_backend_gets_its_share_of_the_budget() -> None:
+    b = backend(length_queue=6)  # W = 1,800 s > 1,500: constrained; K = ceil(1,200/300) = 4
+    pairs = [PairView("a", "ibm_fez", running=1, ibm_running=1), PairView("b", "ibm_fez")]
+    d, _ = one(observe(pairs, backends=[b]), s=WIDE)
+    assert [(p.cap, p.reason) for p in d.pairs] == [(3, ADMITTED), (2, ADMITTED)]  # share 2 each (burst)
+    assert "a standing cap lets 2 more start at once" in d.pairs[0].detail
+    # a pair whose pending jobs are all admitted keeps a cap too: running + admitted + its share left
+    pv = PairView("a", "ibm_fez", pending=1, running=1, ibm_running=1)
+    d, _ = one(observe([pv], backends=[b]), s=WIDE)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (4, ADMITTED)  # 1 + 1 admitted + min(burst, 3 left)
+    assert "should start all 1 pending" in d.pairs[0].detail
+
+
+def test_no_cap_when_the_budget_is_clearly_unconstrained() -> None:
+    b = backend(length_queue=5)  # W = 1,500 s = half of max_ibm_wait: not binding
+    d, _ = one(observe([PairView("physics", "ibm_fez", running=4), PairView("chem", "ibm_fez", pending=1)],
+                       backends=[b]), s=WIDE)  # fmt: skip
+    assert [(p.cap, p.reason) for p in d.pairs] == [(None, OPEN), (None, OPEN)]
+
+
+def test_standing_cap_is_dropped_only_below_half_the_threshold() -> None:
+    pv = PairView("physics", "ibm_fez")
+    d0, st0 = one(observe([pv], backends=[backend(length_queue=6)]), s=WIDE)
+    assert d0.pairs[0].cap == 2
+    t = NOW + 100
+    d1, st1 = one(
+        observe([pv], backends=[backend(length_queue=4, observed_at=t)], now=t, read_at=t), st0, WIDE
+    )
+    assert d1.pairs[0].cap == 2  # W = 1,200 s: below the threshold, above its half: still capped
+    t += 100
+    d2, _ = one(observe([pv], backends=[backend(length_queue=2, observed_at=t)], now=t, read_at=t), st1, WIDE)
+    assert (d2.pairs[0].cap, d2.pairs[0].reason) == (None, OPEN)
+
+
+def test_standing_cap_that_tracks_running_is_not_rewritten_every_period() -> None:
+    # jobs arrive and finish on an otherwise idle pair; the wanted cap is running + 2
+    s = AdmissionSettings(max_ibm_wait_seconds=3000.0, min_dwell_seconds=0.0)
+    b = backend(length_queue=6)
+    runs = [0, 1, 2, 1, 0, 1, 2, 3, 2, 1, 2, 1, 0, 0, 1]
+    state = ControllerState()
+    caps = []
+    for n, r in enumerate(runs):
+        t = NOW + 30 * n
+        pv = PairView("physics", "ibm_fez", running=r, ibm_running=r)
+        obs = observe([pv], backends=[replace(b, observed_at=t)], now=t, read_at=t)
+        d, state = decide(obs, state, s)
+        cap = d.pairs[0].cap
+        assert cap is not None and cap >= r + 1  # a new job can always start at once
+        caps.append(cap)
+    writes = sum(1 for x, y in itertools.pairwise(caps) if x != y)
+    tracking = sum(1 for x, y in itertools.pairwise(runs) if x != y)
+    assert 2 * writes < tracking, (caps, runs)  # 14 changes of `running`, 4 writes
+
+
+def test_wait_estimate_takes_the_largest_signal() -> None:
+    # IBM's p50 (from jobs that already started) says 60 s, but 50 jobs queue now: held back
+    b = backend(length_queue=50, wait_p50_seconds=60.0)
+    d, _ = one(observe([PairView("physics", "ibm_fez", pending=5)], backends=[b]))
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (1, IBM_QUEUE)
+    assert "~4.2 h" in d.pairs[0].detail
+    # p50 larger than the queue says: p50 wins
+    b = backend(length_queue=0, wait_p50_seconds=900.0)
+    d, _ = one(observe([PairView("physics", "ibm_fez", pending=5)], backends=[b]))
+    assert "~15 min" in d.pairs[0].detail
+    # our own head-of-line age counts even for a pair with nothing pending (it is the backend's wait)
+    pairs = [
+        PairView("chem", "ibm_fez", running=1, ibm_queued=1, oldest_ibm_queued_age=1200.0),
+        PairView("physics", "ibm_fez", pending=5),
+    ]
+    d, _ = one(observe(pairs))
+    assert d.pairs[1].cap == 1 and "~20 min" in d.pairs[1].detail
+    # learnt service time scales the queue length: 4 x 100 s = 400 s, K = 2
+    pv = PairView("physics", "ibm_fez", pending=5)
+    st = ControllerState(service_ewma={"ibm_fez": 100.0})
+    d, _ = one(observe([pv], backends=[backend(length_queue=4)]), st)
+    assert d.pairs[0].cap == 2
 
 
 # --- properties --------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from qauvern_hpc.admission.model import (
     PairDecision,
 )
 from qauvern_hpc.admission.observe import (
+    JobTracker,
+    Learnt,
     PairSpec,
     backend_view,
     instance_view,
@@ -203,6 +205,9 @@ class FakeIbm:
         self.status = "online"
         self.down = False
         self.jobs: list[Any] = []
+        self.sessions: dict[str, list[Any]] = {}  # session id -> its jobs (final states included)
+        self.session_down = False
+        self.with_wait: list[bool] = []
 
     def instance_usage(self, crn: str) -> Any:
         if self.down:
@@ -212,13 +217,21 @@ class FakeIbm:
         )
 
     def backends(self, crn: str, *, with_wait: bool = True) -> list[Any]:
+        self.with_wait.append(with_wait)
         st = SimpleNamespace(name=self.status, reason=None)
         return [
             SimpleNamespace(name=n, status=st, queue_length=0, wait_time_seconds=None) for n in ("ibm_fez",)
         ]
 
     def pending_jobs(self, crn: str, backend: str | None = None, *, page_size: int = 100) -> list[Any]:
+        if self.down:
+            raise ServiceUnavailable("IBM down")
         return list(self.jobs)
+
+    def session_jobs(self, crn: str, session_id: str, *, page_size: int = 100) -> list[Any]:
+        if self.session_down:
+            raise ServiceUnavailable("IBM down")
+        return list(self.sessions.get(session_id, ()))
 
 
 def stand_in_decide(
@@ -298,6 +311,76 @@ def test_ibm_down_holds_views_and_slurm_down_writes_nothing(tmp_path: Path) -> N
     clock[0] += 3
     r = c.step()
     assert r.decided and r.errors and "sacctmgr" in r.errors[-1]
+
+
+def _job(
+    jid: str, status: str, created: float | None, session: str | None = "s1", q: float | None = None
+) -> Any:
+    at = dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else None
+    usage = SimpleNamespace(quantum_seconds=q)
+    return SimpleNamespace(
+        id=jid, backend="ibm_fez", status=status, created=at, session_id=session, usage=usage
+    )
+
+
+def test_job_tracker_learns_starts_and_service_times_from_consecutive_reads() -> None:
+    ibm = FakeIbm()
+    tracker = JobTracker(max_tries=2)
+    lic_of = {("chemistry", "ibm_fez"): FEZ}
+
+    def read(now: float, *jobs: Any) -> dict[str, Learnt]:
+        return tracker.update(ibm, {"chemistry": ("crn", list(jobs))}, lic_of, now)  # type: ignore[arg-type]
+
+    # first read: nothing to compare with
+    first = [_job("A", "Queued", 900), _job("B", "Running", 800), _job("C", "Queued", 950)]
+    first += [_job("D", "Queued", 960, session=None), _job("F", "Queued", 970, session="s9")]
+    assert read(1000, *first) == {}
+    # A started (between 1000 and 1030: waited ~115 s), E is new and already running (created 1010: ~10 s),
+    # B finished (120 quantum s), C was cancelled while queued, D has no session (not readable), F unknown
+    ibm.sessions["s1"] = [_job("A", "Running", 900, q=5.0), _job("B", "Completed", 800, q=120.0)]
+    ibm.sessions["s1"].append(_job("C", "Cancelled", 950, q=0.0))
+    got = read(1030, _job("A", "Running", 900), _job("E", "Running", 1010))
+    assert got == {
+        FEZ: Learnt(done_jobs=1, done_quantum_seconds=120.0, started_jobs=2, started_wait_seconds=125.0)
+    }
+    assert set(tracker.gone) == {"F"}  # its final state is looked for again next period
+    # A leaves while IBM's session list cannot be read: retried, then learnt once
+    ibm.session_down = True
+    assert read(1060, _job("E", "Running", 1010)) == {}
+    assert set(tracker.gone) == {"A"}  # F given up after max_tries
+    ibm.session_down = False
+    ibm.sessions["s1"] = [_job("A", "Completed", 900, q=80.0)]
+    assert read(1090, _job("E", "Running", 1010)) == {FEZ: Learnt(done_jobs=1, done_quantum_seconds=80.0)}
+    assert tracker.gone == {} and read(1120, _job("E", "Running", 1010)) == {}
+    # a queued job that ran and finished between two reads: started and done
+    read(1150, _job("G", "Queued", 1140), _job("E", "Running", 1010))
+    ibm.sessions["s1"] = [_job("G", "Completed", 1140, q=30.0)]
+    got = read(1180, _job("E", "Running", 1010))
+    assert got == {
+        FEZ: Learnt(done_jobs=1, done_quantum_seconds=30.0, started_jobs=1, started_wait_seconds=25.0)
+    }
+
+
+def test_controller_feeds_decide_what_was_learnt_once_and_asks_for_the_wait_estimate(tmp_path: Path) -> None:
+    clock = [1000.0]
+    c, ibm, _ = _controller(tmp_path, [], clock)
+    seen: list[Observation] = []
+    c.decide_fn = lambda o, s, st: (seen.append(o), stand_in_decide(o, s, st))[1]
+    ibm.jobs = [_job("A", "Queued", 990)]
+    c.step()
+    assert ibm.with_wait == [True]
+    clock[0] += 3
+    ibm.jobs = []
+    ibm.sessions["s1"] = [_job("A", "Completed", 990, q=40.0)]
+    c.step()
+    p = seen[-1].pairs[0]
+    assert (p.done_jobs, p.done_quantum_seconds, p.started_jobs) == (1, 40.0, 1)
+    assert p.started_wait_seconds == 11.5  # left the queue between 1000 and 1003
+    ibm.down = True  # the held views teach nothing again
+    clock[0] += 3
+    c.step()
+    p = seen[-1].pairs[0]
+    assert (p.done_jobs, p.started_jobs, p.ibm_queued) == (0, 0, 0)
 
 
 def test_run_stops_on_event_and_lock_is_exclusive(tmp_path: Path) -> None:
