@@ -176,7 +176,7 @@ def test_burst_of_pending_jobs_moves_allocation_in_one_run(rig: Rig) -> None:
         assert doc["status"] == "completed"
         phys = _row(doc, "physics")
         assert phys["queue"]["pending_jobs"] == 5 and phys["queue"]["queued_seconds"] == 5 * 20 * 60
-        assert phys["active"] and "queue" in phys["why"] and "5 jobs" in phys["why"]
+        assert phys["active"] and "need" in phys["why"] and "5 jobs" in phys["why"]
         # The whole pool goes to physics, up to its live limit; chemistry (idle) stays at the minimum.
         assert rig.allocation(qpu_site.CRN_PHYS) == 600_000
         assert rig.allocation(qpu_site.CRN_CHEM) == 60
