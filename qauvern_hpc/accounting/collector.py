@@ -34,12 +34,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qauvern_hpc.accounting.attribution import SessionUsage, attribute
 from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
+
+if TYPE_CHECKING:
+    from qauvern_hpc.ibm.models import RuntimeJob, Session
 
 log = logging.getLogger("qauvern_hpc.accounting.collector")
 
@@ -55,9 +58,9 @@ LOCAL_CLUSTER = ""  # the high-water key when the config names no cluster (sacct
 class IBMSessions(Protocol):
     """What the collector asks IBM (an `IBMClient` has these)."""
 
-    def get_session(self, crn: str, session_id: str) -> Any: ...
+    def get_session(self, crn: str, session_id: str) -> Session: ...
 
-    def session_jobs(self, crn: str, session_id: str) -> Any: ...
+    def session_jobs(self, crn: str, session_id: str) -> Sequence[RuntimeJob]: ...
 
 
 # -- pure decisions ------------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[St
     return no_session, no_instance
 
 
-def session_usage(session: Any, jobs: Sequence[Any]) -> SessionUsage:
+def session_usage(session: Session, jobs: Sequence[RuntimeJob]) -> SessionUsage:
     """IBM's session and its jobs, as the attribution rules want them."""
     return SessionUsage(
         session_id=str(session.id),
@@ -168,7 +171,7 @@ class CollectReport:
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     return None
 
 
@@ -182,7 +185,7 @@ def pull_cluster(
     first_lookback: int = DEFAULT_FIRST_LOOKBACK_SECONDS,
     since: int | None = None,
     env: Mapping[str, str] | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> ClusterPull:
     """Step 1 for one cluster, in one ledger transaction (all of it or none of it)."""
     from qauvern_hpc.accounting.ledger.ingest import ingest_sacct
@@ -205,7 +208,7 @@ def pull_cluster(
             label = f"{pull.cluster}: jobs {kind} {_when(start)} .. {_when(end)}"
             progress(label)
             with stream_slurm(argv, env=sacct_environment) as lines:
-                source = lines if progress is _quiet else _counted(lines, label, progress)
+                source = lines if progress is quiet else _counted(lines, label, progress)
                 stats = ingest_sacct(ledger, source)
             pull.records += stats.parse.records
             pull.qpu_records += stats.qpu_records
@@ -243,7 +246,7 @@ def resolve_usage(
     clients: Callable[[str], tuple[IBMSessions, str]],
     *,
     report: CollectReport,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> None:
     """Step 2: ask IBM for every pending row's session; store what it says. IBM failures leave rows pending.
 

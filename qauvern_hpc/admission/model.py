@@ -97,6 +97,13 @@ class PairView:
     ibm_running: int = 0  # ... and Running
     oldest_ibm_queued_age: float | None = None  # seconds the head of our IBM queue has waited
     oldest_pending_age: float | None = None  # seconds the oldest Slurm-pending job has waited
+    # What `decide` learns from (our own IBM jobs, since the previous observation; none = nothing learnt):
+    done_jobs: int = 0  # jobs of this pair that finished at IBM
+    done_quantum_seconds: float = 0.0  # ... and the quantum seconds they used, in total
+    started_jobs: int = 0  # jobs of this pair that IBM started running
+    started_wait_seconds: float = (
+        0.0  # ... and how long they had waited at IBM (created -> running), in total
+    )
 
 
 @dataclass(frozen=True)

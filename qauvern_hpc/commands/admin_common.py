@@ -1,174 +1,32 @@
-"""Shared I/O of the read-only admin commands (`show`, `instances`, `analyze`): reading instances and their
-28-day usage from IBM, the account summary, the console. Not a command itself."""
+"""Shared rendering of the read-only admin commands (`show`, `instances`, `analyze`, `create`): the console,
+JSON, durations, the account summary table. Not a command itself; what they read from IBM is in
+`qauvern_hpc.ops.account`."""
 
 from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
-from qauvern_hpc.core.errors import ExitCode, QauvernError
 from qauvern_hpc.core.units import format_seconds, to_qau
-from qauvern_hpc.ibm.crn import crn_or_none
-from qauvern_hpc.planner.admin_report import (
-    AccountSummary,
-    account_summary,
-    fairness,
-    format_fairness,
-    standing,
-)
+from qauvern_hpc.planner.admin_report import AccountSummary, format_fairness
 
-IBM_WORKERS = 8
+if TYPE_CHECKING:
+    import argparse
 
-
-@dataclass
-class InstanceRow:
-    name: str
-    crn: str
-    region: str
-    allocation_seconds: int | None
-    limit_seconds: int | None
-    consumed_28d_seconds: int | None
-    configured: bool
-    error: str | None = None
-
-    @property
-    def fairness(self) -> float | None:
-        if self.consumed_28d_seconds is None or self.allocation_seconds is None:
-            return None
-        return fairness(self.consumed_28d_seconds, self.allocation_seconds)
-
-    @property
-    def utilization(self) -> float | None:
-        f = self.fairness
-        return None if f is None else f * 100
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        f = self.fairness
-        out["fairness"] = f
-        out["utilization_percent"] = None if f is None else round(f * 100, 2)
-        out["standing"] = (
-            standing(self.consumed_28d_seconds, self.allocation_seconds)
-            if self.consumed_28d_seconds is not None and self.allocation_seconds is not None
-            else None
-        )
-        return out
-
-
-def _region(crn: str) -> str:
-    parsed = crn_or_none(crn)
-    return parsed.region if parsed else "?"
-
-
-def read_instances(client: Any, cfg: Any, *, include_unconfigured: bool = False) -> list[InstanceRow]:
-    """Configured instances (config order), then, if asked, the plan's other instances; with 28-day usage.
-
-    Only the Resource Controller list and `GET /v1/instances/usage` are called: no account or analytics
-    call, so a key without account-admin rights works. A row's `error` says why a figure is missing.
-    """
-    listed = client.list_instances(cfg.ibm.plan_id)
-    by_crn: dict[str, Any] = {}
-    for inst in listed:
-        by_crn.setdefault(inst.crn, inst)
-    rows: list[InstanceRow] = []
-    for ic in cfg.instances:
-        got = by_crn.get(ic.crn)
-        if got is None:
-            rows.append(
-                InstanceRow(
-                    ic.name,
-                    ic.crn,
-                    _region(ic.crn),
-                    None,
-                    None,
-                    None,
-                    True,
-                    f"not in the account's {cfg.ibm.plan} plan (unknown, deleted, or another plan/account)",
-                )
-            )
-        elif got.archived:
-            rows.append(
-                InstanceRow(ic.name, ic.crn, _region(ic.crn), 0, got.limit_seconds, None, True, "archived")
-            )
-        else:
-            rows.append(
-                InstanceRow(
-                    ic.name, ic.crn, _region(ic.crn), got.allocation_seconds, got.limit_seconds, None, True
-                )
-            )
-    if include_unconfigured:
-        known = {ic.crn for ic in cfg.instances}
-        for crn, got in by_crn.items():
-            if crn not in known and not got.archived:
-                rows.append(
-                    InstanceRow(
-                        got.name, crn, _region(crn), got.allocation_seconds, got.limit_seconds, None, False
-                    )
-                )
-    wanted = [r for r in rows if r.error is None]
-
-    def usage(row: InstanceRow) -> None:
-        try:
-            row.consumed_28d_seconds = client.instance_usage(row.crn).consumed_seconds
-        except QauvernError as exc:
-            row.error = f"usage cannot be read: {exc}"
-
-    if wanted:
-        with ThreadPoolExecutor(max_workers=min(IBM_WORKERS, len(wanted))) as pool:
-            list(pool.map(usage, wanted))
-    return rows
-
-
-def problems_exit_code(rows: list[InstanceRow]) -> int:
-    """4 when IBM could not tell an instance's usage, 3 when a configured instance is not in the plan."""
-    if any(r.error and r.error.startswith("usage cannot be read") for r in rows):
-        return ExitCode.UNAVAILABLE
-    if any(r.error and r.configured for r in rows):
-        return ExitCode.CONFIG
-    return ExitCode.OK
-
-
-def read_account(
-    client: Any, cfg: Any, rows: list[InstanceRow], *, now: datetime | None = None
-) -> AccountSummary:
-    """The account plan (admin rights needed) and plan-wide 28-day usage, summarised with `rows`."""
-    moment = now or datetime.now(UTC)
-    plan = client.account_plan(cfg.ibm.account_id, cfg.ibm.plan_id)
-    consumed = client.analytics_usage(
-        plan=cfg.ibm.plan, account_id=cfg.ibm.account_id, start=moment - timedelta(days=28), end=moment
-    )
-    configured = [
-        (r.allocation_seconds or 0, r.consumed_28d_seconds or 0)
-        for r in rows
-        if r.configured and r.error is None
-    ]
-    return account_summary(
-        account_id=cfg.ibm.account_id,
-        plan=cfg.ibm.plan,
-        budget=plan.budget_seconds,
-        unallocated=max(0, plan.unallocated_seconds),
-        consumed=consumed,
-        limit=plan.limit_seconds,
-        configured=configured,
-        minimum=cfg.minimum_allocation_seconds,
-        reserve_percent=cfg.allocation_reserve_percent,
-    )
-
+    from rich.console import Console
 
 # ----------------------------------------------------------------------------------------------- output
 
 
-def console(args: Any) -> Any:
+def console(args: argparse.Namespace) -> Console:
     from rich.console import Console
 
     return Console(stderr=bool(args.json), highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def emit_json(doc: Any) -> None:
+def emit_json(doc: object) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
@@ -202,7 +60,7 @@ def math_inf(value: float | None) -> float:
     return float("inf") if value is None else value
 
 
-def print_account(con: Any, s: AccountSummary) -> None:
+def print_account(con: Console, s: AccountSummary) -> None:
     from rich.table import Table
 
     t = Table.grid(padding=(0, 2))
@@ -234,15 +92,11 @@ def summary_dict(s: AccountSummary) -> dict[str, Any]:
 
 
 __all__ = [
-    "InstanceRow",
     "console",
     "dur",
     "emit_json",
     "fairness_markup",
     "limit_text",
     "print_account",
-    "problems_exit_code",
-    "read_account",
-    "read_instances",
     "summary_dict",
 ]

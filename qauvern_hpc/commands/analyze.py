@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import Config
+    from qauvern_hpc.planner.model import AccountSnapshot, InstanceSettings, PlanResult
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "usage per instance and day, trends, who is over/under target, and the allocations proposed"
@@ -107,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def analysis(
-    cfg: Any,
-    account: Any,
-    settings: list[Any],
-    plan: Any,
+    cfg: Config,
+    account: AccountSnapshot,
+    settings: list[InstanceSettings],
+    plan: PlanResult,
     per_day: dict[str, dict[date, int]],
     *,
     today: date,

@@ -6,9 +6,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qauvern_hpc.core.errors import ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import LoadedConfig
+    from qauvern_hpc.policy.compiled import Policy
 
 HELP = "validate the site config and print the resolved table"
 DESCRIPTION = """\
@@ -60,7 +64,7 @@ def _globs(v: tuple[str, ...] | None) -> str:
     return "*" if v is None else escape(", ".join(v))
 
 
-def _stale_policy_note(loaded: Any) -> str | None:
+def _stale_policy_note(loaded: LoadedConfig) -> str | None:
     from qauvern_hpc.policy.compiled import default_policy_path
 
     path = default_policy_path()
@@ -76,7 +80,7 @@ def _stale_policy_note(loaded: Any) -> str | None:
     return None
 
 
-def _print_tables(loaded: Any, policy: Any, notes: list[str]) -> None:
+def _print_tables(loaded: LoadedConfig, policy: Policy, notes: list[str]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -111,10 +115,10 @@ def _print_tables(loaded: Any, policy: Any, notes: list[str]) -> None:
     via: dict[str, list[str]] = {}
     for rule in (*policy.rules, policy.default):
         if not rule.deny:
-            for r in rule.resources:
+            for name in rule.resources:
                 entry = f"{rule.instance} ({rule.name})"
-                if entry not in via.setdefault(r, []):
-                    via[r].append(entry)
+                if entry not in via.setdefault(name, []):
+                    via[name].append(entry)
     res = Table(title="QPU resources (--qpu names)", title_justify="left")
     for col in (
         "name",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from qauvern_hpc.core.errors import ConfigError, ExitCode, ServiceUnavailable, UsageError
+from qauvern_hpc.core.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from qauvern_hpc.accounting.collector import CollectReport
 
 READS_API_KEY = True  # for --reconcile's analytics and instances without a key file of their own
 HELP = "collect finished QPU jobs from sacct and their IBM usage into the usage ledger"
@@ -92,62 +96,11 @@ def parse_since(text: str, now: float) -> int:
     return int(when.timestamp())
 
 
-class _Clients:
-    """instance name -> (IBMClient, CRN), one client per API key."""
-
-    def __init__(self, cfg: Any, args: argparse.Namespace) -> None:
-        from qauvern_hpc.ibm.factory import endpoints_from_config
-
-        self.cfg = cfg
-        self.args = args
-        self.endpoints = endpoints_from_config(cfg, staging=bool(args.staging))
-        self._by_key: dict[str, Any] = {}
-        self._instances = {i.name: i for i in cfg.instances}
-
-    def _client(self, key_file: str | None) -> Any:
-        from qauvern_hpc.core.keyfile import read_key_file
-        from qauvern_hpc.ibm import IBMClient
-        from qauvern_hpc.ibm.factory import resolve_api_key
-
-        cache_key = key_file or "(admin)"
-        client = self._by_key.get(cache_key)
-        if client is None:
-            key = (
-                read_key_file(key_file) if key_file else resolve_api_key(self.args, self.cfg.ibm.api_key_file)
-            )
-            client = IBMClient(key, self.endpoints)
-            self._by_key[cache_key] = client
-        return client
-
-    def __call__(self, instance: str) -> tuple[Any, str]:
-        inst = self._instances.get(instance)
-        if inst is None:
-            raise KeyError(f"instance {instance!r} is not in the config (renamed or removed?)")
-        key_file = inst.api_key_file or self.cfg.ibm.api_key_file
-        return self._client(str(key_file) if key_file else None), inst.crn
-
-    def analytics(self, instance: str, start: datetime, end: datetime) -> int:
-        client, crn = self(instance)
-        admin = self._client(None)
-        del client
-        return int(
-            admin.analytics_usage(instance=crn, account_id=self.cfg.ibm.account_id, start=start, end=end)
-        )
-
-    def close(self) -> None:
-        for client in self._by_key.values():
-            client.close()
-
-
-class _Rollback(Exception):
-    """Raised at the end of a --dry-run to roll the ledger transaction back."""
-
-
 class _ProgressSink:
     """Progress on stderr: a live status line on a terminal, plain lines with -v, else nothing."""
 
     def __init__(self, verbose: bool) -> None:
-        self._status: Any = None
+        self._status: Status | None = None
         self._lines = verbose and not sys.stderr.isatty()
         if sys.stderr.isatty():
             from rich.console import Console
@@ -171,10 +124,11 @@ class _ProgressSink:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qauvern_hpc.accounting import collector
-    from qauvern_hpc.accounting.ledger import open_ledger
+    from qauvern_hpc.accounting.collect import CollectOptions, InstanceClients, collect
+    from qauvern_hpc.accounting.collector import LOCAL_CLUSTER
     from qauvern_hpc.config import load_config_full
     from qauvern_hpc.core.units import parse_seconds
+    from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
 
     cfg = load_config_full(args.config).config
     now = time.time()
@@ -183,74 +137,30 @@ def run(args: argparse.Namespace) -> int:
         window = parse_seconds(args.window)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    since = parse_since(args.since, now) if args.since else None
-    clusters: list[str] = list(args.cluster or cfg.slurm.cluster or [collector.LOCAL_CLUSTER])
-    dry_run = bool(getattr(args, "dry_run", False))
-
-    report = collector.CollectReport(dry_run=dry_run)
-    clients = _Clients(cfg, args)
-    slurm_error: ServiceUnavailable | None = None
-    try:
-        with (
-            _ProgressSink(bool(getattr(args, "verbose", 0))) as progress,
-            collector.collect_lock(cfg.slurm.state_dir),
-            open_ledger(cfg.ledger.url) as ledger,
-        ):
-            try:
-                with ledger.batch() if dry_run else contextlib.nullcontext():
-                    for cluster in clusters:
-                        try:
-                            report.pulls.append(
-                                collector.pull_cluster(
-                                    ledger,
-                                    cluster,
-                                    now=int(now),
-                                    sacct=cfg.slurm.sacct,
-                                    overlap=overlap,
-                                    since=since,
-                                    progress=progress,
-                                )
-                            )
-                        except ServiceUnavailable as exc:
-                            slurm_error = exc  # this cluster's pull stored nothing; the others and IBM go on
-                            report.pull_errors.append(f"{cluster or '(default)'}: {exc.message}")
-                    if not args.no_ibm:
-                        collector.resolve_usage(ledger, clients, report=report, progress=progress)
-                    else:
-                        report.still_pending = len(ledger.pending_usage())
-                    if args.reconcile:
-                        progress("reconciling with IBM's instance usage")
-                        report.reconciliation = collector.reconcile(
-                            ledger,
-                            clients.analytics,
-                            [i.name for i in cfg.instances],
-                            since=int(now - window),
-                            until=int(now),
-                        )
-                    if dry_run:
-                        raise _Rollback
-            except _Rollback:
-                pass
-    finally:
-        clients.close()
-    _print(report, as_json=bool(args.json))
-    if slurm_error is not None:
-        raise slurm_error
-    if report.errors:
-        raise ServiceUnavailable(
-            f"{len(report.errors)} IBM session(s) could not be read; their runs stay pending for next time",
-            hint=report.errors[0],
-        )
-    if report.unresolved:
-        raise ConfigError(
-            f"{len(report.unresolved)} session(s) cannot be attributed with this config; "
-            "their runs stay pending",
-            hint=report.unresolved[0],
-        )
+    options = CollectOptions(
+        clusters=tuple(args.cluster or cfg.slurm.cluster or [LOCAL_CLUSTER]),
+        now=now,
+        overlap=overlap,
+        window=window,
+        since=parse_since(args.since, now) if args.since else None,
+        ibm=not args.no_ibm,
+        reconcile=bool(args.reconcile),
+        dry_run=bool(getattr(args, "dry_run", False)),
+    )
+    clients = InstanceClients(
+        cfg,
+        endpoints_from_config(cfg, staging=bool(args.staging)),
+        admin_key=lambda: resolve_api_key(args, cfg.ibm.api_key_file),
+    )
+    with _ProgressSink(bool(getattr(args, "verbose", 0))) as progress:
+        result = collect(cfg, options, clients, progress=progress)
+    _print(result.report, as_json=bool(args.json))
+    if result.error is not None:
+        raise result.error
     return ExitCode.OK
 
 
-def _print(report: Any, *, as_json: bool) -> None:
+def _print(report: CollectReport, *, as_json: bool) -> None:
     doc = report.to_dict()
     if as_json:
         print(json.dumps(doc, indent=2))

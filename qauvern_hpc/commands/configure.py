@@ -138,8 +138,8 @@ def build(
     key_file: str,
 ) -> dict[str, Any]:
     """What the file will say (pure): instances sorted by IBM name, skipped ones with the reason."""
-    from qauvern_hpc.ibm.crn import crn_or_none
-    from qauvern_hpc.planner.admin_report import config_name, crn_account
+    from qauvern_hpc.ibm.crn import crn_account, crn_or_none
+    from qauvern_hpc.planner.admin_report import config_name
 
     notes: list[str] = []
     skipped: list[dict[str, str]] = []

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qauvern_hpc.ops.account import InstanceRow
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "list the IBM Quantum instances with allocation, limit, 28-day usage and fairness (read-only)"
@@ -43,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
         emit_json,
         fairness_markup,
         limit_text,
-        problems_exit_code,
-        read_instances,
     )
     from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.ops.account import problems_exit_code, read_instances
 
     cfg = load_admin_config(args)
     with client_from_config(cfg, args) as client:
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if args.all:
             table.add_column("Configured")
 
-        def key(r: Any) -> float:
+        def key(r: InstanceRow) -> float:
             f = r.fairness
             return -1.0 if r.error else (float("inf") if f is None else f)
 

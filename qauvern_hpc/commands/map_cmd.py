@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qauvern_hpc.core.errors import ExitCode
+
+if TYPE_CHECKING:
+    from qauvern_hpc.policy.compiled import Policy
 
 HELP = "explain which rule maps a user/account/partition/QOS to an instance"
 DESCRIPTION = """\
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", metavar="FILE", help="use a rendered policy.json instead of the config")
 
 
-def _policy(args: argparse.Namespace) -> Any:
+def _policy(args: argparse.Namespace) -> Policy:
     if args.policy:
         from qauvern_hpc.policy.compiled import load_policy
 

@@ -7,9 +7,12 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import Config
 
 READS_API_KEY = True
 HELP = "Prometheus metrics: allocations, limits, usage, queue, rebalance runs (textfile or HTTP)"
@@ -44,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-slurm", action="store_true", help="do not ask squeue")
 
 
-def _collect(cfg: Any, args: argparse.Namespace) -> tuple[str, bool]:
+def _collect(cfg: Config, args: argparse.Namespace) -> tuple[str, bool]:
     from qauvern_hpc.ops.metrics import gather, render, sources_for
 
     fams = gather(sources_for(cfg, args, ibm=not args.no_ibm, slurm=not args.no_slurm))
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if failed else ExitCode.OK
 
 
-def _serve(cfg: Any, args: argparse.Namespace, listen: str) -> int:
+def _serve(cfg: Config, args: argparse.Namespace, listen: str) -> int:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--serve wants HOST:PORT, not {listen!r}")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
-import socket
 import sys
-import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from qauvern_hpc.config import Config
+    from qauvern_hpc.ibm import IBMClient
+    from qauvern_hpc.planner.model import PlanResult
+    from qauvern_hpc.rebalance.apply import ResumePreview
+    from qauvern_hpc.rebalance.journal import JournalStore, Step
+    from qauvern_hpc.slurm.sacctmgr import Sacctmgr
 
 READS_API_KEY = True
 HELP = "move QAU between instances from IBM usage, Slurm's queue and the ledger; enforce it in Slurm"
@@ -63,16 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-slurm", action="store_true", help="plan and apply IBM changes only")
 
 
-def actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    sudo = os.environ.get("SUDO_USER")
-    who = f"{user} (sudo by {sudo})" if sudo and sudo != user else user
-    return f"{who}@{socket.gethostname()}"
-
-
 def _confirm(args: argparse.Namespace, count: int) -> None:
     from qauvern_hpc.core.errors import UsageError
 
@@ -87,33 +82,91 @@ def _confirm(args: argparse.Namespace, count: int) -> None:
         raise UsageError("not applied (answer was not yes)")
 
 
-def _state_dir(cfg: Any) -> Path:
-    from qauvern_hpc.rebalance.settings import state_dir
-
-    return state_dir(cfg)
-
-
-def _console(args: argparse.Namespace) -> Any:
+def _console(args: argparse.Namespace) -> Console:
     from rich.console import Console
 
     return Console(stderr=bool(args.json), highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+class _ConsoleReporter:
+    """`rebalance.run.Reporter` on a rich console; with --json only progress and errors (on stderr)."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.quiet = bool(args.json)
+
+    def progress(self, message: str) -> None:
+        self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/yellow]")
+
+    def fail(self, message: str) -> None:
+        self.console.print(f"[red]{message}[/red]")
+
+    def plan(
+        self, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+    ) -> None:
+        from qauvern_hpc.rebalance.report import print_plan
+
+        if not self.quiet:
+            print_plan(self.console, rows, plan, steps, warnings)
+
+    def steps(self, steps: list[Step], *, title: str, conflicts: list[str]) -> None:
+        from qauvern_hpc.rebalance.report import print_steps
+
+        if self.quiet:
+            return
+        print_steps(self.console, steps, title=title)
+        for c in conflicts:
+            self.console.print(f"[red]conflict:[/red] {c}")
+
+    def interrupted(self, preview: ResumePreview) -> None:
+        from qauvern_hpc.rebalance.report import print_interrupted
+
+        if not self.quiet:
+            print_interrupted(self.console, preview)
+
+    def waiting(self, message: str) -> None:
+        from rich.markup import escape
+
+        if not self.quiet:
+            self.console.print(f"[yellow]{escape(message)}[/yellow]")
+
+    def confirm(self, count: int) -> None:
+        _confirm(self.args, count)
+
+
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.config import load_config
+    from qauvern_hpc.rebalance import run as runs
     from qauvern_hpc.rebalance.journal import JournalStore
+    from qauvern_hpc.rebalance.settings import state_dir
 
     cfg = load_config(args.config)
-    store = JournalStore(_state_dir(cfg))
+    store = JournalStore(state_dir(cfg))
     console = _console(args)
     if args.history:
         return _history(args, store, console)
-    if args.rollback:
-        return _rollback(args, cfg, store, console)
-    return _rebalance(args, cfg, store, console)
+    old = store.load(args.rollback) if args.rollback else None
+    client, mgr = _clients(args, cfg)
+    options = runs.RunOptions(str(args.config), dry_run=bool(args.dry_run), no_slurm=bool(args.no_slurm))
+    reporter = _ConsoleReporter(args, console)
+    if old is not None:
+        result = runs.rollback(
+            cfg, options, store, old, force=args.force, ibm=client, slurm=mgr, reporter=reporter
+        )
+    else:
+        result = runs.rebalance(cfg, options, store, ibm=client, slurm=mgr, reporter=reporter)
+    if args.json:
+        print(json.dumps(result.doc, indent=2))
+    if result.error is not None:
+        raise result.error
+    return result.exit_code
 
 
-def _history(args: argparse.Namespace, store: Any, console: Any) -> int:
+def _history(args: argparse.Namespace, store: JournalStore, console: Console) -> int:
     runs = store.all()[-20:]
     if args.json:
         print(json.dumps([{k: v for k, v in j.to_dict().items() if k != "steps"} for j in runs], indent=2))
@@ -130,7 +183,7 @@ def _history(args: argparse.Namespace, store: Any, console: Any) -> int:
     return 0
 
 
-def _clients(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
+def _clients(args: argparse.Namespace, cfg: Config) -> tuple[IBMClient, Sacctmgr]:
     from qauvern_hpc.ibm import IBMClient
     from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
@@ -138,276 +191,4 @@ def _clients(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
     client = IBMClient(
         resolve_api_key(args, cfg.ibm.api_key_file), endpoints_from_config(cfg, staging=bool(args.staging))
     )
-    return client, Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster), None
-
-
-def _open_ledger(cfg: Any) -> Any:
-    from qauvern_hpc.accounting.ledger import open_ledger
-
-    return open_ledger(cfg.ledger.url)
-
-
-def _read_live(client: Any, cfg: Any) -> Any:
-    from qauvern_hpc.rebalance.apply import live_ibm_values
-
-    return lambda: live_ibm_values(client.list_instances(cfg.ibm.plan_id))
-
-
-def _finish_interrupted(
-    args: argparse.Namespace, cfg: Any, store: Any, client: Any, mgr: Any, ledger: Any, console: Any
-) -> list[dict[str, Any]]:
-    from qauvern_hpc.rebalance.apply import execute
-
-    out: list[dict[str, Any]] = []
-    for j in store.unfinished():
-        console.print(
-            f"[yellow]finishing interrupted run {j.run_id} ({j.kind}, started by {j.actor})[/yellow]"
-        )
-        outcome = execute(
-            j,
-            store,
-            ibm=client,
-            slurm=None if args.no_slurm else mgr,
-            audit=ledger,
-            actor=actor(),
-            read_live_ibm=_read_live(client, cfg),
-            resume=True,
-            progress=lambda m: console.print(f"  {m}"),
-        )
-        out.append(
-            {
-                "run_id": j.run_id,
-                "status": j.status,
-                "error": j.error,
-                "applied": [s.id for s in outcome.applied],
-                "found_in_place": [s.id for s in outcome.confirmed],
-            }
-        )
-        if outcome.failed is not None or (j.status == "applying"):
-            from qauvern_hpc.core.errors import QauvernError
-
-            raise outcome.error or QauvernError(
-                f"interrupted run {j.run_id} could not be finished: {j.error}"
-            )
-    return out
-
-
-def _preview_interrupted(
-    args: argparse.Namespace, cfg: Any, store: Any, client: Any, mgr: Any, console: Any
-) -> list[dict[str, Any]]:
-    """--dry-run: say which unfinished runs the journal holds and what the next real run will do with them
-    (the same comparison with the live values as `_finish_interrupted`, without writing)."""
-    from rich.markup import escape
-
-    from qauvern_hpc.rebalance.apply import IBM, live_ibm_values, preview_resume
-    from qauvern_hpc.rebalance.report import interrupted_json, print_interrupted
-
-    runs = store.unfinished()
-    if not runs:
-        return []
-    holder = store.lock_holder()
-    if holder is not None:  # not interrupted: running now, or its process still holds the lock
-        out: list[dict[str, Any]] = []
-        for j in runs:
-            message = (
-                f"unfinished {j.kind} run {j.run_id} (started by {j.actor or 'unknown'}): another rebalance "
-                f"holds the lock ({holder}), so it may be running now; a real run now would stop (exit 5)"
-            )
-            out.append(
-                {"run_id": j.run_id, "kind": j.kind, "actor": j.actor, "created_at": j.created_at,
-                 "status": j.status, "next_run": "wait", "lock_holder": holder, "message": message}
-            )  # fmt: skip
-            if not args.json:
-                console.print(f"[yellow]{escape(message)}[/yellow]")
-        return out
-    todo = [s for j in runs for s in j.steps if s.state not in ("done", "skipped")]
-    live_ibm = (
-        live_ibm_values(client.list_instances(cfg.ibm.plan_id)) if any(s.kind == IBM for s in todo) else {}
-    )
-    live_slurm = None if args.no_slurm else (mgr.associations() if any(s.kind != IBM for s in todo) else [])
-    previews = [preview_resume(j, live_ibm, live_slurm) for j in runs]
-    if not args.json:
-        for p in previews:
-            print_interrupted(console, p)
-    return [interrupted_json(p) for p in previews]
-
-
-def _rebalance(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> int:
-    import contextlib
-
-    from qauvern_hpc.planner.optimizer import plan_allocations
-    from qauvern_hpc.rebalance.apply import build_steps, execute
-    from qauvern_hpc.rebalance.enforce import SlurmPlan, plan_slurm
-    from qauvern_hpc.rebalance.gather import gather
-    from qauvern_hpc.rebalance.gcpause import gc_paused
-    from qauvern_hpc.rebalance.journal import Journal, new_run_id
-    from qauvern_hpc.rebalance.report import instance_rows, plan_json, print_plan, step_dict
-
-    client, mgr, _ = _clients(args, cfg)
-    lock = contextlib.nullcontext() if args.dry_run else store.lock()
-    with client, lock:
-        ledger: Any = None if args.dry_run else _open_ledger(cfg)
-        try:
-            resumed = (
-                [] if args.dry_run else _finish_interrupted(args, cfg, store, client, mgr, ledger, console)
-            )
-            interrupted = _preview_interrupted(args, cfg, store, client, mgr, console) if args.dry_run else []
-            g = gather(cfg, client, sacctmgr=mgr)
-            with gc_paused():  # pure and bounded; see rebalance.gcpause
-                plan = plan_allocations(
-                    g.account, g.settings, today=g.today, options=g.options, demand=g.demand
-                )
-                slurm = (
-                    SlurmPlan((), {}, ())
-                    if args.no_slurm
-                    else plan_slurm(cfg, plan, g.associations, g.tres_names)
-                )
-                steps = build_steps(plan, slurm)
-                names = {i.crn: i.name for i in cfg.instances}
-                rows = instance_rows(plan, slurm, g.queue, g.recent_seconds, names)
-            warnings = [w.message for w in plan.warnings] + list(slurm.warnings) + list(g.notes)
-            doc = plan_json(plan, rows, steps, slurm, g.notes)
-            doc["dry_run"] = bool(args.dry_run)
-            doc["resumed_runs"] = resumed
-            if args.dry_run:
-                doc["interrupted_runs"] = interrupted
-            if g.queue is not None:
-                doc["pending_jobs"] = {
-                    "total": g.queue.total_jobs,
-                    "qpu": g.queue.qpu_jobs,
-                    "unmapped": g.queue.unmapped_jobs,
-                }
-            if not args.json:
-                print_plan(console, rows, plan, steps, warnings)
-            if not plan.ok:
-                doc["status"] = "refused"
-                if args.json:
-                    print(json.dumps(doc, indent=2))
-                console.print("[red]the plan breaks an invariant: nothing applied[/red]")
-                return 1
-            if args.dry_run or not steps:
-                doc["status"] = "dry_run" if args.dry_run else "nothing_to_do"
-                if args.json:
-                    print(json.dumps(doc, indent=2))
-                return 0
-            _confirm(args, len(steps))
-            journal = Journal(
-                run_id=new_run_id(),
-                kind="rebalance",
-                actor=actor(),
-                created_at=time.time(),
-                steps=steps,
-                summary={
-                    "today": plan.today.isoformat(),
-                    "config": str(args.config),
-                    "instances": {
-                        r["instance"]: {"allocation_seconds": r["allocation_seconds"], "why": r["why"]}
-                        for r in rows
-                    },
-                },
-            )
-            store.save(journal)
-            console.print(f"run {journal.run_id}: applying {len(steps)} change(s)")
-            outcome = execute(
-                journal,
-                store,
-                ibm=client,
-                slurm=None if args.no_slurm else mgr,
-                audit=ledger,
-                actor=journal.actor,
-                read_live_ibm=_read_live(client, cfg),
-                progress=lambda m: console.print(f"  {m}"),
-            )
-            doc["run_id"] = journal.run_id
-            doc["status"] = journal.status
-            doc["steps"] = [step_dict(s) for s in journal.steps]
-            doc["error"] = journal.error
-            if args.json:
-                print(json.dumps(doc, indent=2))
-            if outcome.ok:
-                console.print(f"run {journal.run_id}: completed")
-                return 0
-            console.print(f"[red]run {journal.run_id}: {journal.status}: {journal.error}[/red]")
-            err = outcome.error
-            return err.exit_code if err is not None and err.exit_code != 0 else 1
-        finally:
-            if ledger is not None:
-                ledger.close()
-
-
-def _rollback(args: argparse.Namespace, cfg: Any, store: Any, console: Any) -> int:
-    from qauvern_hpc.core.errors import QauvernError
-    from qauvern_hpc.rebalance.apply import execute, live_ibm_values, rollback_steps
-    from qauvern_hpc.rebalance.journal import Journal, new_run_id
-    from qauvern_hpc.rebalance.report import print_steps, step_dict
-
-    old = store.load(args.rollback)
-    client, mgr, _ = _clients(args, cfg)
-    lock = contextlib_null() if args.dry_run else store.lock("rollback")
-    with client, lock:
-        live_ibm = live_ibm_values(client.list_instances(cfg.ibm.plan_id))
-        needs_slurm = any(s.kind != "ibm" for s in old.steps)
-        live_slurm = mgr.associations() if needs_slurm else []
-        steps, conflicts = rollback_steps(old, live_ibm, live_slurm, force=args.force)
-        doc: dict[str, Any] = {
-            "rollback_of": old.run_id,
-            "dry_run": bool(args.dry_run),
-            "conflicts": conflicts,
-            "steps": [step_dict(s) for s in steps],
-        }
-        if not args.json:
-            print_steps(console, steps, title=f"rollback of {old.run_id}")
-            for c in conflicts:
-                console.print(f"[red]conflict:[/red] {c}")
-        if conflicts:
-            doc["status"] = "refused"
-            if args.json:
-                print(json.dumps(doc, indent=2))
-            raise QauvernError(
-                f"{len(conflicts)} value(s) changed since run {old.run_id}: nothing restored",
-                hint="--force restores them anyway",
-            )
-        if args.dry_run or not steps:
-            doc["status"] = "dry_run" if args.dry_run else "nothing_to_do"
-            if args.json:
-                print(json.dumps(doc, indent=2))
-            return 0
-        _confirm(args, len(steps))
-        ledger = _open_ledger(cfg)
-        try:
-            journal = Journal(
-                run_id=new_run_id(),
-                kind="rollback",
-                actor=actor(),
-                created_at=time.time(),
-                steps=steps,
-                rollback_of=old.run_id,
-            )
-            store.save(journal)
-            outcome = execute(
-                journal,
-                store,
-                ibm=client,
-                slurm=mgr,
-                audit=ledger,
-                actor=journal.actor,
-                read_live_ibm=_read_live(client, cfg),
-                progress=lambda m: console.print(f"  {m}"),
-            )
-        finally:
-            ledger.close()
-        doc.update(run_id=journal.run_id, status=journal.status, error=journal.error)
-        doc["steps"] = [step_dict(s) for s in journal.steps]
-        if args.json:
-            print(json.dumps(doc, indent=2))
-        if outcome.ok:
-            console.print(f"run {journal.run_id}: rolled back {old.run_id}")
-            return 0
-        console.print(f"[red]run {journal.run_id}: {journal.status}: {journal.error}[/red]")
-        return 1
-
-
-def contextlib_null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
+    return client, Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)

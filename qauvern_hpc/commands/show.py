@@ -44,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
         fairness_markup,
         limit_text,
         print_account,
-        problems_exit_code,
-        read_account,
-        read_instances,
         summary_dict,
     )
     from qauvern_hpc.ibm.factory import client_from_config, load_admin_config
+    from qauvern_hpc.ops.account import problems_exit_code, read_account, read_instances
 
     cfg = load_admin_config(args)
     with client_from_config(cfg, args) as client:

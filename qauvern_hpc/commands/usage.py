@@ -8,9 +8,13 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from qauvern_hpc.accounting.ledger import Ledger
+    from qauvern_hpc.config import Config
 
 HELP = "quantum usage per user, account, partition, instance or resource (from the ledger)"
 DESCRIPTION = """\
@@ -55,7 +59,7 @@ def _date(text: str, what: str) -> int:
     return int(when.timestamp())
 
 
-def window(args: argparse.Namespace, cfg: Any, now: float) -> tuple[int | None, int | None, str]:
+def window(args: argparse.Namespace, cfg: Config, now: float) -> tuple[int | None, int | None, str]:
     """(since, until, label) from the options."""
     from qauvern_hpc.core.units import parse_seconds
 
@@ -86,7 +90,7 @@ def _fmt(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def rows_for(ledger: Any, dimension: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
+def rows_for(ledger: Ledger, dimension: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
     from qauvern_hpc.core.units import QAU_SECONDS
 
     out = []

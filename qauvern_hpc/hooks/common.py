@@ -5,16 +5,15 @@ Standard library only (hot path).
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from qauvern_hpc.hooks.jobenv import ERROR_KEY, FAIL_MODE_KEY, format_env_file, write_private
+from qauvern_hpc.record.job_record import JobRecord
 
 DEFAULT_STATE_DIR = "/var/lib/qauvern-hpc"
 
@@ -73,19 +72,21 @@ class StatePaths:
         return os.path.join(self.jobs_dir, f"{self.job_id}.json")
 
 
-def write_record(paths: StatePaths, record: Mapping[str, Any]) -> None:
-    write_private(paths.record_file, json.dumps(record, sort_keys=True) + "\n")
+def write_record(paths: StatePaths, record: JobRecord) -> None:
+    write_private(paths.record_file, record.to_json())
 
 
-def read_record(paths: StatePaths) -> dict[str, Any] | None:
+def read_record(paths: StatePaths) -> JobRecord | None:
+    """The job's record; None when there is none. ValueError when the file is not a JSON object."""
     try:
         with open(paths.record_file, encoding="utf-8") as fh:
-            data = json.load(fh)
+            text = fh.read()
     except FileNotFoundError:
         return None
-    if not isinstance(data, dict):
-        raise ValueError(f"{paths.record_file}: not a JSON object")
-    return data
+    try:
+        return JobRecord.from_json(text, job_id=paths.job_id)
+    except ValueError as exc:
+        raise ValueError(f"{paths.record_file}: {exc}") from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -128,7 +129,7 @@ def last_resort(env: Mapping[str, str], exc: BaseException, log: logging.Logger)
         log.exception("job %s: cannot write %s either", job_id, paths.env_file)
 
 
-def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, str]) -> None:
+def set_admin_comment(job_id: str, record: JobRecord, env: Mapping[str, str]) -> None:
     """Record what the job used in its AdminComment, merged with what is already there, without waiting
     (Slurm's docs advise hooks not to block on Slurm commands): `admin_comment_set.py` runs detached, reads
     the current value, merges and updates. The collector falls back to the JSON record if this is lost."""
@@ -136,7 +137,7 @@ def set_admin_comment(job_id: str, record: Mapping[str, Any], env: Mapping[str, 
 
     from qauvern_hpc.record.admin_comment import format_admin_comment
 
-    text = format_admin_comment(record)
+    text = format_admin_comment(record.to_dict())
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "admin_comment_set.py")
     # The hook's own PATH/SLURM_CONF, also when the work runs in hookd (whose environment is older).
     child_env = dict(os.environ)

@@ -12,14 +12,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qauvern_hpc.record.job_record import JobRecord
 
 DEFAULT_STATE_DIR = "/var/lib/qauvern-hpc"  # == hooks.common.DEFAULT_STATE_DIR (not imported: fast path)
 
 
-def release(environ: Mapping[str, str]) -> dict[str, object] | None:
+def release(environ: Mapping[str, str]) -> JobRecord | None:
     import contextlib
     import logging
     import time
+    from dataclasses import replace
 
     from qauvern_hpc.hooks import common
     from qauvern_hpc.policy.compiled import load_policy
@@ -35,9 +40,12 @@ def release(environ: Mapping[str, str]) -> dict[str, object] | None:
         return None
     from qauvern_hpc.hooks import ibm_session
 
-    ibm_session.close_all(policy, record, log)
-    record["ended_at"] = time.time()
-    record["slurm_exit_code"] = environ.get("SLURM_JOB_EXIT_CODE2") or environ.get("SLURM_JOB_EXIT_CODE")
+    record, _ = ibm_session.close_all(policy, record, log)
+    record = replace(
+        record,
+        ended_at=time.time(),
+        slurm_exit_code=environ.get("SLURM_JOB_EXIT_CODE2") or environ.get("SLURM_JOB_EXIT_CODE"),
+    )
     common.write_record(paths, record)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths.env_file)  # the tasks are gone; the session id in it is dead

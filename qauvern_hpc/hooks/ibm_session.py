@@ -10,13 +10,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from dataclasses import replace
 
 from qauvern_hpc.hooks.jobenv import AcquiredResource
 from qauvern_hpc.ibm import Endpoints, IBMClient, RetryPolicy
 from qauvern_hpc.policy.compiled import Policy
 from qauvern_hpc.policy.mapping import ResourceGrant
+from qauvern_hpc.record.job_record import JobRecord, ResourceRecord
 
 # One short retry budget for the job path: a job should not wait minutes for a flapping API.
 HOOK_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, deadline=20.0)
@@ -108,63 +108,63 @@ def open_session(policy: Policy, grant: ResourceGrant, *, job_id: str) -> Acquir
     return describe(policy, grant, session_id=session.id)
 
 
-def close_all(policy: Policy, record: MutableMapping[str, Any], log: logging.Logger) -> bool:
-    """Close every session in the record that is still open. Returns True when none is left open.
+def close_all(policy: Policy, record: JobRecord, log: logging.Logger) -> tuple[JobRecord, bool]:
+    """Close every session in the record that is still open. Returns the updated record (the caller writes
+    it) and True when none is left open.
 
     Each closed session gets `closed_at`; a failure leaves `close_error` so a later sweep retries.
     """
     all_closed = True
-    for res in record.get("resources", []):
-        if not res.get("session_id") or res.get("closed_at"):
-            continue
-        try:
-            client = client_for(policy, res.get("api_key_file"), res["instance"])
-            client.close_session(res["crn"], res["session_id"])
-        except Exception as exc:
-            from qauvern_hpc.ibm.errors import IBMNotFound
+    resources: list[ResourceRecord] = []
+    for res in record.resources:
+        if res.is_open:
+            res = _close_one(policy, record.job_id, res, log)
+            all_closed = all_closed and not res.is_open
+        resources.append(res)
+    return replace(record, resources=tuple(resources)), all_closed
 
-            if isinstance(exc, IBMNotFound):
-                res["closed_at"] = time.time()  # already gone at IBM (expired max_ttl): nothing to release
-                res["close_note"] = "session not found at IBM"
-                continue
-            all_closed = False
-            res["close_error"] = str(exc)[:500]
-            log.error("job %s: cannot close session %s: %s", record.get("job_id"), res["session_id"], exc)
-            continue
-        res["closed_at"] = time.time()
-        res.pop("close_error", None)
-        log.info("job %s: closed session %s (%s)", record.get("job_id"), res["session_id"], res["resource"])
-        resource = policy.resources.get(str(res.get("resource")))
-        if resource is not None and resource.on_job_end == "cancel":
-            cancel_running(client, record, res, log)
-    return all_closed
+
+def _close_one(policy: Policy, job_id: str, res: ResourceRecord, log: logging.Logger) -> ResourceRecord:
+    session_id = str(res.session_id)
+    try:
+        client = client_for(policy, res.api_key_file, res.instance)
+        client.close_session(res.crn, session_id)
+    except Exception as exc:
+        from qauvern_hpc.ibm.errors import IBMNotFound
+
+        if isinstance(exc, IBMNotFound):
+            # already gone at IBM (expired max_ttl): nothing to release
+            return replace(res, closed_at=time.time(), close_note="session not found at IBM")
+        log.error("job %s: cannot close session %s: %s", job_id, session_id, exc)
+        return replace(res, close_error=str(exc)[:500])
+    res = replace(res, closed_at=time.time(), close_error=None)
+    log.info("job %s: closed session %s (%s)", job_id, session_id, res.resource)
+    resource = policy.resources.get(res.resource)
+    if resource is not None and resource.on_job_end == "cancel":
+        res = cancel_running(client, job_id, res, log)
+    return res
 
 
 def cancel_running(
-    client: IBMClient, record: Mapping[str, Any], res: MutableMapping[str, Any], log: logging.Logger
-) -> None:
+    client: IBMClient, job_id: str, res: ResourceRecord, log: logging.Logger
+) -> ResourceRecord:
     """`on_job_end: cancel`: after the close (no new jobs; IBM cancelled the queued ones), cancel what
     still runs, so a cancelled or timed-out Slurm job stops spending quantum time. A failure is logged and
     kept as `cancel_error` in the record; the session stays closed either way."""
+    session_id = str(res.session_id)
     try:
-        live = [
-            j.id
-            for j in client.session_jobs(res["crn"], res["session_id"])
-            if j.status in ("Queued", "Running")
-        ]
-        cancelled = [job for job in live if client.cancel_job(res["crn"], job)]
+        live = [j.id for j in client.session_jobs(res.crn, session_id) if j.status in ("Queued", "Running")]
+        cancelled = [job for job in live if client.cancel_job(res.crn, job)]
     except Exception as exc:
-        res["cancel_error"] = str(exc)[:500]
-        log.warning(
-            "job %s: cannot cancel the jobs of session %s: %s", record.get("job_id"), res["session_id"], exc
-        )
-        return
-    if cancelled:
-        res["cancelled_jobs"] = cancelled
-        log.info(
-            "job %s: cancelled %d IBM job(s) of session %s: %s",
-            record.get("job_id"),
-            len(cancelled),
-            res["session_id"],
-            ", ".join(cancelled),
-        )
+        log.warning("job %s: cannot cancel the jobs of session %s: %s", job_id, session_id, exc)
+        return replace(res, cancel_error=str(exc)[:500])
+    if not cancelled:
+        return res
+    log.info(
+        "job %s: cancelled %d IBM job(s) of session %s: %s",
+        job_id,
+        len(cancelled),
+        session_id,
+        ", ".join(cancelled),
+    )
+    return replace(res, cancelled_jobs=tuple(cancelled))

@@ -19,14 +19,20 @@ from __future__ import annotations
 # Module level stays at os/sys: Slurm runs this hook for EVERY job, and most jobs have no --qpu.
 import os
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import logging
+
+    from qauvern_hpc.hooks.common import StatePaths
     from qauvern_hpc.hooks.jobenv import AcquiredResource
+    from qauvern_hpc.policy.compiled import Policy
+    from qauvern_hpc.policy.mapping import ResourceGrant
+    from qauvern_hpc.record.job_record import JobRecord
 
 
-def _log() -> Any:
+def _log() -> logging.Logger:
     import logging
 
     return logging.getLogger("qauvern_hpc.prolog")
@@ -41,41 +47,42 @@ def _error_env(message: str, fail_mode: str, base: Mapping[str, str] | None = No
     return env
 
 
-def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
+def prepare(environ: Mapping[str, str]) -> JobRecord:
     """Do the prolog's work for one job; returns the job record (also written to the state dir)."""
     import time
+    from dataclasses import replace
 
     from qauvern_hpc.hooks import common
     from qauvern_hpc.hooks.jobenv import format_env_file, render, write_private
     from qauvern_hpc.policy.compiled import load_policy
     from qauvern_hpc.policy.mapping import JobIdentity, decide, parse_request
+    from qauvern_hpc.record.job_record import JobRecord, ResourceRecord
 
     log = _log()
 
     job = common.JobContext.from_environ(environ)
     policy = load_policy(environ.get("QAUVERN_HPC_POLICY") or None)
     paths = common.StatePaths(environ.get("QAUVERN_HPC_STATE_DIR") or policy.state_dir, job.job_id)
-    record: dict[str, Any] = {
-        "format": 1,
-        "job_id": job.job_id,
-        "user": job.user,
-        "account": job.account,
-        "partition": job.partition,
-        "qos": job.qos,
-        "requested": job.qpu,
-        "prepared_at": time.time(),
-        "resources": [],
-        "error": None,
-    }
+    prepared_at = time.time()
     _close_previous_attempt(policy, paths, log)
     requested = parse_request(job.qpu)
     decision = decide(policy, JobIdentity(job.user, job.account, job.partition, job.qos), requested)
-    record["rule"] = decision.rule
-    record["instance"] = decision.instance
+    record = JobRecord(
+        job_id=job.job_id,
+        user=job.user,
+        account=job.account,
+        partition=job.partition,
+        qos=job.qos,
+        requested=job.qpu,
+        prepared_at=prepared_at,
+        rule=decision.rule,
+        instance=decision.instance,
+    )
     if not decision.allowed:
         # A refusal here means job_submit.lua was bypassed or the policy changed after submission.
-        record["error"] = f"qpu: {decision.message}"
-        write_private(paths.env_file, format_env_file(_error_env(record["error"], "closed")))
+        error = f"qpu: {decision.message}"
+        record = replace(record, error=error)
+        write_private(paths.env_file, format_env_file(_error_env(error, "closed")))
         common.write_record(paths, record)
         return record
 
@@ -88,38 +95,37 @@ def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
         for grant in grants:
             opened = ibm_session.open_session(policy, grant, job_id=job.job_id)
             acquired.append(opened)
-            record["resources"].append(
-                {
-                    "resource": grant.resource,
-                    "instance": grant.instance,
-                    "crn": grant.crn,
-                    "backend": grant.backend,
-                    "session_mode": grant.session_mode,
-                    "session_id": opened.session_id,
-                    "api_key_file": grant.api_key_file,
-                }
+            record = record.with_resource(
+                ResourceRecord(
+                    resource=grant.resource,
+                    instance=grant.instance,
+                    crn=grant.crn,
+                    backend=grant.backend,
+                    session_mode=grant.session_mode,
+                    session_id=opened.session_id,
+                    api_key_file=grant.api_key_file,
+                )
             )
             # Write the record after every session so the epilog can close what was opened even if
             # we die before the end.
             common.write_record(paths, record)
     except Exception as exc:  # every failure goes to the job, never to Slurm
-        record["error"] = (
-            f"qpu: could not acquire {', '.join(g.resource for g in grants)}: {common.one_line(exc)}"
-        )
-        log.error("job %s: %s", job.job_id, record["error"])
+        error = f"qpu: could not acquire {', '.join(g.resource for g in grants)}: {common.one_line(exc)}"
+        record = replace(record, error=error)
+        log.error("job %s: %s", job.job_id, error)
         base = render(
             _without_sessions(grants, policy),
             time_limit_seconds=job.time_limit_seconds,
             instance=decision.instance or "",
             rule=decision.rule or "",
         )
-        write_private(paths.env_file, format_env_file(_error_env(record["error"], fail_mode, base)))
+        write_private(paths.env_file, format_env_file(_error_env(error, fail_mode, base)))
         common.write_record(paths, record)
         if fail_mode == "closed":
             # Nothing will use what we opened: give it back now rather than at job end.
             from qauvern_hpc.hooks import ibm_session
 
-            ibm_session.close_all(policy, record, log)
+            record, _ = ibm_session.close_all(policy, record, log)
             common.write_record(paths, record)
         return record
 
@@ -136,7 +142,7 @@ def prepare(environ: Mapping[str, str]) -> dict[str, Any]:
     return record
 
 
-def _close_previous_attempt(policy: Any, paths: Any, log: Any) -> None:
+def _close_previous_attempt(policy: Policy, paths: StatePaths, log: logging.Logger) -> None:
     """Sessions a previous run of this hook opened for the same job id and nobody closed (hookd died mid-job
     and the hook re-ran in-process; a requeued job whose epilog could not close): close them before opening
     new ones, so nothing leaks and nothing is billed twice."""
@@ -144,9 +150,7 @@ def _close_previous_attempt(policy: Any, paths: Any, log: Any) -> None:
 
     try:
         previous = common.read_record(paths)
-        if previous and any(
-            r.get("session_id") and not r.get("closed_at") for r in previous.get("resources", [])
-        ):
+        if previous is not None and previous.open_sessions:
             from qauvern_hpc.hooks import ibm_session
 
             log.warning("job %s: closing sessions a previous prolog run left open", paths.job_id)
@@ -155,7 +159,7 @@ def _close_previous_attempt(policy: Any, paths: Any, log: Any) -> None:
         log.warning("job %s: cannot close a previous attempt's sessions: %s", paths.job_id, exc)
 
 
-def _without_sessions(grants: Any, policy: Any) -> list[AcquiredResource]:
+def _without_sessions(grants: Sequence[ResourceGrant], policy: Policy) -> list[AcquiredResource]:
     from qauvern_hpc.hooks import ibm_session
 
     return [ibm_session.describe(policy, g, session_id=None) for g in grants]
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info(
             "job %s: %s in %.0f ms",
             environ.get("SLURM_JOB_ID"),
-            record.get("error") or f"acquired {json.dumps(record['resources'])}",
+            record.error or f"acquired {json.dumps([r.to_dict() for r in record.resources])}",
             (time.monotonic() - started) * 1000,
         )
     except Exception as exc:

@@ -8,7 +8,6 @@ cron/scrontab, and by the rebalancer before it plans) closes those sessions and 
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,28 +16,24 @@ from typing import Any
 
 from qauvern_hpc.hooks import common
 from qauvern_hpc.policy.compiled import Policy
+from qauvern_hpc.record.job_record import JobRecord
 
 log = logging.getLogger("qauvern_hpc.hooks.release")
 
 ALIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 
 
-def open_sessions(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in record.get("resources", []) if r.get("session_id") and not r.get("closed_at")]
-
-
-def iter_records(state_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+def iter_records(state_dir: str | Path) -> Iterator[tuple[Path, JobRecord]]:
     jobs = Path(state_dir) / "jobs"
     if not jobs.is_dir():
         return
     for path in sorted(jobs.glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            record = JobRecord.from_json(path.read_text(encoding="utf-8"), job_id=path.stem)
         except (OSError, ValueError) as exc:
             log.warning("%s: unreadable job record: %s", path, exc)
             continue
-        if isinstance(data, dict):
-            yield path, data
+        yield path, record
 
 
 def squeue_alive(squeue: str = "squeue", env: dict[str, str] | None = None) -> Callable[[str], bool | None]:
@@ -72,11 +67,11 @@ def release_pending(
 
     report: list[dict[str, Any]] = []
     for _path, record in iter_records(state_dir):
-        pending = open_sessions(record)
+        pending = record.open_sessions
         if not pending:
             continue
-        job_id = str(record.get("job_id", ""))
-        if record.get("ended_at"):
+        job_id = record.job_id
+        if record.ended_at:
             why = "epilog could not close"
         else:
             alive = is_alive(job_id)
@@ -86,12 +81,11 @@ def release_pending(
         entry: dict[str, Any] = {
             "job": job_id,
             "why": why,
-            "sessions": [r["session_id"] for r in pending],
+            "sessions": [r.session_id for r in pending],
             "released": False,
         }
         if not dry_run:
-            entry["released"] = ibm_session.close_all(policy, record, log)
-            record.setdefault("ended_at", None)
+            record, entry["released"] = ibm_session.close_all(policy, record, log)
             common.write_record(common.StatePaths(str(state_dir), job_id), record)
         report.append(entry)
     return report

@@ -78,3 +78,9 @@ def crn_or_none(crn: str) -> CRN | None:
         return parse_crn(crn)
     except UnknownCRNError:
         return None
+
+
+def crn_account(crn: str) -> str | None:
+    """The account id of an IBM Quantum instance CRN (its `a/ACCOUNT` scope), or None for any other text."""
+    parsed = crn_or_none(crn)
+    return parsed.account_id if parsed else None

@@ -16,7 +16,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from qauvern_hpc.config import Config
 
 PREFIX = "qauvern_hpc_"
 SLURM_TIMEOUT = 20.0  # a scrape must not hang on a slurmctld that does not answer
@@ -125,7 +130,7 @@ def gather(sources: dict[str, Source], *, now: float | None = None) -> list[Fami
 # -- the sources (I/O) ---------------------------------------------------------------------------------
 
 
-def ibm_source(cfg: Any, args: Any) -> Source:
+def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
     def run(f: Families) -> None:
         from qauvern_hpc.ibm.client import IBMClient
         from qauvern_hpc.ibm.factory import endpoints_from_config, resolve_api_key
@@ -161,7 +166,7 @@ def ibm_source(cfg: Any, args: Any) -> Source:
     return run
 
 
-def slurm_source(cfg: Any) -> Source:
+def slurm_source(cfg: Config) -> Source:
     def run(f: Families) -> None:
         from qauvern_hpc.rebalance.demand import aggregate_pending
         from qauvern_hpc.slurm.squeue import pending_jobs
@@ -183,7 +188,7 @@ def slurm_source(cfg: Any) -> Source:
     return run
 
 
-def ledger_source(cfg: Any) -> Source:
+def ledger_source(cfg: Config) -> Source:
     def run(f: Families) -> None:
         from qauvern_hpc.accounting.ledger import open_ledger
 
@@ -215,7 +220,9 @@ def journal_source(state_dir: Path) -> Source:
     return run
 
 
-def sources_for(cfg: Any, args: Any, *, ibm: bool = True, slurm: bool = True) -> dict[str, Source]:
+def sources_for(
+    cfg: Config, args: argparse.Namespace, *, ibm: bool = True, slurm: bool = True
+) -> dict[str, Source]:
     from qauvern_hpc.rebalance.settings import state_dir
 
     state = state_dir(cfg)

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from qauvern_hpc.ibm.crn import crn_or_none
 from qauvern_hpc.planner.optimizer import reserve_seconds
 
 OVER = "over"
@@ -186,12 +185,6 @@ def config_name(ibm_name: str, taken: set[str]) -> str:
     return name
 
 
-def crn_account(crn: str) -> str | None:
-    """The account id of an IBM Quantum instance CRN (its `a/ACCOUNT` scope), or None for any other text."""
-    parsed = crn_or_none(crn)
-    return parsed.account_id if parsed else None
-
-
 __all__ = [
     "ON_TARGET",
     "OVER",
@@ -201,7 +194,6 @@ __all__ = [
     "Trend",
     "account_summary",
     "config_name",
-    "crn_account",
     "day_range",
     "fairness",
     "format_fairness",

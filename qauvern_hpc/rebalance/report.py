@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.units import format_seconds
 from qauvern_hpc.planner.model import PlanResult
@@ -12,6 +13,9 @@ from qauvern_hpc.rebalance.apply import FINISH, ResumePreview, describe_target, 
 from qauvern_hpc.rebalance.demand import QueueSummary
 from qauvern_hpc.rebalance.enforce import SlurmPlan
 from qauvern_hpc.rebalance.journal import Journal, Step
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _secs(v: int | None) -> str:
@@ -134,7 +138,7 @@ def interrupted_json(p: ResumePreview) -> dict[str, Any]:
     }
 
 
-def print_interrupted(console: Any, p: ResumePreview) -> None:
+def print_interrupted(console: Console, p: ResumePreview) -> None:
     from rich.markup import escape
 
     colour = "yellow" if p.action == FINISH else "red"
@@ -148,14 +152,14 @@ def print_interrupted(console: Any, p: ResumePreview) -> None:
     console.print("  (this dry run leaves it as it is)")
 
 
-def _change(cur: Any, new: Any, fmt: Any = str) -> str:
+def _change(cur: object, new: object, fmt: Callable[[Any], str] = str) -> str:
     if cur == new:
         return str(fmt(cur))
     return f"{fmt(cur)} → [bold]{fmt(new)}[/bold]"
 
 
 def print_plan(
-    console: Any, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+    console: Console, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
 ) -> None:
     from rich.table import Table
 
@@ -214,7 +218,7 @@ def print_plan(
     print_steps(console, steps, title="changes to apply")
 
 
-def print_steps(console: Any, steps: list[Step], *, title: str) -> None:
+def print_steps(console: Console, steps: list[Step], *, title: str) -> None:
     if not steps:
         console.print("no changes: IBM and Slurm already match the plan")
         return
@@ -224,7 +228,7 @@ def print_steps(console: Any, steps: list[Step], *, title: str) -> None:
         console.print(f"  {n:>2}. {describe_target(s)}: {fmt_value(s.before)} → {fmt_value(s.after)}{state}")
 
 
-def print_journal(console: Any, j: Journal) -> None:
+def print_journal(console: Console, j: Journal) -> None:
     console.print(f"run {j.run_id} ({j.kind}) by {j.actor}: {j.status}" + (f": {j.error}" if j.error else ""))
     print_steps(console, j.steps, title="steps")
 

@@ -18,6 +18,7 @@ import pytest
 from qauvern_hpc.cli import COMMANDS, main
 from qauvern_hpc.core.errors import ConfigError, ExitCode, UsageError
 from qauvern_hpc.ibm import factory
+from qauvern_hpc.ibm.crn import crn_account
 from qauvern_hpc.planner import admin_report as ar
 
 SECRET = "s3cr3t-KEY-value-0123"
@@ -251,8 +252,8 @@ def test_config_name_and_crn_account() -> None:
     assert ar.config_name("Quantum Chemistry (2026)!", taken) == "Quantum-Chemistry-2026"
     assert ar.config_name("Quantum Chemistry (2026)!", taken) == "Quantum-Chemistry-2026-2"
     assert ar.config_name("***", taken) == "instance"
-    assert ar.crn_account("crn:v1:bluemix:public:quantum-computing:us-east:a/abc:guid::") == "abc"
-    assert ar.crn_account("nonsense") is None
+    assert crn_account("crn:v1:bluemix:public:quantum-computing:us-east:a/abc:guid::") == "abc"
+    assert crn_account("nonsense") is None
 
 
 def test_sparkline() -> None:

@@ -167,3 +167,26 @@ def test_reconcile_shows_the_unattributed_remainder(led: Ledger) -> None:
     }
     assert out["idle"]["unattributed_seconds"] == 0.0 and out["idle"]["attributed_seconds"] == 0.0
     assert out["broken"]["ibm_seconds"] is None and "500" in out["broken"]["error"]
+
+
+def test_a_dry_run_batch_rolls_everything_back_nested_batches_included(led: Ledger) -> None:
+    led.upsert_runs([row(1)])
+    with led.batch(commit=False):
+        led.upsert_runs([row(2)])
+        with led.batch():  # nested: part of the outer transaction
+            led.set_usage(led.runs()[0].key, 5.0, True)
+        assert len(led.runs()) == 2
+    assert [(r.job_id_raw, r.usage_state) for r in led.runs()] == [(1, PENDING)]
+
+
+def test_the_exit_status_of_a_collect_run_comes_from_its_report() -> None:
+    from qauvern_hpc.accounting.collect import outcome_error
+    from qauvern_hpc.core.errors import ServiceUnavailable
+
+    assert outcome_error(CollectReport(), None) is None
+    unresolved = outcome_error(CollectReport(unresolved=["a/s-1: no key"]), None)
+    assert isinstance(unresolved, ConfigError) and unresolved.hint == "a/s-1: no key"
+    ibm = outcome_error(CollectReport(errors=["a/s-1: 503"], unresolved=["x"]), None)
+    assert isinstance(ibm, ServiceUnavailable) and "1 IBM session(s)" in ibm.message
+    pull = ServiceUnavailable("sacct failed")
+    assert outcome_error(CollectReport(errors=["e"], unresolved=["x"]), pull) is pull

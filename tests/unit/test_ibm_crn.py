@@ -32,8 +32,8 @@ def test_parse_and_crn_or_none_agree() -> None:
 
 
 def test_reports_read_only_quantum_crns() -> None:
-    from qauvern_hpc.commands.admin_common import _region
-    from qauvern_hpc.planner.admin_report import crn_account
+    from qauvern_hpc.ibm.crn import crn_account
+    from qauvern_hpc.ops.account import _region
 
     assert (crn_account(GOOD), _region(GOOD)) == ("acct1", "eu-de")
     assert (crn_account(COS), _region(COS)) == (None, "?")

@@ -659,7 +659,7 @@ def _dry_run(
         associations=slurm.associations(),
         tres_names={"license/qpu_chem"},
     )
-    monkeypatch.setattr(cmd, "_clients", lambda args, cfg: (ibm.new_client(), slurm, None))
+    monkeypatch.setattr(cmd, "_clients", lambda args, cfg: (ibm.new_client(), slurm))
     monkeypatch.setattr("qauvern_hpc.rebalance.gather.gather", lambda *a, **kw: gathered)
     out = io.StringIO()
     monkeypatch.setattr(cmd, "_console", lambda args: Console(file=out, width=200, highlight=False))

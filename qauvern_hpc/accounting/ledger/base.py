@@ -194,8 +194,9 @@ class Ledger(ABC):
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Make every write inside the block one transaction: all of it is stored, or none of it."""
+    def batch(self, *, commit: bool = True) -> Iterator[None]:
+        """Make every write inside the block one transaction: all of it is stored, or none of it.
+        `commit=False` rolls the outermost transaction back at the end (a dry run)."""
         if self._depth:
             self._depth += 1
             try:
@@ -208,7 +209,7 @@ class Ledger(ABC):
         ok = False
         try:
             yield
-            ok = True
+            ok = commit
         finally:
             self._depth = 0
             self._end_write(ok)

@@ -1,0 +1,158 @@
+"""One `collect` run: every cluster's sacct pull, IBM usage for pending rows, optionally the reconciliation.
+
+Invariants:
+- One collector at a time (`collect_lock` in slurm.state_dir); each cluster's pull is its own transaction,
+  so a failing cluster stores nothing and the others go on.
+- A dry run does all of it in one ledger transaction that is rolled back at the end (`batch(commit=False)`).
+- The result is a value: the report, and the error that decides the exit status (a failed sacct pull, then
+  IBM sessions that could not be read, then runs the config cannot attribute); the command raises it after
+  showing the report.
+- One IBM client per API key file; the account-level key is asked for only when an instance has none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from qauvern_hpc.accounting import collector
+from qauvern_hpc.core.errors import ConfigError, QauvernError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from qauvern_hpc.config import Config
+    from qauvern_hpc.ibm import Endpoints, IBMClient
+
+
+class InstanceClients:
+    """instance name -> (IBMClient, CRN), one client per API key; `admin_key()` gives the account's key."""
+
+    def __init__(self, cfg: Config, endpoints: Endpoints, admin_key: Callable[[], str]) -> None:
+        self.cfg = cfg
+        self.endpoints = endpoints
+        self._admin_key = admin_key
+        self._by_key: dict[str, IBMClient] = {}
+        self._instances = {i.name: i for i in cfg.instances}
+
+    def _client(self, key_file: str | None) -> IBMClient:
+        from qauvern_hpc.core.keyfile import read_key_file
+        from qauvern_hpc.ibm import IBMClient
+
+        cache_key = key_file or "(admin)"
+        client = self._by_key.get(cache_key)
+        if client is None:
+            key = read_key_file(key_file) if key_file else self._admin_key()
+            client = IBMClient(key, self.endpoints)
+            self._by_key[cache_key] = client
+        return client
+
+    def __call__(self, instance: str) -> tuple[IBMClient, str]:
+        inst = self._instances.get(instance)
+        if inst is None:
+            raise KeyError(f"instance {instance!r} is not in the config (renamed or removed?)")
+        key_file = inst.api_key_file or self.cfg.ibm.api_key_file
+        return self._client(str(key_file) if key_file else None), inst.crn
+
+    def analytics(self, instance: str, start: datetime, end: datetime) -> int:
+        _client, crn = self(instance)  # KeyError for an instance the config does not know
+        admin = self._client(None)
+        return int(
+            admin.analytics_usage(instance=crn, account_id=self.cfg.ibm.account_id, start=start, end=end)
+        )
+
+    def close(self) -> None:
+        for client in self._by_key.values():
+            client.close()
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    clusters: tuple[str, ...]
+    now: float
+    overlap: int = collector.DEFAULT_OVERLAP_SECONDS
+    window: int = collector.DEFAULT_FIRST_LOOKBACK_SECONDS  # --reconcile, ending `now`
+    since: int | None = None  # re-read from here; no high-water mark moves
+    ibm: bool = True
+    reconcile: bool = False
+    dry_run: bool = False
+
+
+@dataclass
+class CollectResult:
+    report: collector.CollectReport
+    error: QauvernError | None = None  # decides the exit status; None: 0
+
+
+def outcome_error(
+    report: collector.CollectReport, pull_error: ServiceUnavailable | None
+) -> QauvernError | None:
+    """What a run's report means for its exit status (see the module docstring for the order)."""
+    if pull_error is not None:
+        return pull_error
+    if report.errors:
+        return ServiceUnavailable(
+            f"{len(report.errors)} IBM session(s) could not be read; their runs stay pending for next time",
+            hint=report.errors[0],
+        )
+    if report.unresolved:
+        return ConfigError(
+            f"{len(report.unresolved)} session(s) cannot be attributed with this config; "
+            "their runs stay pending",
+            hint=report.unresolved[0],
+        )
+    return None
+
+
+def collect(
+    cfg: Config,
+    options: CollectOptions,
+    clients: InstanceClients,
+    *,
+    progress: collector.Progress = collector.quiet,
+) -> CollectResult:
+    """Pull, resolve, reconcile (see `collector` for each step); the clients are closed at the end."""
+    from qauvern_hpc.accounting.ledger import open_ledger
+
+    report = collector.CollectReport(dry_run=options.dry_run)
+    pull_error: ServiceUnavailable | None = None
+    now = int(options.now)
+    try:
+        with (
+            collector.collect_lock(cfg.slurm.state_dir),
+            open_ledger(cfg.ledger.url) as ledger,
+            ledger.batch(commit=False) if options.dry_run else contextlib.nullcontext(),
+        ):
+            for cluster in options.clusters:
+                try:
+                    report.pulls.append(
+                        collector.pull_cluster(
+                            ledger,
+                            cluster,
+                            now=now,
+                            sacct=cfg.slurm.sacct,
+                            overlap=options.overlap,
+                            since=options.since,
+                            progress=progress,
+                        )
+                    )
+                except ServiceUnavailable as exc:
+                    pull_error = exc  # this cluster's pull stored nothing; the others and IBM go on
+                    report.pull_errors.append(f"{cluster or '(default)'}: {exc.message}")
+            if options.ibm:
+                collector.resolve_usage(ledger, clients, report=report, progress=progress)
+            else:
+                report.still_pending = len(ledger.pending_usage())
+            if options.reconcile:
+                progress("reconciling with IBM's instance usage")
+                report.reconciliation = collector.reconcile(
+                    ledger,
+                    clients.analytics,
+                    [i.name for i in cfg.instances],
+                    since=int(options.now - options.window),
+                    until=now,
+                )
+    finally:
+        clients.close()
+    return CollectResult(report, outcome_error(report, pull_error))
