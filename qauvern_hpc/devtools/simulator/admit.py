@@ -36,6 +36,10 @@ class PairFigures(NamedTuple):
     ibm_running: int
     oldest_ibm_queued: int | None  # when the oldest of our Queued IBM jobs was created
     oldest_pending: int | None  # when the oldest Slurm-pending job became eligible
+    done_jobs: int = 0  # since the previous observation: our IBM jobs of the pair that finished
+    done_quantum_seconds: int = 0  # ... and the quantum seconds they used
+    started_jobs: int = 0  # ... our IBM jobs IBM started running
+    started_wait_seconds: int = 0  # ... and their created -> running, in total
 
 
 # per backend: (the outage it is in or None, length_queue, wait p50, wait p95)
@@ -103,6 +107,10 @@ class Admission:
                 ibm_running=f.ibm_running,
                 oldest_ibm_queued_age=None if f.oldest_ibm_queued is None else now - f.oldest_ibm_queued,
                 oldest_pending_age=None if f.oldest_pending is None else now - f.oldest_pending,
+                done_jobs=f.done_jobs,
+                done_quantum_seconds=float(f.done_quantum_seconds),
+                started_jobs=f.started_jobs,
+                started_wait_seconds=float(f.started_wait_seconds),
             )
             for (inst, back), f in zip(self.names, pairs, strict=True)
         )

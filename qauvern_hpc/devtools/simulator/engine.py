@@ -108,6 +108,8 @@ class _Sim:
         self.pair_inst = [i for i, _b in setup.pairs]
         self.cap: list[int | None] = [None] * n_pairs
         self.pair_running = [0] * n_pairs
+        # what the controller learns from, per pair since its last call: [done, quantum s, started, wait s]
+        self.learnt = [[0, 0, 0, 0] for _ in range(n_pairs)]
         self.admission: Admission | None = None
         if policy.admission and setup.admission_enabled:
             self.admission = Admission(setup, decide)
@@ -194,6 +196,9 @@ class _Sim:
         heapq.heappush(self.retries, (t + self.s.resubmit_delay, j))
 
     def complete(self, j: int, t: int) -> None:
+        lrn = self.learnt[self.s.jobs[j].pair]
+        lrn[0] += 1
+        lrn[1] += self.attempt_used[j]
         self.end_attempt(j, t)
         self.state[j] = _DONE
         self.finished[j] = t
@@ -295,6 +300,9 @@ class _Sim:
             if not self.ibm_started[j]:
                 self.ibm_started[j] = True
                 self.waits[b].add(t, t - self.attempt_start[j])
+                lrn = self.learnt[job.pair]
+                lrn[2] += 1
+                lrn[3] += t - self.attempt_start[j]
             lim = self.limit[best_i]
             if lim is not None:
                 dt = min(dt, lim - self.c28[best_i])
@@ -347,8 +355,17 @@ class _Sim:
                     a = self.attempt_start[j]
                     oldest_queued = a if oldest_queued is None else min(oldest_queued, a)
             figures.append(
-                PairFigures(pending, self.pair_running[k], queued, started, oldest_queued, oldest_pending)
+                PairFigures(
+                    pending,
+                    self.pair_running[k],
+                    queued,
+                    started,
+                    oldest_queued,
+                    oldest_pending,
+                    *self.learnt[k],
+                )
             )
+            self.learnt[k] = [0, 0, 0, 0]
         backends = []
         for b in range(len(s.backend_names)):
             is_down, _change = self.status_at(b, t)
