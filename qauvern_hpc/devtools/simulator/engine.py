@@ -46,7 +46,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from qauvern_hpc.devtools.simulator.admit import Admission, DecideFn, PairFigures
-from qauvern_hpc.devtools.simulator.ibmqueue import WaitWindow, external_arrivals, outage_calendar
+from qauvern_hpc.devtools.simulator.ibmqueue import NEVER, Others
 from qauvern_hpc.devtools.simulator.metrics import RunResult, Series, jain_index, maxmin_shares, percentile
 from qauvern_hpc.devtools.simulator.policies import RebalanceView, SimPolicy
 from qauvern_hpc.devtools.simulator.setup import DAY, SimSetup
@@ -59,7 +59,6 @@ WINDOW_HOURS = 28 * 24
 # job states
 _WAITING_ARRIVAL, _PENDING, _RUNNING, _RETRY, _DONE, _REFUSED = range(6)
 _EXTERNAL = -2  # slice_job of a backend running other customers' work (-1: idle)
-_NEVER = 1 << 62
 
 ProgressFn = Callable[[float], None]
 
@@ -90,19 +89,8 @@ class _Sim:
                 self.external.append([rng.random() < load.external_busy for _ in range(n_hours)])
             else:
                 self.external.append([False] * n_hours)
-        # model queue: other customers' jobs [arrival, work left, started] in one FIFO per backend
-        self.ext_arrivals = [
-            external_arrivals(load, setup.backend_names[b], setup.duration, seed)
-            for b, load in enumerate(setup.backend_loads)
-        ]
-        self.ext_next = [0] * n_back
-        self.ext_q: list[deque[list[int]]] = [deque() for _ in range(n_back)]
-        self.down = [
-            outage_calendar(load, setup.backend_names[b], setup.start, setup.duration, seed)
-            for b, load in enumerate(setup.backend_loads)
-        ]
-        self.down_k = [0] * n_back
-        self.waits = [WaitWindow() for _ in range(n_back)]
+        # model queue: other customers' jobs; both models: the outage calendar
+        self.others = Others(setup, seed)
         # admission: per pair cap (None = no cap) and the Slurm jobs running that hold its license
         n_pairs = len(setup.pairs)
         self.pair_inst = [i for i, _b in setup.pairs]
@@ -245,25 +233,12 @@ class _Sim:
         lim = self.limit[i]
         return lim is not None and self.c28[i] >= lim
 
-    def status_at(self, b: int, t: int) -> tuple[bool, int]:
-        """(down now, next time the status changes) of backend b; `t` never goes back."""
-        cal = self.down[b]
-        k = self.down_k[b]
-        while k < len(cal) and cal[k][1] <= t:
-            k += 1
-        self.down_k[b] = k
-        if k == len(cal):
-            return False, _NEVER
-        if cal[k][0] <= t:
-            return True, cal[k][1]
-        return False, cal[k][0]
-
     def dispatch(self, t: int, next_hour: int) -> None:
         for b, queues in enumerate(self.running):
             if self.slice_job[b] != -1:
                 continue
-            is_down, change = self.status_at(b, t)
-            if is_down:
+            outage, change = self.others.status_at(b, t)
+            if outage is not None:
                 continue
             best_i = -1
             best_ratio = 0.0
@@ -279,9 +254,10 @@ class _Sim:
                 if best_i < 0 or ratio < best_ratio:
                     best_i, best_ratio = i, ratio
             load = self.s.backend_loads[b]
-            ext = self.ext_q[b]
-            if ext and (best_i < 0 or load.external.ratio < best_ratio):
-                self.run_external(b, t, min(change, self.s.duration))
+            if self.others.queue[b] and (best_i < 0 or load.external.ratio < best_ratio):
+                most = min(self.s.slice_seconds, change - t, self.s.duration - t)
+                self.slice_job[b] = _EXTERNAL
+                self.slice_end[b] = t + self.others.run_head(b, t, most)
                 continue
             if best_i < 0:
                 continue
@@ -299,7 +275,7 @@ class _Sim:
             )
             if not self.ibm_started[j]:
                 self.ibm_started[j] = True
-                self.waits[b].add(t, t - self.attempt_start[j])
+                self.others.waits[b].add(t, t - self.attempt_start[j])
                 lrn = self.learnt[job.pair]
                 lrn[2] += 1
                 lrn[3] += t - self.attempt_start[j]
@@ -318,18 +294,6 @@ class _Sim:
             self.used_by_project[job.project] = self.used_by_project.get(job.project, 0) + dt
             self.done_work[j] += dt
             self.attempt_used[j] += dt
-
-    def run_external(self, b: int, t: int, until: int) -> None:
-        head = self.ext_q[b][0]
-        if not head[2]:
-            head[2] = 1
-            self.waits[b].add(t, t - head[0])
-        dt = min(self.s.slice_seconds, head[1], until - t)
-        head[1] -= dt
-        if head[1] <= 0:
-            self.ext_q[b].popleft()
-        self.slice_job[b] = _EXTERNAL
-        self.slice_end[b] = t + dt
 
     # -- admission --------------------------------------------------------------------------------------
 
@@ -368,13 +332,12 @@ class _Sim:
             self.learnt[k] = [0, 0, 0, 0]
         backends = []
         for b in range(len(s.backend_names)):
-            is_down, _change = self.status_at(b, t)
-            cal = self.down[b][self.down_k[b]] if is_down else None
-            waiting = len(self.ext_q[b]) + sum(len(q) for q in self.running[b])
+            outage, _change = self.others.status_at(b, t)
+            waiting = len(self.others.queue[b]) + sum(len(q) for q in self.running[b])
             if self.slice_job[b] != -1:
                 waiting -= 1
-            p50, p95 = self.waits[b].quantiles(t)
-            backends.append((cal, max(0, waiting), p50, p95))
+            p50, p95 = self.others.waits[b].quantiles(t)
+            backends.append((outage, max(0, waiting), p50, p95))
         instances = [(self.c28[i], self.alloc[i], self.limit[i]) for i in range(len(s.instance_names))]
         caps = adm.step(t, backends, instances, figures)
         if caps != self.cap:
@@ -476,7 +439,7 @@ class _Sim:
         next_hour = HOUR
         next_reb = self.every
         adm = self.admission
-        next_admit = s.admission_every if adm is not None else _NEVER
+        next_admit = s.admission_every if adm is not None else NEVER
         arr = 0
         n_jobs = len(jobs)
         next_progress = DAY
@@ -521,11 +484,7 @@ class _Sim:
                     self.open_jobs[job.backend] += 1
                     self.enqueue(arr, t)
                 arr += 1
-            for b, arrivals in enumerate(self.ext_arrivals):
-                while self.ext_next[b] < len(arrivals) and arrivals[self.ext_next[b]][0] <= t:
-                    at, work = arrivals[self.ext_next[b]]
-                    self.ext_q[b].append([at, work, 0])
-                    self.ext_next[b] += 1
+            self.others.arrive(t)
             # 6. rebalance
             if t >= next_reb and t < end:
                 self.rebalance(t)
@@ -547,15 +506,12 @@ class _Sim:
                 progress(t / end)
                 next_progress = (t // DAY + 1) * DAY
             # next event
-            nxt = min(next_hour, next_reb, next_admit, end)
+            nxt = min(next_hour, next_reb, next_admit, end, self.others.next_event(t))
             if arr < n_jobs:
                 nxt = min(nxt, jobs[arr].submit)
             for b, j in enumerate(self.slice_job):
                 if j != -1:
                     nxt = min(nxt, self.slice_end[b])
-                nxt = min(nxt, self.status_at(b, t)[1])
-                if self.ext_next[b] < len(self.ext_arrivals[b]):
-                    nxt = min(nxt, self.ext_arrivals[b][self.ext_next[b]][0])
             if self.deadlines:
                 nxt = min(nxt, self.deadlines[0][0])
             if self.retries:

@@ -7,6 +7,7 @@ Pure; every draw comes from a `random.Random` seeded by (seed, backend), so a se
 * `outage_calendar`: the backend's down intervals (start, end, status, message), sorted, merged where
   they overlap (the earlier one's status and message), clipped to [0, duration).
 * `WaitWindow`: IBM's `wait_time_seconds` (created -> running of the jobs started in a trailing window).
+* `Others`: the run-time state of all of that for every backend of a run (queues, calendar position).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import math
 import random
 from collections import deque
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qauvern_hpc.devtools.simulator.setup import SimSetup
 
 from qauvern_hpc.devtools.simulator.metrics import percentile
 from qauvern_hpc.devtools.simulator.scenario import BackendLoad
 
 HOUR = 3600
 WEEK = 7 * 86400
+NEVER = 1 << 62
 
 Interval = tuple[int, int, str, str]  # (start, end, status, message), seconds since the simulation start
 
@@ -104,4 +110,63 @@ class WaitWindow:
         return percentile(waits, 50), percentile(waits, 95)
 
 
-__all__ = ["Interval", "WaitWindow", "external_arrivals", "outage_calendar"]
+class Others:
+    """Per backend of one run: other customers' queue ([arrival, work left, started] FIFO), the outage
+    calendar and where the run is in it, and the wait window. Times passed in never go back."""
+
+    def __init__(self, setup: SimSetup, seed: int) -> None:
+        names = setup.backend_names
+        loads = setup.backend_loads
+        self.arrivals = [external_arrivals(ld, names[b], setup.duration, seed) for b, ld in enumerate(loads)]
+        self.next = [0] * len(names)
+        self.queue: list[deque[list[int]]] = [deque() for _ in names]
+        self.down = [
+            outage_calendar(ld, names[b], setup.start, setup.duration, seed) for b, ld in enumerate(loads)
+        ]
+        self.k = [0] * len(names)
+        self.waits = [WaitWindow() for _ in names]
+
+    def arrive(self, t: int) -> None:
+        """Other customers' jobs arriving by `t` join their backend's queue."""
+        for b, arrivals in enumerate(self.arrivals):
+            while self.next[b] < len(arrivals) and arrivals[self.next[b]][0] <= t:
+                at, work = arrivals[self.next[b]]
+                self.queue[b].append([at, work, 0])
+                self.next[b] += 1
+
+    def status_at(self, b: int, t: int) -> tuple[Interval | None, int]:
+        """(the outage backend b is in at `t` or None, the next time its status changes)."""
+        cal = self.down[b]
+        k = self.k[b]
+        while k < len(cal) and cal[k][1] <= t:
+            k += 1
+        self.k[b] = k
+        if k == len(cal):
+            return None, NEVER
+        if cal[k][0] <= t:
+            return cal[k], cal[k][1]
+        return None, cal[k][0]
+
+    def run_head(self, b: int, t: int, most: int) -> int:
+        """The head external job of b runs from `t` for at most `most` seconds; returns how long."""
+        head = self.queue[b][0]
+        if not head[2]:
+            head[2] = 1
+            self.waits[b].add(t, t - head[0])
+        dt = min(most, head[1])
+        head[1] -= dt
+        if head[1] <= 0:
+            self.queue[b].popleft()
+        return dt
+
+    def next_event(self, t: int) -> int:
+        """The next arrival or status change after `t`, over every backend."""
+        nxt = NEVER
+        for b, arrivals in enumerate(self.arrivals):
+            nxt = min(nxt, self.status_at(b, t)[1])
+            if self.next[b] < len(arrivals):
+                nxt = min(nxt, arrivals[self.next[b]][0])
+        return nxt
+
+
+__all__ = ["NEVER", "Interval", "Others", "WaitWindow", "external_arrivals", "outage_calendar"]
