@@ -218,3 +218,30 @@ def test_the_bound_is_below_every_policys_wait_per_job() -> None:
         assert res.wait_median_seconds >= bound.median
         assert res.wait_p95_seconds >= bound.p95
     assert BASE  # the hourly base scenario stays importable for the older tests
+
+
+def test_ibm_does_not_preempt_a_started_job_under_the_queue_model() -> None:
+    # big (alloc 2000) starts 900 s of work at 0; small (alloc 1000, ratio 0) submits 300 s at 100.
+    # model queue: big runs to its end (0..900), then small (900..1200): waits 900 and 1100.
+    # model hourly (fair share at every slice): small takes the backend at 300 (300..600), big ends at 1200.
+    jobs = [job(0, 900, "pbig"), job(100, 300, "psmall")]
+    queue = simulate(
+        make_setup(TWO, QUEUE + "allocations: {big: 2000, small: 1000}\n", jobs), make_policy("static")
+    )
+    assert (
+        queue.projects["pbig"]["wait_median_seconds"],
+        queue.projects["psmall"]["wait_median_seconds"],
+    ) == (
+        900.0,
+        1100.0,
+    )
+    hourly = simulate(
+        make_setup(TWO, BASE + "allocations: {big: 2000, small: 1000}\n", jobs), make_policy("static")
+    )
+    assert (
+        hourly.projects["pbig"]["wait_median_seconds"],
+        hourly.projects["psmall"]["wait_median_seconds"],
+    ) == (
+        1200.0,
+        500.0,
+    )

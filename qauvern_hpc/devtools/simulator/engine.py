@@ -19,7 +19,10 @@ Time is whole seconds from the start (midnight UTC). What happens to a job (a tr
    remaining work, the instance's limit headroom, the hour's end, the job's deadline, the next outage).
    Other customers' work competes with its own ratio and runs instead of any of our instances whose
    ratio is higher: `model: queue` = a seeded queue of their jobs (`ibmqueue.external_arrivals`), which
-   also runs when we have nothing there; `model: hourly` = external work waiting in some hours.
+   also runs when we have nothing there; `model: hourly` = external work waiting in some hours. Under
+   `model: queue` IBM does not preempt: a job (ours or theirs) that has started runs slice after slice
+   to its end (or its wall limit, or its instance's limit); fair share only picks the next job. Under
+   `model: hourly` the choice is made again at every slice, as in the tables before co-scheduling.
 4. **Limits**: an instance whose 28-day usage reached its live limit cannot run: IBM rejects its work and
    the Slurm jobs waiting for it fail ("hit a limit"). Researchers resubmit after `resubmit_delay`.
 5. **Wall limit**: a job still short of its quantum work when its time limit runs out ends (TIMEOUT) and
@@ -130,6 +133,7 @@ class _Sim:
         # waiting at IBM: running[backend][instance] -> deque of jobs (start order)
         self.running: list[list[deque[int]]] = [[deque() for _ in range(n_inst)] for _ in range(n_back)]
         self.slice_job = [-1] * n_back
+        self.current = [-1] * n_back  # model queue: our job IBM is running on the backend (-1: none)
         self.slice_end = [0] * n_back
         self.open_jobs = [0] * n_back
         self.deadlines: list[tuple[int, int, int]] = []
@@ -254,16 +258,22 @@ class _Sim:
                 if best_i < 0 or ratio < best_ratio:
                     best_i, best_ratio = i, ratio
             load = self.s.backend_loads[b]
-            if self.others.queue[b] and (best_i < 0 or load.external.ratio < best_ratio):
+            ext = self.others.queue[b]
+            cur = self.current[b]
+            if cur >= 0 and self.state[cur] == _RUNNING and self.ibm_started[cur]:
+                j = cur  # model queue: a job IBM started runs to its end (no preemption)
+                best_i = self.s.jobs[j].instance
+            elif ext and (ext[0][2] or best_i < 0 or load.external.ratio < best_ratio):
                 most = min(self.s.slice_seconds, change - t, self.s.duration - t)
                 self.slice_job[b] = _EXTERNAL
                 self.slice_end[b] = t + self.others.run_head(b, t, most)
                 continue
-            if best_i < 0:
+            elif best_i < 0:
                 continue
-            if self.external[b][t // HOUR] and load.external_fairness < best_ratio:
+            elif self.external[b][t // HOUR] and load.external_fairness < best_ratio:
                 continue  # other customers' work runs now
-            j = queues[best_i][0]
+            else:
+                j = queues[best_i][0]
             job = self.s.jobs[j]
             dt = min(
                 self.s.slice_seconds,
@@ -285,6 +295,8 @@ class _Sim:
             # dt > 0: every bound above is positive at an event time
             self.slice_job[b] = j
             self.slice_end[b] = t + dt
+            if load.model == "queue":
+                self.current[b] = j
             k = t // HOUR
             self.usage[best_i][k] += dt
             self.daily[best_i][t // DAY] += dt
