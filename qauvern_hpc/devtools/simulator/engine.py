@@ -626,6 +626,7 @@ class _Sim:
             instances=instances,
             projects=projects,
             series=self.series,
+            waits=waits,
         )
 
 

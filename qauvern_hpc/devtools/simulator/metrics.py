@@ -113,6 +113,7 @@ class RunResult:
     projects: dict[str, dict[str, Any]]
     series: Series = field(default_factory=Series)
     bound: dict[str, float] | None = None  # bound.Bound.figures() of the trace and seed
+    waits: list[float] = field(default_factory=list)  # per mapped job, by trace row (not in to_dict)
 
     @property
     def held_wait_slot_hours(self) -> float:
