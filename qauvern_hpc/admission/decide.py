@@ -50,6 +50,15 @@ from qauvern_hpc.admission.model import (
 EWMA_ALPHA = 0.2  # weight of one new measurement in the learnt service/wait times
 SOFT_REASONS = frozenset({OPEN, ADMITTED, IBM_QUEUE, FAIR_SHARE})
 _INF = math.inf
+_LICENSES: dict[tuple[str, str], str] = {}  # pair_license memo (pure function; the hot loop calls it a lot)
+
+
+def _license(instance: str, backend: str) -> str:
+    key = (instance, backend)
+    lic = _LICENSES.get(key)
+    if lic is None:
+        lic = _LICENSES[key] = pair_license(instance, backend)
+    return lic
 
 
 def _dur(seconds: float) -> str:
@@ -70,21 +79,14 @@ def _ewma(old: float | None, total: float, n: int) -> float:
     return old * keep + mean * (1.0 - keep)
 
 
-def _in_flight_work(p: PairView, service: float) -> float:
-    """Estimated quantum seconds still to be used by the pair's jobs already admitted: queued at IBM (a whole
-    job each), running at IBM (half a job each, on average), running in Slurm but not yet at IBM (whole)."""
-    at_ibm = p.ibm_queued + p.ibm_running
-    return (p.ibm_queued + 0.5 * p.ibm_running + max(0, p.running - at_ibm)) * service
-
-
 def _not_serving_detail(b: BackendView) -> str:
     if b.status != "online":
         return f"{b.name} is {b.status} ({b.message or 'no message'})"
     return f"{b.name} is online but not running jobs ({b.message})"
 
 
-def _limit_detail(i: InstanceView, in_flight: float) -> str | None:
-    """Why the instance is closed at its limit, or None when it is not."""
+def _limit_detail(i: InstanceView, in_flight: float) -> str:
+    """Why the instance is closed at its limit (the caller checked that it is)."""
     limit = i.limit_seconds
     used = i.consumed_seconds
     if limit is not None and used >= limit:
@@ -92,12 +94,10 @@ def _limit_detail(i: InstanceView, in_flight: float) -> str | None:
     if i.limit_reached:
         of = f" of {limit:,}" if limit is not None else ""
         return f"{i.name} reached its IBM limit (IBM reports usage_limit_reached; {used:,.0f}{of} s)"
-    if limit is not None and used + in_flight >= limit:
-        return (
-            f"{i.name} would reach its IBM limit with the work in flight "
-            f"({used:,.0f} s used + ~{in_flight:,.0f} s in flight of {limit:,} s)"
-        )
-    return None
+    return (
+        f"{i.name} would reach its IBM limit with the work in flight "
+        f"({used:,.0f} s used + ~{in_flight:,.0f} s in flight of {limit or 0:,} s)"
+    )
 
 
 class _Cand:
@@ -113,6 +113,24 @@ class _Cand:
         self.blocked_by_limit = False
 
 
+def _previous(
+    state: ControllerState, pairs: tuple[PairView, ...], licenses: list[str]
+) -> list[PairDecision | None]:
+    """Each observed pair's last decision (None: none), by position when the pairs kept their order (the
+    usual case: no dict to build), else by license."""
+    if state.last is None:
+        return [None] * len(pairs)
+    last = state.last.pairs
+    if len(last) == len(pairs):
+        for lp, p in zip(last, pairs, strict=True):
+            if lp.instance != p.instance or lp.backend != p.backend:
+                break
+        else:
+            return list(last)
+    by_license = {_license(pd.instance, pd.backend): pd for pd in last}
+    return [by_license.get(lic) for lic in licenses]
+
+
 def decide(
     obs: Observation, state: ControllerState, settings: AdmissionSettings
 ) -> tuple[Decision, ControllerState]:
@@ -122,11 +140,8 @@ def decide(
     backends = obs.backends
     instances = obs.instances
     default_service = settings.default_job_seconds
-    prev: dict[str, PairDecision] = {}
-    if state.last is not None:
-        for pd in state.last.pairs:
-            prev[pd.license] = pd
-    licenses = [pair_license(p.instance, p.backend) for p in pairs]
+    licenses = [_license(p.instance, p.backend) for p in pairs]
+    prev = _previous(state, pairs, licenses)
 
     # Learn (from this observation only): service time per backend, our IBM wait per pair.
     service = dict(state.service_ewma)
@@ -137,15 +152,22 @@ def decide(
         if p.started_jobs > 0:
             wait[lic] = _ewma(wait.get(lic), p.started_wait_seconds, p.started_jobs)
     bad_polls: dict[str, int] = {}
+    serving: dict[str, bool] = {}
     for bv in backends.values():
-        if not bv.serving:
+        serving[bv.name] = ok = bv.serving
+        if not ok:
             bad_polls[bv.name] = state.bad_polls.get(bv.name, 0) + 1
 
-    # Work in flight per instance (all backends), for the limit lookahead and IBM's fair-share order.
+    # Work in flight per instance (all backends), for the limit lookahead and IBM's fair-share order: a
+    # whole job per job queued at IBM, half a job per job running there, a whole job per Slurm-running job
+    # that has not reached IBM yet; each at the backend's learnt service time.
     in_flight: dict[str, float] = {}
     for p in pairs:
-        w = _in_flight_work(p, service.get(p.backend, default_service))
-        in_flight[p.instance] = in_flight.get(p.instance, 0.0) + w
+        at_ibm = p.ibm_queued + p.ibm_running
+        jobs = p.ibm_queued + 0.5 * p.ibm_running + (p.running - at_ibm if p.running > at_ibm else 0)
+        if jobs:
+            w = jobs * service.get(p.backend, default_service)
+            in_flight[p.instance] = in_flight.get(p.instance, 0.0) + w
 
     ibm_age = _INF if obs.ibm_read_at is None else now - obs.ibm_read_at
     hold_after = 2.0 * settings.period_seconds
@@ -158,20 +180,20 @@ def decide(
         if b is None or i is None:
             age = _INF
         else:
-            if b.observed_at > 0.0:
-                age = max(age, now - b.observed_at)
-            if i.observed_at > 0.0:
-                age = max(age, now - i.observed_at)
+            if b.observed_at > 0.0 and now - b.observed_at > age:
+                age = now - b.observed_at
+            if i.observed_at > 0.0 and now - i.observed_at > age:
+                age = now - i.observed_at
         if age > hold_after:
-            out[k] = _stale(p, prev.get(licenses[k]), age, settings)
+            out[k] = _stale(p, prev[k], age, settings)
             continue
         assert b is not None and i is not None
-        if not b.serving:
+        if not serving[p.backend]:
             out[k] = (0, BACKEND_NOT_SERVING, _not_serving_detail(b))
             continue
-        why = _limit_detail(i, in_flight.get(i.name, 0.0))
-        if why is not None:
-            out[k] = (0, LIMIT_REACHED, why)
+        lim = i.limit_seconds
+        if i.limit_reached or (lim is not None and i.consumed_seconds + in_flight.get(i.name, 0.0) >= lim):
+            out[k] = (0, LIMIT_REACHED, _limit_detail(i, in_flight.get(i.name, 0.0)))
             continue
         if p.pending <= 0:
             out[k] = (None, OPEN, f"no job of {p.instance} pending for {p.backend}")
@@ -231,7 +253,7 @@ def _split(
     for c in cands:
         p = c.pair
         if p.ibm_queued > 0:
-            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(pair_license(p.instance, p.backend), 0.0))
+            w_p = max(p.oldest_ibm_queued_age or 0.0, wait.get(_LICENSES[p.instance, p.backend], 0.0))
             w = max(w, w_p)
         not_at_ibm += max(0, p.running - p.ibm_queued - p.ibm_running)
     max_wait = settings.max_ibm_wait_seconds
@@ -246,16 +268,21 @@ def _split(
         return used / alloc if alloc > 0 else _INF if used > 0 else 0.0
 
     ratios = [ratio(c) for c in cands]
+    start = ratios.copy()  # IBM's order before this split, for the words
     for _ in range(k_b):
         best = -1
+        best_r = _INF
+        best_name = ""
         for j, c in enumerate(cands):
-            if c.admitted >= c.pair.pending:
+            p = c.pair
+            if c.admitted >= p.pending:
                 continue
-            if headroom[c.pair.instance] <= 0.0:
+            if headroom[p.instance] <= 0.0:
                 c.blocked_by_limit = True
                 continue
-            if best < 0 or (ratios[j], c.pair.instance) < (ratios[best], cands[best].pair.instance):
-                best = j
+            r = ratios[j]
+            if best < 0 or r < best_r or (r == best_r and p.instance < best_name):
+                best, best_r, best_name = j, r, p.instance
         if best < 0:
             break
         c = cands[best]
@@ -310,8 +337,8 @@ def _split(
         else:
             first = next((o for o in served if o.pair.instance != p.instance), None)
             if first is not None and (c.probe or not c.admitted):
-                mine = ratios[j]
-                theirs = ratio(first)
+                mine = start[j]
+                theirs = start[cands.index(first)]
                 detail = (
                     f"{b.name} can start ~{k_b} more job(s) in {within}; IBM serves {first.pair.instance} "
                     f"first ({theirs:.0%} of its allocation used vs {mine:.0%}): {of}{probe}"
@@ -328,7 +355,7 @@ def _finish(
     settings: AdmissionSettings,
     licenses: list[str],
     out: list[tuple[int | None, str, str] | None],
-    prev: dict[str, PairDecision],
+    prev: list[PairDecision | None],
     service: dict[str, float],
     wait: dict[str, float],
     bad_polls: dict[str, int],
@@ -337,10 +364,10 @@ def _finish(
     now = obs.now
     last_change = dict(state.last_change)
     decided: list[PairDecision] = []
-    for p, lic, o in zip(obs.pairs, licenses, out, strict=True):
+    for k, (p, lic, o) in enumerate(zip(obs.pairs, licenses, out, strict=True)):
         assert o is not None
         cap, reason, detail = o
-        last = prev.get(lic)
+        last = prev[k]
         if (
             last is not None
             and reason in SOFT_REASONS

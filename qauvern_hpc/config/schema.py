@@ -424,16 +424,19 @@ class DemandConfig(_Model):
     """How Slurm's queue and the ledger raise an instance's activity score (`qauvern-hpc rebalance`).
 
     Points are on the scale of IBM's usage score, where one second used in the last 24 h is worth 32.
-    An instance's demand score is
-    `(queued_seconds_weight * queued seconds + pending_job_weight * pending jobs) * age factor
-    + recent_seconds_weight * max(0, ledger seconds in recent_window - IBM's 24 h figure)`, with
-    age factor `1 + age_boost_per_day * min(oldest pending age in days, age_boost_max_days)`.
+    The fair demand signal weighs an instance's need (Slurm-pending + in-flight QPU seconds) against its
+    entitlement (its share of the budget): under budget its demand score is
+    `queued_seconds_weight * min(need, limit headroom, entitlement) * fairness * age factor
+    + pending_job_weight (any need) + recent_seconds_weight * max(0, ledger seconds in recent_window - IBM's
+    24 h figure)`, with fairness `clamp(1 / max(usage / entitlement, fairness_min_ratio), fairness_min,
+    fairness_max)` and age factor `1 + age_boost_per_day * min(oldest wait in days, age_boost_max_days)`;
+    over budget only `pending_job_weight * fairness * age factor`.
     """
 
     enabled: bool = Field(True, description="use Slurm's pending QPU jobs and the ledger at all")
     queued_seconds_weight: float = Field(32.0, ge=0, description="points per requested second, pending job")
     pending_job_weight: float = Field(
-        1920.0, ge=0, description="points per pending job (1920 = 60 s at 24 h)"
+        1920.0, ge=0, description="points for an instance with any need, not per job (1920 = 60 s at 24 h)"
     )
     age_boost_per_day: float = Field(1.0, ge=0, description="queue points grow by this factor per day waited")
     age_boost_max_days: float = Field(7.0, ge=0, description="the age boost stops growing after this")
@@ -445,11 +448,16 @@ class DemandConfig(_Model):
         3600, description="a pending job's requested time counts at most this much (its QPU time is unknown)"
     )
     count_held: bool = Field(False, description="count held jobs (priority 0, JobHeld*) as demand")
+    fairness_min_ratio: float = Field(
+        0.25, ge=0, description="usage/entitlement below this counts as this (bounds the fairness boost)"
+    )
+    fairness_min: float = Field(0.25, gt=0, description="the fairness factor's lower bound")
+    fairness_max: float = Field(4.0, gt=0, description="the fairness factor's upper bound")
     when_over_budget: bool = Field(
         True,
-        description="use the demand also while the account's 28-day usage is at or above its budget; "
-        "false: IBM usage alone picks who gets the (usage-capped) allocations then, which protects small "
-        "projects' tail wait but gates fewer failing jobs (docs/simulation.md)",
+        description="use the demand (presence and position only, no volume) also while the account's "
+        "28-day usage is at or above its budget; false: IBM usage alone picks who gets the (usage-capped) "
+        "allocations then (docs/simulation.md)",
     )
 
     @field_validator("recent_window", "max_job_seconds")

@@ -170,25 +170,33 @@ class InstanceSettings:
 
 @dataclass(frozen=True, slots=True)
 class DemandWeights:
-    """How a Slurm demand signal turns into activity-score points (extension a).
+    """How an instance's need for QPU time turns into activity-score points (extension a, the fair demand
+    signal; `planner.demand` computes it).
 
     Units: the IBM part of the score counts one second used in the last 24 h as 32 points (2^5 per second
-    of daily rate). The defaults put demand on that same scale: work that is queued *now* counts like work
+    of daily rate). The defaults put demand on that same scale: work that waits *now* counts like work
     done in the last 24 h.
 
-    * `queued_seconds_weight`: points per QPU-second requested by pending jobs.
-    * `pending_job_weight`: points per pending job (a job with no time request still shows demand;
-      1920 = 60 s at the 24 h rate).
-    * `age_boost_per_day` / `age_boost_max_days`: the queue part (queued seconds + jobs) is multiplied by
-      `1 + age_boost_per_day * min(oldest_pending_age_days, age_boost_max_days)`, so a queue that waits
-      grows louder instead of starving.
+    Need = QPU seconds of the instance's Slurm-pending jobs + its work in flight at IBM; its position
+    rho = (28-day usage + usage IBM does not report yet) / entitlement (its share of the budget). Under budget
+    `queued_seconds_weight * min(need, limit headroom, entitlement) * fairness * age + pending_job_weight`
+    (the flat presence term, for any need), with fairness = clamp(1 / max(rho, fairness_min_ratio),
+    fairness_min, fairness_max): the volume counts, capped, and less for an instance past its entitlement.
+    Over budget only `pending_job_weight * clamp(1 / rho, ...) * age` counts (no volume: docs/simulation.md
+    measured that volume must not drive the over-budget split).
+
+    * `queued_seconds_weight`: points per second of need (under budget).
+    * `pending_job_weight`: the presence term, points for an instance with any need (not per job: a
+      per-job count favoured the biggest backlog; 1920 = 60 s at the 24 h rate).
+    * `age_boost_per_day` / `age_boost_max_days`: the need is multiplied by
+      `1 + age_boost_per_day * min(oldest wait in days (Slurm or IBM), age_boost_max_days)`, so a queue that
+      waits grows louder instead of starving.
     * `recent_seconds_weight`: points per second of our ledger's finished quantum time in the last 24 h
-      that IBM does not report yet (`max(0, recent_seconds - consumed_24h)`), closing IBM's analytics lag.
-    * `when_over_budget`: also while the account's 28-day usage is at or above its budget (default). Then
-      every allocation is capped at the instance's own usage and the score only picks which instances get
-      that cap; queue volume favours the biggest backlog. Off, the simulator's over-budget trace has its p95
-      wait level with qauvern's instead of 9-14 % above, but the gate then avoids far fewer failed IBM jobs
-      there (docs/simulation.md, "Demand while over budget").
+      that IBM does not report yet (`max(0, recent_seconds - consumed_24h)`), closing IBM's analytics lag
+      (under budget).
+    * `fairness_min_ratio`, `fairness_min`, `fairness_max`: the fairness factor's bounds (above).
+    * `when_over_budget`: also while the account's 28-day usage is at or above its budget (default; then
+      presence only, see above). Off, IBM usage alone picks who gets the usage-capped allocations.
     """
 
     queued_seconds_weight: float = 32.0
@@ -197,6 +205,9 @@ class DemandWeights:
     age_boost_max_days: float = 7.0
     recent_seconds_weight: float = 32.0
     when_over_budget: bool = True
+    fairness_min_ratio: float = 0.25
+    fairness_min: float = 0.25
+    fairness_max: float = 4.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -205,30 +216,59 @@ class DemandWeights:
             "age_boost_per_day",
             "age_boost_max_days",
             "recent_seconds_weight",
+            "fairness_min_ratio",
+            "fairness_min",
+            "fairness_max",
         ):
             _check_number(getattr(self, name), f"DemandWeights.{name}")
+        if not 0 < self.fairness_min <= self.fairness_max:
+            raise PlanInputError(
+                f"DemandWeights.fairness_min ({self.fairness_min}) must be > 0 and <= fairness_max "
+                f"({self.fairness_max})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
 class DemandSignal:
-    """Slurm-side demand for one instance, aggregated by the caller (extension a).
+    """One instance's need for QPU time, aggregated by the caller (extension a).
 
-    * `queued_seconds`: QPU-seconds requested by the instance's pending jobs.
-    * `pending_jobs`: how many jobs wait for it.
+    * `queued_seconds`: QPU seconds requested by the instance's Slurm-pending jobs.
+    * `pending_jobs`: how many jobs wait for it in Slurm.
     * `oldest_pending_age_seconds`: how long the oldest of them has waited.
     * `recent_seconds`: finished quantum seconds in the last 24 h according to our ledger.
+    * `inflight_seconds`: work admitted but not finished at IBM (queued there, or running and not done),
+      so an instance whose jobs never queue in Slurm still shows need.
+    * `oldest_wait_seconds`: how long the oldest of its jobs queued at IBM has waited.
+    * `entitlement_seconds`: its share of the budget per 28 days; 0 = the planner derives it (the
+      balance-period target pro rata, else the budget split by limits, else evenly).
     """
 
     queued_seconds: float = 0.0
     pending_jobs: int = 0
     oldest_pending_age_seconds: float = 0.0
     recent_seconds: float = 0.0
+    inflight_seconds: float = 0.0
+    oldest_wait_seconds: float = 0.0
+    entitlement_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         _check_number(self.queued_seconds, "DemandSignal.queued_seconds")
         _check_seconds(self.pending_jobs, "DemandSignal.pending_jobs")
         _check_number(self.oldest_pending_age_seconds, "DemandSignal.oldest_pending_age_seconds")
         _check_number(self.recent_seconds, "DemandSignal.recent_seconds")
+        _check_number(self.inflight_seconds, "DemandSignal.inflight_seconds")
+        _check_number(self.oldest_wait_seconds, "DemandSignal.oldest_wait_seconds")
+        _check_number(self.entitlement_seconds, "DemandSignal.entitlement_seconds")
+
+    @property
+    def need_seconds(self) -> float:
+        """Slurm-pending plus in-flight work."""
+        return self.queued_seconds + self.inflight_seconds
+
+    @property
+    def present(self) -> bool:
+        """Any need at all (a pending job with no time request counts)."""
+        return self.pending_jobs > 0 or self.queued_seconds + self.inflight_seconds > 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,10 +35,10 @@ warnings (never blocking) note `new < minimum` or else `new > c`.
 
 Our extensions (each off by default, so the above holds bit for bit when they are off)
 --------------------------------------------------------------------------------------
-a. **Slurm demand** (`demand=` per CRN, weights in `PlanOptions.demand_weights`): adds
-   `(queued_w * queued_seconds + job_w * pending_jobs) * (1 + age_boost_per_day * min(age_days, max_days))
-   + recent_w * max(0, ledger_recent_24h - ibm_24h)` to the score. An instance with jobs waiting but no
-   usage yet becomes active and gets a share before IBM's analytics show anything; one with nothing queued
+a. **Fair demand** (`demand=` per CRN, weights in `PlanOptions.demand_weights`): adds the instance's need
+   (Slurm-pending + in-flight work) weighed against its entitlement, plus a flat presence term, to the
+   score (`planner.demand`; presence only while over budget). An instance with jobs waiting or in flight
+   but no usage yet becomes active and gets a share before IBM's analytics show anything; one with no need
    and nothing recent stays inactive and gives its allocation back. `score_breakdown` holds every term.
    `DemandWeights.when_over_budget=False` leaves it out while the account is over budget (see there).
 b. **Balance-period target** (`InstanceSettings.target_usage_seconds` + `balance_period`): see
@@ -64,6 +64,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from qauvern_hpc.planner.demand import demand_terms, entitlements, explain_demand
 from qauvern_hpc.planner.limits import effective_limit, limit_reached, resolve_limit
 from qauvern_hpc.planner.model import (
     AccountSnapshot,
@@ -119,13 +120,19 @@ def usage_activity_score(snapshot: InstanceSnapshot) -> float:
 
 
 def score_breakdown(
-    snapshot: InstanceSnapshot, demand: DemandSignal | None = None, weights: DemandWeights | None = None
+    snapshot: InstanceSnapshot,
+    demand: DemandSignal | None = None,
+    weights: DemandWeights | None = None,
+    *,
+    over_budget: bool = False,
+    limit_seconds: int | None = None,
+    entitlement_seconds: float = 0.0,
 ) -> dict[str, float]:
     """Every term of the activity score, for admins. `total` is the score the planner uses.
 
     Keys: `usage_24h` .. `usage_28d` (points per bucket), `usage_score` (their sum); with a demand signal
-    also `queued_seconds`, `pending_jobs`, `oldest_pending_age_hours`, `age_factor`, `demand_queue`,
-    `unreported_recent_seconds`, `demand_recent`, `demand_score`; then `total`.
+    also the fair demand terms (`planner.demand.demand_terms`: need, entitlement, fairness and age factors,
+    `demand_volume`, `demand_presence`, `demand_recent`, `demand_score`); then `total`.
     """
     parts: dict[str, float] = {}
     score = 0.0
@@ -138,33 +145,23 @@ def score_breakdown(
     parts["usage_score"] = score
     total = score
     if demand is not None:
-        w = weights if weights is not None else DemandWeights()
-        age_days = demand.oldest_pending_age_seconds / _DAY
-        age_factor = 1.0 + w.age_boost_per_day * min(age_days, w.age_boost_max_days)
-        queue = (
-            w.queued_seconds_weight * demand.queued_seconds + w.pending_job_weight * demand.pending_jobs
-        ) * (age_factor)
-        unreported = max(0.0, float(demand.recent_seconds) - snapshot.consumed_24h_seconds)
-        recent = w.recent_seconds_weight * unreported
-        demand_score = queue + recent
-        parts.update(
-            queued_seconds=float(demand.queued_seconds),
-            pending_jobs=float(demand.pending_jobs),
-            oldest_pending_age_hours=demand.oldest_pending_age_seconds / 3600.0,
-            age_factor=age_factor,
-            demand_queue=queue,
-            unreported_recent_seconds=unreported,
-            demand_recent=recent,
-            demand_score=demand_score,
+        terms = demand_terms(
+            snapshot,
+            demand,
+            weights if weights is not None else DemandWeights(),
+            over_budget=over_budget,
+            limit_seconds=limit_seconds,
+            entitlement_seconds=entitlement_seconds,
         )
-        if demand_score > 0:
-            total = score + demand_score
+        parts.update(terms)
+        if terms["demand_score"] > 0:
+            total = score + terms["demand_score"]
     parts["total"] = total
     return parts
 
 
 def explain_score(breakdown: Mapping[str, float]) -> str:
-    """One line for admins, e.g. `usage 188.6 (24h 160.0 + 3d 21.3 ...) + queue 3840.0 (...) = 4028.6`."""
+    """One line for admins, e.g. `usage 188.6 (24h 160.0 + 3d 21.3 ...) + need 3840.0 (...) = 4028.6`."""
     usage_terms = " + ".join(
         f"{key.removeprefix('usage_')} {breakdown[key]:.1f}"
         for key, *_ in _USAGE_BUCKETS
@@ -174,13 +171,7 @@ def explain_score(breakdown: Mapping[str, float]) -> str:
     if usage_terms:
         text += f" ({usage_terms})"
     if "demand_score" in breakdown:
-        text += (
-            f" + queue {breakdown['demand_queue']:.1f} ({breakdown['pending_jobs']:.0f} jobs, "
-            f"{breakdown['queued_seconds']:.0f}s queued, "
-            f"oldest {breakdown['oldest_pending_age_hours']:.1f}h, "
-            f"x{breakdown['age_factor']:.2f})"
-            f" + unreported {breakdown['demand_recent']:.1f} ({breakdown['unreported_recent_seconds']:.0f}s)"
-        )
+        text += explain_demand(breakdown)
     return f"{text} = {breakdown.get('total', 0.0):.1f}"
 
 
@@ -343,6 +334,23 @@ def _target_cap(settings: InstanceSettings, snap: InstanceSnapshot, today: date)
     return snap.consumed_28d_seconds + remaining
 
 
+def _add_demand(
+    rows: list[_Row], demand: Mapping[str, DemandSignal], budget: int, over: bool, weights: DemandWeights
+) -> None:
+    """Extension a: each row's score gains its fair demand terms (entitlements need every row's limit)."""
+    given = [demand[r.settings.crn].entitlement_seconds if r.settings.crn in demand else 0.0 for r in rows]
+    ents = entitlements(budget, [r.settings for r in rows], [r.limit for r in rows], given)
+    for r, ent in zip(rows, ents, strict=True):
+        signal = demand.get(r.settings.crn)
+        if signal is None:
+            continue
+        r.parts = score_breakdown(
+            r.snap, signal, weights, over_budget=over, limit_seconds=r.limit, entitlement_seconds=ent
+        )
+        r.score = r.parts["total"]
+        r.active = r.score > 0 and not r.reached and not r.target_reached
+
+
 def _prepare(
     account: AccountSnapshot,
     settings: Sequence[InstanceSettings],
@@ -378,9 +386,7 @@ def _prepare(
             ceiling, csrc = (limit, CeilingSource.LIMIT) if limit is not None else (None, None)
             if target_cap is not None and (ceiling is None or target_cap < ceiling):
                 ceiling, csrc = target_cap, CeilingSource.TARGET
-        use_demand = not over or options.demand_weights.when_over_budget
-        signal = demand.get(s.crn) if demand and use_demand else None
-        parts = score_breakdown(snap, signal, options.demand_weights)
+        parts = score_breakdown(snap)  # the demand terms are added below, once every limit is known
         score = parts["total"]
         rows.append(
             _Row(
@@ -402,6 +408,8 @@ def _prepare(
             )
         )
     budget = account.allocation_budget_seconds
+    if demand and (not over or options.demand_weights.when_over_budget):
+        _add_demand(rows, demand, budget, over, options.demand_weights)
     managed = {s.crn for s in settings}
     loaded = sum(x.allocation_seconds for x in account.instances)
     # Unmanaged = snapshot instances without settings + whatever the snapshot does not hold. The clamp keeps

@@ -155,17 +155,25 @@ def demand_signals(
     queue: Mapping[str, QueueStats],
     recent_seconds: Mapping[str, float],
     crn_by_name: Mapping[str, str],
+    inflight: Mapping[str, QueueStats] | None = None,
 ) -> dict[str, DemandSignal]:
     """The planner's per-CRN demand for every configured instance (zeros where nothing is queued or recent,
-    so the explanation shows the demand terms for every instance)."""
+    so the explanation shows the demand terms for every instance).
+
+    `inflight`: the same statistics over the instance's *running* QPU jobs (`aggregate_pending` run on
+    `squeue -t RUNNING` lines), whose capped time limits count as work in flight (the fair demand signal's
+    need includes it, so an instance whose jobs never queue in Slurm still shows need)."""
     out: dict[str, DemandSignal] = {}
+    running = inflight or {}
     for name, crn in crn_by_name.items():
         q = queue.get(name)
+        r = running.get(name)
         out[crn] = DemandSignal(
             queued_seconds=float(q.queued_seconds) if q else 0.0,
             pending_jobs=q.pending_jobs if q else 0,
             oldest_pending_age_seconds=q.oldest_pending_age_seconds if q else 0.0,
             recent_seconds=max(0.0, float(recent_seconds.get(name, 0.0))),
+            inflight_seconds=float(r.queued_seconds) if r else 0.0,
         )
     return out
 

@@ -55,6 +55,9 @@ def demand_weights(d: DemandConfig) -> DemandWeights:
         age_boost_max_days=d.age_boost_max_days,
         recent_seconds_weight=d.recent_seconds_weight,
         when_over_budget=d.when_over_budget,
+        fairness_min_ratio=d.fairness_min_ratio,
+        fairness_min=d.fairness_min,
+        fairness_max=d.fairness_max,
     )
 
 

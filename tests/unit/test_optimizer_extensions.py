@@ -65,11 +65,12 @@ def test_queued_jobs_make_an_unused_instance_active() -> None:
     plan = plan_allocations(acc, cfg("used", "queued"), today=TODAY, demand=demand)
     queued, used = plan.by_crn["queued"], plan.by_crn["used"]
     assert queued.active
-    # usage score of "used": 10 s in 24h and 3d -> 320 + 53.33..; demand of "queued": 100 s * 32 = 3200
-    assert queued.activity_score == 3200.0
+    # usage score of "used": 10 s in 24h and 3d -> 320 + 53.33..; demand of "queued": 100 s * 32 * 4 (no
+    # usage against an entitlement of 100,000 / 2: the fairness factor's maximum) + 1920 (presence) = 14720
+    assert queued.activity_score == 14720.0
     pool = 100_000 - 120
-    assert queued.new_allocation_seconds == 60 + int(3200.0 / (3200.0 + used.activity_score) * pool)
-    assert "incl. demand 3200.0" in queued.reason
+    assert queued.new_allocation_seconds == 60 + int(14720.0 / (14720.0 + used.activity_score) * pool)
+    assert "incl. demand 14720.0" in queued.reason
 
 
 def test_nothing_queued_and_nothing_recent_gives_allocation_back() -> None:
@@ -87,7 +88,9 @@ def test_breakdown_terms_and_weights() -> None:
     )
     parts = score_breakdown(s, demand, DemandWeights())
     assert parts["age_factor"] == 2.0  # 1 + 1.0/day * 1 day
-    assert parts["demand_queue"] == (32 * 100 + 1920 * 2) * 2.0
+    # no entitlement given to score_breakdown: fairness factor 1; the presence term is not aged
+    assert parts["demand_volume"] == 32 * 100 * 2.0 and parts["demand_presence"] == 1920
+    assert parts["demand_queue"] == 32 * 100 * 2.0 + 1920
     assert parts["unreported_recent_seconds"] == 15.0  # 20 in our ledger, IBM already reports 5
     assert parts["demand_recent"] == 32 * 15.0
     assert parts["demand_score"] == parts["demand_queue"] + parts["demand_recent"]
