@@ -21,7 +21,7 @@ from qauvern_hpc.admission.model import (
 from qauvern_hpc.devtools.simulator.bound import lower_bound, per_job_bound, srpt_waits
 from qauvern_hpc.devtools.simulator.engine import simulate
 from qauvern_hpc.devtools.simulator.ibmqueue import external_arrivals, outage_calendar
-from qauvern_hpc.devtools.simulator.policies import make_policy
+from qauvern_hpc.devtools.simulator.policies import RebalanceOutcome, RebalanceView, make_policy
 from qauvern_hpc.devtools.simulator.scenario import parse_scenario
 from tests.unit.test_simulator import BASE, ONE, START, TWO, job, make_setup
 
@@ -246,3 +246,27 @@ def test_ibm_does_not_preempt_a_started_job_under_the_queue_model() -> None:
         1200.0,
         500.0,
     )
+
+
+class RecordingPolicy:
+    """Writes nothing; keeps the demand every rebalance saw."""
+
+    name = "recording"
+    admission = False
+
+    def __init__(self) -> None:
+        self.demand: list[dict[str, float]] = []
+
+    def rebalance(self, view: RebalanceView) -> RebalanceOutcome:
+        self.demand.append({crn: d.inflight_seconds for crn, d in view.demand.items()})
+        return RebalanceOutcome()
+
+
+def test_the_rebalancer_sees_running_jobs_as_work_in_flight() -> None:
+    # A 7000 s job (wall limit 3 h) runs from 0; at the first rebalance (3600) it is in flight with its
+    # time limit capped at rebalance.demand.max_job_seconds; at the second (7200) it is done.
+    setup = make_setup(ONE, QUEUE + "allocations: {solo: 9000}\n", [job(0, 7000, wall=10800)])
+    pol = RecordingPolicy()
+    simulate(setup, pol)
+    assert setup.max_job_seconds < 10800
+    assert [next(iter(d.values())) for d in pol.demand[:2]] == [float(setup.max_job_seconds), 0.0]

@@ -401,11 +401,16 @@ class _Sim:
                     count += 1
                     queued += min(s.jobs[j].wall_limit_seconds, s.max_job_seconds)
                     oldest = min(oldest, self.eligible[j])
+            # in flight: Slurm-running QPU jobs, capped time limits (as `rebalance` reads squeue -t RUNNING)
+            inflight = sum(
+                min(s.jobs[j].wall_limit_seconds, s.max_job_seconds) for q in self.running for j in q[i]
+            )
             demand[st.crn] = DemandSignal(
                 queued_seconds=float(queued),
                 pending_jobs=count,
                 oldest_pending_age_seconds=float(t - oldest) if count else 0.0,
                 recent_seconds=float(recent[i]),
+                inflight_seconds=float(inflight),
             )
         account = AccountSnapshot(
             allocation_budget_seconds=s.budget,
