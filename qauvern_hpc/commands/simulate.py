@@ -19,7 +19,7 @@ hour later); a job that outlives its wall limit times out and is resubmitted for
 
   static       the initial allocations, never changed
   qauvern      the real qauvern 0.14 optimizer (needs the qauvern package: pip install 'qauvern==0.14.0')
-  qauvern-hpc  ours: qauvern's rules + Slurm's pending QPU jobs as demand + the limit gate
+  qauvern-hpc  ours: qauvern's rules + Slurm's pending QPU jobs as demand + the admission controller
 
 The same site config (--config) maps every trace row to its instance and backend with its rules, and gives
 the limits, net grants, minimum, reserve and rebalance.demand weights. The scenario (--scenario, YAML)

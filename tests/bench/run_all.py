@@ -154,29 +154,28 @@ def simulate(out_dir: Path, quick: bool) -> dict[str, Any]:
     path = out_dir / "simulate.json"
     cmd = [str(HERE / "bench_simulate.py"), "--json", str(path)]
     if quick:
-        cmd += ["--days", "30"]
+        cmd += ["--quick"]
     rc, text, wall = _run(cmd, timeout=3600)
     res: dict[str, Any] = {"exit_code": rc, "wall_seconds": wall, "figures": []}
     if rc != 0 or not path.is_file():
         res["error"] = text[-2000:]
         return res
     data = json.loads(path.read_text())
-    for tr in data["traces"]:
-        r = tr["results"]
-        ours, q, st = r["qauvern-hpc"], r["qauvern"], r["static"]
-        name = tr["trace"]
+    for tr in data["runs"]:
+        t = tr["targets"]
+        name = f"{tr['trace']} every {tr['rebalance_every_hours']:g} h"
+        rv = t["ratios"]
         res["figures"] += [
-            _fig(f"{name}: used, qauvern-hpc", 100 * ours["used_share"], "%"),
-            _fig(f"{name}: used vs qauvern", ours["used_share"] / q["used_share"], "x"),
-            _fig(f"{name}: used vs static", ours["used_share"] / st["used_share"], "x"),
-            _fig(f"{name}: p95 wait, qauvern-hpc", ours["wait_p95_seconds"] / 3600, "h"),
-            _fig(f"{name}: p95 wait vs qauvern", ours["wait_p95_seconds"] / q["wait_p95_seconds"], "x"),
-            _fig(f"{name}: p95 wait vs static", ours["wait_p95_seconds"] / st["wait_p95_seconds"], "x"),
+            _fig(f"{name}: timeouts vs qauvern", rv["timeouts"], "x"),
+            _fig(f"{name}: held slot-h vs qauvern", rv["held"], "x"),
+            _fig(f"{name}: p95 wait vs qauvern", rv["p95"], "x"),
+            _fig(f"{name}: median wait vs qauvern", rv["median"], "x"),
+            _fig(f"{name}: used vs qauvern", rv["used_points"], "points"),
             _fig(
-                f"{name}: goal (used >=, p95 <)",
-                1.0 if tr["goal"]["met"] else 0.0,
+                f"{name}: issue 12 targets",
+                1.0 if t["all_met"] else 0.0,
                 "met",
-                note="met" if tr["goal"]["met"] else "not met",
+                note="met" if t["all_met"] else "not all met",
             ),
         ]
     return res

@@ -3,21 +3,33 @@
 Time is whole seconds from the start (midnight UTC). What happens to a job (a trace row):
 
 1. **Slurm**: it is submitted at its `submit_time` and pends in its partition's queue (first come, first
-   served across the account) until one of the partition's `slots` is free. Under `qauvern-hpc` with the
-   gate on, the jobs of a gated instance stay pending (reason AssocGrpLicense) and others pass them.
+   served across the account) until one of the partition's `slots` is free **and** fewer jobs of its
+   (instance, backend) pair run than the pair's cap (GrpTRES on the pair license; None = no cap). Jobs
+   held by a cap pend (AssocGrpLicense) and others pass them. Caps come from the admission controller
+   (`qauvern-hpc` with `admission.enabled`: every `admission.every` seconds the real
+   `qauvern_hpc.admission.decide.decide` gets an Observation built from what IBM and Slurm expose at
+   that instant, nothing later) or, with admission off, from the old gate (cap 0 on every pair of an
+   instance the rebalancer found at its limit). `static` and `qauvern` have no caps.
 2. **Start**: the job starts (its wall clock runs from here) and its quantum work joins its backend's
    queue at IBM, tagged with its instance.
-3. **IBM's fair share**: a backend runs one thing at a time. Whenever it is free it picks, among the
+3. **IBM's fair share**: a backend runs one thing at a time, and nothing while it is down (the seeded
+   outage calendar, `ibmqueue.outage_calendar`). Whenever it is free and up it picks, among the
    instances with work waiting on it, the one with the lowest 28-day usage / allocation (ties: config
    order; within an instance, the job that started first) and runs it for one `slice` (or less: the job's
-   remaining work, the instance's limit headroom, the hour's end, the job's deadline). Other customers'
-   work (the scenario's external load) waits in some hours with its own ratio; while it does, it runs
-   instead of any of our instances whose ratio is higher.
+   remaining work, the instance's limit headroom, the hour's end, the job's deadline, the next outage).
+   Other customers' work competes with its own ratio and runs instead of any of our instances whose
+   ratio is higher: `model: queue` = a seeded queue of their jobs (`ibmqueue.external_arrivals`), which
+   also runs when we have nothing there; `model: hourly` = external work waiting in some hours. Under
+   `model: queue` IBM does not preempt: a job (ours or theirs) that has started runs slice after slice
+   to its end (or its wall limit, or its instance's limit); fair share only picks the next job. Under
+   `model: hourly` the choice is made again at every slice, as in the tables before co-scheduling.
 4. **Limits**: an instance whose 28-day usage reached its live limit cannot run: IBM rejects its work and
    the Slurm jobs waiting for it fail ("hit a limit"). Researchers resubmit after `resubmit_delay`.
 5. **Wall limit**: a job still short of its quantum work when its time limit runs out ends (TIMEOUT) and
    is resubmitted after `resubmit_delay` for the rest of its work (what it did stays done).
 6. **Done**: when its quantum work is complete. Its wait is done - submit, over all its attempts.
+
+Slot time held while waiting at IBM: per attempt, (end - Slurm start) - quantum seconds served in it.
 
 The 28-day usage is kept in hourly buckets (an hour leaves the window as a whole), which is also where
 the 24h/3d/7d/14d figures, the per-day usage for net grants and the plots come from. IBM's usage figures
@@ -36,6 +48,8 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 
+from qauvern_hpc.devtools.simulator.admit import Admission, DecideFn, PairFigures
+from qauvern_hpc.devtools.simulator.ibmqueue import NEVER, Others
 from qauvern_hpc.devtools.simulator.metrics import RunResult, Series, jain_index, maxmin_shares, percentile
 from qauvern_hpc.devtools.simulator.policies import RebalanceView, SimPolicy
 from qauvern_hpc.devtools.simulator.setup import DAY, SimSetup
@@ -47,12 +61,15 @@ WINDOW_HOURS = 28 * 24
 
 # job states
 _WAITING_ARRIVAL, _PENDING, _RUNNING, _RETRY, _DONE, _REFUSED = range(6)
+_EXTERNAL = -2  # slice_job of a backend running other customers' work (-1: idle)
 
 ProgressFn = Callable[[float], None]
 
 
 class _Sim:
-    def __init__(self, setup: SimSetup, policy: SimPolicy, rebalance_every: int, seed: int) -> None:
+    def __init__(
+        self, setup: SimSetup, policy: SimPolicy, rebalance_every: int, seed: int, decide: DecideFn | None
+    ) -> None:
         self.s = setup
         self.policy = policy
         self.every = rebalance_every
@@ -67,11 +84,26 @@ class _Sim:
         self.c28 = [0] * n_inst
         self.used_by_instance = [0] * n_inst
         self.gated = [False] * n_inst
-        # external load: one flag per backend and hour, from a generator seeded by (seed, backend index)
+        # external load, model hourly: one flag per backend and hour, seeded by (seed, backend index)
         self.external: list[list[bool]] = []
         for b, load in enumerate(setup.backend_loads):
             rng = random.Random(f"{seed}:{b}:{setup.backend_names[b]}")
-            self.external.append([rng.random() < load.external_busy for _ in range(n_hours)])
+            if load.model == "hourly":
+                self.external.append([rng.random() < load.external_busy for _ in range(n_hours)])
+            else:
+                self.external.append([False] * n_hours)
+        # model queue: other customers' jobs; both models: the outage calendar
+        self.others = Others(setup, seed)
+        # admission: per pair cap (None = no cap) and the Slurm jobs running that hold its license
+        n_pairs = len(setup.pairs)
+        self.pair_inst = [i for i, _b in setup.pairs]
+        self.cap: list[int | None] = [None] * n_pairs
+        self.pair_running = [0] * n_pairs
+        # what the controller learns from, per pair since its last call: [done, quantum s, started, wait s]
+        self.learnt = [[0, 0, 0, 0] for _ in range(n_pairs)]
+        self.admission: Admission | None = None
+        if policy.admission and setup.admission_enabled:
+            self.admission = Admission(setup, decide)
         jobs = setup.jobs
         n = len(jobs)
         self.state = [_WAITING_ARRIVAL] * n
@@ -84,19 +116,24 @@ class _Sim:
         self.limit_hit = [False] * n
         self.limit_failures = 0
         self.timeouts = 0
+        self.job_timeouts = [0] * n
+        self.attempt_start = [0] * n
+        self.ibm_started = [False] * n
+        self.held = [0] * n  # slot seconds held while not served at IBM, all attempts
         part_index = {p: k for k, p in enumerate(setup.partitions)}
         self.part_of = [part_index[j.partition] for j in jobs]
         self.slots_free: list[float] = [
             float("inf") if x is None else float(x) for x in setup.partition_slots
         ]
-        # pending[partition][instance] -> deque of (seq, job)
+        # pending[partition][pair] -> deque of (seq, job)
         self.pending: list[list[deque[tuple[int, int]]]] = [
-            [deque() for _ in range(n_inst)] for _ in setup.partitions
+            [deque() for _ in range(n_pairs)] for _ in setup.partitions
         ]
         self.seq = 0
         # waiting at IBM: running[backend][instance] -> deque of jobs (start order)
         self.running: list[list[deque[int]]] = [[deque() for _ in range(n_inst)] for _ in range(n_back)]
         self.slice_job = [-1] * n_back
+        self.current = [-1] * n_back  # model queue: our job IBM is running on the backend (-1: none)
         self.slice_end = [0] * n_back
         self.open_jobs = [0] * n_back
         self.deadlines: list[tuple[int, int, int]] = []
@@ -129,7 +166,9 @@ class _Sim:
         job = self.s.jobs[j]
         if self.attempt_used[j]:
             self.ledger.append((t, job.instance, self.attempt_used[j]))
+        self.held[j] += (t - self.attempt_start[j]) - self.attempt_used[j]
         self.attempt_used[j] = 0
+        self.pair_running[job.pair] -= 1
         self.slots_free[self.part_of[j]] += 1
         self.slurm_dirty = True
         q = self.running[job.backend][job.instance]
@@ -141,7 +180,7 @@ class _Sim:
         self.state[j] = _PENDING
         self.eligible[j] = t
         self.seq += 1
-        self.pending[self.part_of[j]][job.instance].append((self.seq, j))
+        self.pending[self.part_of[j]][job.pair].append((self.seq, j))
         self.slurm_dirty = True
 
     def retry_later(self, j: int, t: int) -> None:
@@ -149,6 +188,9 @@ class _Sim:
         heapq.heappush(self.retries, (t + self.s.resubmit_delay, j))
 
     def complete(self, j: int, t: int) -> None:
+        lrn = self.learnt[self.s.jobs[j].pair]
+        lrn[0] += 1
+        lrn[1] += self.attempt_used[j]
         self.end_attempt(j, t)
         self.state[j] = _DONE
         self.finished[j] = t
@@ -168,15 +210,21 @@ class _Sim:
             while self.slots_free[p] >= 1:
                 best: tuple[int, int] | None = None
                 best_i = -1
-                for i, q in enumerate(queues):
-                    if q and not self.gated[i] and (best is None or q[0][0] < best[0]):
-                        best, best_i = q[0], i
+                for k, q in enumerate(queues):
+                    if not q or self.gated[self.pair_inst[k]] or (best is not None and q[0][0] > best[0]):
+                        continue
+                    cap = self.cap[k]
+                    if cap is None or self.pair_running[k] < cap:
+                        best, best_i = q[0], k
                 if best is None:
                     break
                 queues[best_i].popleft()
                 j = best[1]
                 self.slots_free[p] -= 1
+                self.pair_running[best_i] += 1
                 self.state[j] = _RUNNING
+                self.attempt_start[j] = t
+                self.ibm_started[j] = False
                 self.attempt[j] += 1
                 self.deadline[j] = t + self.s.jobs[j].wall_limit_seconds
                 heapq.heappush(self.deadlines, (self.deadline[j], j, self.attempt[j]))
@@ -191,7 +239,10 @@ class _Sim:
 
     def dispatch(self, t: int, next_hour: int) -> None:
         for b, queues in enumerate(self.running):
-            if self.slice_job[b] >= 0:
+            if self.slice_job[b] != -1:
+                continue
+            outage, change = self.others.status_at(b, t)
+            if outage is not None:
                 continue
             best_i = -1
             best_ratio = 0.0
@@ -206,12 +257,23 @@ class _Sim:
                 ratio = self.c28[i] / a if a > 0 else float("inf")
                 if best_i < 0 or ratio < best_ratio:
                     best_i, best_ratio = i, ratio
-            if best_i < 0:
-                continue
             load = self.s.backend_loads[b]
-            if self.external[b][t // HOUR] and load.external_fairness < best_ratio:
+            ext = self.others.queue[b]
+            cur = self.current[b]
+            if cur >= 0 and self.state[cur] == _RUNNING and self.ibm_started[cur]:
+                j = cur  # model queue: a job IBM started runs to its end (no preemption)
+                best_i = self.s.jobs[j].instance
+            elif ext and (ext[0][2] or best_i < 0 or load.external.ratio < best_ratio):
+                most = min(self.s.slice_seconds, change - t, self.s.duration - t)
+                self.slice_job[b] = _EXTERNAL
+                self.slice_end[b] = t + self.others.run_head(b, t, most)
+                continue
+            elif best_i < 0:
+                continue
+            elif self.external[b][t // HOUR] and load.external_fairness < best_ratio:
                 continue  # other customers' work runs now
-            j = queues[best_i][0]
+            else:
+                j = queues[best_i][0]
             job = self.s.jobs[j]
             dt = min(
                 self.s.slice_seconds,
@@ -219,13 +281,22 @@ class _Sim:
                 next_hour - t,
                 self.deadline[j] - t,
                 self.s.duration - t,
+                change - t,
             )
+            if not self.ibm_started[j]:
+                self.ibm_started[j] = True
+                self.others.waits[b].add(t, t - self.attempt_start[j])
+                lrn = self.learnt[job.pair]
+                lrn[2] += 1
+                lrn[3] += t - self.attempt_start[j]
             lim = self.limit[best_i]
             if lim is not None:
                 dt = min(dt, lim - self.c28[best_i])
             # dt > 0: every bound above is positive at an event time
             self.slice_job[b] = j
             self.slice_end[b] = t + dt
+            if load.model == "queue":
+                self.current[b] = j
             k = t // HOUR
             self.usage[best_i][k] += dt
             self.daily[best_i][t // DAY] += dt
@@ -235,6 +306,55 @@ class _Sim:
             self.used_by_project[job.project] = self.used_by_project.get(job.project, 0) + dt
             self.done_work[j] += dt
             self.attempt_used[j] += dt
+
+    # -- admission --------------------------------------------------------------------------------------
+
+    def admit(self, t: int, adm: Admission) -> None:
+        s = self.s
+        figures: list[PairFigures] = []
+        for k, (i, b) in enumerate(s.pairs):
+            pending = 0
+            oldest_pending: int | None = None
+            for queues in self.pending:
+                q = queues[k]
+                if q:
+                    pending += len(q)
+                    e = self.eligible[q[0][1]]
+                    oldest_pending = e if oldest_pending is None else min(oldest_pending, e)
+            queued = started = 0
+            oldest_queued: int | None = None
+            for j in self.running[b][i]:
+                if self.ibm_started[j]:
+                    started += 1
+                else:
+                    queued += 1
+                    a = self.attempt_start[j]
+                    oldest_queued = a if oldest_queued is None else min(oldest_queued, a)
+            figures.append(
+                PairFigures(
+                    pending,
+                    self.pair_running[k],
+                    queued,
+                    started,
+                    oldest_queued,
+                    oldest_pending,
+                    *self.learnt[k],
+                )
+            )
+            self.learnt[k] = [0, 0, 0, 0]
+        backends = []
+        for b in range(len(s.backend_names)):
+            outage, _change = self.others.status_at(b, t)
+            waiting = len(self.others.queue[b]) + sum(len(q) for q in self.running[b])
+            if self.slice_job[b] != -1:
+                waiting -= 1
+            p50, p95 = self.others.waits[b].quantiles(t)
+            backends.append((outage, max(0, waiting), p50, p95))
+        instances = [(self.c28[i], self.alloc[i], self.limit[i]) for i in range(len(s.instance_names))]
+        caps = adm.step(t, backends, instances, figures)
+        if caps != self.cap:
+            self.cap = caps
+            self.slurm_dirty = True
 
     # -- rebalancing ------------------------------------------------------------------------------------
 
@@ -277,15 +397,20 @@ class _Sim:
             count = 0
             oldest = t
             for queues in self.pending:
-                for _seq, j in queues[i]:
+                for _seq, j in (x for k, q in enumerate(queues) if self.pair_inst[k] == i for x in q):
                     count += 1
                     queued += min(s.jobs[j].wall_limit_seconds, s.max_job_seconds)
                     oldest = min(oldest, self.eligible[j])
+            # in flight: Slurm-running QPU jobs, capped time limits (as `rebalance` reads squeue -t RUNNING)
+            inflight = sum(
+                min(s.jobs[j].wall_limit_seconds, s.max_job_seconds) for q in self.running for j in q[i]
+            )
             demand[st.crn] = DemandSignal(
                 queued_seconds=float(queued),
                 pending_jobs=count,
                 oldest_pending_age_seconds=float(t - oldest) if count else 0.0,
                 recent_seconds=float(recent[i]),
+                inflight_seconds=float(inflight),
             )
         account = AccountSnapshot(
             allocation_budget_seconds=s.budget,
@@ -312,7 +437,7 @@ class _Sim:
                 self.alloc[i] = value
         for crn, lim in out.limits.items():
             self.limit[index[crn]] = lim
-        if out.gated is not None:
+        if out.gated is not None and self.admission is None:
             new_gate = [st.crn in out.gated for st in s.settings]
             if new_gate != self.gated:
                 self.gated = new_gate
@@ -330,6 +455,8 @@ class _Sim:
         t = 0
         next_hour = HOUR
         next_reb = self.every
+        adm = self.admission
+        next_admit = s.admission_every if adm is not None else NEVER
         arr = 0
         n_jobs = len(jobs)
         next_progress = DAY
@@ -339,9 +466,9 @@ class _Sim:
             # 1. slices that end now
             for b in range(len(self.slice_job)):
                 j = self.slice_job[b]
-                if j >= 0 and self.slice_end[b] <= t:
+                if j != -1 and self.slice_end[b] <= t:
                     self.slice_job[b] = -1
-                    if self.done_work[j] >= jobs[j].quantum_seconds:
+                    if j >= 0 and self.done_work[j] >= jobs[j].quantum_seconds:
                         self.complete(j, t)
             # 2. the hour turns: the oldest hour leaves the 28-day window
             if t >= next_hour:
@@ -360,6 +487,7 @@ class _Sim:
                     # never inside a slice: slices end by the job's deadline and were closed in step 1
                     self.end_attempt(j, t)
                     self.timeouts += 1
+                    self.job_timeouts[j] += 1
                     self.retry_later(j, t)
             # 4. resubmissions and 5. new jobs
             while self.retries and self.retries[0][0] <= t:
@@ -373,10 +501,15 @@ class _Sim:
                     self.open_jobs[job.backend] += 1
                     self.enqueue(arr, t)
                 arr += 1
+            self.others.arrive(t)
             # 6. rebalance
             if t >= next_reb and t < end:
                 self.rebalance(t)
                 next_reb += self.every
+            # 6b. the admission controller (after the rebalance: it reads the new allocations)
+            if adm is not None and t >= next_admit and t < end:
+                self.admit(t, adm)
+                next_admit += s.admission_every
             # 7. Slurm starts jobs, IBM dispatches (failures free slots: repeat until stable)
             for _ in range(1000):
                 if self.slurm_dirty:
@@ -390,11 +523,11 @@ class _Sim:
                 progress(t / end)
                 next_progress = (t // DAY + 1) * DAY
             # next event
-            nxt = min(next_hour, next_reb, end)
+            nxt = min(next_hour, next_reb, next_admit, end, self.others.next_event(t))
             if arr < n_jobs:
                 nxt = min(nxt, jobs[arr].submit)
             for b, j in enumerate(self.slice_job):
-                if j >= 0:
+                if j != -1:
                     nxt = min(nxt, self.slice_end[b])
             if self.deadlines:
                 nxt = min(nxt, self.deadlines[0][0])
@@ -417,6 +550,7 @@ class _Sim:
         waits: list[float] = []
         done = unfinished = refused = hit = 0
         demand_by_project: dict[str, float] = {}
+        by_project: dict[str, tuple[list[float], list[int]]] = {}  # waits; [timeouts, held s]
         for j, job in enumerate(s.jobs):
             if self.state[j] == _REFUSED:
                 refused += 1
@@ -426,10 +560,17 @@ class _Sim:
                 hit += 1
             if self.state[j] == _DONE:
                 done += 1
-                waits.append(float(self.finished[j] - job.submit))
+                w = float(self.finished[j] - job.submit)
             else:
                 unfinished += 1
-                waits.append(float(s.duration - job.submit))
+                w = float(s.duration - job.submit)
+                if self.state[j] == _RUNNING:  # still holding its slot at the end
+                    self.held[j] += (s.duration - self.attempt_start[j]) - self.attempt_used[j]
+            waits.append(w)
+            pw, pc = by_project.setdefault(job.project, ([], [0, 0]))
+            pw.append(w)
+            pc[0] += self.job_timeouts[j]
+            pc[1] += self.held[j]
         entitled = maxmin_shares(s.purchased_seconds, demand_by_project)
         ratios = []
         projects: dict[str, dict[str, object]] = {}
@@ -437,10 +578,16 @@ class _Sim:
             used = self.used_by_project.get(p, 0)
             ent = entitled[p]
             ratios.append(used / ent if ent > 0 else 0.0)
+            pw, pc = by_project[p]
             projects[p] = {
                 "demand_seconds": int(demand_by_project[p]),
                 "entitled_seconds": round(ent),
                 "used_seconds": used,
+                "jobs": len(pw),
+                "wait_median_seconds": percentile(pw, 50),
+                "wait_p95_seconds": percentile(pw, 95),
+                "timeouts": pc[0],
+                "held_wait_seconds": pc[1],
             }
         instances: dict[str, dict[str, object]] = {}
         for i, nm in enumerate(s.instance_names):
@@ -470,6 +617,11 @@ class _Sim:
             limit_hit_jobs=hit,
             limit_failures=self.limit_failures,
             timeouts=self.timeouts,
+            held_wait_seconds=sum(self.held),
+            worst_project_p95_seconds=max(
+                (percentile(pw, 95) for pw, _c in by_project.values()), default=0.0
+            ),
+            admissions=0 if self.admission is None else self.admission.calls,
             jain=jain_index(ratios),
             rebalances=self.rebalances,
             rebalances_changed=self.changed_runs,
@@ -479,6 +631,7 @@ class _Sim:
             instances=instances,
             projects=projects,
             series=self.series,
+            waits=waits,
         )
 
 
@@ -490,11 +643,13 @@ def simulate(
     seed: int = 1,
     progress: ProgressFn | None = None,
     sample_hours: int = 6,
+    decide: DecideFn | None = None,
 ) -> RunResult:
-    """Run `policy` over `setup`. The same inputs and seed give the same result, bit for bit."""
+    """Run `policy` over `setup`. The same inputs and seed give the same result, bit for bit.
+    `decide`: the admission decision (default: `qauvern_hpc.admission.decide.decide`, the production one)."""
     if rebalance_every_seconds <= 0:
         raise ValueError("rebalance_every_seconds must be > 0")
-    return _Sim(setup, policy, rebalance_every_seconds, seed).run(progress, max(1, sample_hours))
+    return _Sim(setup, policy, rebalance_every_seconds, seed, decide).run(progress, max(1, sample_hours))
 
 
 __all__ = ["simulate"]

@@ -10,6 +10,13 @@
   with its wait so far (a lower bound; `jobs_unfinished` says how many).
 * `limit_hit_jobs`: jobs that failed at IBM at least once because their instance was at its limit
   (`limit_failures` counts every such failure); `timeouts`: attempts that reached their wall limit.
+* `held_wait_seconds`: Slurm slot time held by running QPU jobs while IBM did not serve them (queued at
+  IBM, backend down, behind other customers or our other instances): per attempt, its length minus the
+  quantum seconds served in it. `held_wait_slot_hours` in hours.
+* per project (`projects[p]`): `wait_median_seconds`, `wait_p95_seconds`, `timeouts`, `held_wait_seconds`;
+  `worst_project_p95_seconds` is the largest project p95.
+* `bound_*` (set by the runner, from `bound.py`, the same for every policy on a trace and seed): the
+  provable lower bound of the median / p95 wait, and the clairvoyant SRPT reference (not a bound).
 * `jain`: Jain's fairness index of consumed/entitled per project (Slurm account). A project's entitlement
   is its max-min fair share of the purchased time, capped at what it asked for (its jobs' quantum seconds):
   1.0 = every project got the same fraction of its fair share.
@@ -93,6 +100,9 @@ class RunResult:
     limit_hit_jobs: int
     limit_failures: int
     timeouts: int
+    held_wait_seconds: int
+    worst_project_p95_seconds: float
+    admissions: int  # admission decisions made
     jain: float
     rebalances: int
     rebalances_changed: int
@@ -102,6 +112,12 @@ class RunResult:
     instances: dict[str, dict[str, Any]]
     projects: dict[str, dict[str, Any]]
     series: Series = field(default_factory=Series)
+    bound: dict[str, float] | None = None  # bound.Bound.figures() of the trace and seed
+    waits: list[float] = field(default_factory=list)  # per mapped job, by trace row (not in to_dict)
+
+    @property
+    def held_wait_slot_hours(self) -> float:
+        return self.held_wait_seconds / 3600
 
     @property
     def used_share(self) -> float:
@@ -132,12 +148,16 @@ class RunResult:
             "limit_hit_jobs": self.limit_hit_jobs,
             "limit_failures": self.limit_failures,
             "timeouts": self.timeouts,
+            "held_wait_slot_hours": round(self.held_wait_slot_hours, 2),
+            "worst_project_p95_seconds": clean(self.worst_project_p95_seconds),
+            "admissions": self.admissions,
             "jain": clean(self.jain),
             "rebalances": self.rebalances,
             "rebalances_changed": self.rebalances_changed,
             "rebalances_refused": self.rebalances_refused,
             "allocation_changes": self.allocation_changes,
             "moved_seconds": self.moved_seconds,
+            **(self.bound or {}),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,8 +8,12 @@
   writes nothing, as `qauvern optimize` refuses.
 * `qauvern-hpc`: `qauvern_hpc.planner.optimizer.plan_allocations` with the site config's options and the Slurm
   demand signal (pending QPU jobs per instance and the ledger's recent usage, as `qauvern-hpc rebalance`
-  gathers them), and, when `rebalance.slurm.gate` is on, the gate: the jobs of an instance whose limit is
-  reached pend in Slurm instead of failing at IBM. A plan that breaks an invariant writes nothing.
+  gathers them), plus the admission controller (`admission = True`: the engine calls the production
+  `decide()` every period and caps each pair). With the scenario's admission off, the old gate instead:
+  the jobs of an instance whose limit is reached pend in Slurm (caps 0) instead of failing at IBM.
+  A plan that breaks an invariant writes nothing.
+* `static` and `qauvern` have no admission: a QPU job starts as soon as a Slurm slot is free, which is
+  what a centre has without qauvern-hpc.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class RebalanceOutcome:
 
 class SimPolicy(Protocol):
     name: str
+    admission: bool  # the engine runs the admission controller for it
 
     def rebalance(self, view: RebalanceView) -> RebalanceOutcome: ...
 
@@ -76,6 +81,7 @@ def _grant_limits(view: RebalanceView) -> dict[str, int | None]:
 
 class StaticPolicy:
     name = "static"
+    admission = False
 
     def rebalance(self, view: RebalanceView) -> RebalanceOutcome:
         return RebalanceOutcome(limits=_grant_limits(view))
@@ -85,6 +91,7 @@ class QauvernPolicy:
     """The real qauvern 0.14 optimizer, called as a library."""
 
     name = "qauvern"
+    admission = False
 
     def __init__(self) -> None:
         import_qauvern()  # fail at construction, not mid-simulation
@@ -106,9 +113,10 @@ class QauvernHpcPolicy:
 
     name = "qauvern-hpc"
 
-    def __init__(self, *, use_demand: bool = True, gate: bool = True) -> None:
+    def __init__(self, *, use_demand: bool = True, gate: bool = True, admission: bool = True) -> None:
         self.use_demand = use_demand
         self.gate = gate
+        self.admission = admission
 
     def rebalance(self, view: RebalanceView) -> RebalanceOutcome:
         plan = plan_allocations(
@@ -127,14 +135,16 @@ class QauvernHpcPolicy:
         )
 
 
-def make_policy(name: str, *, gate: bool = True, use_demand: bool = True) -> SimPolicy:
+def make_policy(
+    name: str, *, gate: bool = True, use_demand: bool = True, admission: bool = True
+) -> SimPolicy:
     """The policy called `name` (one of POLICIES). Raises UsageError for an unknown name."""
     if name == "static":
         return StaticPolicy()
     if name == "qauvern":
         return QauvernPolicy()
     if name == "qauvern-hpc":
-        return QauvernHpcPolicy(use_demand=use_demand, gate=gate)
+        return QauvernHpcPolicy(use_demand=use_demand, gate=gate, admission=admission)
     raise UsageError(f"unknown policy {name!r} (known: {', '.join(POLICIES)}, all)")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from qauvern_hpc.config import compile_policy, load_config_full
 from qauvern_hpc.core import paths
 from qauvern_hpc.core.errors import UsageError
+from qauvern_hpc.devtools.simulator.bound import lower_bound
 from qauvern_hpc.devtools.simulator.engine import simulate
 from qauvern_hpc.devtools.simulator.metrics import RunResult
 from qauvern_hpc.devtools.simulator.policies import POLICIES, make_policy
@@ -83,6 +84,7 @@ def run_comparison(
         raise UsageError(f"--rebalance-every must be a positive number of hours, got {rebalance_every_hours}")
     setup = load_setup(trace, config, scenario, days=days)
     built = [make_policy(name) for name in policies]  # fail early (e.g. qauvern missing)
+    bound = lower_bound(setup, seed).figures()
     results = []
     for pol in built:
         cb = None
@@ -91,21 +93,28 @@ def run_comparison(
             def cb(frac: float, name: str = pol.name) -> None:
                 progress(name, frac)
 
-        results.append(
-            simulate(
-                setup,
-                pol,
-                rebalance_every_seconds=max(1, round(rebalance_every_hours * 3600)),
-                seed=seed,
-                progress=cb,
-            )
+        res = simulate(
+            setup,
+            pol,
+            rebalance_every_seconds=max(1, round(rebalance_every_hours * 3600)),
+            seed=seed,
+            progress=cb,
         )
+        res.bound = bound
+        results.append(res)
     scen = None if scenario is None else str(scenario)
     return Comparison(setup, tuple(results), str(trace), str(config), scen)
 
 
 def _hours(v: float) -> str:
     return "-" if math.isnan(v) else f"{v / 3600:.1f} h"
+
+
+def _over_bound(r: RunResult, value: float, key: str) -> str:
+    b = (r.bound or {}).get(key)
+    if not b or math.isnan(value):
+        return "-"
+    return f"x{value / b:.1f}"
 
 
 ROWS: tuple[tuple[str, str, Callable[[RunResult], str]], ...] = (
@@ -116,6 +125,14 @@ ROWS: tuple[tuple[str, str, Callable[[RunResult], str]], ...] = (
     ("limit_hit_jobs", "jobs that hit a limit", lambda r: str(r.limit_hit_jobs)),
     ("limit_failures", "failures at a limit (all attempts)", lambda r: str(r.limit_failures)),
     ("timeouts", "attempts that timed out", lambda r: str(r.timeouts)),
+    ("held", "slot-hours held waiting at IBM", lambda r: f"{r.held_wait_slot_hours:.0f}"),
+    ("worst_p95", "worst project's p95 wait", lambda r: _hours(r.worst_project_p95_seconds)),
+    (
+        "median_bound",
+        "median / lower bound",
+        lambda r: _over_bound(r, r.wait_median_seconds, "bound_median_seconds"),
+    ),
+    ("p95_bound", "p95 / lower bound", lambda r: _over_bound(r, r.wait_p95_seconds, "bound_p95_seconds")),
     ("unfinished", "jobs not done at the end", lambda r: f"{r.jobs_unfinished} / {r.jobs_total}"),
     ("jain", "Jain fairness (used/entitled)", lambda r: f"{r.jain:.3f}"),
     ("changes", "allocation changes", lambda r: f"{r.allocation_changes} in {r.rebalances_changed} runs"),
@@ -137,7 +154,15 @@ def comparison_table(cmp: Comparison) -> str:
         f"{Path(cmp.trace).name}: {len(s.jobs)} jobs, {s.days:g} days, budget {s.budget / 96000:g} QAU/28 d, "
         f"{len(s.instance_names)} instances, backends {', '.join(s.backend_names)}"
     )
-    return head + "\n" + "\n".join(lines)
+    bound = cmp.results[0].bound if cmp.results else None
+    foot = ""
+    if bound:
+        foot = (
+            f"\nlower bound (any policy): median {_hours(bound['bound_median_seconds'])}, p95 "
+            f"{_hours(bound['bound_p95_seconds'])}; clairvoyant SRPT (a reference, not a bound): median "
+            f"{_hours(bound['srpt_median_seconds'])}, p95 {_hours(bound['srpt_p95_seconds'])}"
+        )
+    return head + "\n" + "\n".join(lines) + foot
 
 
 __all__ = ["DATA_DIR", "Comparison", "comparison_table", "expand_policies", "load_setup", "run_comparison"]

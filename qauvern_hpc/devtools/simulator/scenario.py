@@ -9,18 +9,38 @@ optional) adds::
     allocations:                    # the initial allocations (default: budget split in proportion to the
       physics: 3qau                 #   instances' limits, or equally when none has a limit)
     backends:                       # the IBM backends are shared with other customers' instances
-      default: {external_fairness: 1.0, external_busy: 0.85}
-      ibm_fez: {external_busy: 0.95}
+      default:
+        model: queue                # or hourly (the old model: external work waiting per hour)
+        external: {rate_per_hour: 9, mean_seconds: 300, ratio: 1.0, diurnal: 0.5, peak_hour: 15}
+        random_outages: {per_week: 1, mean_hours: 2, status: paused, message: maintenance}
+        exposes_wait: true          # IBM returns wait_time_seconds for it
+      ibm_fez:
+        outages: [{start: 2026-01-20T06:00:00Z, hours: 4, status: offline, message: upgrade}]
     slurm:
       slots: {quantum: 16}          # QPU jobs running at once per partition (others pend in Slurm)
       default_slots: 16             # partitions not listed (null: no limit)
     resubmit_delay: 1h              # a job that failed at IBM (limit) or timed out is resubmitted after this
     slice: 5m                       # fair-share decision granularity on a backend
+    admission:                      # the admission controller of qauvern-hpc (its settings, and how often)
+      enabled: true
+      every: 30s
+      max_ibm_wait_seconds: 600
 
-External load: in each hour a backend has other customers' work waiting with probability `external_busy`
-(seeded); that work has the fair-share ratio `external_fairness`. IBM runs the instance with the lowest
-consumed/allocated first, so while external work waits, our instances whose 28-day usage / allocation is
-above `external_fairness` do not get the backend. This is what makes allocations matter at all: with no
+External load, `model: queue` (the shipped scenario): other customers' jobs arrive on each backend as a
+seeded Poisson process of `rate_per_hour` x a diurnal factor `1 + diurnal x cos(2 pi (h - peak_hour) / 24)`
+(h = UTC hour), each with exponentially distributed work of mean `mean_seconds`, and wait in one FIFO
+queue with the fair-share ratio `ratio`. IBM runs whichever has the lowest ratio: our instance with the
+lowest consumed/allocated, or the head of the external queue. Backends go down (status paused or offline
+with a message) on a seeded calendar: `random_outages` (Poisson, `per_week`, exponential length of mean
+`mean_hours`) plus explicit `outages`; nothing runs while a backend is down. What the admission controller
+reads is what IBM exposes: status, message, `length_queue` (every customer's waiting jobs) and, when
+`exposes_wait`, the p50/p95 of created -> running over the jobs started in the trailing hour.
+
+External load, `model: hourly` (the model of the tables before co-scheduling): in each hour a backend has
+other customers' work waiting with probability `external_busy` (seeded); that work has the fair-share
+ratio `external_fairness`. IBM runs the instance with the lowest consumed/allocated first, so while
+external work waits, our instances whose 28-day usage / allocation is above `external_fairness` do not
+get the backend. This is what makes allocations matter at all: with no
 external load, the account's instances only reorder among themselves.
 """
 
@@ -28,7 +48,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,14 +65,71 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ExternalJobs(_Model):
+    """Other customers' jobs on a backend (`model: queue`)."""
+
+    rate_per_hour: float = Field(9.0, ge=0)
+    mean_seconds: float = Field(300.0, gt=0)
+    ratio: float = Field(1.0, gt=0, description="their fair-share consumed/allocated")
+    diurnal: float = Field(0.0, ge=0, le=1, description="amplitude of the daily cycle of the rate")
+    peak_hour: float = Field(15.0, ge=0, lt=24, description="UTC hour of the highest rate")
+
+
+class ExternalJobsPatch(_Model):
+    rate_per_hour: float | None = Field(None, ge=0)
+    mean_seconds: float | None = Field(None, gt=0)
+    ratio: float | None = Field(None, gt=0)
+    diurnal: float | None = Field(None, ge=0, le=1)
+    peak_hour: float | None = Field(None, ge=0, lt=24)
+
+
+DownStatus = Literal["paused", "offline"]
+
+
+class Outage(_Model):
+    start: datetime
+    hours: float = Field(gt=0)
+    status: DownStatus = "paused"
+    message: str = "maintenance"
+
+
+class RandomOutages(_Model):
+    per_week: float = Field(0.0, ge=0)
+    mean_hours: float = Field(2.0, gt=0)
+    status: DownStatus = "paused"
+    message: str = "maintenance"
+
+
 class BackendLoad(_Model):
+    model: Literal["hourly", "queue"] = "hourly"
+    # model: hourly
     external_fairness: float = Field(1.0, gt=0, description="other customers' consumed/allocated")
     external_busy: float = Field(0.85, ge=0, le=1, description="share of hours with external work waiting")
+    # model: queue
+    external: ExternalJobs = Field(default_factory=ExternalJobs)
+    # both models
+    outages: tuple[Outage, ...] = ()
+    random_outages: RandomOutages = Field(default_factory=RandomOutages)
+    exposes_wait: bool = True
 
 
 class BackendLoadPatch(_Model):
+    model: Literal["hourly", "queue"] | None = None
     external_fairness: float | None = Field(None, gt=0)
     external_busy: float | None = Field(None, ge=0, le=1)
+    external: ExternalJobsPatch | None = None
+    outages: tuple[Outage, ...] | None = None
+    random_outages: RandomOutages | None = None
+    exposes_wait: bool | None = None
+
+
+class AdmissionModel(_Model):
+    """The admission controller of `qauvern-hpc`: on or off, its period and its settings (the fields of
+    `qauvern_hpc.admission.model.AdmissionSettings`; unknown ones are refused when the setup is built)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    enabled: bool = True
+    every: Seconds = 30
 
 
 class SlurmModel(_Model):
@@ -68,6 +145,7 @@ class Scenario(_Model):
     slurm: SlurmModel = Field(default_factory=SlurmModel)
     resubmit_delay: Seconds = 3600
     slice: Seconds = 300
+    admission: AdmissionModel = Field(default_factory=AdmissionModel)
 
     @field_validator("slice")
     @classmethod
@@ -79,12 +157,14 @@ class Scenario(_Model):
     # -- resolution against the site config -------------------------------------------------------------
 
     def backend_load(self, backend: str) -> BackendLoad:
-        base = BackendLoad()
+        merged = BackendLoad().model_dump()
         for key in ("default", backend):
             patch = self.backends.get(key)
             if patch is not None:
-                base = base.model_copy(update=patch.model_dump(exclude_none=True))
-        return base
+                d = patch.model_dump(exclude_none=True)
+                merged["external"] = {**merged["external"], **d.pop("external", {})}
+                merged.update(d)
+        return BackendLoad.model_validate(merged)
 
     def slots_for(self, partition: str) -> int | None:
         return self.slurm.slots.get(partition, self.slurm.default_slots)
@@ -166,4 +246,14 @@ def load_scenario(path: str | Path | None) -> Scenario:
     return parse_scenario(text, str(p))
 
 
-__all__ = ["BackendLoad", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+__all__ = [
+    "AdmissionModel",
+    "BackendLoad",
+    "ExternalJobs",
+    "Outage",
+    "RandomOutages",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+]

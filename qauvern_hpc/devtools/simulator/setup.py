@@ -4,14 +4,16 @@ Each trace row is mapped with the same code the prolog and `qauvern-hpc map` use
 (`qauvern_hpc.policy.mapping.decide` on the policy compiled from the config): the rule that allows it gives
 the
 instance, its resource gives the IBM backend. A row the rules refuse never runs and is counted as refused.
+Every mapped job also gets its *pair* (instance, backend): the Slurm license the admission controller caps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
+from qauvern_hpc.admission.model import AdmissionSettings
 from qauvern_hpc.config import Config
 from qauvern_hpc.devtools.simulator.scenario import BackendLoad, Scenario, ScenarioError
 from qauvern_hpc.devtools.simulator.trace import TraceJob
@@ -38,6 +40,7 @@ class SimJob:
     quantum_seconds: int
     wall_limit_seconds: int
     refused: str = ""  # the refusal message
+    pair: int = -1  # index into SimSetup.pairs, -1 when refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,10 @@ class SimSetup:
     gate_enabled: bool
     max_job_seconds: int
     recent_window: int
+    pairs: tuple[tuple[int, int], ...] = ()  # (instance, backend) in order of first appearance
+    admission_enabled: bool = True
+    admission_every: int = 30
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     @property
     def days(self) -> float:
@@ -111,6 +118,7 @@ def build_setup(
         limits.append(effective_limit(bd, None) if bd is not None else None)
 
     backends: list[str] = []
+    pairs: list[tuple[int, int]] = []
     partitions: list[str] = []
     jobs: list[SimJob] = []
     memo: dict[tuple[str, str, str, str, str], tuple[int, int, str]] = {}
@@ -130,6 +138,11 @@ def build_setup(
             else:
                 hit = (-1, -1, d.message)
             memo[key] = hit
+        pair = -1
+        if hit[0] >= 0:
+            if (hit[0], hit[1]) not in pairs:
+                pairs.append((hit[0], hit[1]))
+            pair = pairs.index((hit[0], hit[1]))
         part = row.partition.split(",")[0].strip()
         if part not in partitions:
             partitions.append(part)
@@ -145,6 +158,7 @@ def build_setup(
                 quantum_seconds=row.quantum_seconds,
                 wall_limit_seconds=row.wall_limit_seconds,
                 refused=hit[2],
+                pair=pair,
             )
         )
     rs = cfg.rebalance
@@ -169,7 +183,29 @@ def build_setup(
         gate_enabled=rs.slurm.gate and prefix_ok,
         max_job_seconds=rs.demand.max_job_seconds,
         recent_window=rs.demand.recent_window,
+        pairs=tuple(pairs),
+        admission_enabled=scenario.admission.enabled,
+        admission_every=scenario.admission.every,
+        admission=admission_settings(scenario),
     )
 
 
-__all__ = ["DAY", "SimJob", "SimSetup", "build_setup"]
+def admission_settings(scenario: Scenario) -> AdmissionSettings:
+    """The scenario's `admission:` keys other than enabled/every, as the controller's settings."""
+    extra = dict(scenario.admission.model_extra or {})
+    known = {f.name for f in fields(AdmissionSettings)}
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise ScenarioError(
+            f"scenario admission: unknown setting(s) {', '.join(unknown)} (known: enabled, every, "
+            f"{', '.join(sorted(known))})"
+        )
+    if scenario.admission.every <= 0:
+        raise ScenarioError("scenario admission.every must be greater than 0")
+    try:
+        return AdmissionSettings(**extra)
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"scenario admission: {exc}") from None
+
+
+__all__ = ["DAY", "SimJob", "SimSetup", "admission_settings", "build_setup"]

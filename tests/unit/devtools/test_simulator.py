@@ -178,7 +178,8 @@ def test_the_gate_holds_jobs_of_an_instance_at_its_limit() -> None:
     # Same as above under qauvern-hpc: the first rebalance (t=3600) sees the limit reached and gates the
     # instance, so the resubmitted job pends in Slurm instead of failing again: one failure in all.
     cfg = ONE.replace(f'crn: "{CRN.format("solo")}"', f'crn: "{CRN.format("solo")}"\n    limit_seconds: 500')
-    setup = make_setup(cfg, BASE + "allocations: {solo: 5000}\n", [job(0, 800)])
+    scenario = BASE + "allocations: {solo: 5000}\nadmission: {enabled: false}\n"
+    setup = make_setup(cfg, scenario, [job(0, 800)])
     res = simulate(setup, make_policy("qauvern-hpc"), rebalance_every_seconds=3600)
     assert res.used_seconds == 500
     assert res.limit_failures == 1
