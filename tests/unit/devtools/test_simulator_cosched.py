@@ -23,7 +23,7 @@ from qauvern_hpc.devtools.simulator.engine import simulate
 from qauvern_hpc.devtools.simulator.ibmqueue import external_arrivals, outage_calendar
 from qauvern_hpc.devtools.simulator.policies import RebalanceOutcome, RebalanceView, make_policy
 from qauvern_hpc.devtools.simulator.scenario import parse_scenario
-from tests.unit.test_simulator import BASE, ONE, START, TWO, job, make_setup
+from tests.unit.devtools.test_simulator import BASE, ONE, START, TWO, job, make_setup
 
 QUEUE = """
 start_date: 2026-03-02
