@@ -50,11 +50,11 @@ from datetime import timedelta
 
 from qauvern_hpc.devtools.simulator.admit import Admission, DecideFn, PairFigures
 from qauvern_hpc.devtools.simulator.ibmqueue import NEVER, Others
-from qauvern_hpc.devtools.simulator.metrics import RunResult, Series, jain_index, maxmin_shares, percentile
+from qauvern_hpc.devtools.simulator.metrics import RunResult, Series, jain_index, percentile, project_figures
 from qauvern_hpc.devtools.simulator.policies import RebalanceView, SimPolicy
 from qauvern_hpc.devtools.simulator.setup import DAY, SimSetup
-from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal, InstanceSnapshot
-from qauvern_hpc.planner.window import daily_usage_lookback_days
+from qauvern_hpc.devtools.simulator.snapshot import instance_snapshot
+from qauvern_hpc.planner.model import AccountSnapshot, DemandSignal
 
 HOUR = 3600
 WINDOW_HOURS = 28 * 24
@@ -151,9 +151,6 @@ class _Sim:
         self.slurm_dirty = True
 
     # -- helpers ----------------------------------------------------------------------------------------
-
-    def window_sum(self, i: int, hours: int, k: int) -> int:
-        return sum(self.usage[i][max(0, k - hours) : k + 1])
 
     def sample(self, t: int) -> None:
         self.series.days.append(t / DAY)
@@ -360,10 +357,8 @@ class _Sim:
 
     def rebalance(self, t: int) -> None:
         s = self.s
-        k = t // HOUR
         now = s.start + timedelta(seconds=t)
         today = now.date()
-        today_index = t // DAY
         window = s.recent_window
         while self.ledger and self.ledger[0][0] < t - window:
             self.ledger.popleft()
@@ -373,24 +368,9 @@ class _Sim:
         snaps = []
         demand: dict[str, DemandSignal] = {}
         for i, st in enumerate(s.settings):
-            daily = {}
-            if st.net_grants:
-                back = daily_usage_lookback_days(st.net_grants, today)
-                for d in range(max(0, today_index - back), today_index):
-                    if self.daily[i][d]:
-                        daily[s.start.date() + timedelta(days=d)] = self.daily[i][d]
             snaps.append(
-                InstanceSnapshot(
-                    crn=st.crn,
-                    name=st.name,
-                    allocation_seconds=self.alloc[i],
-                    limit_seconds=self.limit[i],
-                    consumed_28d_seconds=self.c28[i],
-                    consumed_14d_seconds=self.window_sum(i, 14 * 24, k),
-                    consumed_7d_seconds=self.window_sum(i, 7 * 24, k),
-                    consumed_3d_seconds=self.window_sum(i, 3 * 24, k),
-                    consumed_24h_seconds=self.window_sum(i, 24, k),
-                    daily_usage=daily,
+                instance_snapshot(
+                    st, self.alloc[i], self.limit[i], self.c28[i], self.usage[i], self.daily[i], t, s.start
                 )
             )
             queued = 0
@@ -571,24 +551,9 @@ class _Sim:
             pw.append(w)
             pc[0] += self.job_timeouts[j]
             pc[1] += self.held[j]
-        entitled = maxmin_shares(s.purchased_seconds, demand_by_project)
-        ratios = []
-        projects: dict[str, dict[str, object]] = {}
-        for p in sorted(demand_by_project):
-            used = self.used_by_project.get(p, 0)
-            ent = entitled[p]
-            ratios.append(used / ent if ent > 0 else 0.0)
-            pw, pc = by_project[p]
-            projects[p] = {
-                "demand_seconds": int(demand_by_project[p]),
-                "entitled_seconds": round(ent),
-                "used_seconds": used,
-                "jobs": len(pw),
-                "wait_median_seconds": percentile(pw, 50),
-                "wait_p95_seconds": percentile(pw, 95),
-                "timeouts": pc[0],
-                "held_wait_seconds": pc[1],
-            }
+        projects, ratios = project_figures(
+            s.purchased_seconds, demand_by_project, self.used_by_project, by_project
+        )
         instances: dict[str, dict[str, object]] = {}
         for i, nm in enumerate(s.instance_names):
             allocs = self.series.allocation[nm]
@@ -618,9 +583,7 @@ class _Sim:
             limit_failures=self.limit_failures,
             timeouts=self.timeouts,
             held_wait_seconds=sum(self.held),
-            worst_project_p95_seconds=max(
-                (percentile(pw, 95) for pw, _c in by_project.values()), default=0.0
-            ),
+            worst_project_p95_seconds=max((p["wait_p95_seconds"] for p in projects.values()), default=0.0),
             admissions=0 if self.admission is None else self.admission.calls,
             jain=jain_index(ratios),
             rebalances=self.rebalances,

@@ -173,4 +173,41 @@ class RunResult:
         }
 
 
-__all__ = ["RunResult", "Series", "jain_index", "maxmin_shares", "percentile"]
+def project_figures(
+    purchased_seconds: float,
+    demand_by_project: Mapping[str, float],
+    used_by_project: Mapping[str, int],
+    by_project: Mapping[str, tuple[list[float], list[int]]],
+) -> tuple[dict[str, dict[str, Any]], list[float]]:
+    """Per project: demand, max-min entitlement, use, waits (median, p95), timeouts and held seconds
+    (`by_project`: the project's job waits and its [timeouts, held seconds]); and every project's
+    used/entitled ratio, for Jain's index."""
+    entitled = maxmin_shares(purchased_seconds, dict(demand_by_project))
+    ratios: list[float] = []
+    projects: dict[str, dict[str, Any]] = {}
+    for p in sorted(demand_by_project):
+        used = used_by_project.get(p, 0)
+        ent = entitled[p]
+        ratios.append(used / ent if ent > 0 else 0.0)
+        pw, pc = by_project[p]
+        projects[p] = {
+            "demand_seconds": int(demand_by_project[p]),
+            "entitled_seconds": round(ent),
+            "used_seconds": used,
+            "jobs": len(pw),
+            "wait_median_seconds": percentile(pw, 50),
+            "wait_p95_seconds": percentile(pw, 95),
+            "timeouts": pc[0],
+            "held_wait_seconds": pc[1],
+        }
+    return projects, ratios
+
+
+__all__ = [
+    "RunResult",
+    "Series",
+    "jain_index",
+    "maxmin_shares",
+    "percentile",
+    "project_figures",
+]
