@@ -97,3 +97,18 @@ class ScriptedIBM:
         if isinstance(reply, Exception):
             raise reply
         return reply if isinstance(reply, httpx.Response) else reply(request)
+
+
+class FakeClock:
+    """A monotonic clock whose sleeps advance it at once and are recorded (retry timing without waiting)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

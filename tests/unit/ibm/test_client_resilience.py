@@ -3,7 +3,7 @@ re-authentication on 401, bounded retries (429 with Retry-After, 5xx, timeouts, 
 deadline, max_attempts), which POSTs may be retried, and the API key kept out of errors, reprs and logs.
 
 `tests.support.ibm_wire.ScriptedIBM` plays IAM (tokens ``TOKEN-1-…``, ``TOKEN-2-…``; only issued, unexpired
-ones are accepted) and the APIs (replies queued per ``(method, path)``, the last one repeating). `Clock` is
+ones are accepted) and the APIs (replies queued per ``(method, path)``, the last one repeating). `FakeClock` is
 the client's monotonic clock; its `sleep` records the wait and moves time on, so nothing here really waits.
 """
 
@@ -31,7 +31,7 @@ from qauvern_hpc.ibm import (
     RetryPolicy,
 )
 from qauvern_hpc.ibm.client import PLAN_IDS
-from tests.support.ibm_wire import ScriptedIBM
+from tests.support.ibm_wire import FakeClock, ScriptedIBM
 
 KEY = "RESILIENCE-apikey-8c1e77d2"
 US = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct1:inst-us::"
@@ -56,19 +56,6 @@ USED = {"usage_consumed_seconds": 42}
 SESSION = {"id": "s-1", "backend_name": "ibm_torino", "mode": "batch", "state": "open"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=8.0, deadline=60.0, jitter=False)
 
 
@@ -78,12 +65,12 @@ def fake() -> ScriptedIBM:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(5000.0)
 
 
 def make(
-    fake: ScriptedIBM, clock: Clock, retry: RetryPolicy = POLICY, timeout: float = 30.0, key: str = KEY
+    fake: ScriptedIBM, clock: FakeClock, retry: RetryPolicy = POLICY, timeout: float = 30.0, key: str = KEY
 ) -> IBMClient:
     return IBMClient(
         key,
@@ -97,7 +84,7 @@ def make(
 
 
 @pytest.fixture
-def client(fake: ScriptedIBM, clock: Clock) -> Iterator[IBMClient]:
+def client(fake: ScriptedIBM, clock: FakeClock) -> Iterator[IBMClient]:
     with make(fake, clock) as c:
         yield c
 
@@ -109,7 +96,7 @@ def bearer(request: httpx.Request) -> str:
 # ----- the token cache -------------------------------------------------------------------------------------
 
 
-def test_one_iam_call_for_many_requests(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_one_iam_call_for_many_requests(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, ok(USED))
     fake.on("GET", RC, ok({"resources": []}))
     for _ in range(5):
@@ -135,7 +122,7 @@ def test_one_iam_call_for_many_requests(client: IBMClient, fake: ScriptedIBM, cl
 def test_token_is_refreshed_before_it_expires(
     client: IBMClient,
     fake: ScriptedIBM,
-    clock: Clock,
+    clock: FakeClock,
     token_reply: dict[str, Any],
     still_cached: float,
     refreshed: float,
@@ -154,7 +141,7 @@ def test_token_is_refreshed_before_it_expires(
     assert len(fake.calls(USAGE)) == 3  # no 401 and resend: the refresh came first
 
 
-def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     """Only `expiration` (epoch seconds, IAM's wall clock): the lifetime is what is left of it now."""
     fake.token_reply = {"expiration": int(time.time()) + 1000}
     fake.on("GET", USAGE, ok(USED))
@@ -168,7 +155,7 @@ def test_token_lifetime_from_expiration_epoch(client: IBMClient, fake: ScriptedI
     assert fake.iam_calls == 2
 
 
-def test_expires_in_wins_over_expiration(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_expires_in_wins_over_expiration(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.token_reply = {"expires_in": 3600, "expiration": int(time.time()) + 100}
     fake.on("GET", USAGE, ok(USED))
     t0 = clock.now
@@ -181,7 +168,7 @@ def test_expires_in_wins_over_expiration(client: IBMClient, fake: ScriptedIBM, c
 # ----- 401: exactly one re-authentication ------------------------------------------------------------------
 
 
-def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, ok(USED))
     client.instance_usage(US)
     fake.expire_tokens()  # IBM revoked the token before we expected it
@@ -198,7 +185,7 @@ def test_401_reauthenticates_once_and_resends(client: IBMClient, fake: ScriptedI
 
 
 def test_persistent_401_is_an_auth_error_after_one_reauthentication(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("GET", USAGE, err(401, "Unauthorized"))
     with pytest.raises(IBMAuthError) as exc:
@@ -217,7 +204,7 @@ def test_persistent_401_is_an_auth_error_after_one_reauthentication(
 
 
 def test_401_during_retries_still_gets_one_reauthentication(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("GET", USAGE, err(503), err(401, "expired"), err(503), ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
@@ -226,7 +213,7 @@ def test_401_during_retries_still_gets_one_reauthentication(
     assert clock.sleeps == [0.5, 1.0]  # the 401 did not count as a try
 
 
-def test_concurrent_401s_share_one_refresh(fake: ScriptedIBM, clock: Clock) -> None:
+def test_concurrent_401s_share_one_refresh(fake: ScriptedIBM, clock: FakeClock) -> None:
     n = 6
     barrier = threading.Barrier(n, timeout=5)
     first_round: set[int] = set()
@@ -263,7 +250,7 @@ def test_concurrent_401s_share_one_refresh(fake: ScriptedIBM, clock: Clock) -> N
 # ----- IAM failures ----------------------------------------------------------------------------------------
 
 
-def test_iam_rejecting_the_key(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_iam_rejecting_the_key(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on(
         "POST",
         TOKEN,
@@ -295,7 +282,7 @@ def test_iam_401_is_not_a_reauthentication_loop(client: IBMClient, fake: Scripte
     assert fake.iam_calls == 1
 
 
-def test_iam_outage_is_retried(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_iam_outage_is_retried(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on(
         "POST", TOKEN, err(503), httpx.ConnectError("refused"), ok({"access_token": "T", "expires_in": 60})
     )
@@ -309,7 +296,7 @@ def test_iam_outage_is_retried(client: IBMClient, fake: ScriptedIBM, clock: Cloc
 # ----- retries ---------------------------------------------------------------------------------------------
 
 
-def test_429_honours_retry_after(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_429_honours_retry_after(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on(
         "GET",
         USAGE,
@@ -323,7 +310,7 @@ def test_429_honours_retry_after(client: IBMClient, fake: ScriptedIBM, clock: Cl
     assert len(fake.calls(USAGE)) == 4
 
 
-def test_429_retry_after_as_http_date(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_429_retry_after_as_http_date(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
     fake.on("GET", USAGE, err(429, **{"Retry-After": when}), ok(USED))
     client.instance_usage(US)
@@ -332,14 +319,14 @@ def test_429_retry_after_as_http_date(client: IBMClient, fake: ScriptedIBM, cloc
 
 
 def test_unreadable_retry_after_falls_back_to_backoff(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("GET", USAGE, err(429, **{"Retry-After": "soon"}), err(429, **{"Retry-After": "-4"}), ok(USED))
     client.instance_usage(US)
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_429_that_outlasts_the_policy(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_429_that_outlasts_the_policy(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, err(429, "rate limit exceeded"))
     with pytest.raises(IBMRateLimited) as exc:
         client.instance_usage(US)
@@ -350,7 +337,7 @@ def test_429_that_outlasts_the_policy(client: IBMClient, fake: ScriptedIBM, cloc
     assert len(fake.calls(USAGE)) == 4
 
 
-def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: ScriptedIBM, clock: Clock) -> None:
+def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=300.0, deadline=30.0, jitter=False)
     fake.on("GET", USAGE, err(429, "quota", **{"Retry-After": "50"}), ok(USED))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMRateLimited) as exc:
@@ -361,7 +348,7 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: ScriptedIBM, clo
     assert len(fake.calls(USAGE)) == 1
 
 
-def test_503_twice_then_ok(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_503_twice_then_ok(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, err(503, "busy"), err(503, "busy"), ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
     assert clock.sleeps == [0.5, 1.0]
@@ -371,7 +358,7 @@ def test_503_twice_then_ok(client: IBMClient, fake: ScriptedIBM, clock: Clock) -
 
 @pytest.mark.parametrize("status", [502, 504])
 def test_other_gateway_errors_are_retried(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, status: int
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, status: int
 ) -> None:
     fake.on("GET", USAGE, err(status), ok(USED))
     client.instance_usage(US)
@@ -380,7 +367,7 @@ def test_other_gateway_errors_are_retried(
 
 @pytest.mark.parametrize("status", [400, 409, 500, 501])
 def test_other_errors_are_not_retried(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, status: int
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, status: int
 ) -> None:
     fake.on("GET", USAGE, err(status, "no"), ok(USED))
     with pytest.raises(IBMError) as exc:
@@ -404,7 +391,7 @@ def test_other_errors_are_not_retried(
     ids=lambda e: type(e).__name__,
 )
 def test_transport_failures_of_a_get_are_retried(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Exception
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, failure: Exception
 ) -> None:
     fake.on("GET", USAGE, failure, failure, ok(USED))
     assert client.instance_usage(US).consumed_seconds == 42
@@ -412,7 +399,7 @@ def test_transport_failures_of_a_get_are_retried(
     assert clock.sleeps == [0.5, 1.0]
 
 
-def test_connect_errors_that_persist(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_connect_errors_that_persist(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, httpx.ConnectError("refused"))
     with pytest.raises(IBMError) as exc:
         client.instance_usage(EU)
@@ -423,7 +410,7 @@ def test_connect_errors_that_persist(client: IBMClient, fake: ScriptedIBM, clock
     )
 
 
-def test_jittered_backoff_stays_within_half_to_full(fake: ScriptedIBM, clock: Clock) -> None:
+def test_jittered_backoff_stays_within_half_to_full(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=6, base_delay=1.0, max_delay=8.0, deadline=600.0, jitter=True)
     fake.on("GET", USAGE, err(503))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMError):
@@ -433,7 +420,7 @@ def test_jittered_backoff_stays_within_half_to_full(fake: ScriptedIBM, clock: Cl
         assert full / 2 <= wait <= full
 
 
-def test_max_attempts(fake: ScriptedIBM, clock: Clock) -> None:
+def test_max_attempts(fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("GET", USAGE, err(503, "down"))
     three = RetryPolicy(max_attempts=3, jitter=False)
     with make(fake, clock, retry=three) as client, pytest.raises(IBMError) as exc:
@@ -448,7 +435,7 @@ def test_max_attempts(fake: ScriptedIBM, clock: Clock) -> None:
     assert str(exc.value) == "IBM GET /v1/instances/usage: HTTP 503: down"  # one try: no "gave up" hint
 
 
-def test_deadline_stops_retrying_early(fake: ScriptedIBM, clock: Clock) -> None:
+def test_deadline_stops_retrying_early(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=2.0, max_delay=60.0, deadline=5.0, jitter=False)
     fake.on("GET", USAGE, err(503, "down"))
     with make(fake, clock, retry=policy) as client, pytest.raises(IBMError) as exc:
@@ -459,7 +446,7 @@ def test_deadline_stops_retrying_early(fake: ScriptedIBM, clock: Clock) -> None:
     assert exc.value.hint == "gave up after 2 tries"
 
 
-def test_deadline_cuts_each_try_timeout(fake: ScriptedIBM, clock: Clock) -> None:
+def test_deadline_cuts_each_try_timeout(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=0.5, max_delay=60.0, deadline=10.0, jitter=False)
 
     def slow_503(request: httpx.Request) -> httpx.Response:
@@ -476,7 +463,7 @@ def test_deadline_cuts_each_try_timeout(fake: ScriptedIBM, clock: Clock) -> None
     assert clock.now - 5000.0 == pytest.approx(10.5)
 
 
-def test_deadline_covers_the_iam_exchange(fake: ScriptedIBM, clock: Clock) -> None:
+def test_deadline_covers_the_iam_exchange(fake: ScriptedIBM, clock: FakeClock) -> None:
     policy = RetryPolicy(max_attempts=10, base_delay=1.0, max_delay=60.0, deadline=5.0, jitter=False)
 
     def slow_token(request: httpx.Request) -> httpx.Response:
@@ -512,7 +499,7 @@ def test_deadline_covers_the_iam_exchange(fake: ScriptedIBM, clock: Clock) -> No
     ids=["503", "502", "read timeout", "dropped"],
 )
 def test_create_session_is_not_retried_once_it_may_have_been_sent(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Reply, status: int | None, text: str
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, failure: Reply, status: int | None, text: str
 ) -> None:
     fake.on("POST", SESSIONS, failure, ok(SESSION))
     with pytest.raises(IBMError) as exc:
@@ -529,7 +516,7 @@ def test_create_session_is_not_retried_once_it_may_have_been_sent(
     ids=lambda e: type(e).__name__,
 )
 def test_create_session_is_retried_after_a_connect_error(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, failure: Exception
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, failure: Exception
 ) -> None:
     fake.on("POST", SESSIONS, failure, ok(SESSION))
     assert client.create_session(EU, "ibm_torino").id == "s-1"
@@ -537,7 +524,7 @@ def test_create_session_is_retried_after_a_connect_error(
     assert clock.sleeps == [0.5]
 
 
-def test_create_session_is_retried_after_429(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_create_session_is_retried_after_429(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("POST", SESSIONS, err(429, "too many requests", **{"Retry-After": "2"}), ok(SESSION))
     assert client.create_session(EU, "ibm_torino").id == "s-1"
     assert len(fake.calls(SESSIONS, "POST")) == 2
@@ -545,7 +532,7 @@ def test_create_session_is_retried_after_429(client: IBMClient, fake: ScriptedIB
 
 
 def test_create_instance_is_not_retried_after_a_reply(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock
 ) -> None:
     fake.on("POST", RC, err(502), ok({"id": US, "name": "n"}, 201))
     kwargs: dict[str, Any] = {
@@ -563,7 +550,7 @@ def test_create_instance_is_not_retried_after_a_reply(
     assert clock.sleeps == [0.5]
 
 
-def test_session_close_is_retried(client: IBMClient, fake: ScriptedIBM, clock: Clock) -> None:
+def test_session_close_is_retried(client: IBMClient, fake: ScriptedIBM, clock: FakeClock) -> None:
     fake.on("DELETE", f"{SESSIONS}/s-1/close", err(503), httpx.ReadTimeout("slow"), httpx.Response(204))
     fake.on("PATCH", f"{SESSIONS}/s-1", httpx.RemoteProtocolError("gone"), httpx.Response(204))
     client.close_session(EU, "s-1")
@@ -579,7 +566,7 @@ def secret_free(text: str, *secrets: str) -> bool:
     return not any(s and s in text for s in secrets)
 
 
-def test_key_absent_from_client_repr_and_str(fake: ScriptedIBM, clock: Clock) -> None:
+def test_key_absent_from_client_repr_and_str(fake: ScriptedIBM, clock: FakeClock) -> None:
     with make(fake, clock, key=f"  {KEY}\n") as client:
         for text in (repr(client), str(client), repr(vars(client)), repr(client._api_key)):
             assert KEY not in text
@@ -596,7 +583,7 @@ def test_key_absent_from_client_repr_and_str(fake: ScriptedIBM, clock: Clock) ->
 
 
 @pytest.mark.parametrize("key", ["", "   ", "\n"])
-def test_blank_key_is_refused_before_anything_is_sent(fake: ScriptedIBM, clock: Clock, key: str) -> None:
+def test_blank_key_is_refused_before_anything_is_sent(fake: ScriptedIBM, clock: FakeClock, key: str) -> None:
     with pytest.raises(IBMAuthError, match="no API key given"):
         make(fake, clock, key=key)
     assert fake.requests == []
@@ -627,7 +614,7 @@ def test_iam_echoing_the_key_is_scrubbed_everywhere(
 
 
 def test_key_and_token_absent_from_every_log_record_and_error(
-    client: IBMClient, fake: ScriptedIBM, clock: Clock, caplog: pytest.LogCaptureFixture
+    client: IBMClient, fake: ScriptedIBM, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.on("GET", USAGE, err(503, "busy"), httpx.ConnectError(f"refused apikey={KEY}"), ok(USED))

@@ -34,7 +34,7 @@ from qauvern_hpc.ibm import (
     UnknownCRNError,
 )
 from qauvern_hpc.ibm.client import API_VERSION, PLAN_IDS, QUANTUM_RESOURCE_ID, ms_to_seconds
-from tests.support.ibm_wire import ScriptedIBM
+from tests.support.ibm_wire import FakeClock, ScriptedIBM
 from tests.support.paths import UNIT_FIXTURES
 
 pytestmark = pytest.mark.process  # starts processes (cc, lua, shellcheck, the CLI or the emulator)
@@ -64,19 +64,6 @@ def ok(body: Any = None, status: int = 200, **headers: str) -> httpx.Response:
 
 def err(status: int, message: str = "boom", **headers: str) -> httpx.Response:
     return httpx.Response(status, json={"errors": [{"code": "x", "message": message}]}, headers=headers)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=8.0, deadline=60.0, jitter=False)

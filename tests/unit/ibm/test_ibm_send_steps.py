@@ -11,7 +11,7 @@ from qauvern_hpc.ibm.auth import TokenCache
 from qauvern_hpc.ibm.errors import IBMAuthError, IBMError, IBMNotFound, IBMRateLimited
 from qauvern_hpc.ibm.models import Token
 from qauvern_hpc.ibm.retry import DeadlinePassed, Failure, RetryPolicy, send_with_retries
-from tests.unit.ibm.test_ibm_client import FakeClock
+from tests.support.ibm_wire import FakeClock
 
 CALL = "GET /x"
 
