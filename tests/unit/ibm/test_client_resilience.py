@@ -4,7 +4,8 @@ deadline, max_attempts), which POSTs may be retried, and the API key kept out of
 
 `tests.support.ibm_wire.ScriptedIBM` plays IAM (tokens ``TOKEN-1-…``, ``TOKEN-2-…``; only issued, unexpired
 ones are accepted) and the APIs (replies queued per ``(method, path)``, the last one repeating).
-`FakeClock` is the client's monotonic clock; its `sleep` records the wait and moves time on, so nothing here really waits.
+`FakeClock` is the client's monotonic clock; its `sleep` records the wait and moves time on, so nothing
+here really waits.
 """
 
 from __future__ import annotations
