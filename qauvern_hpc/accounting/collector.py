@@ -311,8 +311,11 @@ def reconcile(
     since: int,
     until: int,
 ) -> list[dict[str, Any]]:
-    """Step 3: per instance, the ledger's attributed seconds vs IBM's usage for [since, until)."""
-    attributed = ledger.usage_per_instance(since, until)
+    """Step 3: per instance, the ledger's attributed seconds vs IBM's usage from `since` to `until`.
+
+    Slurm's end times are whole seconds, so a job that ended in the second `until` itself (collect runs
+    right after it) belongs to the window: the ledger's half-open window ends at `until + 1`."""
+    attributed = ledger.usage_per_instance(since, until + 1)
     out = []
     for name in instances:
         mine = attributed.get(name)

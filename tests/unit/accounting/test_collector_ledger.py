@@ -171,6 +171,22 @@ def test_reconcile_shows_the_unattributed_remainder(led: Ledger) -> None:
     assert out["broken"]["ibm_seconds"] is None and "500" in out["broken"]["error"]
 
 
+def test_reconcile_counts_a_job_that_ended_in_the_very_second_collect_runs(led: Ledger) -> None:
+    """Slurm's end times are whole seconds and collect runs right after the last job: a run that ended
+    in the second `until` belongs to the window; one that ended a second later does not."""
+    from qauvern_hpc.accounting.collector import reconcile
+
+    now = T0 + 1000
+    led.upsert_runs(
+        [
+            row(1, quantum_seconds=3.0, usage_state=FINAL, end=now),
+            row(2, quantum_seconds=1.0, usage_state=FINAL, end=now + 1),
+        ]
+    )
+    [out] = reconcile(led, lambda name, start, end: 3, ["phys-2026"], since=now - 10, until=now)
+    assert out["attributed_seconds"] == 3.0 and out["unattributed_seconds"] == 0.0
+
+
 def test_a_dry_run_batch_rolls_everything_back_nested_batches_included(led: Ledger) -> None:
     led.upsert_runs([row(1)])
     with led.batch(commit=False):
