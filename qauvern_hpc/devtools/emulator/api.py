@@ -7,11 +7,11 @@ every route but IAM's needs a bearer token (checked by `EmulatorApp` before the 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from qauvern_hpc.devtools.emulator.routing import NO_CONTENT, Reply, Request, RouteTable, ok
-from qauvern_hpc.devtools.emulator.versions import UsageShape, versions_view
+from qauvern_hpc.devtools.emulator.versions import UsageShape, rc_for_version, versions_view
 
 if TYPE_CHECKING:
     from qauvern_hpc.devtools.emulator.server import EmulatorApp
@@ -31,24 +31,29 @@ def _iam_token(app: EmulatorApp, r: Request) -> Reply:
 # Resource Controller ----------------------------------------------------------------------------------------
 
 
+def _rc(r: Request, body: dict[str, Any], status: int = 200) -> Reply:
+    """An RC reply, with the RU extensions only for a version that carries RUs (`versions`)."""
+    return ok(rc_for_version(body, r.headers.get("IBM-API-Version")), status)
+
+
 @route("GET", "/v2/resource_instances", "auth")
 def _rc_list(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_list(r.p, r.query))
+    return _rc(r, app.state.rc_list(r.p, r.query))
 
 
 @route("POST", "/v2/resource_instances", "auth")
 def _rc_create(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_create(r.p, r.json()), 201)
+    return _rc(r, app.state.rc_create(r.p, r.json()), 201)
 
 
 @route("GET", "/v2/resource_instances/([^/]+)", "auth")
 def _rc_get(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_get(r.p, unquote(r.groups[0])))
+    return _rc(r, app.state.rc_get(r.p, unquote(r.groups[0])))
 
 
 @route("PATCH", "/v2/resource_instances/([^/]+)", "auth")
 def _rc_patch(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_patch(r.p, unquote(r.groups[0]), r.json()))
+    return _rc(r, app.state.rc_patch(r.p, unquote(r.groups[0]), r.json()))
 
 
 # Quantum platform API (under /api/v1, also accepted under /api) ---------------------------------------------

@@ -12,7 +12,10 @@ What IBM documents (see docs/ibm-platform.md for the pages):
 Invariants: a request without the header is answered as the oldest version (IBM wants the header; the
 emulator is lenient so that bare HTTP probes keep working); a value that is not a listed version is a 400.
 The "time fields removed" switch (IBM's announced next step) only affects versions that carry RUs: older
-versions cannot express usage at all without their time fields, so they keep them.
+versions cannot express usage at all without their time fields, so they keep them. The Resource Controller
+is not versioned by IBM-API-Version at IBM; the emulator shows its RU extensions only to requests that name a
+version with RUs (so clients of older versions see the shape they were written against) and never refuses an
+RC request for its header.
 """
 
 from __future__ import annotations
@@ -80,6 +83,25 @@ def usage_shape(
 
 LEGACY = usage_shape(None)
 """The shape of the oldest version (what the emulator answered before it knew versions)."""
+
+
+RC_RU_EXTENSIONS = ("usage_allocation_ru", "instance_limit_ru")
+
+
+def rc_for_version(body: dict[str, Any], header: str | None) -> dict[str, Any]:
+    """A Resource Controller reply (one `resource_instance` or a page of `resources`) without the RU
+    extensions unless `header` names a version that carries RUs."""
+    version = (header or "").strip()
+    if version in {v for v, _ in VERSIONS} and version >= RESOURCE_UNITS_SINCE:
+        return body
+    page = body.get("resources")
+    items: list[Any] = page if isinstance(page, list) else [body]
+    for item in items:
+        ext = item.get("extensions")
+        if isinstance(ext, dict):
+            for key in RC_RU_EXTENSIONS:
+                ext.pop(key, None)
+    return body
 
 
 def versions_view() -> dict[str, Any]:

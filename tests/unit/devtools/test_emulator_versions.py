@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -150,3 +151,18 @@ def test_resource_controller_gives_allocations_in_both_units(app: EmulatorApp) -
     assert inst["extensions"]["usage_allocation_seconds"] == 200_000
     assert inst["extensions"]["usage_allocation_ru"] == 200_000 * RATE
     assert inst["extensions"]["instance_limit_ru"] is None
+
+
+@pytest.mark.parametrize(("version", "with_ru"), [(None, False), ("2026-02-15", False), (LATEST, True)])
+def test_rc_shows_ru_extensions_to_versions_with_rus(
+    app: EmulatorApp, version: str | None, with_ru: bool
+) -> None:
+    status, page = call(app, "GET", "/v2/resource_instances", version=version)
+    assert status == 200
+    ext = {r["name"]: r["extensions"] for r in page["resources"]}["beta"]
+    assert ext["usage_allocation_seconds"] == 500_000
+    assert ("usage_allocation_ru" in ext) is with_ru
+    if with_ru:
+        assert (ext["usage_allocation_ru"], ext["instance_limit_ru"]) == (500_000 * RATE, 600_000 * RATE)
+    _, one = call(app, "GET", "/v2/resource_instances/" + quote(CRN_BETA, safe=""), version=version)
+    assert ("instance_limit_ru" in one["extensions"]) is with_ru
