@@ -419,34 +419,19 @@ class Ledger(ABC):
         A final row only takes another final value (a correction); a pending value for it is ignored.
         Raises `LedgerError` when there is no such row.
         """
-        if seconds < 0:
-            raise LedgerError(f"{key}: negative quantum seconds {seconds}")
-        if resource_units is not None and resource_units < 0:
-            raise LedgerError(f"{key}: negative resource units {resource_units}")
+        if seconds < 0 or (resource_units or 0.0) < 0:
+            raise LedgerError(f"{key}: negative quantum seconds {seconds} or resource units {resource_units}")
         state = FINAL if final else PENDING
         ne = self._ne()
-        ru_set, ru_changed = "", ""
-        ru_params: tuple[float, ...] = ()
-        if resource_units is not None:
-            ru_set, ru_changed = ", resource_units = ?", f" OR resource_units {ne} ?"
-            ru_params = (float(resource_units),)
+        ru = () if resource_units is None else (float(resource_units),)  # RUs: set and compared when given
         sql = self._sql(
-            f"UPDATE runs SET quantum_seconds = ?, usage_state = ?, updated_at = ?{ru_set} "
+            "UPDATE runs SET quantum_seconds = ?, usage_state = ?, updated_at = ?"
+            f"{', resource_units = ?' * len(ru)} "
             "WHERE cluster = ? AND job_id_raw = ? AND run = ? AND resource = ? "
             f"AND (usage_state = 'pending' OR ? = 'final') "
-            f"AND (quantum_seconds {ne} ? OR usage_state {ne} ?{ru_changed})"
+            f"AND (quantum_seconds {ne} ? OR usage_state {ne} ?{f' OR resource_units {ne} ?' * len(ru)})"
         )
-        params = (
-            float(seconds),
-            state,
-            time.time(),
-            *ru_params,
-            *key,
-            state,
-            float(seconds),
-            state,
-            *ru_params,
-        )
+        params = (float(seconds), state, time.time(), *ru, *key, state, float(seconds), state, *ru)
         with self.batch():
             changed = self._execute(sql, params)
             if not changed and self.get_run(key) is None:
