@@ -7,6 +7,10 @@ IBM's rules (seed "Workload usage"):
 - failed and cancelled jobs count only for the time the QPU was locked (IBM's per-job quantum seconds
   already say so, so they are summed like any other job).
 
+Resource units (docs/ibm-platform.md): a batch session's RUs are the sum of its jobs' RUs when IBM reported
+RUs for every job; otherwise (and for dedicated sessions, whose RUs IBM reports per workload, not per
+session) they are unknown (None). Seconds and RUs are never converted into each other.
+
 A job's usage is *final* once every session it held is closed and none of its IBM jobs is still queued or
 running; until then the collector stores what is known as *pending* and revisits it on later runs.
 """
@@ -27,6 +31,7 @@ class SessionUsage:
     elapsed_seconds: float | None  # dedicated sessions: IBM's wall-clock usage
     job_quantum_seconds: Sequence[float | None]  # per IBM job in the session (None: not reported yet)
     job_states: Sequence[str]
+    job_resource_units: Sequence[float | None] = ()  # per IBM job, where IBM reported RUs
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Attribution:
     quantum_seconds: float
     final: bool
     why: str
+    resource_units: float | None = None  # None: IBM did not report the whole charge in RUs
 
 
 def attribute(session: SessionUsage) -> Attribution:
@@ -47,7 +53,11 @@ def attribute(session: SessionUsage) -> Attribution:
     missing = len(known) != len(session.job_quantum_seconds)
     seconds = float(sum(max(0.0, q) for q in known))
     final = closed and jobs_done and not missing
-    return Attribution(seconds, final, f"batch: sum of {len(known)} job(s) quantum time")
+    rus = list(session.job_resource_units)
+    units = None
+    if rus and len(rus) == len(session.job_quantum_seconds) and all(r is not None for r in rus):
+        units = float(sum(max(0.0, r) for r in rus if r is not None))
+    return Attribution(seconds, final, f"batch: sum of {len(known)} job(s) quantum time", units)
 
 
 def attribute_job(sessions: Sequence[SessionUsage]) -> Attribution:
@@ -55,6 +65,10 @@ def attribute_job(sessions: Sequence[SessionUsage]) -> Attribution:
     parts = [attribute(s) for s in sessions]
     if not parts:
         return Attribution(0.0, True, "no session was opened")
+    units = [p.resource_units for p in parts]
     return Attribution(
-        sum(p.quantum_seconds for p in parts), all(p.final for p in parts), "; ".join(p.why for p in parts)
+        sum(p.quantum_seconds for p in parts),
+        all(p.final for p in parts),
+        "; ".join(p.why for p in parts),
+        None if any(u is None for u in units) else sum(u for u in units if u is not None),
     )

@@ -99,6 +99,15 @@ def session_charges(
     return [(row, seconds if row.key == charged else 0.0, final) for row in carriers]
 
 
+def session_unit_charges(carriers: Sequence[StoredRun], resource_units: float | None) -> list[float | None]:
+    """The RUs each row of `session_charges` gets, in the same order and by the same rule (None: IBM gave
+    no RUs for the session)."""
+    if not carriers or resource_units is None:
+        return [None] * len(carriers)
+    charged = charged_row(carriers).key
+    return [resource_units if row.key == charged else 0.0 for row in carriers]
+
+
 def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[StoredRun]]:
     """Pending rows IBM cannot be asked about: (ended runs that opened no session -> final 0 s,
     rows with a session but no instance -> cannot be resolved; a config or record problem)."""
@@ -116,6 +125,8 @@ def session_usage(session: Session, jobs: Sequence[RuntimeJob]) -> SessionUsage:
         elapsed_seconds=session.elapsed_seconds,
         job_quantum_seconds=[(j.usage.quantum_seconds if j.usage is not None else None) for j in jobs],
         job_states=[str(j.status or "queued") for j in jobs],
+        # RUs where the usage has them (IBM-API-Version 2026-04-15 and later; older shapes have none)
+        job_resource_units=[getattr(j.usage, "resource_units", None) for j in jobs],
     )
 
 
@@ -287,15 +298,19 @@ def resolve_usage(
             report.errors.append(f"{instance}/{session_id}: {exc}")
             continue
         report.sessions += 1
+        units: float | None = None
         if session is None:
             seconds, final = 0.0, True
         else:
             result = attribute(session_usage(session, jobs))
-            seconds, final = result.quantum_seconds, result.final
+            seconds, final, units = result.quantum_seconds, result.final, result.resource_units
         with ledger.batch():
             carriers = ledger.runs_with_session(instance, session_id) or list(rows)
-            for row, value, is_final in session_charges(carriers, seconds, final):
-                if ledger.set_usage(row.key, value, is_final):
+            charges = session_charges(carriers, seconds, final)
+            for (row, value, is_final), ru in zip(
+                charges, session_unit_charges(carriers, units), strict=True
+            ):
+                if ledger.set_usage(row.key, value, is_final, resource_units=ru):
                     if is_final:
                         report.finalized += 1
                     else:

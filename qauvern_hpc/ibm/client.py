@@ -4,13 +4,16 @@ The endpoints' requests and replies live here; how one request is sent (IAM toke
 on a 401, retries, error mapping, secrets kept out of messages) lives in `qauvern_hpc.ibm.base`.
 
 Headers
-  ``Authorization: Bearer …`` and ``IBM-API-Version: 2026-02-15`` (`API_VERSION`) on every RC and quantum
+  ``Authorization: Bearer …`` and ``IBM-API-Version: 2026-04-15`` (`API_VERSION`) on every RC and quantum
   call; ``Service-CRN: <crn>`` on instance-scoped calls; ``Account-Id: <account>`` on analytics calls. The
   IAM call carries neither (like qauvern's). Account and plan-wide analytics calls go to the us-east host,
   instance-scoped calls to the CRN's regional host (`Endpoints.quantum_for`).
 
 Units
-  Seconds everywhere. Analytics answer milliseconds; they become whole seconds by truncation,
+  IBM bills in resource units (RUs) from API version 2026-04-15 on and still sends the time fields beside
+  them (docs/ibm-platform.md). Usage replies are read RU-first and keep working without the time fields
+  (`models`: `unit`, `consumed`, `JobUsage.charged`); nothing converts between RUs and seconds. Where seconds
+  are read, analytics answer milliseconds; they become whole seconds by truncation,
   ``int(ms / 1000)``, as qauvern 0.14 does (so the numbers agree with qauvern's). `daily_usage` sums the
   milliseconds of same-date entries first and truncates each day once (qauvern overwrote same-date entries).
 
@@ -27,9 +30,10 @@ quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST ad
     `close_session` uses the DELETE by default (the Slurm job is over, nothing it queued should run on after
     it), the PATCH with ``cancel_queued=False``.
   - A session's jobs: ``GET /v1/jobs?session_id=ID&limit=&offset=`` -> ``{"jobs": [...], "count"}``; each job
-    has ``status`` (Queued | Running | Completed | Cancelled | Failed) and ``usage.quantum_seconds``; when the
-    list leaves the usage out we read ``GET /v1/jobs/{id}/metrics`` (``usage.quantum_seconds``), which is what
-    qiskit-ibm-runtime's ``RuntimeJobV2.usage()`` reads.
+    has ``status`` (Queued | Running | Completed | Cancelled | Failed) and ``usage`` (``value`` in RUs and
+    ``qpu_charge_time_seconds``; ``quantum_seconds`` before 2026-03-15); when the list leaves the usage out we
+    read ``GET /v1/jobs/{id}/metrics`` (the same ``usage``), which is what qiskit-ibm-runtime's
+    ``RuntimeJobV2.usage()`` reads.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ from qauvern_hpc.ibm.errors import (
     InvalidRequestError,
 )
 
-API_VERSION = "2026-02-15"
-"""Sent as ``IBM-API-Version`` on every Resource Controller and quantum API call."""
+API_VERSION = "2026-04-15"
+"""Sent as ``IBM-API-Version`` on every Resource Controller and quantum API call: the newest version IBM lists
+(``GET /v1/versions``), the first whose jobs, metrics and instance usage carry resource units."""
 
 QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
 """The Resource Controller ``resource_id`` of IBM Quantum instances."""
@@ -197,8 +202,15 @@ class IBMClient(BaseClient):
 
     # ----- usage and accounts ------------------------------------------------------------------------------
 
+    def api_versions(self) -> list[m.ApiVersion]:
+        """``GET /v1/versions``: the API versions IBM serves, with their status and sunset dates."""
+        call = "GET /v1/versions"
+        resp = self._send("GET", f"{self.endpoints.quantum}/v1/versions", call=call, idempotent=True)
+        return list(self._parse(m.ApiVersions, resp, call).versions)
+
     def instance_usage(self, crn: str) -> m.InstanceUsage:
-        """``GET /v1/instances/usage`` (Service-CRN): the 28-day rolling usage and what IBM adds."""
+        """``GET /v1/instances/usage`` (Service-CRN): usage over the instance's period, in RUs and (while IBM
+        sends them) seconds, its allocation and limit, and whether the limit is reached."""
         call = "GET /v1/instances/usage"
         resp = self._send(
             "GET",
@@ -364,13 +376,13 @@ class IBMClient(BaseClient):
             )
 
     def session_jobs(self, crn: str, session_id: str, *, page_size: int = 100) -> list[m.RuntimeJob]:
-        """Every job of a session with its status and ``usage.quantum_seconds`` (all pages).
+        """Every job of a session with its status and usage (RUs and/or charged seconds; all pages).
 
-        ``GET /v1/jobs?session_id=&limit=&offset=&exclude_params=true``; a job listed without usage gets it
-        from ``GET /v1/jobs/{id}/metrics``.
+        ``GET /v1/jobs?session_id=&limit=&offset=&exclude_params=true``; a job listed without usage (neither
+        RUs nor seconds) gets it from ``GET /v1/jobs/{id}/metrics``.
         """
         out = self._job_pages(crn, {"session_id": session_id, "exclude_params": "true"}, page_size)
-        return [j if j.quantum_seconds is not None else self._with_metrics(crn, j) for j in out]
+        return [j if j.usage is not None and j.usage.unit else self._with_metrics(crn, j) for j in out]
 
     def _with_metrics(self, crn: str, job: m.RuntimeJob) -> m.RuntimeJob:
         call = "GET /v1/jobs/{id}/metrics"

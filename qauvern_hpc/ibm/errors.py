@@ -89,6 +89,18 @@ class IBMResponseError(IBMError):
     """IBM answered, but not with what the API documents (malformed JSON, missing or invalid fields)."""
 
 
+class TimeFieldsMissing(IBMResponseError):
+    """Seconds were asked of a reply in which IBM sent resource units only (the time fields are gone)."""
+
+    def __init__(self, call: str, field: str) -> None:
+        super().__init__(
+            call,
+            None,
+            f"IBM sent no {field} (resource units only); read the RU figure instead",
+            hint="IBM has removed the time fields; this figure is only available in RUs",
+        )
+
+
 class UnknownCRNError(IBMError):
     """A CRN that is not ``crn:v1:<cloud>:<type>:<service>:<region>:a/<account>:<instance>::``."""
 

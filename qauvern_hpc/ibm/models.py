@@ -2,17 +2,29 @@
 
 Tolerant of what we do not read (extra fields are ignored), strict about what we do: a missing field, a wrong
 type or a negative duration fails validation, and the client turns that into `IBMResponseError` naming the
-call. Durations are seconds. Numbers the Resource Controller may send as decimal strings ("3600") are
-accepted as integers; fractional seconds where we want whole seconds are refused, except where IBM is known to
-send floats (usage counters, which are truncated).
+call. Durations are seconds. Numbers the Resource Controller may send as decimal strings ("3600") are accepted
+as integers; fractional seconds where we want whole seconds are refused, except where IBM is known to send
+floats (usage counters, which are truncated).
+
+Units (docs/ibm-platform.md): IBM bills in resource units (RUs) and still sends the old time fields beside
+them; it has announced their removal. Usage models therefore read the RU fields first and the time fields
+where present, both optional, and require at least one of the two; `unit` says which one the account's
+figures are in ("ru" when IBM sends RUs). There is no documented fixed rate between RUs and seconds, so
+nothing here converts one into the other: a caller that needs seconds IBM did not send gets
+`TimeFieldsMissing`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from qauvern_hpc.ibm.errors import TimeFieldsMissing
+
+Unit = Literal["ru", "seconds"]
+"""The unit an account's usage is reported in: resource units, or (before RUs) seconds."""
 
 
 class _Model(BaseModel):
@@ -55,6 +67,9 @@ Millis = Annotated[float, Field(ge=0), BeforeValidator(_null_is_zero), BeforeVal
 
 FloatSeconds = Annotated[float, Field(ge=0), BeforeValidator(_no_bool)]
 
+ResourceUnits = Annotated[float, Field(ge=0), BeforeValidator(_int_text), BeforeValidator(_no_bool)]
+"""Non-negative resource units (RUs): IBM sends floats."""
+
 
 # ----- IAM -------------------------------------------------------------------------------------------------
 
@@ -79,10 +94,13 @@ class Token(_Model):
 
 
 class InstanceExtensions(_Model):
-    """Both keys must be present (qauvern indexes them); a null limit means none is set."""
+    """Both seconds keys must be present (qauvern indexes them); a null limit means none is set. The RU
+    figures (`usage_allocation_ru`, `instance_limit_ru`) are read where IBM sends them."""
 
     usage_allocation_seconds: Seconds
     instance_limit_seconds: Seconds | None
+    usage_allocation_ru: ResourceUnits | None = None
+    instance_limit_ru: ResourceUnits | None = None
 
 
 class Instance(_Model):
@@ -105,6 +123,14 @@ class Instance(_Model):
         return self.extensions.instance_limit_seconds
 
     @property
+    def allocation_ru(self) -> float | None:
+        return self.extensions.usage_allocation_ru
+
+    @property
+    def limit_ru(self) -> float | None:
+        return self.extensions.instance_limit_ru
+
+    @property
     def archived(self) -> bool:
         return self.extensions.usage_allocation_seconds == 0
 
@@ -123,18 +149,120 @@ class CreatedInstance(_Model):
     state: str | None = None
 
 
+# ----- API versions ----------------------------------------------------------------------------------------
+
+
+class ApiVersion(_Model):
+    """One entry of ``GET /v1/versions``: older replies list bare version strings."""
+
+    version: str = Field(min_length=1)
+    status: str | None = None
+    sunset_date: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_string(cls, data: Any) -> Any:
+        return {"version": data} if isinstance(data, str) else data
+
+
+class ApiVersions(_Model):
+    versions: list[ApiVersion]
+
+
 # ----- usage and accounts ----------------------------------------------------------------------------------
 
 
-class InstanceUsage(_Model):
-    """``GET /v1/instances/usage``: `consumed_seconds` is the 28-day rolling usage (truncated to seconds)."""
+class UsagePeriod(_Model):
+    """The window an instance's usage counts over (IBM's ``usage_period``; it depends on the plan). Kept as
+    IBM wrote it; `start` and `end` parse it (None when absent or not ISO 8601)."""
 
-    consumed_seconds: CounterSeconds = Field(validation_alias="usage_consumed_seconds")
+    start_time: str | None = None
+    end_time: str | None = None
+
+    @property
+    def start(self) -> datetime | None:
+        return _parse_time(self.start_time)
+
+    @property
+    def end(self) -> datetime | None:
+        return _parse_time(self.end_time)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class InstanceUsage(_Model):
+    """``GET /v1/instances/usage``: the instance's usage over its `usage_period` (28 days rolling on Premium
+    and Open), in RUs (``*_ru``, from IBM-API-Version 2026-04-15) and in seconds while IBM still sends them.
+
+    `consumed_seconds` (and `allocation_seconds`, `limit_seconds`) keep their old meaning; when IBM sent no
+    seconds, `consumed_seconds` raises `TimeFieldsMissing` rather than guess. `consumed`, `allocation` and
+    `limit` give the figure in `unit`, the unit IBM reports the account in.
+    """
+
+    reported_consumed_seconds: CounterSeconds | None = Field(validation_alias="usage_consumed_seconds")
     allocation_seconds: Seconds | None = Field(None, validation_alias="usage_allocation_seconds")
     limit_seconds: Seconds | None = Field(None, validation_alias="usage_limit_seconds")
+    consumed_ru: ResourceUnits | None = Field(None, validation_alias="usage_consumed_ru")
+    allocation_ru: ResourceUnits | None = Field(None, validation_alias="usage_allocation_ru")
+    limit_ru: ResourceUnits | None = Field(None, validation_alias="usage_limit_ru")
     limit_reached: bool | None = Field(None, validation_alias="usage_limit_reached")
+    usage_period: UsagePeriod | None = None
     instance_id: str | None = None
     plan_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ru_stands_in_for_seconds(cls, data: Any) -> Any:
+        """The consumed seconds are required unless IBM sent the consumed RUs instead."""
+        ru_only = isinstance(data, dict) and "usage_consumed_seconds" not in data
+        if ru_only and data.get("usage_consumed_ru") is not None:
+            return {**data, "usage_consumed_seconds": None}
+        return data
+
+    @model_validator(mode="after")
+    def _some_usage(self) -> InstanceUsage:
+        if self.reported_consumed_seconds is None and self.consumed_ru is None:
+            raise ValueError("usage_consumed_seconds is null and there is no usage_consumed_ru")
+        return self
+
+    @property
+    def consumed_seconds(self) -> int:
+        """IBM's consumed seconds (truncated); `TimeFieldsMissing` when IBM sent RUs only."""
+        if self.reported_consumed_seconds is None:
+            raise TimeFieldsMissing("GET /v1/instances/usage", "usage_consumed_seconds")
+        return self.reported_consumed_seconds
+
+    @property
+    def unit(self) -> Unit:
+        return "ru" if self.consumed_ru is not None else "seconds"
+
+    @property
+    def consumed(self) -> float:
+        """Usage over the period in `unit`."""
+        if self.consumed_ru is not None:
+            return self.consumed_ru
+        return float(self.consumed_seconds)
+
+    @property
+    def allocation(self) -> float | None:
+        """The allocation in `unit` (None when IBM sent none in that unit)."""
+        if self.unit == "ru":
+            return self.allocation_ru
+        return None if self.allocation_seconds is None else float(self.allocation_seconds)
+
+    @property
+    def limit(self) -> float | None:
+        """The limit in `unit` (None: no limit, or none sent in that unit)."""
+        if self.unit == "ru":
+            return self.limit_ru
+        return None if self.limit_seconds is None else float(self.limit_seconds)
 
 
 class AnalyticsUsage(_Model):
@@ -211,10 +339,30 @@ class Session(_Model):
 
 
 class JobUsage(_Model):
-    """A job's ``usage``: `quantum_seconds` is what IBM charges for it."""
+    """A job's ``usage``: RUs in `resource_units` (``value``, from IBM-API-Version 2026-04-15) and, while IBM
+    sends it, the charged time in `quantum_seconds` (``quantum_seconds`` up to 2026-02-15,
+    ``qpu_charge_time_seconds`` from 2026-03-15). `status` is IBM's ``complete`` | ``pending``."""
 
-    quantum_seconds: FloatSeconds | None = None
+    quantum_seconds: FloatSeconds | None = Field(
+        None, validation_alias=AliasChoices("quantum_seconds", "qpu_charge_time_seconds")
+    )
     seconds: FloatSeconds | None = None
+    resource_units: ResourceUnits | None = Field(
+        None, validation_alias=AliasChoices("value", "resource_units")
+    )
+    status: str | None = None
+
+    @property
+    def unit(self) -> Unit | None:
+        """The unit IBM charged the job in (None: IBM gave no usage yet)."""
+        if self.resource_units is not None:
+            return "ru"
+        return "seconds" if self.quantum_seconds is not None else None
+
+    @property
+    def charged(self) -> float | None:
+        """The charge in `unit`: RUs first, else seconds."""
+        return self.resource_units if self.resource_units is not None else self.quantum_seconds
 
 
 class RuntimeJob(_Model):
@@ -251,7 +399,13 @@ class RuntimeJob(_Model):
 
     @property
     def quantum_seconds(self) -> float | None:
+        """The charged time, where IBM still sends it."""
         return self.usage.quantum_seconds if self.usage else None
+
+    @property
+    def resource_units(self) -> float | None:
+        """The charge in RUs (IBM-API-Version 2026-04-15 and later)."""
+        return self.usage.resource_units if self.usage else None
 
 
 class JobList(_Model):

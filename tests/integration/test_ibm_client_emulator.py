@@ -193,7 +193,7 @@ def test_headers_reach_the_emulator(client: IBMClient, emu: Any) -> None:
     client.account_plan(ACCOUNT, PREMIUM_PLAN_ID)
     iam, usage, account = emu.requests
     assert iam.path == TOKEN and iam.header("IBM-API-Version") is None
-    assert usage.header("Service-CRN") == CRN_BETA and usage.header("IBM-API-Version") == "2026-02-15"
+    assert usage.header("Service-CRN") == CRN_BETA and usage.header("IBM-API-Version") == "2026-04-15"
     assert account.header("Service-CRN") is None and account.header("Account-Id") is None
     assert all(r.header("Authorization") is None for r in emu.requests)  # the emulator never logs it
 

@@ -252,10 +252,14 @@ class Ledger(ABC):
         keep = {c: f"COALESCE(excluded.{q(c)}, runs.{q(c)})" for c in ("instance", "session_id", "rule")}
         sets = [f"{q(c)} = excluded.{q(c)}" for c in _SLURM_COLUMNS]
         sets += [f"{q(c)} = {expr}" for c, expr in keep.items()]
+        # RUs come from IBM only (set_usage); they go with the seconds when the row moves to another session.
+        ru = f"CASE WHEN {moved} THEN NULL ELSE runs.resource_units END"
         sets += [f"quantum_seconds = {qs}", f"usage_state = {us}", "updated_at = excluded.updated_at"]
+        sets += [f"resource_units = {ru}"]
         changed = [f"runs.{q(c)} {ne} excluded.{q(c)}" for c in _SLURM_COLUMNS]
         changed += [f"runs.{q(c)} {ne} {expr}" for c, expr in keep.items()]
         changed += [f"runs.quantum_seconds {ne} {qs}", f"runs.usage_state {ne} {us}"]
+        changed += [f"runs.resource_units {ne} {ru}"]
         names = ", ".join(q(c) for c in cols)
         values = f"SELECT {names} FROM {source}" if source else "VALUES " + ", ".join([group] * rows)
         return (
@@ -406,26 +410,30 @@ class Ledger(ABC):
         )
         return [StoredRun(*r) for r in rows]
 
-    def set_usage(self, key: RunKey, seconds: float, final: bool) -> bool:
-        """Record IBM's quantum seconds for one row. Returns whether the row changed.
+    def set_usage(
+        self, key: RunKey, seconds: float, final: bool, resource_units: float | None = None
+    ) -> bool:
+        """Record IBM's quantum seconds for one row, and its RUs when IBM gave them (None keeps the stored
+        RUs). Returns whether the row changed.
 
         A final row only takes another final value (a correction); a pending value for it is ignored.
         Raises `LedgerError` when there is no such row.
         """
-        if seconds < 0:
-            raise LedgerError(f"{key}: negative quantum seconds {seconds}")
+        if seconds < 0 or (resource_units or 0.0) < 0:
+            raise LedgerError(f"{key}: negative quantum seconds {seconds} or resource units {resource_units}")
         state = FINAL if final else PENDING
         ne = self._ne()
+        ru = () if resource_units is None else (float(resource_units),)  # RUs: set and compared when given
         sql = self._sql(
-            "UPDATE runs SET quantum_seconds = ?, usage_state = ?, updated_at = ? "
+            "UPDATE runs SET quantum_seconds = ?, usage_state = ?, updated_at = ?"
+            f"{', resource_units = ?' * len(ru)} "
             "WHERE cluster = ? AND job_id_raw = ? AND run = ? AND resource = ? "
             f"AND (usage_state = 'pending' OR ? = 'final') "
-            f"AND (quantum_seconds {ne} ? OR usage_state {ne} ?)"
+            f"AND (quantum_seconds {ne} ? OR usage_state {ne} ?{f' OR resource_units {ne} ?' * len(ru)})"
         )
+        params = (float(seconds), state, time.time(), *ru, *key, state, float(seconds), state, *ru)
         with self.batch():
-            changed = self._execute(
-                sql, (float(seconds), state, time.time(), *key, state, float(seconds), state)
-            )
+            changed = self._execute(sql, params)
             if not changed and self.get_run(key) is None:
                 raise LedgerError(f"no ledger row {tuple(key)}")
         return changed > 0

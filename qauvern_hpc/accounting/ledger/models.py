@@ -86,6 +86,7 @@ class StoredRun(NamedTuple):
     usage_state: UsageState
     slurm_state: str
     updated_at: float
+    resource_units: float | None = None  # IBM's charge in RUs, where it reported one (set by the collector)
 
     @property
     def key(self) -> RunKey:

@@ -119,6 +119,13 @@ CREATE TABLE runs (
             # The collector charges each IBM session once, looking up every row that carries it.
             ("CREATE INDEX runs_session ON runs (session_id, instance)",),
         ),
+        Migration(
+            4,
+            "runs.resource_units",
+            # IBM bills in resource units (docs/ibm-platform.md): the RUs IBM reported for the run, beside
+            # its quantum seconds. NULL: not reported in RUs (every row written before this migration).
+            (f"ALTER TABLE runs ADD COLUMN resource_units {t['real']}",),
+        ),
     )
 
 

@@ -66,11 +66,16 @@ Quantum compute API (Qiskit Runtime REST), same prefix, all with Service-CRN
   seconds}, bss: {seconds}, executions, position_in_queue, estimated_start_time, ...}`` (a queued job's
   position in the backend's current start order and its start if nothing else arrived; null while the
   backend is not online); ``POST /jobs/{id}/cancel``, ``DELETE /jobs/{id}``, ``GET
-  /jobs/{id}/results|logs``.
+  /jobs/{id}/results|logs``. Usage shapes follow the request's IBM-API-Version (`versions`; the shapes above
+  are the oldest version's): ``qpu_charge_time_seconds`` from 2026-03-15, RUs (``usage.value``,
+  ``usage_*_ru``) from 2026-04-15, RU fields only once the time fields are removed; ``GET /versions`` (no
+  token) lists the versions.
 Control surface (no auth, never faulted, not in the request log)
   ``GET|PUT|PATCH /__emulator/state``, ``GET|POST|DELETE /__emulator/faults``,
   ``DELETE /__emulator/faults/{id}``, ``POST /__emulator/expire-tokens``,
   ``POST /__emulator/advance {"seconds": N}``, ``GET /__emulator/clock``,
+  ``GET|PUT /__emulator/time-fields {"removed": bool}`` (also seed key ``time_fields_removed`` and
+  ``emu.remove_time_fields()``),
   ``GET|DELETE /__emulator/requests[?since=SEQ]``, ``GET /__emulator/health``,
   ``GET /__emulator/backends/{name}`` (status, schedule, wait spikes, other customers' queue),
   ``POST /__emulator/backends/{name}/status {status, message?, for_seconds?}`` (reverts after for_seconds),

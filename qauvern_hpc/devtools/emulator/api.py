@@ -7,10 +7,11 @@ every route but IAM's needs a bearer token (checked by `EmulatorApp` before the 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from qauvern_hpc.devtools.emulator.routing import NO_CONTENT, Reply, Request, RouteTable, ok
+from qauvern_hpc.devtools.emulator.versions import UsageShape, rc_for_version, versions_view
 
 if TYPE_CHECKING:
     from qauvern_hpc.devtools.emulator.server import EmulatorApp
@@ -30,32 +31,47 @@ def _iam_token(app: EmulatorApp, r: Request) -> Reply:
 # Resource Controller ----------------------------------------------------------------------------------------
 
 
+def _rc(r: Request, body: dict[str, Any], status: int = 200) -> Reply:
+    """An RC reply, with the RU extensions only for a version that carries RUs (`versions`)."""
+    return ok(rc_for_version(body, r.headers.get("IBM-API-Version")), status)
+
+
 @route("GET", "/v2/resource_instances", "auth")
 def _rc_list(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_list(r.p, r.query))
+    return _rc(r, app.state.rc_list(r.p, r.query))
 
 
 @route("POST", "/v2/resource_instances", "auth")
 def _rc_create(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_create(r.p, r.json()), 201)
+    return _rc(r, app.state.rc_create(r.p, r.json()), 201)
 
 
 @route("GET", "/v2/resource_instances/([^/]+)", "auth")
 def _rc_get(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_get(r.p, unquote(r.groups[0])))
+    return _rc(r, app.state.rc_get(r.p, unquote(r.groups[0])))
 
 
 @route("PATCH", "/v2/resource_instances/([^/]+)", "auth")
 def _rc_patch(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.rc_patch(r.p, unquote(r.groups[0]), r.json()))
+    return _rc(r, app.state.rc_patch(r.p, unquote(r.groups[0]), r.json()))
 
 
 # Quantum platform API (under /api/v1, also accepted under /api) ---------------------------------------------
 
 
+def _shape(app: EmulatorApp, r: Request) -> UsageShape:
+    """The usage shape the request's IBM-API-Version asks for (see `versions`)."""
+    return app.state.usage_shape(r.headers.get("IBM-API-Version"))
+
+
+@route("GET", "/versions", "public-api")
+def _versions(app: EmulatorApp, r: Request) -> Reply:
+    return ok(versions_view())
+
+
 @route("GET", "/instances/usage", "api")
 def _instance_usage(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.instance_usage(r.p, r.crn))
+    return ok(app.state.instance_usage(r.p, r.crn, _shape(app, r)))
 
 
 @route("GET", "/instance", "api")
@@ -127,13 +143,13 @@ def _job_create(app: EmulatorApp, r: Request) -> Reply:
 
 @route("GET", "/jobs", "api")
 def _job_list(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.list_jobs(r.p, r.crn, r.query))
+    return ok(app.state.list_jobs(r.p, r.crn, r.query, _shape(app, r)))
 
 
 @route("GET", "/jobs/([^/]+)", "api")
 def _job_get(app: EmulatorApp, r: Request) -> Reply:
     exclude = r.query.get("exclude_params", "").lower() in ("true", "1")
-    return ok(app.state.get_job(r.p, r.crn, unquote(r.groups[0]), exclude))
+    return ok(app.state.get_job(r.p, r.crn, unquote(r.groups[0]), exclude, _shape(app, r)))
 
 
 @route("DELETE", "/jobs/([^/]+)", "api")
@@ -150,7 +166,7 @@ def _job_cancel(app: EmulatorApp, r: Request) -> Reply:
 
 @route("GET", "/jobs/([^/]+)/metrics", "api")
 def _job_metrics(app: EmulatorApp, r: Request) -> Reply:
-    return ok(app.state.job_metrics(r.p, r.crn, unquote(r.groups[0])))
+    return ok(app.state.job_metrics(r.p, r.crn, unquote(r.groups[0]), _shape(app, r)))
 
 
 @route("GET", "/jobs/([^/]+)/results", "api")

@@ -144,6 +144,22 @@ def _c_advance(app: EmulatorApp, r: Request) -> Reply:
     return ok({"now": iso(now), **app.state.clock.describe()})
 
 
+@route("GET", CONTROL_PREFIX + "/time-fields", "control")
+def _c_time_fields(app: EmulatorApp, r: Request) -> Reply:
+    return ok({"removed": app.state.time_fields_removed})
+
+
+@route("PUT", CONTROL_PREFIX + "/time-fields", "control")
+def _c_time_fields_set(app: EmulatorApp, r: Request) -> Reply:
+    """``{"removed": true}``: versions that carry RUs stop serving the time fields (`versions`)."""
+    body = r.json()
+    removed = body.get("removed") if isinstance(body, dict) else None
+    if not isinstance(removed, bool):
+        raise bad_request('body must be {"removed": true|false}', "invalid_request")
+    app.state.remove_time_fields(removed)
+    return ok({"removed": app.state.time_fields_removed})
+
+
 @route("GET", CONTROL_PREFIX + "/clock", "control")
 def _c_clock(app: EmulatorApp, r: Request) -> Reply:
     app.state.now()

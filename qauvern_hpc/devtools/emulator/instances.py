@@ -67,11 +67,11 @@ class ResourceController:
         return {
             "rows_count": len(page),
             "next_url": next_url,
-            "resources": [views.rc_resource(i) for i in page],
+            "resources": [views.rc_resource(i, self._s.m.resource_units_per_second) for i in page],
         }
 
     def get(self, p: Principal, ident: str) -> dict[str, Any]:
-        return views.rc_resource(self._instance(p, ident))
+        return views.rc_resource(self._instance(p, ident), self._s.m.resource_units_per_second)
 
     def _check_budget(self, inst_account: str, plan_id: str, new_alloc: int, exclude: str | None) -> None:
         acct = self._s.accounts[inst_account]
@@ -120,7 +120,7 @@ class ResourceController:
         if "name" in body:
             inst.name = str(body["name"]).strip()
         inst.updated_at = now
-        return views.rc_resource(inst)
+        return views.rc_resource(inst, self._s.m.resource_units_per_second)
 
     def create(self, p: Principal, body: Any, now: datetime) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -168,7 +168,7 @@ class ResourceController:
             updated_at=now,
         )
         self._s.add_instance(inst)
-        return views.rc_resource(inst)
+        return views.rc_resource(inst, self._s.m.resource_units_per_second)
 
 
 def _int_param(value: Any, field: str, *, allow_null: bool) -> int | None:

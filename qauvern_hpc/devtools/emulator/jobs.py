@@ -23,6 +23,7 @@ from qauvern_hpc.devtools.emulator.scheduler import Scheduler
 from qauvern_hpc.devtools.emulator.sessions import Sessions
 from qauvern_hpc.devtools.emulator.store import Store, new_id
 from qauvern_hpc.devtools.emulator.usage import Usage
+from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape
 from qauvern_hpc.devtools.emulator.workload import estimate_work
 
 
@@ -101,7 +102,14 @@ class Jobs:
         self._sched.dispatch(b, now)
         return {"id": job.id, "backend": job.backend}
 
-    def list(self, p: Principal, crn: str | None, query: Mapping[str, str], now: datetime) -> dict[str, Any]:
+    def list(
+        self,
+        p: Principal,
+        crn: str | None,
+        query: Mapping[str, str],
+        now: datetime,
+        shape: UsageShape = LEGACY,
+    ) -> dict[str, Any]:
         inst = self._s.service_instance(p.account, crn)
         jobs = [j for j in self._s.m.jobs if j.instance == inst.crn]
         if query.get("session_id"):
@@ -130,7 +138,7 @@ class Jobs:
         exclude = query.get("exclude_params", "").lower() in ("true", "1")
         page = jobs[offset : offset + limit]
         return {
-            "jobs": [views.job_view(j, exclude_params=exclude, now=now) for j in page],
+            "jobs": [views.job_view(j, exclude_params=exclude, now=now, shape=shape) for j in page],
             "count": len(jobs),
             "offset": offset,
             "limit": limit,
@@ -151,10 +159,12 @@ class Jobs:
             raise conflict(f"Job {job_id} is {j.status}; cancel it before deleting it", "job_not_final")
         self._s.remove_job(j)
 
-    def metrics(self, p: Principal, crn: str | None, job_id: str, now: datetime) -> dict[str, Any]:
+    def metrics(
+        self, p: Principal, crn: str | None, job_id: str, now: datetime, shape: UsageShape = LEGACY
+    ) -> dict[str, Any]:
         j = self.find(p, crn, job_id)
         position, start = self._sched.estimate(j, now) if j.status == "Queued" else (None, None)
-        return views.job_metrics(j, now=now, position=position, estimated_start=start)
+        return views.job_metrics(j, now=now, position=position, estimated_start=start, shape=shape)
 
     def results(self, p: Principal, crn: str | None, job_id: str) -> dict[str, Any]:
         j = self.find(p, crn, job_id)

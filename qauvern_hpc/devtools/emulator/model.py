@@ -254,6 +254,12 @@ class StateModel(_Model):
     open_session_timeout_seconds: int = Field(default=1800, ge=1)
     random_seed: int = Field(default=0, description="seeds other customers' arrivals and QPU times")
     wait_window_seconds: int = Field(default=3600, ge=1, description="trailing window of the wait estimate")
+    resource_units_per_second: float = Field(
+        default=1.0, gt=0, description="RUs charged per second of usage (IBM documents no fixed rate)"
+    )
+    time_fields_removed: bool = Field(
+        default=False, description="serve RU fields only to versions that carry RUs (IBM's announced removal)"
+    )
     accounts: list[Account] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
     backends: list[Backend] = Field(default_factory=list)

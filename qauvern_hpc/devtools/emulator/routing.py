@@ -1,8 +1,8 @@
 """Requests, replies and route tables shared by the IBM routes (`api`) and the control surface (`control`).
 
-Invariants: a route's pattern matches the whole path; an "api" route is matched against the path after its
-`/api/v1` (or `/api`) prefix; a path that matches with another method is 405 with `Allow`, none is 404.
-Routes are tried in the order they were declared.
+Invariants: a route's pattern matches the whole path; an "api" (or "public-api") route is matched against the
+path after its `/api/v1` (or `/api`) prefix; a path that matches with another method is 405 with `Allow`,
+none is 404. Routes are tried in the order they were declared.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
-    kind: str  # "iam" (no auth), "auth" (bearer token), "api" (bearer token, path under /api[/v1]), "control"
+    kind: str  # "iam" (no auth), "auth" (bearer token), "api" (bearer token, path under /api[/v1]),
+    # "public-api" (no auth, path under /api[/v1]), "control"
 
 
 class RouteTable:
@@ -97,7 +98,7 @@ class RouteTable:
         allowed: list[str] = []
         for r in self.routes:
             target = path
-            if r.kind == "api":
+            if r.kind in ("api", "public-api"):
                 if api is None:
                     continue
                 target = api.group(1)

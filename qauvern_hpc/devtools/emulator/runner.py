@@ -70,6 +70,10 @@ class Emulator:
     def advance(self, seconds: float) -> datetime:
         return self._app.state.advance(seconds)
 
+    def remove_time_fields(self, removed: bool = True) -> None:
+        """Serve RU fields only to the API versions that carry RUs (see `versions`)."""
+        self._app.state.remove_time_fields(removed)
+
     def stop(self) -> None:
         if self._stopped:
             return

@@ -33,6 +33,7 @@ from qauvern_hpc.devtools.emulator.seed import SeedError, SeedSource, normalize,
 from qauvern_hpc.devtools.emulator.sessions import Sessions
 from qauvern_hpc.devtools.emulator.store import Store
 from qauvern_hpc.devtools.emulator.usage import Usage
+from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape, usage_shape
 
 
 class EmulatorState:
@@ -145,7 +146,7 @@ class EmulatorState:
         """An instance (by CRN or name) as RC shows it, plus `usage_consumed_seconds` (28-day rolling)."""
         with self._at_now() as now:
             inst = self._store.find_instance(ident)
-            out = views.rc_resource(inst)
+            out = views.rc_resource(inst, self._store.m.resource_units_per_second)
             out["usage_consumed_seconds"] = self._usage.rolling(inst.crn, now)
             return out
 
@@ -286,9 +287,31 @@ class EmulatorState:
 
     # ------------------------------------------------------------------ Quantum platform API: usage
 
-    def instance_usage(self, p: Principal, crn: str | None) -> dict[str, Any]:
+    # ------------------------------------------------------------------ API versions and units
+
+    def usage_shape(self, api_version: str | None) -> UsageShape:
+        """How a reply to a request with this IBM-API-Version shapes usage (400 for an unknown version)."""
+        with self._lock:
+            m = self._store.m
+            return usage_shape(
+                api_version,
+                time_fields_removed=m.time_fields_removed,
+                ru_per_second=m.resource_units_per_second,
+            )
+
+    def remove_time_fields(self, removed: bool = True) -> None:
+        """IBM's announced next step: versions that carry RUs no longer carry the time fields."""
+        with self._lock:
+            self._store.m.time_fields_removed = bool(removed)
+
+    @property
+    def time_fields_removed(self) -> bool:
+        with self._lock:
+            return self._store.m.time_fields_removed
+
+    def instance_usage(self, p: Principal, crn: str | None, shape: UsageShape = LEGACY) -> dict[str, Any]:
         with self._at_now() as now:
-            return self._usage.instance_usage(p, crn, now)
+            return self._usage.instance_usage(p, crn, now, shape)
 
     def instance_info(self, p: Principal, crn: str | None) -> dict[str, Any]:
         """`GET /v1/instance` (the older per-instance call)."""
@@ -353,13 +376,18 @@ class EmulatorState:
         with self._at_now() as now:
             return self._jobs.create(p, crn, body, now)
 
-    def get_job(self, p: Principal, crn: str | None, job_id: str, exclude_params: bool) -> dict[str, Any]:
+    def get_job(
+        self, p: Principal, crn: str | None, job_id: str, exclude_params: bool, shape: UsageShape = LEGACY
+    ) -> dict[str, Any]:
         with self._at_now() as now:
-            return views.job_view(self._jobs.find(p, crn, job_id), exclude_params=exclude_params, now=now)
+            job = self._jobs.find(p, crn, job_id)
+            return views.job_view(job, exclude_params=exclude_params, now=now, shape=shape)
 
-    def list_jobs(self, p: Principal, crn: str | None, query: Mapping[str, str]) -> dict[str, Any]:
+    def list_jobs(
+        self, p: Principal, crn: str | None, query: Mapping[str, str], shape: UsageShape = LEGACY
+    ) -> dict[str, Any]:
         with self._at_now() as now:
-            return self._jobs.list(p, crn, query, now)
+            return self._jobs.list(p, crn, query, now, shape)
 
     def cancel_job(self, p: Principal, crn: str | None, job_id: str) -> None:
         with self._at_now() as now:
@@ -369,9 +397,11 @@ class EmulatorState:
         with self._at_now():
             self._jobs.delete(p, crn, job_id)
 
-    def job_metrics(self, p: Principal, crn: str | None, job_id: str) -> dict[str, Any]:
+    def job_metrics(
+        self, p: Principal, crn: str | None, job_id: str, shape: UsageShape = LEGACY
+    ) -> dict[str, Any]:
         with self._at_now() as now:
-            return self._jobs.metrics(p, crn, job_id, now)
+            return self._jobs.metrics(p, crn, job_id, now, shape)
 
     def job_results(self, p: Principal, crn: str | None, job_id: str) -> dict[str, Any]:
         with self._at_now():

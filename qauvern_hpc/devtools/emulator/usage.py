@@ -26,6 +26,7 @@ from qauvern_hpc.devtools.emulator.errors import bad_request, forbidden, not_fou
 from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.model import PLAN_IDS, Account, Instance, PlanQuota, Session, UsageEvent
 from qauvern_hpc.devtools.emulator.store import Store
+from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape
 
 ROLLING_WINDOW = timedelta(days=28)
 
@@ -136,19 +137,29 @@ class Usage:
 
     # ------------------------------------------------------------------ quantum platform API
 
-    def instance_usage(self, p: Principal, crn: str | None, now: datetime) -> dict[str, Any]:
+    def instance_usage(
+        self, p: Principal, crn: str | None, now: datetime, shape: UsageShape = LEGACY
+    ) -> dict[str, Any]:
+        """`GET /v1/instances/usage`: the rolling 28-day usage, in seconds and (from 2026-04-15) in RUs; with
+        the time fields removed only the RU figures remain (see `versions`)."""
         inst = self._s.service_instance(p.account, crn)
         consumed = self.rolling(inst.crn, now)
         limit = inst.instance_limit_seconds
-        return {
+        out: dict[str, Any] = {
             "instance_id": inst.crn,
             "plan_id": inst.plan_id,
             "usage_period": {"start_time": iso(now - ROLLING_WINDOW), "end_time": iso(now)},
-            "usage_consumed_seconds": round(consumed),
-            "usage_allocation_seconds": inst.usage_allocation_seconds,
-            "usage_limit_seconds": limit,
-            "usage_limit_reached": (consumed >= limit) if limit is not None else None,
         }
+        if shape.time_fields:
+            out["usage_consumed_seconds"] = round(consumed)
+            out["usage_allocation_seconds"] = inst.usage_allocation_seconds
+            out["usage_limit_seconds"] = limit
+        if shape.resource_units:
+            out["usage_consumed_ru"] = shape.ru(consumed)
+            out["usage_allocation_ru"] = shape.ru(inst.usage_allocation_seconds)
+            out["usage_limit_ru"] = None if limit is None else shape.ru(limit)
+        out["usage_limit_reached"] = (consumed >= limit) if limit is not None else None
+        return out
 
     def instance_info(self, p: Principal, crn: str | None) -> dict[str, Any]:
         """`GET /v1/instance` (the older per-instance call)."""

@@ -12,20 +12,23 @@ from typing import Any
 
 from qauvern_hpc.devtools.emulator.clock import iso
 from qauvern_hpc.devtools.emulator.model import (
+    FINAL_JOB_STATUSES,
     QUANTUM_RESOURCE_ID,
     Backend,
     Instance,
     Job,
     Session,
 )
+from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape
 
 
 def _ts(value: datetime | None) -> str | None:
     return iso(value) if value is not None else None
 
 
-def rc_resource(inst: Instance) -> dict[str, Any]:
-    """A Resource Controller `resource_instance`."""
+def rc_resource(inst: Instance, ru_per_second: float = 1.0) -> dict[str, Any]:
+    """A Resource Controller `resource_instance`; its `extensions` give the allocation and the limit in
+    seconds and in resource units (the RC is not versioned by IBM-API-Version)."""
     params = inst.parameters
     if params is None:
         params = {
@@ -54,6 +57,12 @@ def rc_resource(inst: Instance) -> dict[str, Any]:
         "extensions": {
             "usage_allocation_seconds": inst.usage_allocation_seconds,
             "instance_limit_seconds": inst.instance_limit_seconds,
+            "usage_allocation_ru": round(inst.usage_allocation_seconds * ru_per_second, 3),
+            "instance_limit_ru": (
+                None
+                if inst.instance_limit_seconds is None
+                else round(inst.instance_limit_seconds * ru_per_second, 3)
+            ),
         },
     }
 
@@ -155,11 +164,27 @@ def _state_status(status: str) -> str:
     return "Cancelled" if status.startswith("Cancelled") else status
 
 
-def job_view(j: Job, *, exclude_params: bool, now: datetime) -> dict[str, Any]:
-    """`GET /v1/jobs/{id}` and the entries of `GET /v1/jobs`."""
-    used = j.used_seconds
+def _used(j: Job, now: datetime) -> float:
     if j.status == "Running" and j.started_at is not None:
-        used = (now - j.started_at).total_seconds()
+        return (now - j.started_at).total_seconds()
+    return j.used_seconds
+
+
+def job_usage(j: Job, used: float, shape: UsageShape) -> dict[str, Any]:
+    """A job's `usage` as the requested version shapes it (see `versions`)."""
+    if shape.legacy_time:
+        return {"seconds": round(used, 3), "quantum_seconds": round(used, 3)}
+    out: dict[str, Any] = {}
+    if shape.charge_time:
+        out["qpu_charge_time_seconds"] = round(used, 3)
+    if shape.resource_units:
+        out["value"] = shape.ru(used)
+    out["status"] = "complete" if j.status in FINAL_JOB_STATUSES else "pending"
+    return out
+
+
+def job_view(j: Job, *, exclude_params: bool, now: datetime, shape: UsageShape = LEGACY) -> dict[str, Any]:
+    """`GET /v1/jobs/{id}` and the entries of `GET /v1/jobs`."""
     out: dict[str, Any] = {
         "id": j.id,
         "backend": j.backend,
@@ -172,7 +197,7 @@ def job_view(j: Job, *, exclude_params: bool, now: datetime) -> dict[str, Any]:
         "tags": list(j.tags),
         "session_id": j.session_id,
         "user_id": j.user_id,
-        "usage": {"seconds": round(used, 3), "quantum_seconds": round(used, 3)},
+        "usage": job_usage(j, _used(j, now), shape),
         "estimated_running_time_seconds": round(j.quantum_seconds, 3),
     }
     if j.private:
@@ -183,30 +208,45 @@ def job_view(j: Job, *, exclude_params: bool, now: datetime) -> dict[str, Any]:
 
 
 def job_metrics(
-    j: Job, *, now: datetime, position: int | None, estimated_start: datetime | None
+    j: Job,
+    *,
+    now: datetime,
+    position: int | None,
+    estimated_start: datetime | None,
+    shape: UsageShape = LEGACY,
 ) -> dict[str, Any]:
     """`GET /v1/jobs/{id}/metrics`: the fields qiskit-ibm-runtime's `RuntimeJobV2.metrics()/usage()` read."""
-    used = j.used_seconds
-    if j.status == "Running" and j.started_at is not None:
-        used = (now - j.started_at).total_seconds()
-    return {
+    used = _used(j, now)
+    out: dict[str, Any] = {
         "timestamps": {
             "created": iso(j.created_at),
             "running": _ts(j.started_at),
             "finished": _ts(j.finished_at),
         },
-        "bss": {"seconds": round(used, 3)},
-        "usage": {"quantum_seconds": round(used, 3), "seconds": round(used, 3)},
-        "executions": j.executions,
-        "num_circuits": j.num_circuits,
-        "num_qubits": [],
-        "circuit_depths": [],
-        "qiskit_version": "qauvern-hpc-emulator",
-        "estimated_start_time": _ts(j.started_at or estimated_start),
-        "estimated_completion_time": _ts(j.finished_at),
-        "position_in_queue": position,
-        "position_in_provider": position,
     }
+    usage = job_usage(j, used, shape)
+    execution_ns = round(used * 1e9)
+    if shape.legacy_time:
+        out["bss"] = {"seconds": round(used, 3)}
+    elif shape.resource_units:
+        out["circuits_execution_time_ns"] = execution_ns
+    else:
+        usage["circuits_execution_time_ns"] = execution_ns
+    out["usage"] = usage
+    out.update(
+        {
+            "executions": j.executions,
+            "num_circuits": j.num_circuits,
+            "num_qubits": [],
+            "circuit_depths": [],
+            "qiskit_version": "qauvern-hpc-emulator",
+            "estimated_start_time": _ts(j.started_at or estimated_start),
+            "estimated_completion_time": _ts(j.finished_at),
+            "position_in_queue": position,
+            "position_in_provider": position,
+        }
+    )
+    return out
 
 
 def job_results(j: Job) -> dict[str, Any]:

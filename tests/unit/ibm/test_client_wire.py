@@ -825,7 +825,7 @@ def test_headers_per_call(client: IBMClient, fake: ScriptedIBM) -> None:
         ("GET", "/v1/backends/ibm_fez/status", US, None),
     }
     for r in fake.api_calls:
-        assert r.headers["IBM-API-Version"] == "2026-02-15"
+        assert r.headers["IBM-API-Version"] == "2026-04-15"
         assert r.headers["Authorization"] == "Bearer tok-1"
         assert r.headers["Accept"] == "application/json"
         assert r.headers["User-Agent"].startswith("qauvern-hpc/")

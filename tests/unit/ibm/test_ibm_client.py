@@ -131,7 +131,7 @@ def test_token_exchange_and_headers(client: IBMClient, fake: ScriptedIBM) -> Non
     assert "Authorization" not in iam.headers and "IBM-API-Version" not in iam.headers
     assert str(call.url) == "https://eu-de.quantum.cloud.ibm.com/api/v1/instances/usage"
     assert call.headers["Authorization"] == "Bearer tok-1"
-    assert call.headers["IBM-API-Version"] == API_VERSION == "2026-02-15"
+    assert call.headers["IBM-API-Version"] == API_VERSION == "2026-04-15"
     assert call.headers["Service-CRN"] == EU
     assert "Account-Id" not in call.headers
 
