@@ -18,7 +18,12 @@ Contract (design memo issue 12, section 3):
    (running + admitted + its share of the budget left, at most `burst`, at least the probe's one), so a
    burst submitted between two periods starts only what IBM should serve in time. Once capped, a pair
    keeps its cap until W_b falls below half that threshold.
-5. Anti-thrash: hard closes apply at once, reopen on the first good poll, soft changes at most once per
+5. Back-off: a pair whose job left IBM's queue without running after waiting at least `max_ibm_wait` (its
+   wall limit ran out while IBM served others first: IBM's fair share put it behind) admits nothing new
+   (cap = running, reason IBM_QUEUE) for that wait, doubled on every further loss, at most
+   `lost_backoff_max`; the first job of the pair IBM starts ends it. Its pending jobs wait in Slurm,
+   holding no node, instead of probing a queue that just proved it will not serve them.
+6. Anti-thrash: hard closes apply at once, reopen on the first good poll, soft changes at most once per
    `min_dwell` per pair; a standing cap of a pair with nothing pending is not rewritten while the room it
    leaves above `running` stays within [min(1, wanted), wanted + cap_slack] (each change is a write).
 
@@ -157,6 +162,7 @@ def decide(
             service[p.backend] = _ewma(service.get(p.backend), p.done_quantum_seconds, p.done_jobs)
         if p.started_jobs > 0:
             wait[lic] = _ewma(wait.get(lic), p.started_wait_seconds, p.started_jobs)
+    backoff = _learn_backoff(state.backoff, pairs, licenses, now, settings)
     bad_polls: dict[str, int] = {}
     serving: dict[str, bool] = {}
     for bv in backends.values():
@@ -201,6 +207,14 @@ def decide(
         if i.limit_reached or (lim is not None and i.consumed_seconds + in_flight.get(i.name, 0.0) >= lim):
             out[k] = (0, LIMIT_REACHED, _limit_detail(i, in_flight.get(i.name, 0.0)))
             continue
+        off = backoff.get(licenses[k])
+        if off is not None and off[0] > now:
+            detail = (
+                f"a job of {p.instance} left IBM's queue on {p.backend} unstarted after waiting "
+                f"{_dur(off[1])}: nothing new starts for {_dur(off[0] - now)} (back-off)"
+            )
+            out[k] = (p.running, IBM_QUEUE, detail)
+            continue
         open_on.setdefault(p.backend, []).append(k)
 
     # Budget per backend, split in IBM's fair-share order (backends in name order: deterministic).
@@ -224,7 +238,28 @@ def decide(
             out,
         )
 
-    return _finish(obs, state, settings, licenses, out, prev, service, wait, bad_polls)
+    return _finish(obs, state, settings, licenses, out, prev, service, wait, bad_polls, backoff)
+
+
+def _learn_backoff(
+    old: dict[str, tuple[float, float]],
+    pairs: tuple[PairView, ...],
+    licenses: list[str],
+    now: float,
+    settings: AdmissionSettings,
+) -> dict[str, tuple[float, float]]:
+    """Step 5's state: license -> (back off until, its length). A start ends it; a loss after a wait of at
+    least max_ibm_wait sets it to max(that wait, twice the last length), at most lost_backoff_max. An
+    expired back-off keeps its length (the next loss doubles it) until a job of the pair starts."""
+    out = dict(old)
+    for p, lic in zip(pairs, licenses, strict=True):
+        if p.started_jobs > 0:
+            out.pop(lic, None)
+        elif p.lost_jobs > 0 and p.lost_wait_seconds >= settings.max_ibm_wait_seconds:
+            last = old.get(lic, (0.0, 0.0))[1]
+            length = min(max(p.lost_wait_seconds, 2.0 * last), settings.lost_backoff_max_seconds)
+            out[lic] = (now + length, length)
+    return out
 
 
 def _stale(
@@ -473,8 +508,9 @@ def _finish(
     service: dict[str, float],
     wait: dict[str, float],
     bad_polls: dict[str, int],
+    backoff: dict[str, tuple[float, float]],
 ) -> tuple[Decision, ControllerState]:
-    """Step 5 (anti-thrash) and the new state."""
+    """Step 6 (anti-thrash) and the new state."""
     now = obs.now
     last_change = dict(state.last_change)
     decided: list[PairDecision] = []
@@ -521,6 +557,7 @@ def _finish(
         service_ewma=service,
         wait_ewma=wait,
         bad_polls=bad_polls,
+        backoff=backoff,
     )
     return decision, new_state
 

@@ -97,6 +97,8 @@ class PairView:
     started_wait_seconds: float = (
         0.0  # ... and how long they had waited at IBM (created -> running), in total
     )
+    lost_jobs: int = 0  # jobs of this pair that left IBM's queue without ever running (cancelled)
+    lost_wait_seconds: float = 0.0  # ... and the longest time one of them had waited there
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,10 @@ class AdmissionSettings:
     # A standing cap of a pair with nothing pending is kept (not rewritten) while the room it leaves above
     # `running` stays within [min(1, wanted room), wanted room + cap_slack]: no sacctmgr write per job.
     cap_slack: int = 1
+    # A pair whose job left IBM's queue unstarted after waiting at least max_ibm_wait (Slurm's wall limit
+    # cancelled it) admits nothing new for that long, doubling on each such loss, at most this long; the
+    # first job of the pair IBM starts ends the back-off.
+    lost_backoff_max_seconds: float = 14400.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class ControllerState:
     service_ewma: dict[str, float] = field(default_factory=dict)  # backend -> quantum s per job, learnt
     wait_ewma: dict[str, float] = field(default_factory=dict)  # pair license -> our IBM wait, learnt
     bad_polls: dict[str, int] = field(default_factory=dict)  # backend -> consecutive not-serving polls
+    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # license -> (until, length)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +192,7 @@ class ControllerState:
             service_ewma={str(k): float(v) for k, v in data.get("service_ewma", {}).items()},
             wait_ewma={str(k): float(v) for k, v in data.get("wait_ewma", {}).items()},
             bad_polls={str(k): int(v) for k, v in data.get("bad_polls", {}).items()},
+            backoff={str(k): (float(v[0]), float(v[1])) for k, v in data.get("backoff", {}).items()},
         )
 
 

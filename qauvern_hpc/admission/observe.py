@@ -147,6 +147,8 @@ class Learnt:
     done_quantum_seconds: float = 0.0
     started_jobs: int = 0
     started_wait_seconds: float = 0.0
+    lost_jobs: int = 0
+    lost_wait_seconds: float = 0.0  # the longest, not a sum
 
     def __add__(self, other: Learnt) -> Learnt:
         return Learnt(
@@ -154,6 +156,8 @@ class Learnt:
             self.done_quantum_seconds + other.done_quantum_seconds,
             self.started_jobs + other.started_jobs,
             self.started_wait_seconds + other.started_wait_seconds,
+            self.lost_jobs + other.lost_jobs,
+            max(self.lost_wait_seconds, other.lost_wait_seconds),
         )
 
 
@@ -275,7 +279,10 @@ class JobTracker:
                     continue
                 q = _quantum_seconds(j)
                 if q is None or (q <= 0.0 and status != "completed"):
-                    continue  # cancelled or failed before it ran: nothing to learn
+                    if g.wait_if_ran is not None and status in ("cancelled", "canceled"):
+                        # cancelled while Queued (Slurm's wall limit or scancel): how long IBM kept it
+                        add(g.job.license, Learnt(lost_jobs=1, lost_wait_seconds=g.wait_if_ran))
+                    continue  # cancelled or failed before it ran: nothing else to learn
                 add(g.job.license, Learnt(done_jobs=1, done_quantum_seconds=q))
                 if g.wait_if_ran is not None:
                     add(g.job.license, Learnt(started_jobs=1, started_wait_seconds=g.wait_if_ran))
@@ -391,6 +398,8 @@ def observation(
                 done_quantum_seconds=lt.done_quantum_seconds,
                 started_jobs=lt.started_jobs,
                 started_wait_seconds=lt.started_wait_seconds,
+                lost_jobs=lt.lost_jobs,
+                lost_wait_seconds=lt.lost_wait_seconds,
             )
         )
     return Observation(

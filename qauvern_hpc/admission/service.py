@@ -412,6 +412,9 @@ def settings_of(cfg: Config) -> AdmissionSettings:
         probe=a.probe,
         min_dwell_seconds=float(a.min_dwell),
         default_job_seconds=float(a.default_job_seconds),
+        open_below=a.open_below,
+        cap_slack=a.cap_slack,
+        lost_backoff_max_seconds=float(a.lost_backoff_max),
     )
 
 

@@ -550,8 +550,24 @@ class AdmissionConfig(_Model):
     default_job_seconds: Seconds = Field(
         300, description="quantum seconds per job assumed before any job has been measured"
     )
+    open_below: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a backend whose estimated wait is below this fraction of max_ibm_wait needs no cap; "
+        "above it every pair keeps a standing cap, so a burst between two periods starts only what IBM "
+        "should serve in time",
+    )
+    cap_slack: int = Field(
+        1, ge=0, description="a standing cap is not rewritten while it is off by at most this (fewer writes)"
+    )
+    lost_backoff_max: Seconds = Field(
+        14400,
+        description="a pair whose job left IBM's queue unstarted after waiting max_ibm_wait or more admits "
+        "nothing new for that wait, doubled on each further loss, at most this long",
+    )
 
-    @field_validator("period", "hold_for", "default_job_seconds")
+    @field_validator("period", "hold_for", "default_job_seconds", "lost_backoff_max")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

@@ -40,6 +40,8 @@ class PairFigures(NamedTuple):
     done_quantum_seconds: int = 0  # ... and the quantum seconds they used
     started_jobs: int = 0  # ... our IBM jobs IBM started running
     started_wait_seconds: int = 0  # ... and their created -> running, in total
+    lost_jobs: int = 0  # ... our IBM jobs that left the queue unstarted (Slurm's wall limit cancelled them)
+    lost_wait_seconds: int = 0  # ... and the longest wait among them
 
 
 # per backend: (the outage it is in or None, length_queue, wait p50, wait p95)
@@ -111,6 +113,8 @@ class Admission:
                 done_quantum_seconds=float(f.done_quantum_seconds),
                 started_jobs=f.started_jobs,
                 started_wait_seconds=float(f.started_wait_seconds),
+                lost_jobs=f.lost_jobs,
+                lost_wait_seconds=float(f.lost_wait_seconds),
             )
             for (inst, back), f in zip(self.names, pairs, strict=True)
         )

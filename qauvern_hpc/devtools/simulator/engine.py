@@ -27,9 +27,8 @@ Time is whole seconds from the start (midnight UTC). What happens to a job (a tr
    the Slurm jobs waiting for it fail ("hit a limit"). Researchers resubmit after `resubmit_delay`.
 5. **Wall limit**: a job still short of its quantum work when its time limit runs out ends (TIMEOUT) and
    is resubmitted after `resubmit_delay` for the rest of its work (what it did stays done).
-6. **Done**: when its quantum work is complete. Its wait is done - submit, over all its attempts.
-
-Slot time held while waiting at IBM: per attempt, (end - Slurm start) - quantum seconds served in it.
+6. **Done**: when its quantum work is complete. Its wait is done - submit, over all its attempts. Slot time
+held while waiting at IBM: per attempt, (end - Slurm start) - quantum seconds served in it.
 
 The 28-day usage is kept in hourly buckets (an hour leaves the window as a whole), which is also where
 the 24h/3d/7d/14d figures, the per-day usage for net grants and the plots come from. IBM's usage figures
@@ -37,7 +36,7 @@ are exact and current (no reporting lag is modelled, so the demand signal's "rec
 term is 0 as good as always).
 
 Every `rebalance_every` seconds (first at t = rebalance_every) the policy sees an IBM snapshot and the Slurm
-queue, and what it writes (allocations, limits, the gate) applies at once.
+queue; what it writes (allocations, limits, the gate) applies at once.
 """
 
 from __future__ import annotations
@@ -100,7 +99,7 @@ class _Sim:
         self.cap: list[int | None] = [None] * n_pairs
         self.pair_running = [0] * n_pairs
         # what the controller learns from, per pair since its last call: [done, quantum s, started, wait s]
-        self.learnt = [[0, 0, 0, 0] for _ in range(n_pairs)]
+        self.learnt = [[0, 0, 0, 0, 0, 0] for _ in range(n_pairs)]
         self.admission: Admission | None = None
         if policy.admission and setup.admission_enabled:
             self.admission = Admission(setup, decide)
@@ -338,7 +337,7 @@ class _Sim:
                     *self.learnt[k],
                 )
             )
-            self.learnt[k] = [0, 0, 0, 0]
+            self.learnt[k] = [0, 0, 0, 0, 0, 0]
         backends = []
         for b in range(len(s.backend_names)):
             outage, _change = self.others.status_at(b, t)
@@ -465,6 +464,9 @@ class _Sim:
                 _d, j, att = heapq.heappop(self.deadlines)
                 if self.state[j] == _RUNNING and self.attempt[j] == att:
                     # never inside a slice: slices end by the job's deadline and were closed in step 1
+                    lrn = self.learnt[self.s.jobs[j].pair]
+                    if not self.ibm_started[j]:  # it left IBM's queue unstarted (Slurm cancelled it)
+                        lrn[4], lrn[5] = lrn[4] + 1, max(lrn[5], t - self.attempt_start[j])
                     self.end_attempt(j, t)
                     self.timeouts += 1
                     self.job_timeouts[j] += 1

@@ -311,6 +311,46 @@ def test_state_round_trips_through_json() -> None:
     assert ControllerState.from_json(json.loads(json.dumps(st.to_json()))) == st
 
 
+# --- back-off after a job left IBM's queue unstarted ------------------------------------------------------
+
+
+def test_a_job_lost_unstarted_at_ibm_backs_the_pair_off_doubling_until_one_starts() -> None:
+    """Slurm's wall limit cancelled a job IBM kept queued for 2 h: the pair admits nothing new for 2 h (its
+    pending jobs wait in Slurm, holding no node), then probes again; a second loss doubles the back-off up
+    to its maximum; the first job IBM starts ends it."""
+    lost = PairView("physics", "ibm_fez", pending=4, lost_jobs=1, lost_wait_seconds=7200.0)
+    d, st = one(observe([lost]))
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (0, IBM_QUEUE)
+    assert "left IBM's queue on ibm_fez unstarted after waiting ~2.0 h" in d.pairs[0].detail
+    assert "back-off" in d.pairs[0].detail
+    quiet = PairView("physics", "ibm_fez", pending=4)
+    d, st = one(observe([quiet], now=NOW + 7100, read_at=NOW + 7100), st)
+    assert d.pairs[0].cap == 0  # still backing off
+    d, st = one(observe([quiet], now=NOW + 7300, read_at=NOW + 7300), st)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)  # the back-off is over: admits again
+    d, st = one(observe([replace(lost, pending=3)], now=NOW + 16000, read_at=NOW + 16000), st)
+    assert st.backoff["qpu_physics__ibm_fez"] == (NOW + 16000 + 14400.0, 14400.0)  # doubled
+    d, st = one(observe([replace(lost, lost_wait_seconds=9000.0)], now=NOW + 40000, read_at=NOW + 40000), st)
+    assert st.backoff["qpu_physics__ibm_fez"][1] == 14400.0  # at most lost_backoff_max
+    started = PairView("physics", "ibm_fez", pending=3, running=1, ibm_running=1, started_jobs=1)
+    d, st = one(observe([started], now=NOW + 40030, read_at=NOW + 40030), st)
+    assert st.backoff == {} and "back-off" not in d.pairs[0].detail
+
+
+def test_a_job_cancelled_soon_after_it_reached_ibm_is_no_reason_to_back_off() -> None:
+    """A researcher's scancel after a minute says nothing about IBM's queue: only a loss after waiting at
+    least max_ibm_wait counts."""
+    pv = PairView("physics", "ibm_fez", pending=4, lost_jobs=1, lost_wait_seconds=60.0)
+    d, st = one(observe([pv]))
+    assert st.backoff == {} and (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)  # the budget: 600/300
+
+
+def test_backoff_round_trips_through_json() -> None:
+    pv = PairView("physics", "ibm_fez", pending=4, lost_jobs=2, lost_wait_seconds=3600.0)
+    _, st = one(observe([pv]))
+    assert st.backoff and ControllerState.from_json(json.loads(json.dumps(st.to_json()))) == st
+
+
 # --- standing caps (a burst between two periods) and the wait estimate -----------------------------------
 
 WIDE = AdmissionSettings(max_ibm_wait_seconds=3000.0)  # open below 1500 s of estimated wait

@@ -36,10 +36,11 @@ from qauvern_hpc.admission.service import (
     failsafe,
     lock_held,
     read_state,
+    settings_of,
 )
 from qauvern_hpc.admission.write import CapWriter, changes, live_caps
 from qauvern_hpc.config import compile_policy, parse_config
-from qauvern_hpc.core.errors import LockHeld, ServiceUnavailable
+from qauvern_hpc.core.errors import ConfigError, LockHeld, ServiceUnavailable
 from qauvern_hpc.devtools import qpu_site
 from qauvern_hpc.policy.compiled import slurm_license_lines
 from qauvern_hpc.rebalance.enforce import plan_slurm
@@ -57,6 +58,19 @@ def site_policy(admission: bool = True, fail_mode: str = "closed") -> Any:
     if admission:
         text += qpu_site.admission_text({"period": 3})
     return compile_policy(parse_config(text, "/tmp/c.yaml", check_key_files=False))
+
+
+def test_every_admission_key_of_the_config_reaches_the_controllers_settings() -> None:
+    keys = {"period": 45, "max_ibm_wait": "15m", "burst": 3, "open_below": 0.25, "cap_slack": 0}
+    keys["lost_backoff_max"] = "2h"
+    site = qpu_site.config_text("http://127.0.0.1:1", "/tmp/state")
+    text = site + qpu_site.admission_text(keys)
+    s = settings_of(parse_config(text, "/tmp/c.yaml", check_key_files=False).config)
+    assert (s.period_seconds, s.max_ibm_wait_seconds, s.burst) == (45.0, 900.0, 3)
+    assert (s.open_below, s.cap_slack, s.lost_backoff_max_seconds) == (0.25, 0, 7200.0)
+    bad = site + qpu_site.admission_text({"open_below": 2})
+    with pytest.raises(ConfigError, match="open_below"):
+        parse_config(bad, "/tmp/c.yaml", check_key_files=False)
 
 
 # -- policy, squeue ------------------------------------------------------------------------------------------
@@ -340,8 +354,15 @@ def test_job_tracker_learns_starts_and_service_times_from_consecutive_reads() ->
     ibm.sessions["s1"] = [_job("A", "Running", 900, q=5.0), _job("B", "Completed", 800, q=120.0)]
     ibm.sessions["s1"].append(_job("C", "Cancelled", 950, q=0.0))
     got = read(1030, _job("A", "Running", 900), _job("E", "Running", 1010))
-    assert got == {
-        FEZ: Learnt(done_jobs=1, done_quantum_seconds=120.0, started_jobs=2, started_wait_seconds=125.0)
+    assert got == {  # C left the queue unstarted after ~65 s: a loss (decide backs off only after long ones)
+        FEZ: Learnt(
+            done_jobs=1,
+            done_quantum_seconds=120.0,
+            started_jobs=2,
+            started_wait_seconds=125.0,
+            lost_jobs=1,
+            lost_wait_seconds=65.0,
+        )
     }
     assert set(tracker.gone) == {"F"}  # its final state is looked for again next period
     # A leaves while IBM's session list cannot be read: retried, then learnt once
