@@ -12,13 +12,15 @@ seed and is the same for every policy. Targets (issue 12, against qauvern): time
 held waiting at IBM <= 0.2x, p95 <= 0.8x, median <= 1.0x, used share >= qauvern's - 0.5 point, no
 project's p95 above qauvern's (per-project p95, mean over seeds). `--decide MODULE:FUNCTION` runs another
 admission decision than the production `qauvern_hpc.admission.decide.decide` (e.g. a candidate).
-JSON (default bench-results/simulate.json) holds every figure and every seed. Exit 0 whatever the verdict.
+JSON (default bench-results/simulate.json) holds every figure and every seed; `--markdown FILE` writes the
+tables for docs/simulation.md, `--render JSON` prints a stored result that way. Exit 0 whatever the verdict.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import statistics
 import sys
@@ -212,6 +214,64 @@ def report(r: dict[str, Any]) -> None:
     )
 
 
+def markdown(out: dict[str, Any]) -> str:
+    """The results as Markdown for docs/simulation.md and the README: the verdict table on issue 12's targets
+    (qauvern-hpc / qauvern, **bold** = missed), then every policy's figures per trace and period."""
+    days = f"first {out['days']:g} days" if out.get("days") else "90 days"
+    lines = [
+        f"{out['seeds']} seeds, {days}, decide: `{out.get('decide', '')}`, "
+        f"{out['machine'].get('cpus', '?')} CPUs, commit {str(out['machine'].get('git_commit', ''))[:7]}",
+        "",
+        "| trace | rebalance | timeouts (<= 0.1x) | held slot-h (<= 0.2x) | p95 (<= 0.8x) | median (<= 1.0x) "
+        "| used (>= -0.5 pt) | no project's p95 worse |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(text: str, ok: bool) -> str:
+        return text if ok else f"**{text}**"
+
+    for r in out["runs"]:
+        t = r["targets"]
+        if t is None:
+            continue
+        rv, met = t["ratios"], t["met"]
+        worse = ", ".join(f"{p} {_h(a):.1f} h vs {_h(b):.1f} h" for p, (a, b) in t["projects_worse"].items())
+        cells = [
+            cell("x{:.3f}".format(rv["timeouts"]), met["timeouts"]),
+            cell("x{:.3f}".format(rv["held"]), met["held"]),
+            cell("x{:.2f}".format(rv["p95"]), met["p95"]),
+            cell("x{:.2f}".format(rv["median"]), met["median"]),
+            cell("{:+.2f} pt".format(rv["used_points"]), met["used"]),
+            cell(worse or "yes", met["projects"]),
+        ]
+        lines.append(f"| {r['trace']} | {r['rebalance_every_hours']:g} h | " + " | ".join(cells) + " |")
+    for r in out["runs"]:
+        b = r["bound"]
+        lines += [
+            "",
+            f"**{r['trace']}, rebalancing every {r['rebalance_every_hours']:g} h** ({r['seeds']} seeds, "
+            f"{r['jobs']} jobs; lower bound: median {_h(b['bound_median_seconds']):.2f} h, "
+            f"p95 {_h(b['bound_p95_seconds']):.2f} h; clairvoyant SRPT: "
+            f"median {_h(b['srpt_median_seconds']):.2f} h, p95 {_h(b['srpt_p95_seconds']):.2f} h)",
+            "",
+            "| policy | used | median wait | p95 wait | worst project p95 | timeouts | held slot-h "
+            "| limit failures | median / bound | p95 / bound |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for policy, f in r["results"].items():
+            lines.append(
+                f"| {policy} | {100 * f['used_share']:.2f} ±{100 * f['used_share_sd']:.2f} % "
+                f"| {_h(f['wait_median_seconds']):.2f} ±{_h(f['wait_median_seconds_sd']):.2f} h "
+                f"| {_h(f['wait_p95_seconds']):.1f} ±{_h(f['wait_p95_seconds_sd']):.1f} h "
+                f"| {_h(f['worst_project_p95_seconds']):.1f} h | {f['timeouts']:.0f} ±{f['timeouts_sd']:.0f} "
+                f"| {f['held_wait_slot_hours']:.0f} ±{f['held_wait_slot_hours_sd']:.0f} "
+                f"| {f['limit_failures']:.0f} "
+                f"| x{ratio(f['wait_median_seconds'], b['bound_median_seconds']):.1f} "
+                f"| x{ratio(f['wait_p95_seconds'], b['bound_p95_seconds']):.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--traces", nargs="+", default=list(TRACES), help="shipped trace names (without .csv)")
@@ -234,7 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--decide", default=None, metavar="MODULE:FUNCTION", help="another admission decide()")
     ap.add_argument("--json", default="bench-results/simulate.json", help="where to write the results")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
+    ap.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print a stored result as Markdown; run nothing",
+    )
     args = ap.parse_args(argv)
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())), end="")
+        return 0
     if args.quick:
         args.seeds = min(args.seeds, 2)
         args.days = args.days or 30
@@ -258,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [r["targets"]["all_met"] for r in out["runs"] if r["targets"] is not None]
     if verdicts:
         print(f"\nall targets met on {sum(verdicts)}/{len(verdicts)} trace x period combinations")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(out))
     path = write_json(args.json, out)
     print(f"results: {path} ({out['wall_seconds']:.0f} s)")
     return 0
