@@ -28,7 +28,8 @@ from qauvern_hpc.config.load import (
     parse_config,
 )
 from qauvern_hpc.config.root import Config
-from qauvern_hpc.config.schema import PLAN_IDS, DemandConfig, InstanceConfig, ResourceConfig, Seconds
+from qauvern_hpc.config.schema import PLAN_IDS, DemandConfig, InstanceConfig, ResourceConfig
+from qauvern_hpc.config.values import Seconds
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

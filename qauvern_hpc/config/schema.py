@@ -11,7 +11,6 @@ the config reference, so descriptions here are user-facing.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +22,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from qauvern_hpc.config.positions import Loc
-from qauvern_hpc.core.units import parse_seconds
+from qauvern_hpc.config.values import Seconds, Url, UtcDateTime, as_list, config_path, int_to_str, name_of
 from qauvern_hpc.ibm.crn import parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
 from qauvern_hpc.policy import globs
@@ -43,99 +41,9 @@ GRANT_DEFAULT_DAYS = 28
 RESOURCE_TYPES = ("ibm-quantum-compute-service", "ibm-quantum-system", "qiskit-runtime-service")
 DEPRECATED_TYPES = {"qiskit-runtime-service": "ibm-quantum-compute-service"}
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_URL_RE = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 _RESERVED_ENV_PREFIXES = ("QAUVERN_HPC_", "SLURM_", "SPANK_")
 _RESERVED_ENV_NAMES = ("IBMCLOUD_API_KEY", "QISKIT_IBM_TOKEN")
-
-# -- value types ---------------------------------------------------------------------------------------------
-
-
-def _seconds(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(
-            f"not a duration: {value!r} (use seconds or a number with a unit, e.g. 10h, 2.5d, 1qau)"
-        )
-    return parse_seconds(value)
-
-
-_SECONDS_SCHEMA = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*([sSmMhHdDwW]|[qQ][aA][uU])?\s*$"},
-    ],
-    "description": "seconds, or a number with a unit: 90s, 15m, 10h, 2.5d, 1w, 1qau (1 QAU = 96000 s)",
-}
-Seconds = Annotated[int, BeforeValidator(_seconds), WithJsonSchema(_SECONDS_SCHEMA)]
-
-
-def _utc_datetime(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"not a date: {value!r} (use YYYY-MM-DD or an ISO 8601 time such as 2025-03-01T00:00:00Z)"
-            ) from None
-        return _utc_datetime(parsed)
-    raise ValueError(f"not a date: {value!r} (use YYYY-MM-DD or an ISO 8601 time)")
-
-
-UtcDateTime = Annotated[
-    dt.datetime,
-    BeforeValidator(_utc_datetime),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "format": "date-time",
-            "description": "a date (YYYY-MM-DD, midnight UTC) or an ISO 8601 time; no offset means UTC",
-        }
-    ),
-]
-
-
-def _name(kind: str) -> Any:
-    def check(value: Any) -> Any:
-        if isinstance(value, str) and not _NAME_RE.fullmatch(value):
-            raise ValueError(f"invalid {kind} name {value!r}: use 1 to 64 letters, digits, '_', '.' or '-'")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _path(value: Any, info: ValidationInfo) -> Any:
-    """Expand ~ and make a relative path relative to the config file's directory."""
-    if isinstance(value, str | os.PathLike):
-        p = Path(os.path.expanduser(os.fspath(value)))
-        base = (info.context or {}).get("base_dir")
-        if not p.is_absolute() and base is not None:
-            p = Path(base) / p
-        return p
-    return value
-
-
-def _url(value: Any) -> Any:
-    if isinstance(value, str):
-        if not _URL_RE.fullmatch(value.strip()):
-            raise ValueError(f"not an http(s) URL: {value!r}")
-        return value.strip().rstrip("/")
-    return value
-
-
-Url = Annotated[str, BeforeValidator(_url)]
-
-
-def _int_to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class _Model(BaseModel):
@@ -166,13 +74,13 @@ class EndpointsConfig(_Model):
 
 
 class IBMConfig(_Model):
-    account_id: Annotated[str, BeforeValidator(_int_to_str)] = Field(
+    account_id: Annotated[str, BeforeValidator(int_to_str)] = Field(
         ..., min_length=1, description="IBM Cloud account id"
     )
     plan: str = Field(..., description="internal, premium or paygo (or the plan id)")
     staging: bool = Field(False, description="use IBM's staging hosts")
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
-    api_key_file: Annotated[Path, BeforeValidator(_path)] | None = Field(
+    api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="default API key file (mode 0600) for instances without their own"
     )
 
@@ -223,9 +131,9 @@ class NetGrant(_Model):
 
 
 class InstanceConfig(_Model):
-    name: Annotated[str, _name("instance")]
+    name: Annotated[str, name_of("instance")]
     crn: str
-    api_key_file: Annotated[Path, BeforeValidator(_path)] | None = Field(
+    api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="API key file (mode 0600) for this instance; default: ibm.api_key_file"
     )
     limit_seconds: Seconds | None = Field(None, description="the instance's 28-day usage limit")
@@ -288,7 +196,7 @@ def _env(value: Any) -> Any:
 class ResourceConfig(_Model):
     """A QPU resource that `--qpu` may name."""
 
-    name: Annotated[str, _name("resource")]
+    name: Annotated[str, name_of("resource")]
     type: Literal["ibm-quantum-compute-service", "ibm-quantum-system", "qiskit-runtime-service"] = Field(
         "ibm-quantum-compute-service", description="QRMI resource type (qiskit-runtime-service is deprecated)"
     )
@@ -325,7 +233,7 @@ class ResourceConfig(_Model):
 
 
 def _globs(value: Any) -> Any:
-    value = _as_list(value)
+    value = as_list(value)
     if isinstance(value, list):
         if not value:
             raise ValueError("an empty list matches nothing: remove the key to match any value")
@@ -351,7 +259,7 @@ class MatchConfig(_Model):
 
 class RuleBody(_Model):
     instance: str | None = Field(None, description="the IBM Quantum instance (allow rules)")
-    resources: Annotated[list[str], BeforeValidator(_as_list)] | None = Field(
+    resources: Annotated[list[str], BeforeValidator(as_list)] | None = Field(
         None, description="resource names or globs this rule allows; '*' = all (allow rules)"
     )
     deny: bool = Field(False, description="refuse matching jobs with `message`")
@@ -374,7 +282,7 @@ class RuleBody(_Model):
 
 
 class RuleConfig(RuleBody):
-    name: Annotated[str, _name("rule")]
+    name: Annotated[str, name_of("rule")]
     match: MatchConfig = Field(default_factory=MatchConfig)
 
     @field_validator("name")
@@ -398,10 +306,10 @@ class DefaultRuleConfig(RuleBody):
 
 
 class SlurmConfig(_Model):
-    state_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+    state_dir: Annotated[Path, BeforeValidator(config_path)] = Field(
         Path("/var/lib/qauvern-hpc"), description="shared between the controller and the compute nodes"
     )
-    cluster: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+    cluster: Annotated[list[str], BeforeValidator(as_list)] = Field(
         default_factory=list, description="Slurm cluster name(s) this config serves"
     )
     sacct: str = "sacct"
@@ -518,7 +426,7 @@ class RebalanceConfig(_Model):
     )
     demand: DemandConfig = Field(default_factory=DemandConfig)
     slurm: RebalanceSlurmConfig = Field(default_factory=RebalanceSlurmConfig)
-    state_dir: Annotated[Path, BeforeValidator(_path)] | None = Field(
+    state_dir: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="journal and lock directory (default: slurm.state_dir/rebalance)"
     )
 
@@ -528,7 +436,7 @@ class MetricsConfig(_Model):
 
     enabled: bool = False
     listen: str = "127.0.0.1:9877"
-    textfile: Annotated[Path, BeforeValidator(_path)] | None = None
+    textfile: Annotated[Path, BeforeValidator(config_path)] | None = None
 
 
 class AdmissionConfig(_Model):
