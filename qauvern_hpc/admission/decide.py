@@ -19,10 +19,11 @@ Contract (design memo issue 12, section 3):
    burst submitted between two periods starts only what IBM should serve in time. Once capped, a pair
    keeps its cap until W_b falls below half that threshold.
 5. Back-off: a pair whose job left IBM's queue without running after waiting at least `max_ibm_wait` (its
-   wall limit ran out while IBM served others first: IBM's fair share put it behind) admits nothing new
-   (cap = running, reason IBM_QUEUE) for that wait, doubled on every further loss, at most
-   `lost_backoff_max`; the first job of the pair IBM starts ends it. Its pending jobs wait in Slurm,
-   holding no node, instead of probing a queue that just proved it will not serve them.
+   wall limit ran out while IBM served others first: IBM's fair share put it behind) is closed (cap 0,
+   BACKED_OFF: what runs goes on, nothing new starts, not even into the slot of a job that ends) for that
+   wait, doubled on every further loss, at most `lost_backoff_max`; the first job of the pair IBM starts
+   ends it. Its pending jobs wait in Slurm, holding no node, instead of probing a queue that just proved
+   it will not serve them.
 6. Anti-thrash: hard closes apply at once, reopen on the first good poll, soft changes at most once per
    `min_dwell` per pair; a standing cap of a pair with nothing pending is not rewritten while the room it
    leaves above `running` stays within [min(1, wanted), wanted + cap_slack] (each change is a write).
@@ -39,6 +40,7 @@ import math
 
 from qauvern_hpc.admission.model import (
     ADMITTED,
+    BACKED_OFF,
     BACKEND_NOT_SERVING,
     FAILED_CLOSED,
     FAILED_OPEN,
@@ -213,7 +215,7 @@ def decide(
                 f"a job of {p.instance} left IBM's queue on {p.backend} unstarted after waiting "
                 f"{_dur(off[1])}: nothing new starts for {_dur(off[0] - now)} (back-off)"
             )
-            out[k] = (p.running, IBM_QUEUE, detail)
+            out[k] = (0, BACKED_OFF, detail)
             continue
         open_on.setdefault(p.backend, []).append(k)
 
@@ -249,16 +251,18 @@ def _learn_backoff(
     settings: AdmissionSettings,
 ) -> dict[str, tuple[float, float]]:
     """Step 5's state: license -> (back off until, its length). A start ends it; a loss after a wait of at
-    least max_ibm_wait sets it to max(that wait, twice the last length), at most lost_backoff_max. An
-    expired back-off keeps its length (the next loss doubles it) until a job of the pair starts."""
+    least max_ibm_wait sets it to max(that wait, twice the last length), at most lost_backoff_max. A loss
+    during a back-off (a job admitted before it) does not double it. An expired back-off keeps its length
+    (the next loss doubles it) until a job of the pair starts."""
     out = dict(old)
     for p, lic in zip(pairs, licenses, strict=True):
         if p.started_jobs > 0:
             out.pop(lic, None)
         elif p.lost_jobs > 0 and p.lost_wait_seconds >= settings.max_ibm_wait_seconds:
-            last = old.get(lic, (0.0, 0.0))[1]
-            length = min(max(p.lost_wait_seconds, 2.0 * last), settings.lost_backoff_max_seconds)
-            out[lic] = (now + length, length)
+            until, last = old.get(lic, (0.0, 0.0))
+            grow = last if until > now else 2.0 * last
+            length = min(max(p.lost_wait_seconds, grow), settings.lost_backoff_max_seconds)
+            out[lic] = (max(until, now + length), length)
     return out
 
 

@@ -30,6 +30,7 @@ ADMITTED = "admitted"  # capped at what IBM will serve soon
 BACKEND_NOT_SERVING = "backend_not_serving"  # paused, offline, maintenance, not active
 LIMIT_REACHED = "limit_reached"  # the instance reached its IBM usage limit
 IBM_QUEUE = "ibm_queue"  # IBM's queue on the backend is too long to start more now
+BACKED_OFF = "backed_off"  # a job of the pair left IBM's queue unstarted: nothing new starts for a while
 FAIR_SHARE = "fair_share"  # the backend's budget went to pairs IBM will serve first
 HOLD = "hold"  # IBM not readable: the last decision is kept for a bounded time
 FAILED_OPEN = "failed_open"  # IBM unreadable for longer than hold_for, resource fails open
@@ -40,6 +41,7 @@ REASONS = (
     BACKEND_NOT_SERVING,
     LIMIT_REACHED,
     IBM_QUEUE,
+    BACKED_OFF,
     FAIR_SHARE,
     HOLD,
     FAILED_OPEN,
@@ -198,6 +200,7 @@ class ControllerState:
 
 __all__ = [
     "ADMITTED",
+    "BACKED_OFF",
     "BACKEND_NOT_SERVING",
     "FAILED_CLOSED",
     "FAILED_OPEN",

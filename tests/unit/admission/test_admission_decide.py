@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qauvern_hpc.admission.decide import decide
 from qauvern_hpc.admission.model import (
     ADMITTED,
+    BACKED_OFF,
     BACKEND_NOT_SERVING,
     FAILED_CLOSED,
     FAILED_OPEN,
@@ -315,26 +316,34 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_a_job_lost_unstarted_at_ibm_backs_the_pair_off_doubling_until_one_starts() -> None:
-    """Slurm's wall limit cancelled a job IBM kept queued for 2 h: the pair admits nothing new for 2 h (its
-    pending jobs wait in Slurm, holding no node), then probes again; a second loss doubles the back-off up
-    to its maximum; the first job IBM starts ends it."""
-    lost = PairView("physics", "ibm_fez", pending=4, lost_jobs=1, lost_wait_seconds=7200.0)
+    """Slurm's wall limit cancelled a job IBM kept queued for 2 h: the pair is closed for 2 h (its pending
+    jobs wait in Slurm, holding no node; what runs goes on, but a job that ends frees no slot for another),
+    then admits again; a second loss doubles the back-off up to its maximum; the first job IBM starts ends
+    it."""
+    lost = PairView(
+        "physics", "ibm_fez", pending=4, running=1, ibm_queued=1, lost_jobs=1, lost_wait_seconds=7200.0
+    )
     d, st = one(observe([lost]))
-    assert (d.pairs[0].cap, d.pairs[0].reason) == (0, IBM_QUEUE)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (0, BACKED_OFF)
     assert "left IBM's queue on ibm_fez unstarted after waiting ~2.0 h" in d.pairs[0].detail
-    assert "back-off" in d.pairs[0].detail
+    assert "nothing new starts for ~2.0 h" in d.pairs[0].detail
+    # the job queued with it is lost too, 10 min later: the same back-off, not a doubled one
+    d, st = one(observe([replace(lost, running=0, ibm_queued=0)], now=NOW + 600, read_at=NOW + 600), st)
+    assert st.backoff["qpu_physics__ibm_fez"] == (NOW + 600 + 7200.0, 7200.0)
+    idle = PairView("physics", "ibm_fez")  # nothing pending: still closed (a new job would start at once)
+    d, st = one(observe([idle], now=NOW + 7700, read_at=NOW + 7700), st)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (0, BACKED_OFF)
     quiet = PairView("physics", "ibm_fez", pending=4)
-    d, st = one(observe([quiet], now=NOW + 7100, read_at=NOW + 7100), st)
-    assert d.pairs[0].cap == 0  # still backing off
-    d, st = one(observe([quiet], now=NOW + 7300, read_at=NOW + 7300), st)
-    assert (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)  # the back-off is over: admits again
-    d, st = one(observe([replace(lost, pending=3)], now=NOW + 16000, read_at=NOW + 16000), st)
+    d, st = one(observe([quiet], now=NOW + 7900, read_at=NOW + 7900), st)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)  # over: the budget admits again (600/300)
+    again = replace(lost, running=0, ibm_queued=0)
+    d, st = one(observe([again], now=NOW + 16000, read_at=NOW + 16000), st)
     assert st.backoff["qpu_physics__ibm_fez"] == (NOW + 16000 + 14400.0, 14400.0)  # doubled
-    d, st = one(observe([replace(lost, lost_wait_seconds=9000.0)], now=NOW + 40000, read_at=NOW + 40000), st)
+    d, st = one(observe([replace(again, lost_wait_seconds=9000.0)], now=NOW + 40000, read_at=NOW + 40000), st)
     assert st.backoff["qpu_physics__ibm_fez"][1] == 14400.0  # at most lost_backoff_max
     started = PairView("physics", "ibm_fez", pending=3, running=1, ibm_running=1, started_jobs=1)
     d, st = one(observe([started], now=NOW + 40030, read_at=NOW + 40030), st)
-    assert st.backoff == {} and "back-off" not in d.pairs[0].detail
+    assert st.backoff == {} and d.pairs[0].reason != BACKED_OFF
 
 
 def test_a_job_cancelled_soon_after_it_reached_ibm_is_no_reason_to_back_off() -> None:
