@@ -34,7 +34,7 @@ class InstanceClients:
         self.cfg = cfg
         self.endpoints = endpoints
         self._admin_key = admin_key
-        self._pool = ClientPool()
+        self._pool = ClientPool(ru_per_second=cfg.ibm.resource_units_per_second)
         self._instances = {i.name: i for i in cfg.instances}
 
     def _client(self, key_file: str | None) -> IBMClient:

@@ -447,6 +447,7 @@ def sources_of(cfg: Config, args: Any) -> Sources:
         endpoints_from_config(cfg, staging=bool(getattr(args, "staging", False))),
         timeout=min(20.0, max(2.0, period)),
         retry=RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, deadline=max(5.0, period)),
+        ru_per_second=cfg.ibm.resource_units_per_second,
     )
     return Sources(
         ibm=client,

@@ -33,6 +33,7 @@ def client_from_config(cfg: Config, args: Any) -> IBMClient:
         args,
         endpoints_from_config(cfg, staging=bool(getattr(args, "staging", False))),
         cfg.ibm.api_key_file,
+        ru_per_second=cfg.ibm.resource_units_per_second,
     )
 
 

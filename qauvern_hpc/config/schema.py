@@ -83,6 +83,14 @@ class IBMConfig(_Model):
     api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="default API key file (mode 0600) for instances without their own"
     )
+    resource_units_per_second: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="RUs per second of QPU usage, used only when IBM sends RUs without seconds and an "
+        "instance's Resource Controller entry shows no allocation or limit in both units (from which its "
+        "own rate is read)",
+    )
 
     @field_validator("plan", mode="before")
     @classmethod

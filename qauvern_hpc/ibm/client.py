@@ -12,10 +12,12 @@ Headers
 Units
   IBM bills in resource units (RUs) from API version 2026-04-15 on and still sends the time fields beside
   them (docs/ibm-platform.md). Usage replies are read RU-first and keep working without the time fields
-  (`models`: `unit`, `consumed`, `JobUsage.charged`); nothing converts between RUs and seconds. Where seconds
-  are read, analytics answer milliseconds; they become whole seconds by truncation,
-  ``int(ms / 1000)``, as qauvern 0.14 does (so the numbers agree with qauvern's). `daily_usage` sums the
-  milliseconds of same-date entries first and truncates each day once (qauvern overwrote same-date entries).
+  (`models`: `unit`, `consumed`, `JobUsage.charged`). When IBM sent RUs only, `instance_usage` and
+  `session_jobs` give seconds at the instance's own rate (`ru_rate`, from its RC entry; `units`), marked
+  `seconds_from_ru`. Where seconds are read, analytics answer milliseconds; they become whole seconds by
+  truncation, ``int(ms / 1000)``, as qauvern 0.14 does (so the numbers agree with qauvern's). `daily_usage`
+  sums the milliseconds of same-date entries first and truncates each day once (qauvern overwrote same-date
+  entries).
 
 Sessions and jobs (what IBM's Qiskit Runtime REST API really does; checked against IBM's API reference at
 quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST adapters and qrmi 0.26)
@@ -38,7 +40,9 @@ quantum.cloud.ibm.com/docs/api/qiskit-runtime-rest, qiskit-ibm-runtime's REST ad
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -48,11 +52,15 @@ from typing import Any, Literal
 from qauvern_hpc.ibm import models as m
 from qauvern_hpc.ibm.base import BaseClient, T
 from qauvern_hpc.ibm.crn import parse_crn, valid_region
+from qauvern_hpc.ibm.endpoints import Endpoints
 from qauvern_hpc.ibm.errors import (
+    IBMAuthError,
     IBMError,
+    IBMNotFound,
     IBMResponseError,
     InvalidRequestError,
 )
+from qauvern_hpc.ibm.units import rate_of, valid_rate
 
 API_VERSION = "2026-04-15"
 """Sent as ``IBM-API-Version`` on every Resource Controller and quantum API call: the newest version IBM lists
@@ -69,6 +77,8 @@ PLAN_IDS = {
 """Plan name -> Resource Controller plan id (the same in production and staging)."""
 
 MAX_PAGES = 1000
+RATE_TTL = 3600.0
+"""Seconds an instance's RU rate is kept before its Resource Controller entry is read again."""
 
 SessionMode = Literal["batch", "dedicated"]
 
@@ -119,6 +129,14 @@ class IBMClient(BaseClient):
 
     api_version = API_VERSION
 
+    def __init__(self, api_key: str, endpoints: Endpoints, *, ru_per_second: float | None = None, **kw: Any):
+        """`ru_per_second`: the rate for an instance whose Resource Controller entry shows no allocation or
+        limit in both units (the config's ``ibm.resource_units_per_second``); see `ru_rate`."""
+        super().__init__(api_key, endpoints, **kw)
+        self.ru_per_second = valid_rate(ru_per_second)
+        self._rates: dict[str, tuple[float, float | None]] = {}
+        self._rates_lock = threading.Lock()
+
     def _quantum(self, crn: str, path: str) -> str:
         return f"{self.endpoints.quantum_for(crn)}{path}"
 
@@ -153,6 +171,32 @@ class IBMClient(BaseClient):
             seen.add(start)
             params = {**params, "start": start}
         raise IBMResponseError(call, 200, f"more than {MAX_PAGES} pages")
+
+    def get_instance(self, crn: str) -> m.Instance:
+        """``GET /v2/resource_instances/{url-encoded CRN}``: one instance with its extensions."""
+        parse_crn(crn)
+        call = "GET /v2/resource_instances/{crn}"
+        url = f"{self.endpoints.resource_controller}/v2/resource_instances/{_quote(crn)}"
+        return self._parse(m.Instance, self._send("GET", url, call=call, idempotent=True), call)
+
+    def ru_rate(self, crn: str) -> float | None:
+        """The instance's RUs per second (`units.rate_of` its RC entry), else the configured fallback; None
+        when neither is known. Asked only when IBM sent RUs without seconds; kept `RATE_TTL` seconds. A key
+        the RC refuses (or that cannot see the instance there) gets the fallback, else the refusal."""
+        now = self._clock()
+        with self._rates_lock:
+            hit = self._rates.get(crn)
+        if hit is not None and now - hit[0] < RATE_TTL:
+            return hit[1]
+        try:
+            rate = rate_of(self.get_instance(crn)) or self.ru_per_second
+        except (IBMAuthError, IBMNotFound):  # a per-instance key may not read the RC
+            if self.ru_per_second is None:
+                raise
+            rate = self.ru_per_second
+        with self._rates_lock:
+            self._rates[crn] = (now, rate)
+        return rate
 
     def update_instance(self, crn: str, *, allocation_seconds: int, limit_seconds: int | None) -> None:
         """Set an instance's allocation and limit (None = no limit).
@@ -219,7 +263,10 @@ class IBMClient(BaseClient):
             headers={"Service-CRN": crn},
             idempotent=True,
         )
-        return self._parse(m.InstanceUsage, resp, call)
+        usage = self._parse(m.InstanceUsage, resp, call)
+        if not usage.seconds_from_ru:
+            return usage
+        return usage.with_rate_source(functools.partial(self.ru_rate, crn))
 
     def analytics_usage(
         self,
@@ -382,7 +429,15 @@ class IBMClient(BaseClient):
         RUs nor seconds) gets it from ``GET /v1/jobs/{id}/metrics``.
         """
         out = self._job_pages(crn, {"session_id": session_id, "exclude_params": "true"}, page_size)
-        return [j if j.usage is not None and j.usage.unit else self._with_metrics(crn, j) for j in out]
+        jobs = [j if j.usage is not None and j.usage.unit else self._with_metrics(crn, j) for j in out]
+        return [self._seconds_of(crn, j) for j in jobs]
+
+    def _seconds_of(self, crn: str, job: m.RuntimeJob) -> m.RuntimeJob:
+        """`job` with its charged seconds converted from its RUs when IBM sent RUs only (`ru_rate`)."""
+        u = job.usage
+        if u is None or u.quantum_seconds is not None or u.resource_units is None:
+            return job
+        return job.model_copy(update={"usage": u.with_rate(self.ru_rate(crn))})
 
     def _with_metrics(self, crn: str, job: m.RuntimeJob) -> m.RuntimeJob:
         call = "GET /v1/jobs/{id}/metrics"

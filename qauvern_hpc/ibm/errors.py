@@ -96,8 +96,10 @@ class TimeFieldsMissing(IBMResponseError):
         super().__init__(
             call,
             None,
-            f"IBM sent no {field} (resource units only); read the RU figure instead",
-            hint="IBM has removed the time fields; this figure is only available in RUs",
+            f"IBM sent no {field} (resource units only) and the instance's RUs-per-second rate is unknown",
+            hint="IBM has removed the time fields; qauvern-hpc converts RUs at the instance's own rate, "
+            "read from its allocation or limit as the Resource Controller shows it in both units; give the "
+            "instance an allocation, or set ibm.resource_units_per_second in the config",
         )
 
 

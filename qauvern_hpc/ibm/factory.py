@@ -178,19 +178,33 @@ def endpoints(
 # ----------------------------------------------------------------------------------------------- clients
 
 
-def client(args: Any, where: Endpoints, config_key_file: str | os.PathLike[str] | None = None) -> IBMClient:
+def client(
+    args: Any,
+    where: Endpoints,
+    config_key_file: str | os.PathLike[str] | None = None,
+    *,
+    ru_per_second: float | None = None,
+) -> IBMClient:
     from qauvern_hpc.ibm.client import IBMClient
 
-    return IBMClient(resolve_api_key(args, config_key_file), where, timeout=DEFAULT_TIMEOUT)
+    key = resolve_api_key(args, config_key_file)
+    return IBMClient(key, where, timeout=DEFAULT_TIMEOUT, ru_per_second=ru_per_second)
 
 
 class ClientPool:
     """Warm clients keyed by key file (and its identity) and endpoints, all with one timeout and retry policy.
     Thread-safe."""
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        ru_per_second: float | None = None,
+    ) -> None:
         self.timeout = timeout
         self.retry = retry
+        self.ru_per_second = ru_per_second
         self._clients: dict[tuple[object, ...], IBMClient] = {}
         self._lock = threading.Lock()
 
@@ -210,7 +224,9 @@ class ClientPool:
             found = self._clients.get(key)
             if found is None:
                 key_text = api_key() if api_key is not None else _read_key(key_file)
-                found = IBMClient(key_text, where, timeout=self.timeout, retry=self.retry)
+                found = IBMClient(
+                    key_text, where, timeout=self.timeout, retry=self.retry, ru_per_second=self.ru_per_second
+                )
                 self._clients[key] = found
         return found
 

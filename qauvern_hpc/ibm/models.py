@@ -9,19 +9,21 @@ floats (usage counters, which are truncated).
 Units (docs/ibm-platform.md): IBM bills in resource units (RUs) and still sends the old time fields beside
 them; it has announced their removal. Usage models therefore read the RU fields first and the time fields
 where present, both optional, and require at least one of the two; `unit` says which one the account's
-figures are in ("ru" when IBM sends RUs). There is no documented fixed rate between RUs and seconds, so
-nothing here converts one into the other: a caller that needs seconds IBM did not send gets
-`TimeFieldsMissing`.
+figures are in ("ru" when IBM sends RUs). IBM documents no account-wide rate between RUs and seconds; the
+client converts an RU-only reply at the instance's own rate (`units`), and a figure so converted says so
+(`seconds_from_ru`). Without a rate, asking for seconds IBM did not send raises `TimeFieldsMissing`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from qauvern_hpc.ibm.errors import TimeFieldsMissing
+from qauvern_hpc.ibm.units import to_seconds
 
 Unit = Literal["ru", "seconds"]
 """The unit an account's usage is reported in: resource units, or (before RUs) seconds."""
@@ -216,6 +218,15 @@ class InstanceUsage(_Model):
     usage_period: UsagePeriod | None = None
     instance_id: str | None = None
     plan_id: str | None = None
+    _rate: Callable[[], float | None] | None = PrivateAttr(None)
+    """Not IBM's: how to learn the instance's RUs-per-second rate (`units`), asked only when seconds are
+    wanted and IBM sent RUs only; the client sets it (`with_rate_source`)."""
+
+    def with_rate_source(self, rate: Callable[[], float | None]) -> InstanceUsage:
+        """This usage, converting RUs to seconds at `rate()` when `consumed_seconds` needs it."""
+        out = self.model_copy()
+        out._rate = rate
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -234,10 +245,19 @@ class InstanceUsage(_Model):
 
     @property
     def consumed_seconds(self) -> int:
-        """IBM's consumed seconds (truncated); `TimeFieldsMissing` when IBM sent RUs only."""
-        if self.reported_consumed_seconds is None:
-            raise TimeFieldsMissing("GET /v1/instances/usage", "usage_consumed_seconds")
-        return self.reported_consumed_seconds
+        """IBM's consumed seconds (truncated); when IBM sent RUs only, the RUs at the instance's rate
+        (`with_rate_source`, see `units`), else `TimeFieldsMissing`."""
+        if self.reported_consumed_seconds is not None:
+            return self.reported_consumed_seconds
+        rate = self._rate() if self.consumed_ru is not None and self._rate is not None else None
+        if self.consumed_ru is not None and rate:
+            return int(to_seconds(self.consumed_ru, rate))
+        raise TimeFieldsMissing("GET /v1/instances/usage", "usage_consumed_seconds")
+
+    @property
+    def seconds_from_ru(self) -> bool:
+        """True when `consumed_seconds` is converted from RUs (IBM sent no seconds)."""
+        return self.reported_consumed_seconds is None
 
     @property
     def unit(self) -> Unit:
@@ -351,6 +371,15 @@ class JobUsage(_Model):
         None, validation_alias=AliasChoices("value", "resource_units")
     )
     status: str | None = None
+    seconds_from_ru: bool = Field(False, exclude=True)
+    """Not IBM's: `quantum_seconds` was converted from `resource_units` (`with_rate`)."""
+
+    def with_rate(self, rate: float | None) -> JobUsage:
+        """This usage with `quantum_seconds` filled in from the RUs at `rate` when IBM sent RUs only."""
+        if self.quantum_seconds is not None or self.resource_units is None or not rate:
+            return self
+        seconds = to_seconds(self.resource_units, rate)
+        return self.model_copy(update={"quantum_seconds": seconds, "seconds_from_ru": True})
 
     @property
     def unit(self) -> Unit | None:

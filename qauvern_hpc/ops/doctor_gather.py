@@ -241,7 +241,7 @@ def _ibm(options: DoctorOptions, cfg: Config) -> list[Check]:
 
     where = endpoints_from_config(cfg, staging=options.staging)
     out: list[Check] = []
-    clients = ClientPool()
+    clients = ClientPool(ru_per_second=cfg.ibm.resource_units_per_second)
     try:
         for inst in cfg.instances:
             key_file = inst.api_key_file or cfg.ibm.api_key_file

@@ -456,3 +456,22 @@ def test_a_second_collect_at_the_same_time_is_refused(rig: Rig) -> None:
     finally:
         os.close(fd)
     assert rc == 5 and "another collect" in err
+
+
+def test_with_the_time_fields_removed_a_job_is_charged_the_same_from_its_rus(rig: Rig) -> None:
+    """IBM's announced next step: RUs only. The job's seconds come from its RUs at the instance's rate (the
+    Resource Controller shows its allocation in both units); the row is final, holds both figures, and
+    matches what the emulator charged, as with the time fields."""
+    rig.emu.remove_time_fields()
+    try:
+        [job] = rig.run_jobs([{"user": "qalice", "account": "physics", "qpu": "ibm_torino", "seconds": 2}])
+        assert rig.settle([job])[job] == "COMPLETED"
+        rc, _doc, err = rig.cli("collect")
+        assert rc == 0, err
+        row = _by_job(rig.rows())[(job, "ibm_torino")]
+        _assert_charged(rig, row, 2.0)
+        assert row.usage_state == "final"
+        assert row.resource_units == pytest.approx(row.quantum_seconds or 0, abs=1e-3)  # the seed's rate: 1
+        _assert_ledger_matches_ibm(rig)
+    finally:
+        rig.emu.remove_time_fields(False)

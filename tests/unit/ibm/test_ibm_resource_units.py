@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qauvern_hpc.ibm import Endpoints, IBMClient, IBMResponseError, RetryPolicy
+from qauvern_hpc.ibm import Endpoints, IBMClient, IBMError, IBMResponseError, RetryPolicy
 from qauvern_hpc.ibm import models as m
 from qauvern_hpc.ibm.client import API_VERSION
 from qauvern_hpc.ibm.errors import TimeFieldsMissing
@@ -64,14 +64,44 @@ def test_instance_usage_reads_rus_first_and_seconds_beside(client: IBMClient, fa
     assert usage.usage_period.start.isoformat() == "2026-10-25T00:00:00+00:00"
 
 
+def rc_entry(**extensions: Any) -> dict[str, Any]:
+    return {"id": EU, "name": "EU inst", "extensions": extensions}
+
+
+RC_EU = "/v2/resource_instances/" + EU
+
+
 def test_instance_usage_keeps_working_without_time_fields(client: IBMClient, fake: ScriptedIBM) -> None:
+    """RUs only: the RU figures read as sent, and no Resource Controller call until seconds are wanted;
+    an RC entry with no figure in both units leaves the rate unknown: `TimeFieldsMissing` naming the fix."""
     fake.on("GET", USAGE, ok(load("instance_usage_ru_only.json")))
     usage = client.instance_usage(EU)
     assert (usage.unit, usage.consumed, usage.allocation, usage.limit) == ("ru", 367200.5, 1250000.0, None)
-    assert usage.allocation_seconds is None and usage.limit_reached is None
+    assert usage.allocation_seconds is None and usage.limit_reached is None and usage.seconds_from_ru
+    assert fake.requests and not [r for r in fake.requests if r.url.path.startswith("/v2/")]
+    fake.on("GET", RC_EU, ok(rc_entry(usage_allocation_seconds=500000, instance_limit_seconds=None)))
     with pytest.raises(TimeFieldsMissing, match="usage_consumed_seconds") as exc:
         _ = usage.consumed_seconds
     assert isinstance(exc.value, IBMResponseError)  # callers that handle IBM errors report it
+    assert "ibm.resource_units_per_second" in (exc.value.hint or "")
+
+
+def test_instance_usage_without_time_fields_in_seconds_at_the_instances_own_rate(
+    client: IBMClient, fake: ScriptedIBM
+) -> None:
+    """The rate is the RC's allocation in RUs over the allocation in seconds (2.5 here); truncated like
+    IBM's own seconds."""
+    fake.on("GET", USAGE, ok(load("instance_usage_ru_only.json")))
+    fake.on(
+        "GET",
+        RC_EU,
+        ok(
+            rc_entry(
+                usage_allocation_seconds=500_000, instance_limit_seconds=None, usage_allocation_ru=1.25e6
+            )
+        ),
+    )
+    assert client.instance_usage(EU).consumed_seconds == int(367200.5 / 2.5)
 
 
 def test_instance_usage_before_rus_is_in_seconds() -> None:
@@ -104,13 +134,31 @@ def test_job_metrics_of_2026_04_15() -> None:
 
 
 def test_session_jobs_with_rus_only_need_no_metrics(client: IBMClient, fake: ScriptedIBM) -> None:
+    """The RUs are read from the list; their seconds come at the instance's rate (one RC read)."""
     fake.on("GET", JOBS, ok(load("jobs_ru_only.json")))
+    entry = rc_entry(usage_allocation_seconds=1000, instance_limit_seconds=None, usage_allocation_ru=2500.0)
+    fake.on("GET", RC_EU, ok(entry))
     jobs = client.session_jobs(EU, "sess-1")
     assert [(j.id, j.resource_units, j.quantum_seconds) for j in jobs] == [
-        ("job-ru-1", 11.875, None),
-        ("job-ru-2", 2.5, None),
+        ("job-ru-1", 11.875, 4.75),
+        ("job-ru-2", 2.5, 1.0),
     ]
-    assert fake.calls(f"{JOBS}/job-ru-1/metrics") == []
+    assert all(j.usage is not None and j.usage.seconds_from_ru for j in jobs)
+    assert fake.calls(f"{JOBS}/job-ru-1/metrics") == [] and len(fake.calls(RC_EU)) == 1
+
+
+def test_an_rc_the_key_may_not_read_falls_back_to_the_configured_rate(fake: ScriptedIBM) -> None:
+    """A per-instance key without Resource Controller access (403): the config's rate, when there is one;
+    else the refusal itself is the error."""
+    fake.on("GET", JOBS, ok(load("jobs_ru_only.json")))
+    fake.on("GET", RC_EU, httpx.Response(403, json={"message": "forbidden"}))
+    retry = RetryPolicy(max_attempts=1, jitter=False)
+    where = Endpoints.production()
+    with IBMClient("k", where, retry=retry, transport=httpx.MockTransport(fake), ru_per_second=2.0) as c:
+        assert [j.quantum_seconds for j in c.session_jobs(EU, "s")] == [11.875 / 2, 1.25]
+    bare = IBMClient("k", where, retry=retry, transport=httpx.MockTransport(fake))
+    with bare, pytest.raises(IBMError):
+        bare.session_jobs(EU, "s")
 
 
 def test_session_jobs_fetch_metrics_when_the_list_has_no_usage(client: IBMClient, fake: ScriptedIBM) -> None:
