@@ -15,7 +15,10 @@ One run, per cluster:
    charged once, over every row that carries it (pending or final), to the earliest run: a requeued job's
    new run first shows the previous run's AdminComment until its own prolog records its session. When a
    row's session changes that way, the ledger resets its usage and the new session is asked for. A row
-   whose record names no session (`name@-`: none was opened) is final with 0 s once the run ended.
+   whose record names no session (`name@-`: none was opened) is final with 0 s once the run ended. A row
+   in job mode (`name@!job`: the job's IBM jobs ran outside any session, e.g. on the Open plan) is not
+   attributed: it stays pending and is counted as `job_mode` (IBM's jobs of the instance are not matched
+   to Slurm jobs yet).
 3. **Reconciliation** (optional): per instance, what the ledger attributed in a window vs what IBM's
    analytics say the instance used; the difference is work done outside Slurm (or not collected yet).
 
@@ -40,6 +43,7 @@ from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
 from qauvern_hpc.core.files import LockBusy, lock_fd, release
+from qauvern_hpc.record.admin_comment import JOB_MODE_SESSION
 
 if TYPE_CHECKING:
     from qauvern_hpc.ibm.models import RuntimeJob, Session
@@ -77,7 +81,7 @@ def session_groups(rows: Sequence[StoredRun]) -> dict[tuple[str, str], list[Stor
     """Pending rows grouped by (instance, session id); rows without either are left out."""
     groups: dict[tuple[str, str], list[StoredRun]] = defaultdict(list)
     for row in rows:
-        if row.instance and row.session_id:
+        if row.instance and row.session_id and row.session_id != JOB_MODE_SESSION:
             groups[(row.instance, row.session_id)].append(row)
     return dict(groups)
 
@@ -110,10 +114,16 @@ def session_unit_charges(carriers: Sequence[StoredRun], resource_units: float | 
 
 def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[StoredRun]]:
     """Pending rows IBM cannot be asked about: (ended runs that opened no session -> final 0 s,
-    rows with a session but no instance -> cannot be resolved; a config or record problem)."""
+    rows with a session but no instance -> cannot be resolved; a config or record problem). Rows in job
+    mode are in neither (`in_job_mode`)."""
     no_session = [r for r in rows if not r.session_id and r.end is not None]
-    no_instance = [r for r in rows if r.session_id and not r.instance]
+    no_instance = [r for r in rows if r.session_id and not r.instance and not in_job_mode(r)]
     return no_session, no_instance
+
+
+def in_job_mode(row: StoredRun) -> bool:
+    """The run used its resource in job mode: no IBM session to read, so nothing is attributed to it."""
+    return row.session_id == JOB_MODE_SESSION
 
 
 def session_usage(session: Session, jobs: Sequence[RuntimeJob]) -> SessionUsage:
@@ -154,6 +164,7 @@ class CollectReport:
     updated: int = 0  # rows whose (pending) seconds changed
     still_pending: int = 0
     no_session: int = 0  # ended runs whose record names no session: final with 0 s
+    job_mode: int = 0  # pending runs in job mode: not attributed (no session to read), stay pending
     pull_errors: list[str] = field(default_factory=list)  # clusters whose sacct pull failed (nothing stored)
     errors: list[str] = field(default_factory=list)  # IBM sessions that could not be read (rows stay pending)
     unresolved: list[str] = field(default_factory=list)  # rows no IBM call can settle (config, record)
@@ -168,6 +179,7 @@ class CollectReport:
             "finalized": self.finalized,
             "updated": self.updated,
             "no_session": self.no_session,
+            "job_mode": self.job_mode,
             "still_pending": self.still_pending,
             "pull_errors": list(self.pull_errors),
             "errors": list(self.errors),
@@ -274,6 +286,7 @@ def resolve_usage(
             for row in no_session:
                 if ledger.set_usage(row.key, 0.0, True):
                     report.no_session += 1
+    report.job_mode = sum(1 for row in pending if in_job_mode(row))
     for row in no_instance:
         report.unresolved.append(f"{row.cluster}/{row.job_id} run {row.run}: AdminComment names no instance")
     groups = session_groups(pending)

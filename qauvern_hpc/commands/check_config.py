@@ -93,7 +93,7 @@ def _print_tables(loaded: LoadedConfig, policy: Policy, notes: list[str]) -> Non
     )
 
     inst = Table(title="instances", title_justify="left")
-    for col in ("name", "region", "CRN", "API key file", "limit", "target", "net grants"):
+    for col in ("name", "plan", "region", "CRN", "API key file", "limit", "target", "net grants"):
         inst.add_column(col)
     for i in cfg.instances:
         key = cfg.api_key_file_for(i.name)
@@ -103,6 +103,7 @@ def _print_tables(loaded: LoadedConfig, policy: Policy, notes: list[str]) -> Non
         )
         inst.add_row(
             i.name,
+            cfg.plan_of(i.name),
             i.region,
             i.crn,
             escape(str(key)) if key else "[red]none[/red]",
@@ -136,7 +137,7 @@ def _print_tables(loaded: LoadedConfig, policy: Policy, notes: list[str]) -> Non
             r.name,
             r.backend,
             r.type,
-            r.session_mode,
+            r.session_mode or "plan's default",
             _fmt_seconds(r.max_ttl_seconds),
             r.fail_mode,
             "yes" if r.expose_api_key else "no",

@@ -191,6 +191,11 @@ def _print(report: CollectReport, *, as_json: bool) -> None:
         f"IBM: {doc['sessions']} session(s) read, {doc['finalized']} run(s) final, {doc['updated']} updated, "
         f"{doc['no_session']} without a session (0 s), {doc['still_pending']} still pending"
     )
+    if doc.get("job_mode"):
+        console.print(
+            f"[yellow]not attributed: {doc['job_mode']} run(s) in job mode (no IBM session to read; "
+            "they stay pending)[/yellow]"
+        )
     if doc["reconciliation"]:
         t = Table(title="Reconciliation with IBM (per instance, same window)")
         for col in ("instance", "attributed", "IBM", "unattributed", "pending runs"):

@@ -44,7 +44,9 @@ DEFAULT_KEY_PATH = "/etc/qauvern-hpc/ibmcloud.key"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", "-p", required=True, help="internal, premium or paygo (or the plan id)")
+    parser.add_argument(
+        "--plan", "-p", required=True, help="internal, premium, open, flex or paygo (or the plan id)"
+    )
     parser.add_argument("--account-id", "-a", help="the IBM Cloud account id (default: from the CRNs)")
     parser.add_argument("--region", choices=REGIONS, help="only instances in this region")
     parser.add_argument(
@@ -68,15 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(text: str) -> tuple[str, str]:
-    from qauvern_hpc.config import PLAN_IDS
+    from qauvern_hpc.ibm.plans import PLAN_IDS, plan_name
 
-    v = text.strip().lower()
-    if v in PLAN_IDS:
-        return v, PLAN_IDS[v]
-    for name, pid in PLAN_IDS.items():
-        if v == pid:
-            return name, pid
-    raise UsageError(f"unknown plan {text!r} (use internal, premium or paygo, or their plan id)")
+    try:
+        name = plan_name(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return name, PLAN_IDS[name]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resource-group", "-g", required=True, help="IBM Cloud resource group id")
     parser.add_argument("--allocation", "-a", required=True, help="initial allocation, e.g. 10h, 2.5d, 1qau")
     parser.add_argument("--limit", "-l", help="instance limit, e.g. 20h (default: none)")
-    parser.add_argument("--plan", "-p", help="internal, premium, paygo or a plan id (default: the config's)")
+    parser.add_argument(
+        "--plan", "-p", help="internal, premium, open, flex, paygo or a plan id (default: the config's)"
+    )
     parser.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="check everything, create nothing")
 

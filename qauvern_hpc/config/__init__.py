@@ -28,8 +28,9 @@ from qauvern_hpc.config.load import (
     parse_config,
 )
 from qauvern_hpc.config.root import Config
-from qauvern_hpc.config.schema import PLAN_IDS, DemandConfig, InstanceConfig, ResourceConfig
+from qauvern_hpc.config.schema import DemandConfig, InstanceConfig, ResourceConfig
 from qauvern_hpc.config.values import Seconds
+from qauvern_hpc.ibm.plans import PLAN_IDS
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

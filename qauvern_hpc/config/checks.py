@@ -1,10 +1,11 @@
 """Checks across sections: what no single model can see, reported as `Issue`s at key paths.
 
 `problems` are errors (duplicate names or CRNs, rules naming unknown instances or resources, a target
-without a balance period); `warnings` load but are probably not what the admin meant (deprecated types,
-rules that can never match, resources no reachable rule allows, instances without a key); `key_file_issues`
-looks at the key files on disk. Pure functions of the validated sections; `Config` (root) and the loader
-call them, and the loader turns each `Issue` into ``file:line:column: key.path: message``.
+without a balance period, a session mode the instance's plan refuses); `warnings` load but are probably
+not what the admin meant (deprecated types, rules that can never match, resources no reachable rule
+allows, instances without a key); `key_file_issues` looks at the key files on disk. Pure functions of the
+validated sections; `Config` (root) and the loader call them, and the loader turns each `Issue` into
+``file:line:column: key.path: message``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from qauvern_hpc.config.positions import Issue
 from qauvern_hpc.config.schema import DEPRECATED_TYPES, ConfigFields, RuleBody
 from qauvern_hpc.core.keyfile import check_key_file
+from qauvern_hpc.ibm.plans import allows, default_session_mode
 from qauvern_hpc.policy import globs
 from qauvern_hpc.policy.compiled import MATCH_FIELDS
 
@@ -87,6 +89,7 @@ def problems(cfg: ConfigFields) -> list[Issue]:
                     f"unknown instance '{name}'{hint} (known: {', '.join(instance_names) or 'none'})",
                 )
             )
+    out += plan_mode_problems(cfg)
     if cfg.rebalance.balance_period is None:
         for n, inst in enumerate(cfg.instances):
             if inst.target_usage_seconds is not None:
@@ -97,6 +100,33 @@ def problems(cfg: ConfigFields) -> list[Issue]:
                         "the period the target counts over",
                     )
                 )
+    return out
+
+
+def plan_mode_problems(cfg: ConfigFields) -> list[Issue]:
+    """A rule granting a resource on an instance whose plan refuses the resource's session mode (a
+    dedicated session on the Open plan): one issue per (resource, instance), at the resource's mode."""
+    out: list[Issue] = []
+    seen: set[tuple[str, str]] = set()
+    known = {i.name for i in cfg.instances}
+    for _loc, rule, body, _match in cfg.all_rules():
+        if body.deny or body.instance not in known:
+            continue
+        plan = cfg.plan_of(str(body.instance))
+        for name in cfg.expand_resources(body.resources or []):
+            n, res = next((n, r) for n, r in enumerate(cfg.resources) if r.name == name)
+            mode = res.session_mode or default_session_mode(plan)
+            if allows(plan, mode) or (name, str(body.instance)) in seen:
+                continue
+            seen.add((name, str(body.instance)))
+            out.append(
+                Issue(
+                    ("resources", n, "session_mode"),
+                    f"resource '{name}' asks for {mode} sessions, but rule '{rule}' grants it on instance "
+                    f"'{body.instance}', which is on the {plan} plan: IBM opens no {mode} session there "
+                    "(use session_mode: job or batch, or leave it unset for job mode)",
+                )
+            )
     return out
 
 

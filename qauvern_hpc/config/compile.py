@@ -2,14 +2,16 @@
 
 Rules keep their order; resource globs are expanded to concrete names in config order, so the policy never
 needs the config's resource list to decide; every instance gets its API key file path (its own or
-ibm.api_key_file), never a key. Deny rules without a message get a default one. With `admission.enabled`,
-every (instance, resource) an allow rule grants gets its pair license (`policy.licenses.pair_license` of the
-instance and the resource's backend).
+ibm.api_key_file), never a key, and its plan with the session mode of the resources that name none
+(`qauvern_hpc.ibm.plans.default_session_mode`). Deny rules without a message get a default one. With
+`admission.enabled`, every (instance, resource) an allow rule grants gets its pair license
+(`policy.licenses.pair_license` of the instance and the resource's backend).
 """
 
 from __future__ import annotations
 
 from qauvern_hpc.config.schema import ConfigFields, MatchConfig, RuleBody
+from qauvern_hpc.ibm.plans import default_session_mode
 from qauvern_hpc.policy.compiled import (
     MATCH_FIELDS,
     Policy,
@@ -66,6 +68,8 @@ def to_policy(
             name=i.name,
             crn=i.crn,
             api_key_file=str(k) if (k := (i.api_key_file or cfg.ibm.api_key_file)) is not None else None,
+            plan=cfg.plan_of(i.name),
+            session_mode=default_session_mode(cfg.plan_of(i.name)),
         )
         for i in cfg.instances
     }
@@ -74,7 +78,7 @@ def to_policy(
             name=r.name,
             type=r.type,
             backend=r.backend_name,
-            session_mode=r.session_mode,
+            session_mode=r.session_mode or "",
             max_ttl_seconds=r.max_ttl_seconds,
             fail_mode=r.fail_mode,
             expose_api_key=r.expose_api_key,

@@ -81,7 +81,7 @@ _REMOVED: dict[tuple[str, str], str] = {
         "`environment` (qrmi_config.json) is `env` here, and holds no credentials: the instance's "
         "api_key_file is used (see expose_api_key)"
     ),
-    ("ResourceConfig", "mode"): "use `session_mode` (batch or dedicated)",
+    ("ResourceConfig", "mode"): "use `session_mode` (batch, dedicated or job)",
     ("ResourceConfig", "instance"): "resources are not tied to an instance: rules map jobs to an instance",
     ("ResourceConfig", "api_key"): _API_KEY_MSG,
     ("ResourceConfig", "ttl"): "use `max_ttl_seconds`",

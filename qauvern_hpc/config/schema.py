@@ -30,13 +30,9 @@ from qauvern_hpc.config.positions import Loc
 from qauvern_hpc.config.values import Seconds, Url, UtcDateTime, as_list, config_path, int_to_str, name_of
 from qauvern_hpc.ibm.crn import parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
+from qauvern_hpc.ibm.plans import PLAN_IDS, plan_name
 from qauvern_hpc.policy import globs
 
-PLAN_IDS: dict[str, str] = {
-    "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
-    "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
-    "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
-}
 GRANT_DEFAULT_DAYS = 28
 RESOURCE_TYPES = ("ibm-quantum-compute-service", "ibm-quantum-system", "qiskit-runtime-service")
 DEPRECATED_TYPES = {"qiskit-runtime-service": "ibm-quantum-compute-service"}
@@ -73,11 +69,18 @@ class EndpointsConfig(_Model):
         return self
 
 
+PLAN_HELP = "internal, premium, open, flex or paygo (or the plan id)"
+
+
+def _plan(value: Any) -> Any:
+    return plan_name(value) if isinstance(value, str) else value
+
+
 class IBMConfig(_Model):
     account_id: Annotated[str, BeforeValidator(int_to_str)] = Field(
         ..., min_length=1, description="IBM Cloud account id"
     )
-    plan: str = Field(..., description="internal, premium or paygo (or the plan id)")
+    plan: Annotated[str, BeforeValidator(_plan)] = Field(..., description=PLAN_HELP)
     staging: bool = Field(False, description="use IBM's staging hosts")
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
@@ -91,19 +94,6 @@ class IBMConfig(_Model):
         "instance's Resource Controller entry shows no allocation or limit in both units (from which its "
         "own rate is read)",
     )
-
-    @field_validator("plan", mode="before")
-    @classmethod
-    def _plan(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        v = value.strip().lower()
-        if v in PLAN_IDS:
-            return v
-        for name, pid in PLAN_IDS.items():
-            if v == pid:
-                return name
-        raise ValueError(f"unknown plan {value!r} (use internal, premium or paygo, or their plan id)")
 
     @property
     def plan_id(self) -> str:
@@ -150,6 +140,11 @@ class InstanceConfig(_Model):
     )
     net_grants: list[NetGrant] = Field(default_factory=list)
     project_limit_seconds: Seconds | None = Field(None, description="per-project limit inside this instance")
+    plan: Annotated[str, BeforeValidator(_plan)] | None = Field(
+        None,
+        description=f"the instance's plan: {PLAN_HELP}; default: ibm.plan. On the Open plan IBM opens no "
+        "dedicated session: resources default to session_mode job there",
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> InstanceConfig:
@@ -211,7 +206,12 @@ class ResourceConfig(_Model):
     backend: str | None = Field(
         None, min_length=1, description="IBM backend name; default: the resource name"
     )
-    session_mode: Literal["batch", "dedicated"] = "batch"
+    session_mode: Literal["batch", "dedicated", "job"] | None = Field(
+        None,
+        description="batch or dedicated: the prolog opens an IBM session of that mode for the job; job: "
+        "no session, the job's IBM jobs run in job mode. Default: job on an Open-plan instance, batch "
+        "elsewhere (the instance is the one the job's rule maps it to)",
+    )
     max_ttl_seconds: Seconds = Field(8 * 3600, description="session max TTL (default 8h)")
     fail_mode: Literal["open", "closed"] = Field(
         "closed",
@@ -527,6 +527,10 @@ class ConfigFields(_Model):
             if res.name == name:
                 return res
         raise KeyError(name)
+
+    def plan_of(self, instance: str) -> str:
+        """The instance's plan name (its own, else ibm.plan)."""
+        return self.instance(instance).plan or self.ibm.plan
 
     def api_key_file_for(self, instance: str) -> Path | None:
         return self.instance(instance).api_key_file or self.ibm.api_key_file

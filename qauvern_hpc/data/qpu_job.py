@@ -3,12 +3,15 @@
 
 It uses what qauvern-hpc prepared for the job (QRMI's variables): for each resource in
 QRMI_JOB_QPU_RESOURCES it takes the session the prolog opened (<name>_QRMI_IBM_QCS_SESSION_ID), submits
-work into it through the IBM Quantum API and waits for it. The emulator-specific job parameter
+work into it through the IBM Quantum API and waits for it. A resource in job mode
+(<name>_QRMI_IBM_QCS_SESSION_MODE=job, no session) gets its work submitted to the backend of the same
+name, outside any session, as qrmi does. The emulator-specific job parameter
 `emulator.quantum_seconds` says how much QPU time the work takes.
 
     qpu_job.py [QUANTUM_SECONDS]      (default 5)
 
-Prints one line per resource: `<name> session=<id> job=<id> status=<status> quantum_seconds=<s>`.
+Prints one line per resource: `<name> session=<id> job=<id> status=<status> quantum_seconds=<s>`
+(`session=-` in job mode).
 Exit 0 when every job completed, 3 when the job environment is missing or incomplete.
 """
 
@@ -52,7 +55,8 @@ def main(argv):
             endpoint = os.environ[p + "ENDPOINT"]
             iam = os.environ[p + "IAM_ENDPOINT"]
             crn = os.environ[p + "SERVICE_CRN"]
-            session = os.environ[p + "SESSION_ID"]
+            job_mode = os.environ.get(p + "SESSION_MODE") == "job"
+            session = None if job_mode else os.environ[p + "SESSION_ID"]
             key = os.environ[p + "IAM_APIKEY"]
         except KeyError as exc:
             print(f"qpu_job: {name}: missing {exc.args[0]} in the job environment", file=sys.stderr)
@@ -62,19 +66,18 @@ def main(argv):
             iam.rstrip("/") + "/identity/token",
             form={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": key},
         )["access_token"]
-        backend = _request("GET", f"{endpoint}/sessions/{session}", token, crn)["backend_name"]
-        job = _request(
-            "POST",
-            f"{endpoint}/jobs",
-            token,
-            crn,
-            body={
-                "program_id": "sampler",
-                "backend": backend,
-                "session_id": session,
-                "params": {"emulator": {"quantum_seconds": seconds}},
-            },
-        )
+        if session is None:
+            backend = name
+        else:
+            backend = _request("GET", f"{endpoint}/sessions/{session}", token, crn)["backend_name"]
+        body = {
+            "program_id": "sampler",
+            "backend": backend,
+            "params": {"emulator": {"quantum_seconds": seconds}},
+        }
+        if session is not None:
+            body["session_id"] = session
+        job = _request("POST", f"{endpoint}/jobs", token, crn, body=body)
         deadline = time.monotonic() + 120
         while True:
             info = _request("GET", f"{endpoint}/jobs/{job['id']}", token, crn)
@@ -82,7 +85,9 @@ def main(argv):
                 break
             time.sleep(0.2)
         used = (info.get("usage") or {}).get("quantum_seconds")
-        print(f"{name} session={session} job={job['id']} status={info['status']} quantum_seconds={used}")
+        print(
+            f"{name} session={session or '-'} job={job['id']} status={info['status']} quantum_seconds={used}"
+        )
         ok = ok and info["status"] == "Completed"
     return 0 if ok else 1
 

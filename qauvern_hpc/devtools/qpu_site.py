@@ -26,6 +26,20 @@ from qauvern_hpc.policy.compiled import POLICY_JSON, POLICY_LUA, render_json, re
 ACCOUNT = "acct0001"
 CRN_PHYS = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:phys0001::"
 CRN_CHEM = f"crn:v1:bluemix:public:quantum-computing:eu-de:a/{ACCOUNT}:chem0001::"
+CRN_OPEN = f"crn:v1:bluemix:public:quantum-computing:us-east:a/{ACCOUNT}:open0001::"
+# `open_plan=True` adds an Open-plan instance `learners` that account `chem` reaches on partition `debug`
+# (ibm_torino in job mode: the Open plan gets no dedicated session and a job needs none).
+OPEN_PLAN_INSTANCE = """\
+  - name: learners
+    crn: "{crn}"
+    plan: open
+"""
+OPEN_PLAN_RULE = """\
+  - name: learners
+    match: {accounts: [chem], partitions: [debug]}
+    instance: learners
+    resources: [ibm_torino]
+"""
 API_KEY = "demo-site-api-key-0123456789"
 ACCOUNTS = {"physics": ["qalice", "qbob", "root"], "chem": ["qcarol"]}
 JOB_SCRIPT = paths.DATA_DIR / "qpu_job.py"
@@ -48,9 +62,22 @@ HOOKD_IDLE_SECONDS = 120
 
 
 def config_text(
-    base_url: str, state_dir: str | Path, *, fail_mode: str = "closed", expose: bool = True
+    base_url: str,
+    state_dir: str | Path,
+    *,
+    fail_mode: str = "closed",
+    expose: bool = True,
+    open_plan: bool = False,
 ) -> str:
     expose_text = "true" if expose else "false"
+    text = _config_text(base_url, state_dir, fail_mode, expose_text)
+    if open_plan:
+        text = text.replace("resources:\n", OPEN_PLAN_INSTANCE.format(crn=CRN_OPEN) + "resources:\n", 1)
+        text = text.replace("default: deny\n", OPEN_PLAN_RULE + "default: deny\n", 1)
+    return text
+
+
+def _config_text(base_url: str, state_dir: str | Path, fail_mode: str, expose_text: str) -> str:
     return f"""\
 ibm:
   account_id: {ACCOUNT}
@@ -90,7 +117,19 @@ slurm:
 """
 
 
-def emulator_seed() -> dict[str, Any]:
+def emulator_seed(*, open_plan: bool = False) -> dict[str, Any]:
+    seed = _emulator_seed()
+    if open_plan:
+        seed["accounts"][0]["plans"].append({"plan": "open", "usage_allocation_seconds": 600})
+        for inst in seed["instances"]:
+            inst["plan"] = "premium"
+        seed["instances"].append(
+            {"name": "learners", "crn": CRN_OPEN, "plan": "open", "usage_allocation_seconds": 600}
+        )
+    return seed
+
+
+def _emulator_seed() -> dict[str, Any]:
     return {
         "accounts": [{"id": ACCOUNT, "plans": [{"plan": "premium", "usage_allocation_seconds": 1_000_000}]}],
         "api_keys": [{"key": API_KEY, "name": "site"}],
@@ -139,16 +178,19 @@ def write_site(
     expose: bool = True,
     operations: bool = False,
     admission: Mapping[str, Any] | None = None,
+    open_plan: bool = False,
 ) -> Site:
     """config.yaml, the key file (0600), policy.json and qpu_policy.lua in `directory`. With `operations`,
     also a ledger and a rebalance section (use `SANDBOX_SETTINGS` and `license_env()` for the cluster); with
-    `admission`, an enabled admission section with those settings (pair licenses in the policy)."""
+    `admission`, an enabled admission section with those settings (pair licenses in the policy); with
+    `open_plan`, the Open-plan instance `learners` and its rule (seed the emulator with
+    `emulator_seed(open_plan=True)`)."""
     directory.mkdir(parents=True, exist_ok=True)
     state_dir = directory / "state"
     key = directory / "ibm.key"
     key.write_text(API_KEY + "\n")
     os.chmod(key, 0o600)
-    text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose)
+    text = config_text(base_url, state_dir, fail_mode=fail_mode, expose=expose, open_plan=open_plan)
     if operations:
         text += operations_text(directory)
     if admission is not None:

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import replace
 
-from qauvern_hpc.hooks.jobenv import AcquiredResource
+from qauvern_hpc.hooks.jobenv import JOB_MODE, AcquiredResource
 from qauvern_hpc.ibm import Endpoints, IBMClient, RetryPolicy
 from qauvern_hpc.ibm.factory import ClientPool, endpoints
 from qauvern_hpc.policy.compiled import Policy
@@ -66,6 +66,27 @@ def describe(policy: Policy, grant: ResourceGrant, *, session_id: str | None) ->
         api_key=api_key,
         extra_env=grant.env,
     )
+
+
+def acquire(policy: Policy, grant: ResourceGrant, *, job_id: str) -> AcquiredResource:
+    """What the job gets for one resource: an IBM session of the grant's mode, or in job mode none (the
+    instance must still see the backend, so a wrong backend fails here, before the job runs)."""
+    if grant.session_mode == JOB_MODE:
+        return check_job_mode(policy, grant, job_id=job_id)
+    return open_session(policy, grant, job_id=job_id)
+
+
+def check_job_mode(policy: Policy, grant: ResourceGrant, *, job_id: str) -> AcquiredResource:
+    client = client_for(policy, grant.api_key_file, grant.instance)
+    status = client.backend_status(grant.crn, grant.backend)  # IBMNotFound: the instance cannot use it
+    logging.getLogger("qauvern_hpc.prolog").info(
+        "job %s: job mode (no session) on %s (%s) for %s",
+        job_id,
+        grant.backend,
+        status.status or "status unknown",
+        grant.instance,
+    )
+    return describe(policy, grant, session_id=None)
 
 
 def open_session(policy: Policy, grant: ResourceGrant, *, job_id: str) -> AcquiredResource:

@@ -10,6 +10,11 @@ Variables per resource NAME (qrmi's `ResourceType.IBMQuantumComputeService`):
   NAME_QRMI_IBM_QCS_SESSION_MODE, NAME_QRMI_IBM_QCS_SESSION_MAX_TTL, NAME_QRMI_IBM_QCS_SESSION_ID,
   NAME_QRMI_JOB_ACQUISITION_TOKEN, NAME_QRMI_JOB_TIMEOUT_SECONDS, and NAME_QRMI_IBM_QCS_IAM_APIKEY only when
   the resource's config says `expose_api_key: true`.
+Job mode (`session_mode: job`, no IBM session): no SESSION_ID, ACQUISITION_TOKEN or SESSION_MAX_TTL, and
+SESSION_MODE=job. qrmi 0.26.4 submits a job without a session when it has no session id; its `acquire()`
+accepts only batch or dedicated, so code in the job that tries to open a session fails there, before IBM
+(where an Open-plan instance would refuse a dedicated one, and any other would open a session no Slurm
+job accounts for).
 Job-wide: QRMI_JOB_QPU_RESOURCES, QRMI_JOB_QPU_TYPES (and the legacy SLURM_JOB_QPU_RESOURCES/TYPES),
 QRMI_LIST_DELIMITER, QAUVERN_HPC_INSTANCE, QAUVERN_HPC_RULE.
 """
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 
 from qauvern_hpc.core.files import atomic_write
 
+JOB_MODE = "job"  # a resource's session_mode when the job gets no IBM session
 ERROR_KEY = "QAUVERN_HPC_ERROR"
 FAIL_MODE_KEY = "QAUVERN_HPC_FAIL_MODE"
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -75,7 +81,8 @@ def render(
         env[f"{p}_IAM_ENDPOINT"] = r.iam_endpoint
         env[f"{p}_SERVICE_CRN"] = r.crn
         env[f"{p}_SESSION_MODE"] = r.session_mode
-        env[f"{p}_SESSION_MAX_TTL"] = str(r.max_ttl_seconds)
+        if r.session_mode != JOB_MODE:
+            env[f"{p}_SESSION_MAX_TTL"] = str(r.max_ttl_seconds)
         if r.session_id:
             env[f"{p}_SESSION_ID"] = r.session_id
             env[f"{r.name}_QRMI_JOB_ACQUISITION_TOKEN"] = r.session_id

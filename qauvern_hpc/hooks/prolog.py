@@ -4,7 +4,8 @@ Slurm runs this on the controller for every job (see slurm-conf/slurm.conf.snipp
 costs one environment lookup. For a `--qpu` job (the SPANK plugin put `SPANK_QPU=a,b` in our environment):
 
 1. map the job's user/account/partition/QOS to an instance with the compiled policy (`policy.json`);
-2. open one IBM session per resource through that instance;
+2. open one IBM session per resource through that instance (a resource in job mode gets none: the prolog
+   only checks that the instance sees its backend, and the job's IBM jobs run outside any session);
 3. write `{state_dir}/jobs/{jobid}.env` (what the job's tasks get, read by the SPANK plugin) and
    `{state_dir}/jobs/{jobid}.json` (the record the epilog and the collector read);
 4. record `qauvern:v1;...` in the job's AdminComment so sacct alone can tell later what the job used.
@@ -93,7 +94,7 @@ def prepare(environ: Mapping[str, str]) -> JobRecord:
         from qauvern_hpc.hooks import ibm_session
 
         for grant in grants:
-            opened = ibm_session.open_session(policy, grant, job_id=job.job_id)
+            opened = ibm_session.acquire(policy, grant, job_id=job.job_id)
             acquired.append(opened)
             record = record.with_resource(
                 ResourceRecord(

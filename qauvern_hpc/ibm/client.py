@@ -69,12 +69,6 @@ API_VERSION = "2026-04-15"
 QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
 """The Resource Controller ``resource_id`` of IBM Quantum instances."""
 
-PLAN_IDS = {
-    "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
-    "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
-    "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
-}
-"""Plan name -> Resource Controller plan id (the same in production and staging)."""
 
 MAX_PAGES = 1000
 RATE_TTL = 3600.0

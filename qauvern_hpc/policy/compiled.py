@@ -24,8 +24,12 @@ The policy never holds a secret: instances carry the *path* of their API key fil
       "slurm": {"cluster": [], "sacct": "sacct", "squeue": "squeue", "sacctmgr": "sacctmgr",
                 "admin_comment": true},
       "instances": {                                # name -> instance, in config order
-        "physics": {"name": "physics", "crn": "crn:v1:…", "api_key_file": "/etc/qauvern-hpc/physics.key"}
+        "physics": {"name": "physics", "crn": "crn:v1:…", "api_key_file": "/etc/qauvern-hpc/physics.key",
+                    "plan": "premium", "session_mode": "batch"}
       },                                            # api_key_file: absolute path, or null (no key configured)
+                                                    # session_mode: for resources that name none (job on
+                                                    # the Open plan, batch elsewhere); a resource's
+                                                    # session_mode "" means that default
       "resources": {                                # name -> QPU resource, in config order
         "ibm_torino": {"name": "ibm_torino", "type": "ibm-quantum-compute-service", "backend": "ibm_torino",
                        "session_mode": "batch", "max_ttl_seconds": 28800, "fail_mode": "closed",
@@ -78,6 +82,12 @@ class PolicyInstance:
     name: str
     crn: str
     api_key_file: str | None  # absolute path of the key file; never the key itself
+    plan: str = ""  # the plan name ("" in a policy rendered before plans per instance)
+    session_mode: str = "batch"  # the mode of the resources that name none, on this instance
+
+    def mode_for(self, resource: PolicyResource) -> str:
+        """The session mode a job gets for `resource` through this instance."""
+        return resource.session_mode or self.session_mode
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ class PolicyResource:
     name: str
     type: str
     backend: str
-    session_mode: str  # "batch" | "dedicated"
+    session_mode: str  # "batch" | "dedicated" | "job" | "" (the instance's default)
     max_ttl_seconds: int
     fail_mode: str  # "open" | "closed"
     expose_api_key: bool
@@ -181,7 +191,13 @@ class Policy:
                 "admin_comment": self.slurm.admin_comment,
             },
             "instances": {
-                n: {"name": i.name, "crn": i.crn, "api_key_file": i.api_key_file}
+                n: {
+                    "name": i.name,
+                    "crn": i.crn,
+                    "api_key_file": i.api_key_file,
+                    "plan": i.plan,
+                    "session_mode": i.session_mode,
+                }
                 for n, i in self.instances.items()
             },
             "resources": {
@@ -225,6 +241,8 @@ class Policy:
                 name=_str(i.get("name"), f"instances.{name}.name"),
                 crn=_str(i.get("crn"), f"instances.{name}.crn"),
                 api_key_file=_opt_str(i.get("api_key_file"), f"instances.{name}.api_key_file"),
+                plan=_str(i.get("plan", ""), f"instances.{name}.plan"),
+                session_mode=_str(i.get("session_mode", "batch"), f"instances.{name}.session_mode"),
             )
         resources: dict[str, PolicyResource] = {}
         for name, raw in _obj(d.get("resources"), "resources").items():

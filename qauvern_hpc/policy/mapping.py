@@ -230,7 +230,7 @@ def _apply(
                 api_key_file=inst.api_key_file,
                 type=r.type,
                 backend=r.backend,
-                session_mode=r.session_mode,
+                session_mode=inst.mode_for(r),
                 max_ttl_seconds=r.max_ttl_seconds,
                 fail_mode=r.fail_mode,
                 expose_api_key=r.expose_api_key,

@@ -5,8 +5,9 @@ Format (one token: no blanks, no `|`, no newline; at most 1000 characters):
     qauvern:v1;rule=physics;inst=physics-2025;res=ibm_torino@sess-1a2b,ibm_fez@sess-3c4d
 
 - `rule`, `inst`: the mapping rule and the IBM Quantum instance (names from the site config);
-- `res`: the resources, each `name@session_id` (`name@-` when no session was opened); a job on several
-  QPUs lists them all, in the order the job asked for them;
+- `res`: the resources, each `name@session_id` (`name@-` when no session was opened, `name@!job` when the
+  resource ran in job mode: no session by design); a job on several QPUs lists them all, in the order the
+  job asked for them;
 - keys may come in any order; unknown `key=value` items are ignored (room for later fields in v1);
   another version prefix (`qauvern:v2;`) is not read by this code.
 
@@ -32,6 +33,10 @@ MAX_LENGTH = 1000  # our record alone
 SEPARATOR = " | "  # between other text and our record, in merge_admin_comment
 _SAFE = "-_.~:/+"
 _TOKEN_END = (" ", "\t", "\n", "\r", "|")
+JOB_MODE_SESSION = "!job"
+"""Where a session id would be: the resource ran in job mode, without an IBM session. A session id is
+always percent-encoded and `!` is not in `_SAFE`, so no session id reads as this. The collector's ledger
+keeps it in `session_id` too (`qauvern_hpc.accounting.collector`)."""
 
 
 def _enc(text: str) -> str:
@@ -42,11 +47,12 @@ def _enc(text: str) -> str:
 class AdminRecord:
     rule: str
     instance: str
-    resources: tuple[tuple[str, str | None], ...]  # (resource name, session id or None)
+    resources: tuple[tuple[str, str | None], ...]  # (name, session id, JOB_MODE_SESSION, or None)
 
 
 def format_admin_comment(record: Mapping[str, Any]) -> str:
-    """Render from a prolog job record (keys: rule, instance, resources[{resource, session_id}]).
+    """Render from a prolog job record (keys: rule, instance, resources[{resource, session_id,
+    session_mode}]).
 
     Raises ValueError for a resource without a name, or a record longer than MAX_LENGTH.
     """
@@ -56,7 +62,10 @@ def format_admin_comment(record: Mapping[str, Any]) -> str:
         if not name:
             raise ValueError(f"AdminComment record: resource without a name in {r!r}")
         session = r.get("session_id")
-        parts.append(f"{_enc(name)}@{_enc(str(session)) if session else '-'}")
+        if r.get("session_mode") == "job" and not session:
+            parts.append(f"{_enc(name)}@{JOB_MODE_SESSION}")
+        else:
+            parts.append(f"{_enc(name)}@{_enc(str(session)) if session else '-'}")
     rule = _enc(str(record.get("rule") or ""))
     inst = _enc(str(record.get("instance") or ""))
     text = f"{PREFIX}rule={rule};inst={inst};res={','.join(parts)}"

@@ -17,13 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # Resource Controller id of the IBM Quantum service ("quantum-computing").
 QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
 
-# Plan name <-> Global Catalog plan id (the same ids on prod and staging).
-PLAN_IDS: dict[str, str] = {
-    "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
-    "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
-    "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
-}
-PLAN_NAMES: dict[str, str] = {v: k for k, v in PLAN_IDS.items()}
 
 REGIONS = ("us-east", "eu-de")
 

@@ -36,8 +36,6 @@ from pydantic import ValidationError
 from qauvern_hpc.devtools.emulator import status as backend_status
 from qauvern_hpc.devtools.emulator.clock import as_utc
 from qauvern_hpc.devtools.emulator.model import (
-    PLAN_IDS,
-    PLAN_NAMES,
     ApiKey,
     StateModel,
     fingerprint,
@@ -45,6 +43,7 @@ from qauvern_hpc.devtools.emulator.model import (
 )
 from qauvern_hpc.ibm.crn import parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
+from qauvern_hpc.ibm.plans import PLAN_IDS, PLAN_NAMES
 
 SeedSource = Mapping[str, Any] | str | Path | None
 

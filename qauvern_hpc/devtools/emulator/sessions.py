@@ -1,10 +1,11 @@
 """The compute API's sessions: open, read, stop accepting jobs, cancel.
 
 Invariants: a session belongs to one instance and one backend, and is visible only through its instance's
-`Service-CRN`; its `max_ttl` is capped by the plan's; it moves open -> active -> inactive/closed (the
-scheduler drives the time-based changes) and never leaves `closed`. `PATCH accepting_jobs=false` closes it
-once its queued and running jobs are done; `DELETE .../close` cancels the queued ones first. Not
-thread-safe: call under `EmulatorState`'s lock.
+`Service-CRN`; its `max_ttl` is capped by the plan's; an Open-plan instance gets no dedicated session
+(IBM's 400, code 1352); it moves open -> active -> inactive/closed (the scheduler drives the time-based
+changes) and never leaves `closed`. `PATCH accepting_jobs=false` closes it once its queued and running
+jobs are done; `DELETE .../close` cancels the queued ones first. Not thread-safe: call under
+`EmulatorState`'s lock.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from qauvern_hpc.devtools.emulator.model import Session, SessionTransition
 from qauvern_hpc.devtools.emulator.scheduler import Scheduler
 from qauvern_hpc.devtools.emulator.store import Store, new_id
 from qauvern_hpc.devtools.emulator.usage import Usage
+from qauvern_hpc.ibm.plans import PLAN_NAMES, allows
+
+OPEN_PLAN_CODE = "1352"
+OPEN_PLAN_REFUSAL = "You are not authorized to run a session when using the open plan."
 
 
 class Sessions:
@@ -46,6 +51,10 @@ class Sessions:
         mode = body.get("mode", "dedicated")
         if mode not in ("batch", "dedicated"):
             raise bad_request(f"mode must be batch or dedicated, not {mode!r}", "invalid_mode")
+        if not allows(PLAN_NAMES.get(inst.plan_id, ""), mode):
+            # IBM's reply to a dedicated session on the Open plan, as public clients record it (400, code
+            # 1352); batch sessions and job mode stay allowed there (docs/ibm-platform.md, "Open plan").
+            raise bad_request(OPEN_PLAN_REFUSAL, OPEN_PLAN_CODE)
         quota = next(q for q in self._s.accounts[inst.account].plans if q.plan_id == inst.plan_id)
         max_ttl = body.get("max_ttl", quota.max_ttl)
         if isinstance(max_ttl, bool) or not isinstance(max_ttl, int) or max_ttl < 1:

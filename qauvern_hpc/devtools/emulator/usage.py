@@ -24,9 +24,10 @@ from typing import Any
 from qauvern_hpc.devtools.emulator.clock import iso, parse_iso
 from qauvern_hpc.devtools.emulator.errors import bad_request, forbidden, not_found
 from qauvern_hpc.devtools.emulator.iam import Principal
-from qauvern_hpc.devtools.emulator.model import PLAN_IDS, Account, Instance, PlanQuota, Session, UsageEvent
+from qauvern_hpc.devtools.emulator.model import Account, Instance, PlanQuota, Session, UsageEvent
 from qauvern_hpc.devtools.emulator.store import Store
 from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape
+from qauvern_hpc.ibm.plans import PLAN_IDS
 
 ROLLING_WINDOW = timedelta(days=28)
 

@@ -84,7 +84,7 @@ def test_base_config_loads(tmp_path: Path) -> None:
     ) == (
         "ibm-quantum-compute-service",
         "ibm_fez",
-        "batch",
+        None,  # the plan of the instance a rule maps the job to decides: batch on premium
         8 * 3600,
         "closed",
         False,
@@ -213,7 +213,7 @@ BAD_CASES = [
     ("bad-duration", BASE.replace("  - name: ibm_fez\n", "  - name: ibm_fez\n    max_ttl_seconds: 10x\n"),
      "cfg.yaml:12:22: resources[1].max_ttl_seconds: unknown unit 'x' in '10x'"),
     ("bad-session-mode", BASE.replace("  - name: ibm_fez\n", "  - name: ibm_fez\n    session_mode: dedicate\n"),
-     "cfg.yaml:12:19: resources[1].session_mode: Input should be 'batch' or 'dedicated' (got 'dedicate')"),
+     "cfg.yaml:12:19: resources[1].session_mode: Input should be 'batch', 'dedicated' or 'job' (got 'dedicate')"),
     ("bad-resource-name", BASE.replace("name: ibm_fez", "name: ibm fez"),
      "cfg.yaml:11:11: resources[1].name: invalid resource name 'ibm fez'"),
     ("long-resource-name", BASE.replace("name: ibm_fez", "name: " + "q" * 65),

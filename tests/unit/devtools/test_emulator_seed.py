@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from qauvern_hpc.devtools.emulator.model import PLAN_IDS, fingerprint
+from qauvern_hpc.devtools.emulator.model import fingerprint
 from qauvern_hpc.devtools.emulator.seed import SeedError, SeedUnreadable, clock_settings, normalize, read_seed
+from qauvern_hpc.ibm.plans import PLAN_IDS
 from tests.support.paths import REPO
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

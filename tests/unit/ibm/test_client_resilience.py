@@ -31,7 +31,7 @@ from qauvern_hpc.ibm import (
     IBMRateLimited,
     RetryPolicy,
 )
-from qauvern_hpc.ibm.client import PLAN_IDS
+from qauvern_hpc.ibm.plans import PLAN_IDS
 from tests.support.ibm_wire import FakeClock, ScriptedIBM
 
 KEY = "RESILIENCE-apikey-8c1e77d2"

@@ -27,7 +27,8 @@ from qauvern_hpc.ibm import (
     InvalidRequestError,
     RetryPolicy,
 )
-from qauvern_hpc.ibm.client import PLAN_IDS, QUANTUM_RESOURCE_ID
+from qauvern_hpc.ibm.client import QUANTUM_RESOURCE_ID
+from qauvern_hpc.ibm.plans import PLAN_IDS
 from tests.support.ibm_wire import ScriptedIBM
 
 KEY = "wire-test-KEY-4f1c9a"

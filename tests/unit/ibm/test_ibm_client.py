@@ -33,7 +33,8 @@ from qauvern_hpc.ibm import (
     RetryPolicy,
     UnknownCRNError,
 )
-from qauvern_hpc.ibm.client import API_VERSION, PLAN_IDS, QUANTUM_RESOURCE_ID, ms_to_seconds
+from qauvern_hpc.ibm.client import API_VERSION, QUANTUM_RESOURCE_ID, ms_to_seconds
+from qauvern_hpc.ibm.plans import PLAN_IDS
 from tests.support.ibm_wire import FakeClock, ScriptedIBM
 from tests.support.paths import UNIT_FIXTURES
 

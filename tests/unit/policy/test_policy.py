@@ -49,7 +49,7 @@ def test_policy_json_shape_is_the_documented_contract() -> None:
     assert list(d["ibm"]["endpoints"]) == ["emulator", "iam", "resource_controller", "quantum"]
     assert list(d["slurm"]) == ["cluster", "sacct", "squeue", "sacctmgr", "admin_comment"]
     assert list(d["instances"]) == ["phys", "chem", "teach"]
-    assert list(d["instances"]["phys"]) == ["name", "crn", "api_key_file"]
+    assert list(d["instances"]["phys"]) == ["name", "crn", "api_key_file", "plan", "session_mode"]
     assert list(d["resources"]) == ["ibm_torino", "ibm_fez", "ibm_marrakesh", "test.sim-1"]
     assert list(d["resources"]["test.sim-1"]) == [
         "name",
