@@ -44,7 +44,9 @@ DEFAULT_KEY_PATH = "/etc/qauvern-hpc/ibmcloud.key"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", "-p", required=True, help="internal, premium or paygo (or the plan id)")
+    parser.add_argument(
+        "--plan", "-p", required=True, help="internal, premium, open, flex or paygo (or the plan id)"
+    )
     parser.add_argument("--account-id", "-a", help="the IBM Cloud account id (default: from the CRNs)")
     parser.add_argument("--region", choices=REGIONS, help="only instances in this region")
     parser.add_argument(
@@ -76,7 +78,7 @@ def _plan(text: str) -> tuple[str, str]:
     for name, pid in PLAN_IDS.items():
         if v == pid:
             return name, pid
-    raise UsageError(f"unknown plan {text!r} (use internal, premium or paygo, or their plan id)")
+    raise UsageError(f"unknown plan {text!r} (use internal, premium, open, flex or paygo, or their plan id)")
 
 
 def run(args: argparse.Namespace) -> int:

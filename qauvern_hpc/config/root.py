@@ -14,7 +14,7 @@ from pydantic import ValidationInfo, model_validator
 from qauvern_hpc.config import checks
 from qauvern_hpc.config.compile import to_policy as policy_of
 from qauvern_hpc.config.positions import Issue, format_loc
-from qauvern_hpc.config.schema import ConfigFields
+from qauvern_hpc.config.schema import ConfigFields, InstanceConfig
 from qauvern_hpc.policy.compiled import Policy
 
 
@@ -40,6 +40,10 @@ class Config(ConfigFields):
     def warnings(self) -> list[Issue]:
         """Things that load but are probably not what the admin meant."""
         return checks.warnings(self)
+
+    def plan_of(self, instance: InstanceConfig) -> str:
+        """The instance's IBM Quantum plan: its own `plan`, else `ibm.plan`."""
+        return instance.plan or self.ibm.plan
 
     def to_policy(
         self, *, source: str | None = None, source_sha256: str | None = None, generated_at: str | None = None

@@ -36,6 +36,8 @@ PLAN_IDS: dict[str, str] = {
     "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
     "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
     "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
+    "open": "850b21a7-71de-4e53-9441-1abdd202f35d",
+    "flex": "53bde9d3-cdbb-46f5-a98f-60ebcadf7260",
 }
 GRANT_DEFAULT_DAYS = 28
 RESOURCE_TYPES = ("ibm-quantum-compute-service", "ibm-quantum-system", "qiskit-runtime-service")
@@ -77,12 +79,29 @@ class IBMConfig(_Model):
     account_id: Annotated[str, BeforeValidator(int_to_str)] = Field(
         ..., min_length=1, description="IBM Cloud account id"
     )
-    plan: str = Field(..., description="internal, premium or paygo (or the plan id)")
+    plan: str = Field(..., description="internal, premium, open, flex or paygo (or the plan id)")
     staging: bool = Field(False, description="use IBM's staging hosts")
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="default API key file (mode 0600) for instances without their own"
     )
+    contract_start: UtcDateTime | None = Field(
+        None,
+        description="Flex plan: the subscription's start; usage counts from here when IBM reports no "
+        "usage_period",
+    )
+    contract_end: UtcDateTime | None = Field(None, description="Flex plan: the subscription's end")
+
+    @model_validator(mode="after")
+    def _contract(self) -> IBMConfig:
+        if self.contract_end is not None and self.contract_start is None:
+            raise ValueError("contract_end needs contract_start")
+        if self.contract_start and self.contract_end and self.contract_end <= self.contract_start:
+            raise ValueError(
+                f"contract_end ({self.contract_end.date().isoformat()}) must be after contract_start "
+                f"({self.contract_start.date().isoformat()})"
+            )
+        return self
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -95,7 +114,9 @@ class IBMConfig(_Model):
         for name, pid in PLAN_IDS.items():
             if v == pid:
                 return name
-        raise ValueError(f"unknown plan {value!r} (use internal, premium or paygo, or their plan id)")
+        raise ValueError(
+            f"unknown plan {value!r} (use internal, premium, open, flex or paygo, or their plan id)"
+        )
 
     @property
     def plan_id(self) -> str:
@@ -133,10 +154,15 @@ class NetGrant(_Model):
 class InstanceConfig(_Model):
     name: Annotated[str, name_of("instance")]
     crn: str
+    plan: Literal["internal", "premium", "open", "flex", "paygo"] | None = Field(
+        None, description="this instance's IBM Quantum plan; default: ibm.plan"
+    )
     api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="API key file (mode 0600) for this instance; default: ibm.api_key_file"
     )
-    limit_seconds: Seconds | None = Field(None, description="the instance's 28-day usage limit")
+    limit_seconds: Seconds | None = Field(
+        None, description="the instance's usage limit, over its plan's period (28 days on Premium)"
+    )
     target_usage_seconds: Seconds | None = Field(
         None, description="opt-in: usage this instance should reach over the balance period"
     )

@@ -65,6 +65,8 @@ PLAN_IDS = {
     "internal": "91b2c828-2952-4f05-aed8-bedf92c6c480",
     "premium": "7f666d17-7893-47d8-bf9d-2b2389fc4dfc",
     "paygo": "5304b575-3cff-4455-90dc-ae4367762093",
+    "open": "850b21a7-71de-4e53-9441-1abdd202f35d",
+    "flex": "53bde9d3-cdbb-46f5-a98f-60ebcadf7260",
 }
 """Plan name -> Resource Controller plan id (the same in production and staging)."""
 
