@@ -92,3 +92,37 @@ def test_to_dict_carries_the_label() -> None:
         "source": "plan",
         "label": "since creation 2026-09-15",
     }
+
+
+# -- the planner with IBM's usage_limit_reached --------------------------------------------------------------
+
+
+def test_ibm_limit_reached_gives_nothing_new_and_says_why() -> None:
+    from qauvern_hpc.planner.model import AccountSnapshot, InstanceSettings, InstanceSnapshot
+    from qauvern_hpc.planner.optimizer import plan_allocations
+
+    window = usage_window("paygo", now=NOW, created_at=CREATED)
+    # our seconds say 10,000 of a 50,000 limit; IBM (whose cost limit is in dollars) says it is reached
+    paygo = InstanceSnapshot(
+        "crn-a", "a", 20_000, 50_000, 10_000, 500, 200, 100, 50, window=window, ibm_limit_reached=True
+    )
+    other = InstanceSnapshot("crn-b", "b", 20_000, None, 10_000, 500, 200, 100, 50)
+    account = AccountSnapshot(100_000, 60_000, 20_000, (paygo, other))
+    plan = plan_allocations(
+        account, [InstanceSettings("crn-a", "a"), InstanceSettings("crn-b", "b")], today=NOW.date()
+    )
+    a, b = plan.instances
+    assert a.limit_reached and not a.active and a.new_allocation_seconds == 10_000  # pinned at its usage
+    assert a.reason.startswith(
+        "Limit reached (IBM reports usage_limit_reached over since creation 2026-09-15)"
+    )
+    assert a.window == window
+    assert b.active and b.new_allocation_seconds > 20_000  # the pool goes to the instance that can run
+    # the same snapshot without IBM's flag: the instance is planned like any other
+    free = InstanceSnapshot("crn-a", "a", 20_000, 50_000, 10_000, 500, 200, 100, 50, window=window)
+    again = plan_allocations(
+        AccountSnapshot(100_000, 60_000, 20_000, (free, other)),
+        [InstanceSettings("crn-a", "a"), InstanceSettings("crn-b", "b")],
+        today=NOW.date(),
+    )
+    assert not again.instances[0].limit_reached and again.instances[0].active
