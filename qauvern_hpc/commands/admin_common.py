@@ -58,6 +58,12 @@ def fairness_markup(value: float | None, *, over_budget: bool = False) -> str:
     return f"[{colour}]{text}[/{colour}]"
 
 
+def period_text(row: Any) -> str:
+    """An instance row's usage period, with IBM's limit-reached flag."""
+    text = row.usage_period["label"] if row.usage_period else "-"
+    return text + (" [red](limit reached)[/red]" if row.limit_reached else "")
+
+
 def math_inf(value: float | None) -> float:
     return float("inf") if value is None else value
 
@@ -72,8 +78,9 @@ def print_account(con: Console, s: AccountSummary) -> None:
     t.add_row("Plan", s.plan)
     t.add_row("Allocation budget", dur(s.budget_seconds))
     t.add_row("Unallocated", dur(s.unallocated_seconds))
-    t.add_row("Consumed, 28 days (all instances)", dur(s.consumed_seconds))
-    t.add_row("Consumed, 28 days (configured)", dur(s.configured_consumed_seconds))
+    t.add_row("Usage period", s.usage_period)
+    t.add_row("Consumed (all instances)", dur(s.consumed_seconds))
+    t.add_row("Consumed (configured)", dur(s.configured_consumed_seconds))
     if s.over_allocation_budget:
         t.add_row(
             "[red]Over allocation budget[/red]",
@@ -100,6 +107,7 @@ __all__ = [
     "fairness_markup",
     "limit_text",
     "load_admin_config",
+    "period_text",
     "print_account",
     "summary_dict",
 ]

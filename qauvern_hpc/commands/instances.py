@@ -13,8 +13,9 @@ READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
 HELP = "list the IBM Quantum instances with allocation, limit, 28-day usage and fairness (read-only)"
 DESCRIPTION = """\
 List the configured IBM Quantum instances (config order is kept in --json; the table is sorted by fairness,
-highest first) with what IBM reports for each: allocation, limit, usage over the rolling 28 days,
-utilization and fairness (= usage / allocation; IBM runs the lowest first), then the totals.
+highest first) with what IBM reports for each: allocation, limit, usage over its plan's period
+(rolling 28 days on Premium and Open, the contract on Flex, since creation on Pay-As-You-Go; --json:
+usage_period), utilization and fairness (= usage / allocation; IBM runs the lowest first), then the totals.
 
 This reads only the Resource Controller's instance list and each instance's own usage
 (GET /v1/instances/usage): no account-plan or analytics call, so it works with a key that has no
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         fairness_markup,
         limit_text,
         load_admin_config,
+        period_text,
     )
     from qauvern_hpc.config.ibm_access import client_from_config
     from qauvern_hpc.ops.account import problems_exit_code, read_instances
@@ -79,8 +81,17 @@ def run(args: argparse.Namespace) -> int:
 
         con = console(args)
         table = Table(title=f"IBM Quantum instances ({cfg.ibm.plan} plan)")
-        for col in ("Instance", "Region", "Allocation", "Consumed 28d", "Utilization", "Limit", "Fairness"):
-            table.add_column(col, justify="left" if col in ("Instance", "Region") else "right")
+        for col in (
+            "Instance",
+            "Region",
+            "Allocation",
+            "Consumed",
+            "Period",
+            "Utilization",
+            "Limit",
+            "Fairness",
+        ):
+            table.add_column(col, justify="left" if col in ("Instance", "Region", "Period") else "right")
         if args.all:
             table.add_column("Configured")
 
@@ -94,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 r.region,
                 dur(r.allocation_seconds),
                 dur(r.consumed_28d_seconds),
+                period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
                 limit_text(r.limit_seconds) if r.allocation_seconds is not None else "-",
                 "-" if r.error else fairness_markup(r.fairness),

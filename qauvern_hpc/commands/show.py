@@ -15,7 +15,8 @@ Account: the plan's allocation budget, what is still unallocated, the plan-wide 
 rebalancer caps allocations at usage), what instances the config does not list hold, the reserve
 (allocation_reserve_percent of the budget) and what a rebalance could move now.
 
-Instances (config order): allocation, limit, 28-day usage, utilization, fairness (= usage / allocation; IBM's
+Instances (config order): allocation, limit, usage over the plan's period (`Period`; --json: usage_period),
+utilization, fairness (= usage / allocation; IBM's
 fair share runs the lowest first) and standing: `over` (fairness > 1, used more than its allocation),
 `under` (fairness < 0.5, plenty of headroom) or `on target`.
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         fairness_markup,
         limit_text,
         load_admin_config,
+        period_text,
         print_account,
         summary_dict,
     )
@@ -70,8 +72,17 @@ def run(args: argparse.Namespace) -> int:
         con.print("[bold]ACCOUNT SUMMARY[/bold]")
         print_account(con, summary)
         table = Table(title="Configured instances")
-        for col in ("Instance", "Allocation", "Limit", "Consumed 28d", "Utilization", "Fairness", "Standing"):
-            table.add_column(col, justify="left" if col in ("Instance", "Standing") else "right")
+        for col in (
+            "Instance",
+            "Allocation",
+            "Limit",
+            "Consumed",
+            "Period",
+            "Utilization",
+            "Fairness",
+            "Standing",
+        ):
+            table.add_column(col, justify="left" if col in ("Instance", "Period", "Standing") else "right")
         for r in rows:
             d = r.to_dict()
             table.add_row(
@@ -79,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 dur(r.allocation_seconds),
                 limit_text(r.limit_seconds) if r.allocation_seconds is not None else "-",
                 dur(r.consumed_28d_seconds),
+                period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
                 "-" if r.error else fairness_markup(r.fairness, over_budget=summary.over_allocation_budget),
                 d["standing"] or f"[red]{r.error}[/red]",

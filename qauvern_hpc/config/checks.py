@@ -133,6 +133,17 @@ def plan_mode_problems(cfg: ConfigFields) -> list[Issue]:
 def warnings(cfg: ConfigFields) -> list[Issue]:
     """Things that load but are probably not what the admin meant."""
     out: list[Issue] = []
+    if cfg.ibm.contract_start is None:
+        for n, inst in enumerate(cfg.instances):
+            if (inst.plan or cfg.ibm.plan) == "flex":
+                out.append(
+                    Issue(
+                        ("instances", n, "plan") if inst.plan else ("ibm", "plan"),
+                        f"instance '{inst.name}' is on the Flex plan and ibm.contract_start is not set: its "
+                        "usage period comes only from IBM's usage_period",
+                    )
+                )
+                break
     for n, res in enumerate(cfg.resources):
         if res.type in DEPRECATED_TYPES:
             out.append(

@@ -94,6 +94,23 @@ class IBMConfig(_Model):
         "instance's Resource Controller entry shows no allocation or limit in both units (from which its "
         "own rate is read)",
     )
+    contract_start: UtcDateTime | None = Field(
+        None,
+        description="Flex plan: the subscription's start; usage counts from here when IBM reports no "
+        "usage_period",
+    )
+    contract_end: UtcDateTime | None = Field(None, description="Flex plan: the subscription's end")
+
+    @model_validator(mode="after")
+    def _contract(self) -> IBMConfig:
+        if self.contract_end is not None and self.contract_start is None:
+            raise ValueError("contract_end needs contract_start")
+        if self.contract_start and self.contract_end and self.contract_end <= self.contract_start:
+            raise ValueError(
+                f"contract_end ({self.contract_end.date().isoformat()}) must be after contract_start "
+                f"({self.contract_start.date().isoformat()})"
+            )
+        return self
 
     @property
     def plan_id(self) -> str:
@@ -134,7 +151,9 @@ class InstanceConfig(_Model):
     api_key_file: Annotated[Path, BeforeValidator(config_path)] | None = Field(
         None, description="API key file (mode 0600) for this instance; default: ibm.api_key_file"
     )
-    limit_seconds: Seconds | None = Field(None, description="the instance's 28-day usage limit")
+    limit_seconds: Seconds | None = Field(
+        None, description="the instance's usage limit, over its plan's period (28 days on Premium)"
+    )
     target_usage_seconds: Seconds | None = Field(
         None, description="opt-in: usage this instance should reach over the balance period"
     )

@@ -114,7 +114,13 @@ class Instance(_Model):
     state: str | None = None
     region_id: str | None = None
     resource_plan_id: str | None = None
+    created_at: str | None = None
     extensions: InstanceExtensions
+
+    @property
+    def created(self) -> datetime | None:
+        """When the instance was created (None when IBM did not say, or not in ISO 8601)."""
+        return _parse_time(self.created_at)
 
     @property
     def allocation_seconds(self) -> int:

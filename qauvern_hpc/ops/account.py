@@ -1,5 +1,6 @@
 """What the read-only admin commands (`show`, `instances`) read from IBM: each instance's allocation, limit
-and 28-day usage, and the account summary.
+and usage over its plan's period (`usage_period`: the rolling 28 days, the Flex contract, Pay-As-You-Go since
+creation), and the account summary.
 
 Invariants: only reads; instance usage is read in parallel (at most IBM_WORKERS calls at a time); a row whose
 figures cannot be read carries an `error` instead of failing the whole list.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, QauvernError
@@ -34,6 +35,8 @@ class InstanceRow:
     consumed_28d_seconds: int | None
     configured: bool
     error: str | None = None
+    usage_period: dict[str, Any] | None = None  # planner.period.UsageWindow.to_dict(): what usage counts over
+    limit_reached: bool | None = None  # IBM's usage_limit_reached
 
     @property
     def fairness(self) -> float | None:
@@ -112,12 +115,24 @@ def read_instances(
                     )
                 )
     wanted = [r for r in rows if r.error is None]
+    moment = datetime.now(UTC)
 
     def usage(row: InstanceRow) -> None:
+        from qauvern_hpc.rebalance.gather import instance_window
+
         try:
-            row.consumed_28d_seconds = client.instance_usage(row.crn).consumed_seconds
+            got = client.instance_usage(row.crn)
+            row.consumed_28d_seconds = got.consumed_seconds
+            row.limit_reached = got.limit_reached
         except QauvernError as exc:
             row.error = f"usage cannot be read: {exc}"
+            return
+        listed = by_crn.get(row.crn)
+        created = listed.created if listed is not None else None
+        try:
+            row.usage_period = instance_window(cfg, row.crn, got.usage_period, created, moment).to_dict()
+        except QauvernError as exc:
+            row.error = f"usage period unknown: {exc}"
 
     if wanted:
         with ThreadPoolExecutor(max_workers=min(IBM_WORKERS, len(wanted))) as pool:
@@ -138,10 +153,28 @@ def read_account(
     client: IBMClient, cfg: Config, rows: list[InstanceRow], *, now: datetime | None = None
 ) -> AccountSummary:
     """The account plan (admin rights needed) and plan-wide 28-day usage, summarised with `rows`."""
+    from qauvern_hpc.planner.period import account_window
+
     moment = now or datetime.now(UTC)
     plan = client.account_plan(cfg.ibm.account_id, cfg.ibm.plan_id)
+    told = [r.usage_period for r in rows if r.usage_period and r.usage_period["source"] == "ibm"]
+    if cfg.ibm.plan == "flex" and cfg.ibm.contract_start is None and told:
+        first = min(told, key=lambda p: str(p["start"]))
+        window = account_window(
+            "flex",
+            now=moment,
+            contract_start=datetime.fromisoformat(first["start"]),
+            contract_end=datetime.fromisoformat(first["end"]) if first["end"] else None,
+        )
+    else:
+        window = account_window(
+            cfg.ibm.plan, now=moment, contract_start=cfg.ibm.contract_start, contract_end=cfg.ibm.contract_end
+        )
     consumed = client.analytics_usage(
-        plan=cfg.ibm.plan, account_id=cfg.ibm.account_id, start=moment - timedelta(days=28), end=moment
+        plan=cfg.ibm.plan,
+        account_id=cfg.ibm.account_id,
+        start=window.start,
+        end=window.counted_until(moment),
     )
     configured = [
         (r.allocation_seconds or 0, r.consumed_28d_seconds or 0)
@@ -158,4 +191,5 @@ def read_account(
         configured=configured,
         minimum=cfg.minimum_allocation_seconds,
         reserve_percent=cfg.allocation_reserve_percent,
+        usage_period=window.label,
     )

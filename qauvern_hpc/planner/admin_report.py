@@ -125,7 +125,7 @@ class AccountSummary:
     plan: str
     budget_seconds: int
     unallocated_seconds: int
-    consumed_seconds: int  # plan-wide 28 days, every instance
+    consumed_seconds: int  # plan-wide over `usage_period`, every instance
     configured_consumed_seconds: int
     configured_allocation_seconds: int
     unmanaged_allocation_seconds: int  # held by instances the config does not list
@@ -134,6 +134,7 @@ class AccountSummary:
     reserve_seconds: int
     available_seconds: int  # what a rebalance could hand out now (pool above floors, minus the reserve)
     limit_seconds: int | None
+    usage_period: str = "rolling 28 days"  # what `consumed_seconds` counts over (the plan's period)
 
 
 def account_summary(
@@ -147,6 +148,7 @@ def account_summary(
     configured: Sequence[tuple[int, int]],
     minimum: int,
     reserve_percent: float,
+    usage_period: str = "rolling 28 days",
 ) -> AccountSummary:
     """`configured` = (allocation, 28-day usage) of each configured instance. Floors as in the planner:
     under budget `max(usage, m)`, over budget `usage if 0 < usage < m else m` (`m = max(1, minimum)`)."""
@@ -170,6 +172,7 @@ def account_summary(
         reserve_seconds=reserve,
         available_seconds=max(0, pool - reserve),
         limit_seconds=limit,
+        usage_period=usage_period,
     )
 
 

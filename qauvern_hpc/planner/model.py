@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from qauvern_hpc.core.errors import ConfigError
+from qauvern_hpc.planner.period import UsageWindow
 
 GRANT_DEFAULT_DAYS = 28
 
@@ -323,6 +324,8 @@ class InstanceSnapshot:
     consumed_24h_seconds: int = 0
     daily_usage: Mapping[date, int] = field(default_factory=dict)
     balance_period_consumed_seconds: int | None = None
+    window: UsageWindow | None = None  # the period consumed_28d_seconds counts over (None: rolling 28 days)
+    ibm_limit_reached: bool | None = None  # IBM's usage_limit_reached (True: IBM runs nothing more)
 
     def __post_init__(self) -> None:
         if not isinstance(self.crn, str) or not self.crn:
@@ -508,6 +511,7 @@ class InstancePlan:
     target_cap_seconds: int | None = None
     target_reached: bool = False
     hysteresis_held: bool = False
+    window: UsageWindow | None = None  # the period consumed_28d_seconds counts over (None: rolling 28 days)
 
     @property
     def allocation_changed(self) -> bool:

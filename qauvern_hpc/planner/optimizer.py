@@ -8,7 +8,10 @@ The rules, in order
 -------------------
 1. **Effective limit** per managed instance (`limits.resolve_limit`): the config's base limit plus net
    grants; with no configured limit, the live IBM limit (which is then never written).
-   **Limit reached**: 28-day usage >= effective limit.
+   **Limit reached**: 28-day usage >= effective limit, or IBM reports `usage_limit_reached` (a
+   Pay-As-You-Go cost limit; our extension, off when the snapshot carries no such flag). "28-day usage"
+   is IBM's figure over the instance's plan period (`planner.period`: the Flex contract, Pay-As-You-Go
+   since creation); with the rolling 28 days every rule below is qauvern 0.14's.
 2. **Regime**: the account is *over budget* when its plan-wide 28-day usage >= the allocation budget.
 3. **Floor** (`m = max(1, minimum_allocation_seconds)`, `c` = 28-day usage): under budget `max(c, m)`
    (a tie counts as usage); over budget `c` when `0 < c < m`, else `m`.
@@ -329,7 +332,7 @@ def _prepare(
             retired_grants_keep_paying=options.retired_grants_keep_paying,
         )
         limit = effective_limit(breakdown, snap.limit_seconds)
-        reached = limit_reached(c, limit)
+        reached = limit_reached(c, limit) or snap.ibm_limit_reached is True
         target_cap = _target_cap(s, snap, today)
         target_reached = target_cap is not None and target_cap <= c
         if over:
@@ -413,6 +416,10 @@ def validate_allocations(
 def _reason(row: PlanRow, value: int) -> str:
     floor_label = _FLOOR_LABEL[row.floor_source]
     if row.reached:
+        snap = row.snap
+        if not limit_reached(snap.consumed_28d_seconds, row.limit):  # IBM says so, our figures do not
+            over = f" over {snap.window.label}" if snap.window is not None else ""
+            return f"Limit reached (IBM reports usage_limit_reached{over}) — pinned to {floor_label}"
         return f"Limit reached — pinned to {floor_label}"
     if row.target_reached:
         return f"Target reached — pinned to {floor_label}"
@@ -543,6 +550,7 @@ def plan_allocations(
             target_cap_seconds=r.target_cap,
             target_reached=r.target_reached,
             hysteresis_held=r.held,
+            window=r.snap.window,
         )
         for r in rows
     )

@@ -4,10 +4,14 @@ IBM (through `IBMClient` only), as qauvern 0.14 reads it:
 
 * `list_instances(plan_id)`: every instance of the plan with its allocation and limit (unmanaged ones too:
   their allocation is fixed and counts against the budget);
-* `account_plan`: budget, unallocated seconds, plan limit; `analytics_usage(plan=)` over the last 28 days:
-  the plan-wide usage that decides the over-budget regime;
-* per managed instance: `instance_usage` (IBM's 28-day figure), analytics over the last 14d/7d/3d/24h,
-  per-day usage (for net grants) and, with a target, the usage since the balance period began.
+* `account_plan`: budget, unallocated seconds, plan limit; `analytics_usage(plan=)` over the plan's period
+  (`planner.period.account_window`: the last 28 days, or the Flex contract so far): the plan-wide usage that
+  decides the over-budget regime;
+* per managed instance: `instance_usage` (IBM's figure over the instance's period, with `usage_period` and
+  `usage_limit_reached`), analytics over the last 14d/7d/3d/24h, per-day usage (for net grants) and, with
+  a target, the usage since the balance period began. The instance's period (`planner.period.usage_window`:
+  IBM's `usage_period`, else its plan's rule with the config's Flex contract and IBM's creation time) goes
+  into the snapshot for the reports.
 
 A configured instance that is missing from the plan or archived (allocation 0), or whose usage cannot be
 read, is an error: the run stops before planning (qauvern 0.14 treated it as unmanaged, silently moving its
@@ -35,6 +39,7 @@ from qauvern_hpc.planner.model import (
     PlanOptions,
     UnknownInstanceError,
 )
+from qauvern_hpc.planner.period import UsageWindow, account_window, usage_window
 from qauvern_hpc.planner.window import daily_usage_lookback_days
 from qauvern_hpc.rebalance.demand import QueueSummary, aggregate_pending, demand_signals
 from qauvern_hpc.rebalance.gcpause import gc_paused
@@ -66,12 +71,12 @@ def _instance_snapshot(
     client: IBMClient,
     cfg: Config,
     s: InstanceSettings,
-    alloc: int,
-    limit: int | None,
+    listed: Any,
     now: datetime,
     today: date,
 ) -> InstanceSnapshot:
     account_id = cfg.ibm.account_id
+    alloc, limit = listed.extensions.usage_allocation_seconds, listed.extensions.instance_limit_seconds
     try:
         usage = client.instance_usage(s.crn)
         windows = {}
@@ -98,6 +103,7 @@ def _instance_snapshot(
             f"instance {s.name} ({s.crn}): its usage cannot be read: {exc}",
             hint="an instance whose usage is unknown cannot be planned safely; nothing was changed",
         ) from exc
+    window = instance_window(cfg, s.crn, usage.usage_period, listed.created, now)
     return InstanceSnapshot(
         crn=s.crn,
         name=s.name,
@@ -110,6 +116,49 @@ def _instance_snapshot(
         consumed_24h_seconds=windows["24h"],
         daily_usage=daily,
         balance_period_consumed_seconds=period_used,
+        window=window,
+        ibm_limit_reached=usage.limit_reached,
+    )
+
+
+def _period_from_instances(cfg: Config) -> bool:
+    return cfg.ibm.plan == "flex" and cfg.ibm.contract_start is None
+
+
+def plan_usage_window(cfg: Config, snaps: list[InstanceSnapshot] | None, now: datetime) -> UsageWindow:
+    """The period the plan-wide usage counts over. A Flex account without ibm.contract_start takes the
+    contract from IBM's usage_period of its instances (the earliest start)."""
+    ibm_told = [x.window for x in snaps or () if x.window is not None and x.window.source == "ibm"]
+    if _period_from_instances(cfg) and ibm_told:
+        return min(ibm_told, key=lambda w: w.start)
+    return account_window(
+        cfg.ibm.plan, now=now, contract_start=cfg.ibm.contract_start, contract_end=cfg.ibm.contract_end
+    )
+
+
+def _plan_consumed(
+    client: IBMClient, cfg: Config, snaps: list[InstanceSnapshot] | None, now: datetime
+) -> int:
+    window = plan_usage_window(cfg, snaps, now)
+    return client.analytics_usage(
+        plan=cfg.ibm.plan, account_id=cfg.ibm.account_id, start=window.start, end=window.counted_until(now)
+    )
+
+
+def instance_window(
+    cfg: Config, crn: str, period: Any, created: datetime | None, now: datetime
+) -> UsageWindow:
+    """The period an instance's usage counts over: IBM's `usage_period` (`period`), else its plan's rule."""
+    ic = next((i for i in cfg.instances if i.crn == crn), None)
+    return usage_window(
+        cfg.plan_of(ic.name) if ic is not None else cfg.ibm.plan,
+        now=now,
+        ibm_start=period.start if period is not None else None,
+        ibm_end=period.end if period is not None else None,
+        contract_start=cfg.ibm.contract_start,
+        contract_end=cfg.ibm.contract_end,
+        created_at=created,
+        who=f"instance {ic.name if ic is not None else crn}",
     )
 
 
@@ -137,9 +186,8 @@ def ibm_snapshot(
             + "; remove them from the config or give them an allocation"
         )
     plan = client.account_plan(cfg.ibm.account_id, plan_id)
-    consumed = client.analytics_usage(
-        plan=cfg.ibm.plan, account_id=cfg.ibm.account_id, start=now - timedelta(days=28), end=now
-    )
+    # the plan-wide usage is read first (as qauvern 0.14 does) unless its period comes from the instances
+    consumed = None if _period_from_instances(cfg) else _plan_consumed(client, cfg, None, now)
     managed = {s.crn for s in settings}
     with ThreadPoolExecutor(max_workers=min(IBM_WORKERS, max(1, len(settings)))) as pool:
         futures = [
@@ -148,14 +196,15 @@ def ibm_snapshot(
                 client,
                 cfg,
                 s,
-                by_crn[s.crn].extensions.usage_allocation_seconds,
-                by_crn[s.crn].extensions.instance_limit_seconds,
+                by_crn[s.crn],
                 now,
                 today,
             )
             for s in settings
         ]
         snaps = [f.result() for f in futures]
+    if consumed is None:
+        consumed = _plan_consumed(client, cfg, snaps, now)
     others = [
         InstanceSnapshot(
             crn=i.crn,
@@ -257,4 +306,4 @@ def gather(
     )
 
 
-__all__ = ["Gathered", "gather", "ibm_snapshot", "recent_ledger_seconds"]
+__all__ = ["Gathered", "gather", "ibm_snapshot", "instance_window", "recent_ledger_seconds"]

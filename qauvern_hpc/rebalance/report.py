@@ -51,6 +51,7 @@ def instance_rows(
                 "limit_seconds": {"current": p.current_limit_seconds, "new": p.new_limit_seconds},
                 "effective_limit_seconds": p.effective_limit_seconds,
                 "consumed_28d_seconds": p.consumed_28d_seconds,
+                "usage_period": p.window.to_dict() if p.window is not None else None,
                 "fairness": p.fairness if math.isfinite(p.fairness) else None,
                 "limit_reached": p.limit_reached,
                 "active": p.active,
@@ -199,6 +200,7 @@ def print_plan(
             _change(a["current"], a["new"], _secs),
             _change(lim["current"], lim["new"], _secs),
             f"{_secs(r['consumed_28d_seconds'])} (fairness {fairness})"
+            + (f"\nover {r['usage_period']['label']}" if r["usage_period"] else "")
             + (" [red]limit reached[/red]" if r["limit_reached"] else ""),
             queue,
             slurm,

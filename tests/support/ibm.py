@@ -8,7 +8,9 @@
         ibm.fail(path, status=503)       # an emulator fault rule (see docs/DESIGN.md "IBM side")
         ibm.writes(), ibm.session_reads()  # what was asked, from the emulator's request log
 
-Every CRN must name the same account (`a/<account>`), which gets a premium plan whose budget fits any test.
+Every CRN must name the same account (`a/<account>`), which gets a plan (premium unless `plan=` says, with
+`plan_extra` such as a Flex contract) whose budget fits any test; `instance_extra` adds seed keys per CRN
+(`usage_history`, `created_at`).
 The emulator's clock is manual (at `START`), so nothing runs or expires unless a test advances it.
 """
 
@@ -45,14 +47,27 @@ def session_path(session_id: str) -> str:
 class EmulatedIBM:
     """See the module docstring."""
 
-    def __init__(self, instances: Mapping[str, tuple[int, int | None]], *, budget: int = 10**9) -> None:
+    def __init__(
+        self,
+        instances: Mapping[str, tuple[int, int | None]],
+        *,
+        budget: int = 10**9,
+        plan: str = "premium",
+        plan_extra: Mapping[str, Any] | None = None,
+        instance_extra: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         accounts = {crn.split(":")[6].removeprefix("a/") for crn in instances}
         if len(accounts) != 1:
             raise ValueError(f"the CRNs must name one account, not {sorted(accounts)}")
         account = accounts.pop()
         seed = {
             "clock": {"start": START, "mode": "manual"},
-            "accounts": [{"id": account, "plans": [{"plan": "premium", "usage_allocation_seconds": budget}]}],
+            "accounts": [
+                {
+                    "id": account,
+                    "plans": [{"plan": plan, "usage_allocation_seconds": budget, **(plan_extra or {})}],
+                }
+            ],
             "api_keys": [{"key": API_KEY, "account": account}],
             "backends": [{"name": BACKEND}],
             "instances": [
@@ -61,6 +76,7 @@ class EmulatedIBM:
                     "crn": crn,
                     "usage_allocation_seconds": alloc,
                     "instance_limit_seconds": limit,
+                    **(instance_extra or {}).get(crn, {}),
                 }
                 for n, (crn, (alloc, limit)) in enumerate(instances.items())
             ],

@@ -36,7 +36,7 @@ Resource Controller
   (numbers or decimal strings; a missing/null limit removes it); an allocation that would make Σ allocations
   exceed the plan budget -> 400; ``POST /v2/resource_instances`` creates one (201).
 Quantum platform API, under ``/api/v1`` (``/api`` alone is accepted too)
-  ``GET /instances/usage`` (Service-CRN) -> ``{instance_id, plan_id, usage_consumed_seconds (28-day rolling),
+  ``GET /instances/usage`` (Service-CRN) -> ``{instance_id, plan_id, usage_consumed_seconds (plan period),
   usage_allocation_seconds, usage_limit_seconds, usage_limit_reached, usage_period}``; ``GET /instance``;
   ``GET /analytics/usage?instance=CRN|plan=NAME&interval_start&interval_end`` -> ``{usage: MILLISECONDS}``;
   ``GET /analytics/usage_grouped_by_date?group_by=instance&instance=&interval_start&interval_end`` ->

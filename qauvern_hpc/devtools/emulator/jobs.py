@@ -70,7 +70,7 @@ class Jobs:
         if inst.usage_allocation_seconds == 0:
             raise forbidden(f"Instance {inst.crn} has no allocation (archived)", "instance_archived")
         limit = inst.instance_limit_seconds
-        if limit is not None and self._usage.rolling(inst.crn, now) >= limit:
+        if limit is not None and self._usage.counted(inst.crn, now) >= limit:
             raise forbidden(
                 f"Instance {inst.crn} has reached its usage limit of {limit} s", "usage_limit_reached"
             )

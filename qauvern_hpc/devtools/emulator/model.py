@@ -9,10 +9,10 @@ usage events) live here too, so a dump can be restored. Bearer tokens never do.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Resource Controller id of the IBM Quantum service ("quantum-computing").
 QUANTUM_RESOURCE_ID = "b6049020-80f4-11eb-a0f7-e35ec9b4054f"
@@ -45,6 +45,17 @@ class PlanQuota(_Model):
     )
     usage_limit_seconds: int | None = Field(default=None, ge=0)
     max_ttl: int = Field(default=28800, gt=0, description="cap on a session's max_ttl")
+    contract_start: datetime | None = Field(
+        default=None, description="Flex: the subscription's start (default: each instance's creation)"
+    )
+    contract_end: datetime | None = Field(default=None, description="Flex: the subscription's end")
+
+    @field_validator("contract_start", "contract_end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value if value is None else value.astimezone(UTC)
+        return value.replace(tzinfo=UTC)
 
 
 class Account(_Model):

@@ -218,7 +218,7 @@ class Scheduler:
                 continue
             inst = self._s.instances[job.instance]
             limit = inst.instance_limit_seconds
-            if limit is not None and self._usage.rolling(inst.crn, at) >= limit:
+            if limit is not None and self._usage.counted(inst.crn, at) >= limit:
                 self.end_unstarted(job, at, "Failed", f"the instance reached its usage limit of {limit} s")
                 continue
             self._start_job(job, b, at)

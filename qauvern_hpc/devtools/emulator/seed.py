@@ -4,7 +4,8 @@ A seed is a mapping (YAML/JSON file, or a dict). It is the canonical `StateModel
 conveniences, expanded here:
 
 - `clock: {start: ISO, mode: real|manual, time_scale: X}`: used when the emulator starts (ignored on PUT).
-- `accounts[].plans[]`: give `plan` (internal|premium|paygo) or `plan_id`; the other is derived.
+- `accounts[].plans[]`: give `plan` (internal|premium|open|flex|paygo) or `plan_id`; the other is derived.
+  A Flex plan may give `contract_start` / `contract_end` (its subscription: the usage period).
 - `api_keys[]`: `account` may be omitted when there is one account. In a state dump keys appear only as a
   `fingerprint`; such an entry on PUT keeps the existing key with that fingerprint.
 - `instances[]`: `crn` is generated when omitted (from `region`, `account` and a `guid` derived from the

@@ -143,11 +143,11 @@ class EmulatorState:
     # Convenience views for tests and tools -------------------------------------------------------
 
     def instance(self, ident: str) -> dict[str, Any]:
-        """An instance (by CRN or name) as RC shows it, plus `usage_consumed_seconds` (28-day rolling)."""
+        """An instance (by CRN or name) as RC shows it, plus `usage_consumed_seconds` (over its period)."""
         with self._at_now() as now:
             inst = self._store.find_instance(ident)
             out = views.rc_resource(inst, self._store.m.resource_units_per_second)
-            out["usage_consumed_seconds"] = self._usage.rolling(inst.crn, now)
+            out["usage_consumed_seconds"] = self._usage.counted(inst.crn, now)
             return out
 
     def instances(self) -> list[dict[str, Any]]:

@@ -9,7 +9,11 @@ What is charged:
   charged separately.
 
 Windows: seeded daily history counts at 00:00 UTC of its day. The 28-day rolling usage at `t` is Σ usage in
-(t − 28 days, t]; analytics intervals are half-open [start, end). Usage events are only ever appended; an
+(t − 28 days, t]; analytics intervals are half-open [start, end). The usage that counts against an instance's
+allocation, limit and fair share (`counted`) is over its plan's period (`period`): the rolling 28 days on
+Premium, Open and internal; the subscription [contract_start, contract_end] on Flex (the plan's
+`contract_start`, default the instance's creation); everything up to `t` on Pay-As-You-Go (since creation;
+seeded history counts as after it). Usage events are only ever appended; an
 event of zero seconds or less is not recorded. The plan's `unallocated_usage_seconds` is always budget − Σ
 allocations of the account's instances on that plan.
 """
@@ -27,7 +31,7 @@ from qauvern_hpc.devtools.emulator.iam import Principal
 from qauvern_hpc.devtools.emulator.model import Account, Instance, PlanQuota, Session, UsageEvent
 from qauvern_hpc.devtools.emulator.store import Store
 from qauvern_hpc.devtools.emulator.versions import LEGACY, UsageShape
-from qauvern_hpc.ibm.plans import PLAN_IDS
+from qauvern_hpc.ibm.plans import PLAN_IDS, PLAN_NAMES
 
 ROLLING_WINDOW = timedelta(days=28)
 
@@ -60,6 +64,32 @@ class Usage:
         start = at - ROLLING_WINDOW
         return sum(s for t, s in self.points(crn) if start < t <= at)
 
+    def _quota(self, inst: Instance) -> PlanQuota | None:
+        acct = self._s.accounts.get(inst.account)
+        return next((q for q in acct.plans if q.plan_id == inst.plan_id), None) if acct else None
+
+    def period(self, crn: str, at: datetime) -> tuple[datetime, datetime | None]:
+        """The instance's usage period at `at` (IBM's `usage_period`): start, and end (None: open-ended)."""
+        inst = self._s.instances[crn]
+        plan = PLAN_NAMES.get(inst.plan_id)
+        if plan == "flex":
+            quota = self._quota(inst)
+            start = (quota.contract_start if quota else None) or inst.created_at
+            return start, quota.contract_end if quota else None
+        if plan == "paygo":
+            first = min((t for t, _ in self.points(crn)), default=inst.created_at)
+            return min(inst.created_at, first), None
+        return at - ROLLING_WINDOW, at
+
+    def counted(self, crn: str, at: datetime) -> float:
+        """Usage that counts against the instance's allocation and limit at `at`: over its plan's period."""
+        plan = PLAN_NAMES.get(self._s.instances[crn].plan_id)
+        if plan not in ("flex", "paygo"):
+            return self.rolling(crn, at)
+        start, end = self.period(crn, at)
+        until = at if end is None else min(at, end)
+        return sum(s for t, s in self.points(crn) if start <= t <= until)
+
     def record(self, crn: str, at: datetime, seconds: float, source: str, ref: str | None) -> None:
         if seconds <= 0:
             return
@@ -70,9 +100,9 @@ class Usage:
         )
 
     def ratio(self, crn: str, at: datetime) -> float:
-        """28-day usage / allocation: the fair-share key (infinite without an allocation)."""
+        """Usage over the plan's period / allocation: the fair-share key (infinite without an allocation)."""
         inst = self._s.instances[crn]
-        used = self.rolling(crn, at)
+        used = self.counted(crn, at)
         if inst.usage_allocation_seconds <= 0:
             return math.inf
         return used / inst.usage_allocation_seconds
@@ -130,7 +160,7 @@ class Usage:
                 "name": i.name,
                 "usage_allocation_seconds": i.usage_allocation_seconds,
                 "instance_limit_seconds": i.instance_limit_seconds,
-                "usage_consumed_seconds": round(self.rolling(i.crn, now), 3),
+                "usage_consumed_seconds": round(self.counted(i.crn, now), 3),
             }
             for i in self._s.m.instances
         ]
@@ -141,15 +171,17 @@ class Usage:
     def instance_usage(
         self, p: Principal, crn: str | None, now: datetime, shape: UsageShape = LEGACY
     ) -> dict[str, Any]:
-        """`GET /v1/instances/usage`: the rolling 28-day usage, in seconds and (from 2026-04-15) in RUs; with
-        the time fields removed only the RU figures remain (see `versions`)."""
+        """`GET /v1/instances/usage`: the usage over the plan's period (`usage_period`), in seconds and (from
+        2026-04-15) in RUs; with the time fields removed only the RU figures remain (see `versions`). On
+        Pay-As-You-Go the period ends now (IBM shows the time of the reading)."""
         inst = self._s.service_instance(p.account, crn)
-        consumed = self.rolling(inst.crn, now)
+        consumed = self.counted(inst.crn, now)
         limit = inst.instance_limit_seconds
+        start, end = self.period(inst.crn, now)
         out: dict[str, Any] = {
             "instance_id": inst.crn,
             "plan_id": inst.plan_id,
-            "usage_period": {"start_time": iso(now - ROLLING_WINDOW), "end_time": iso(now)},
+            "usage_period": {"start_time": iso(start), "end_time": iso(now if end is None else end)},
         }
         if shape.time_fields:
             out["usage_consumed_seconds"] = round(consumed)

@@ -405,11 +405,55 @@ def test_empty_key_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("plan", "name"),
-    [("PREMIUM", "premium"), ("paygo", "paygo"), ("91b2c828-2952-4f05-aed8-bedf92c6c480", "internal")],
+    [
+        ("PREMIUM", "premium"),
+        ("paygo", "paygo"),
+        ("91b2c828-2952-4f05-aed8-bedf92c6c480", "internal"),
+        ("Flex", "flex"),
+        ("open", "open"),
+    ],
 )
 def test_plan_by_name_or_id(tmp_path: Path, plan: str, name: str) -> None:
     cfg = load_config(write(tmp_path, BASE.replace("plan: premium", f"plan: {plan}")))
     assert cfg.ibm.plan == name and cfg.ibm.plan_id == PLAN_IDS[name]
+
+
+def test_instance_plan_and_flex_contract(tmp_path: Path) -> None:
+    text = BASE.replace("  plan: premium\n", "  plan: flex\n  contract_start: 2026-03-01\n").replace(
+        f'    crn: "{CRN2}"\n', f'    crn: "{CRN2}"\n    plan: paygo\n'
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert [cfg.plan_of(i.name) for i in cfg.instances] == ["flex", "paygo"]
+    assert (
+        cfg.ibm.contract_start is not None
+        and cfg.ibm.contract_start.isoformat() == "2026-03-01T00:00:00+00:00"
+    )
+    assert cfg.ibm.contract_end is None
+    assert not [w for w in cfg.warnings() if "Flex" in w.message]
+
+
+@pytest.mark.parametrize(
+    ("insert", "message"),
+    [
+        ("  contract_end: 2026-01-01\n", "ibm: contract_end needs contract_start"),
+        (
+            "  contract_start: 2026-03-01\n  contract_end: 2026-02-01\n",
+            "ibm: contract_end (2026-02-01) must be after contract_start (2026-03-01)",
+        ),
+    ],
+)
+def test_bad_flex_contract(tmp_path: Path, insert: str, message: str) -> None:
+    assert message in error_of(tmp_path, BASE.replace("  plan: premium\n", "  plan: flex\n" + insert))
+
+
+def test_unknown_instance_plan(tmp_path: Path) -> None:
+    text = BASE.replace(f'    crn: "{CRN2}"\n', f'    crn: "{CRN2}"\n    plan: gold\n')
+    assert "instances[1].plan" in error_of(tmp_path, text)
+
+
+def test_flex_without_contract_warns(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE.replace("plan: premium", "plan: flex")))
+    assert any("ibm.contract_start is not set" in w.message for w in cfg.warnings())
 
 
 def test_endpoints_and_optional_sections(tmp_path: Path) -> None:
