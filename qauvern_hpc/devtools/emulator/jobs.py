@@ -3,9 +3,10 @@
 Invariants: a job belongs to one instance (visible only through its `Service-CRN`) and one backend, and to
 the session it names, which must be open, accepting jobs and on the same backend; an instance without an
 allocation (archived) or at its `instance_limit_seconds` cannot submit; a job's QPU time comes from
-`workload.estimate_work` (or the `emulator` params); `seq` orders jobs (listings are newest first). Only a
-final job may be deleted, only a completed one has results. Starting and ending jobs is the scheduler's.
-Not thread-safe: call under `EmulatorState`'s lock.
+`workload.estimate_work` (or the `emulator` params); `seq` orders jobs. Listings take IBM's "List jobs"
+filters (session_id, backend, program, pending, created_after / created_before, exclusive here) and `sort`
+(`DESC`, newest first, by default; `ASC`). Only a final job may be deleted, only a completed one has
+results. Starting and ending jobs is the scheduler's. Not thread-safe: call under `EmulatorState`'s lock.
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class Jobs:
             raise bad_request(f"created_after/created_before must be ISO 8601: {exc}") from exc
         limit = _query_int(query, "limit", 200, 1, 200)
         offset = _query_int(query, "offset", 0, 0, 10**9)
-        jobs.sort(key=lambda j: j.seq, reverse=True)
+        order = (query.get("sort") or "DESC").upper()
+        if order not in ("ASC", "DESC"):
+            raise bad_request(f"sort must be ASC or DESC, not {query['sort']!r}", "invalid_sort")
+        jobs.sort(key=lambda j: j.seq, reverse=order == "DESC")
         exclude = query.get("exclude_params", "").lower() in ("true", "1")
         page = jobs[offset : offset + limit]
         return {

@@ -56,3 +56,26 @@ def test_an_open_plan_instance_runs_batch_sessions_and_jobs_without_a_session(st
 def test_a_premium_instance_still_opens_dedicated_sessions(state: EmulatorState) -> None:
     s = state.create_session(principal(state), CRN_ALPHA, {"backend": "ibm_torino", "mode": "dedicated"})
     assert s["mode"] == "dedicated"
+
+
+def test_job_listings_filter_by_backend_and_creation_time_and_sort_as_ibm_documents(
+    state: EmulatorState,
+) -> None:
+    p = principal(state)
+    body = {"program_id": "sampler", "params": {"emulator": {}}}
+    made = []
+    for backend in ("ibm_torino", "ibm_fez", "ibm_torino"):
+        made.append(state.create_job(p, CRN_OPEN, {**body, "backend": backend})["id"])
+        state.clock.advance(60)
+    query = {"backend": "ibm_torino", "created_after": "2026-11-22T11:59:00+00:00", "sort": "ASC"}
+    listed = state.list_jobs(p, CRN_OPEN, query)
+    assert [j["id"] for j in listed["jobs"]] == [made[0], made[2]]  # oldest first
+    assert [j["id"] for j in state.list_jobs(p, CRN_OPEN, {**query, "sort": "desc"})["jobs"]] == [
+        made[2],
+        made[0],
+    ]
+    before = state.list_jobs(p, CRN_OPEN, {**query, "created_before": "2026-11-22T12:01:00+00:00"})
+    assert [j["id"] for j in before["jobs"]] == [made[0]]
+    with pytest.raises(ApiError) as info:
+        state.list_jobs(p, CRN_OPEN, {"sort": "newest"})
+    assert info.value.status == 400
