@@ -1,7 +1,9 @@
 """How many quantum seconds a Slurm job spent, from the IBM sessions it held. Pure: no I/O.
 
 IBM's rules (seed "Workload usage"):
-- batch (and single-job) mode: usage is the sum of the quantum time of the session's jobs;
+- batch (and single-job) mode: usage is the sum of the quantum time of the session's jobs; job mode (no
+  session, the Open plan): each job's own usage, so a run's charge is the sum over the jobs it submitted
+  (`attribute_jobs`; which jobs those are is `qauvern_hpc.accounting.job_mode`'s question);
 - dedicated session mode: usage is wall clock from the first job start until the session is closed or goes
   inactive (IBM reports it as the session's `elapsed_time`);
 - failed and cancelled jobs count only for the time the QPU was locked (IBM's per-job quantum seconds
@@ -44,20 +46,40 @@ class Attribution:
 
 def attribute(session: SessionUsage) -> Attribution:
     """The quantum seconds one session charged, and whether IBM's figure can still change."""
-    jobs_done = all(s.lower() in TERMINAL_JOB_STATES for s in session.job_states)
     closed = session.state.lower() == "closed"
     if session.mode == "dedicated":
         seconds = max(0.0, session.elapsed_seconds or 0.0)
         return Attribution(seconds, closed, "dedicated session: wall clock from first job start to close")
-    known = [q for q in session.job_quantum_seconds if q is not None]
-    missing = len(known) != len(session.job_quantum_seconds)
+    return attribute_jobs(
+        session.job_quantum_seconds,
+        session.job_states,
+        session.job_resource_units,
+        done=closed,
+        why="batch: sum of {n} job(s) quantum time",
+    )
+
+
+def attribute_jobs(
+    quantum_seconds: Sequence[float | None],
+    states: Sequence[str],
+    resource_units: Sequence[float | None] = (),
+    *,
+    done: bool,
+    why: str,
+) -> Attribution:
+    """IBM jobs charged each their own usage (a batch session's jobs; a job-mode run's jobs): the sum of
+    their quantum seconds, and of their RUs when IBM gave RUs for every job. Final once `done` (the
+    session closed, the run ended), every job is terminal and every job's usage is known. `why` may name
+    `{n}`, the number of jobs with a known charge."""
+    known = [q for q in quantum_seconds if q is not None]
+    missing = len(known) != len(quantum_seconds)
     seconds = float(sum(max(0.0, q) for q in known))
-    final = closed and jobs_done and not missing
-    rus = list(session.job_resource_units)
+    jobs_done = all(s.lower() in TERMINAL_JOB_STATES for s in states)
+    rus = list(resource_units)
     units = None
-    if rus and len(rus) == len(session.job_quantum_seconds) and all(r is not None for r in rus):
+    if rus and len(rus) == len(quantum_seconds) and all(r is not None for r in rus):
         units = float(sum(max(0.0, r) for r in rus if r is not None))
-    return Attribution(seconds, final, f"batch: sum of {len(known)} job(s) quantum time", units)
+    return Attribution(seconds, done and jobs_done and not missing, why.format(n=len(known)), units)
 
 
 def attribute_job(sessions: Sequence[SessionUsage]) -> Attribution:

@@ -47,6 +47,13 @@ class InstanceClients:
         key_file = inst.api_key_file or self.cfg.ibm.api_key_file
         return self._client(str(key_file) if key_file else None), inst.crn
 
+    def backend_of(self, resource: str) -> str | None:
+        """The IBM backend of a configured resource (None: the config does not know it)."""
+        for r in self.cfg.resources:
+            if r.name == resource:
+                return r.backend_name
+        return None
+
     def analytics(self, instance: str, start: datetime, end: datetime) -> int:
         _client, crn = self(instance)  # KeyError for an instance the config does not know
         admin = self._client(None)
@@ -132,7 +139,9 @@ def collect(
                     pull_error = exc  # this cluster's pull stored nothing; the others and IBM go on
                     report.pull_errors.append(f"{cluster or '(default)'}: {exc.message}")
             if options.ibm:
-                collector.resolve_usage(ledger, clients, report=report, progress=progress)
+                collector.resolve_usage(
+                    ledger, clients, report=report, progress=progress, backend_of=clients.backend_of, now=now
+                )
             else:
                 report.still_pending = len(ledger.pending_usage())
             if options.reconcile:

@@ -16,9 +16,10 @@ One run, per cluster:
    new run first shows the previous run's AdminComment until its own prolog records its session. When a
    row's session changes that way, the ledger resets its usage and the new session is asked for. A row
    whose record names no session (`name@-`: none was opened) is final with 0 s once the run ended. A row
-   in job mode (`name@!job`: the job's IBM jobs ran outside any session, e.g. on the Open plan) is not
-   attributed: it stays pending and is counted as `job_mode` (IBM's jobs of the instance are not matched
-   to Slurm jobs yet).
+   in job mode (`name@!job`, ledger `mode = 'job'`: the job's IBM jobs ran outside any session, e.g. on
+   the Open plan) is charged the instance's IBM jobs on its backend created while it ran, when no other
+   job-mode run of that instance and backend overlaps it (`qauvern_hpc.accounting.job_mode`); overlapping
+   runs stay pending with the reason.
 3. **Reconciliation** (optional): per instance, what the ledger attributed in a window vs what IBM's
    analytics say the instance used; the difference is work done outside Slurm (or not collected yet).
 
@@ -39,11 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qauvern_hpc.accounting.attribution import SessionUsage, attribute
+from qauvern_hpc.accounting.job_mode import BackendOf, IBMJobs, in_job_mode, resolve_job_mode
 from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
 from qauvern_hpc.core.files import LockBusy, lock_fd, release
-from qauvern_hpc.record.admin_comment import JOB_MODE_SESSION
 
 if TYPE_CHECKING:
     from qauvern_hpc.ibm.models import RuntimeJob, Session
@@ -59,7 +60,7 @@ CRASH_EXIT = 75
 LOCAL_CLUSTER = ""  # the high-water key when the config names no cluster (sacct's default cluster)
 
 
-class IBMSessions(Protocol):
+class IBMSessions(IBMJobs, Protocol):
     """What the collector asks IBM (an `IBMClient` has these)."""
 
     def get_session(self, crn: str, session_id: str) -> Session: ...
@@ -81,7 +82,7 @@ def session_groups(rows: Sequence[StoredRun]) -> dict[tuple[str, str], list[Stor
     """Pending rows grouped by (instance, session id); rows without either are left out."""
     groups: dict[tuple[str, str], list[StoredRun]] = defaultdict(list)
     for row in rows:
-        if row.instance and row.session_id and row.session_id != JOB_MODE_SESSION:
+        if row.instance and row.session_id and not in_job_mode(row):
             groups[(row.instance, row.session_id)].append(row)
     return dict(groups)
 
@@ -116,14 +117,9 @@ def without_session(rows: Sequence[StoredRun]) -> tuple[list[StoredRun], list[St
     """Pending rows IBM cannot be asked about: (ended runs that opened no session -> final 0 s,
     rows with a session but no instance -> cannot be resolved; a config or record problem). Rows in job
     mode are in neither (`in_job_mode`)."""
-    no_session = [r for r in rows if not r.session_id and r.end is not None]
+    no_session = [r for r in rows if not r.session_id and r.end is not None and not in_job_mode(r)]
     no_instance = [r for r in rows if r.session_id and not r.instance and not in_job_mode(r)]
     return no_session, no_instance
-
-
-def in_job_mode(row: StoredRun) -> bool:
-    """The run used its resource in job mode: no IBM session to read, so nothing is attributed to it."""
-    return row.session_id == JOB_MODE_SESSION
 
 
 def session_usage(session: Session, jobs: Sequence[RuntimeJob]) -> SessionUsage:
@@ -164,7 +160,9 @@ class CollectReport:
     updated: int = 0  # rows whose (pending) seconds changed
     still_pending: int = 0
     no_session: int = 0  # ended runs whose record names no session: final with 0 s
-    job_mode: int = 0  # pending runs in job mode: not attributed (no session to read), stay pending
+    job_mode: int = 0  # pending runs in job mode looked at (charged by `job_mode`'s rule)
+    job_mode_ibm_jobs: int = 0  # IBM jobs charged to them
+    job_mode_overlaps: list[str] = field(default_factory=list)  # job-mode runs left pending: overlap
     pull_errors: list[str] = field(default_factory=list)  # clusters whose sacct pull failed (nothing stored)
     errors: list[str] = field(default_factory=list)  # IBM sessions that could not be read (rows stay pending)
     unresolved: list[str] = field(default_factory=list)  # rows no IBM call can settle (config, record)
@@ -180,6 +178,8 @@ class CollectReport:
             "updated": self.updated,
             "no_session": self.no_session,
             "job_mode": self.job_mode,
+            "job_mode_ibm_jobs": self.job_mode_ibm_jobs,
+            "job_mode_overlaps": list(self.job_mode_overlaps),
             "still_pending": self.still_pending,
             "pull_errors": list(self.pull_errors),
             "errors": list(self.errors),
@@ -270,11 +270,15 @@ def resolve_usage(
     *,
     report: CollectReport,
     progress: Progress = quiet,
+    backend_of: BackendOf = lambda resource: resource,
+    now: int | None = None,
 ) -> None:
-    """Step 2: ask IBM for every pending row's session; store what it says. IBM failures leave rows pending.
+    """Step 2: ask IBM for every pending row's session (or, in job mode, the instance's jobs); store what it
+    says. IBM failures leave rows pending.
 
-    `clients(instance)` -> (client, CRN) for an instance name (KeyError for one the config does not know).
-    Each session is charged once, over every ledger row that carries it (`session_charges`).
+    `clients(instance)` -> (client, CRN) for an instance name (KeyError for one the config does not know);
+    `backend_of(resource)` -> its IBM backend (None: not in the config). Each session is charged once, over
+    every ledger row that carries it (`session_charges`).
     """
     from qauvern_hpc.core.errors import QauvernError
     from qauvern_hpc.ibm.errors import IBMError, IBMNotFound
@@ -286,7 +290,23 @@ def resolve_usage(
             for row in no_session:
                 if ledger.set_usage(row.key, 0.0, True):
                     report.no_session += 1
-    report.job_mode = sum(1 for row in pending if in_job_mode(row))
+    job_mode_rows = [row for row in pending if in_job_mode(row)]
+    if job_mode_rows:
+        progress(f"IBM jobs of {len(job_mode_rows)} job-mode run(s)")
+        with ledger.batch():
+            jm = resolve_job_mode(
+                ledger,
+                job_mode_rows,
+                clients,
+                backend_of,
+                now=int(time.time()) if now is None else now,
+            )
+        report.job_mode, report.job_mode_ibm_jobs = jm.runs, jm.ibm_jobs
+        report.finalized += jm.finalized
+        report.updated += jm.updated
+        report.job_mode_overlaps.extend(jm.overlaps)
+        report.errors.extend(jm.errors)
+        report.unresolved.extend(jm.unresolved)
     for row in no_instance:
         report.unresolved.append(f"{row.cluster}/{row.job_id} run {row.run}: AdminComment names no instance")
     groups = session_groups(pending)

@@ -35,8 +35,8 @@ _SAFE = "-_.~:/+"
 _TOKEN_END = (" ", "\t", "\n", "\r", "|")
 JOB_MODE_SESSION = "!job"
 """Where a session id would be: the resource ran in job mode, without an IBM session. A session id is
-always percent-encoded and `!` is not in `_SAFE`, so no session id reads as this. The collector's ledger
-keeps it in `session_id` too (`qauvern_hpc.accounting.collector`)."""
+always percent-encoded and `!` is not in `_SAFE`, so no session id reads as this. The ledger stores such a
+resource with no session id and `mode = 'job'` (`qauvern_hpc.accounting.ledger.ingest`)."""
 
 
 def _enc(text: str) -> str:

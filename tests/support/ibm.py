@@ -5,6 +5,7 @@
         ibm.live()                       # {crn: {"allocation_seconds", "limit_seconds"}} as IBM has them
         ibm.set_live(CRN, 123, None)     # someone else changes an instance
         ibm.add_session("s-1", CRN, ("Completed", 2.5), ("Running", None), state="open")
+        ibm.add_jobs(CRN, ("j-1", created, "Completed", 2.5))  # job mode: no session
         ibm.fail(path, status=503)       # an emulator fault rule (see docs/DESIGN.md "IBM side")
         ibm.writes(), ibm.session_reads()  # what was asked, from the emulator's request log
 
@@ -181,6 +182,28 @@ class EmulatedIBM:
             "quantum_seconds": 3600.0 if running else q,
             "used_seconds": 0.0 if running else q,
         }
+
+    def add_jobs(
+        self, crn: str, *jobs: tuple[str, datetime, str, float | None], backend: str = BACKEND
+    ) -> None:
+        """Jobs outside any session (job mode), each (id, created, status, quantum seconds; None for a job
+        still running). Adding a job again replaces it."""
+        now = self.emu.state.now()
+        items = []
+        for job_id, created, status, q in jobs:
+            item = self._job("", 0, crn, status, q, created, now)
+            item.update({"id": job_id, "seq": 10**6 + int(created.timestamp()), "session_id": None})
+            item["backend"] = backend
+            items.append(item)
+        self.emu.state.patch({"jobs": items})
+
+    def job_listings(self) -> list[str]:
+        """The query strings of the `GET /api/v1/jobs` requests, in order."""
+        return [
+            r.path.partition("?")[2]
+            for r in self.emu.requests
+            if r.method == "GET" and r.path.partition("?")[0] == "/api/v1/jobs"
+        ]
 
     def session_reads(self) -> list[str]:
         """Ids of the sessions asked for with `GET /api/v1/sessions/{id}`, in order."""

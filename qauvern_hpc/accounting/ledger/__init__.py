@@ -10,14 +10,15 @@ QPU resource and IBM instance that spent it.
 Tables (qauvern_hpc/accounting/ledger/schema.py, versioned migrations recorded in `schema_migrations`):
 
 * `runs`: one row per job run per QPU resource, key (cluster, job_id_raw, run, resource); quantum_seconds
-  NULL until IBM reports, usage_state 'pending' | 'final';
+  NULL until IBM reports, usage_state 'pending' | 'final'; mode 'session' | 'job' (job mode: no session);
 * `collector_state`: per cluster high-water mark (epoch end time fully ingested);
 * `collector_revisit`: per cluster jobs to look at again (reason, first/last seen, attempts);
 * `audit`: rebalancer actions (run id, actor, time, action, before/after JSON, reason).
 
-API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `set_usage`, `get_run`, `runs`,
-`count_runs`, `get_high_water`/`set_high_water`, `add_revisit`/`revisits`/`clear_revisit`, `usage_by`,
-`usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one all-or-nothing transaction), `close`.
+API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `job_mode_runs`, `set_usage`,
+`get_run`, `runs`, `count_runs`, `get_high_water`/`set_high_water`, `add_revisit`/`revisits`/
+`clear_revisit`, `usage_by`, `usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one
+all-or-nothing transaction), `close`.
 Streaming sacct ingest: `qauvern_hpc.accounting.ledger.ingest.ingest_sacct`.
 """
 

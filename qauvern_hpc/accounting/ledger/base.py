@@ -30,6 +30,7 @@ from qauvern_hpc.accounting.ledger.models import (
     UsageRow,
 )
 from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, Dialect, migrations
+from qauvern_hpc.accounting.ledger.upsert import build_upsert, q
 from qauvern_hpc.core.errors import QauvernError
 
 DEFAULT_CHUNK = 5000
@@ -37,13 +38,6 @@ _PARK = 1 << 40  # temporary offset while renumbering runs
 _RUN = RUN_COLUMNS.index("run")
 _AFTER_RUN = _RUN + 1
 _RESOURCE = RUN_COLUMNS.index("resource")
-_KEY_COLUMNS = ("cluster", "job_id_raw", "run", "resource")
-# Columns sacct owns: a re-ingest replaces them (the newest sacct view wins).
-_SLURM_COLUMNS = tuple(
-    c
-    for c in RUN_COLUMNS
-    if c not in (*_KEY_COLUMNS, "quantum_seconds", "usage_state", "instance", "session_id", "rule")
-)
 
 
 class LedgerError(QauvernError):
@@ -54,11 +48,6 @@ class LedgerError(QauvernError):
 class UpsertStats:
     rows: int = 0  # rows handed in
     changed: int = 0  # rows inserted or actually modified
-
-
-def q(name: str) -> str:
-    """Quote a column name (`user`, `end`, `partition` are reserved words somewhere)."""
-    return f'"{name}"'
 
 
 def _chunks(rows: Iterable[RunRow], size: int) -> Iterator[list[RunRow]]:
@@ -228,45 +217,7 @@ class Ledger(ABC):
 
     def _build_upsert(self, rows: int = 1, source: str | None = None) -> str:
         """The upsert statement for `rows` rows (VALUES groups), or for every row of table `source`."""
-        cols = (*RUN_COLUMNS, "updated_at")
-        group = "(" + ", ".join("?" for _ in cols) + ")"
-        ne = self._ne()
-        # The row now names another IBM session (or instance): its usage was the old session's, so it
-        # starts over with what this upsert says (the collector asks IBM again).
-        moved = (
-            f"((excluded.session_id IS NOT NULL AND runs.session_id {ne} excluded.session_id) "
-            f"OR (excluded.instance IS NOT NULL AND runs.instance {ne} excluded.instance))"
-        )
-        qs = (
-            f"CASE WHEN {moved} THEN excluded.quantum_seconds "
-            "WHEN runs.usage_state = 'final' AND excluded.usage_state <> 'final' "
-            "THEN runs.quantum_seconds "
-            "WHEN excluded.usage_state = 'final' THEN excluded.quantum_seconds "
-            "ELSE COALESCE(excluded.quantum_seconds, runs.quantum_seconds) END"
-        )
-        us = (
-            f"CASE WHEN {moved} THEN excluded.usage_state "
-            "WHEN runs.usage_state = 'final' OR excluded.usage_state = 'final' "
-            "THEN 'final' ELSE 'pending' END"
-        )
-        keep = {c: f"COALESCE(excluded.{q(c)}, runs.{q(c)})" for c in ("instance", "session_id", "rule")}
-        sets = [f"{q(c)} = excluded.{q(c)}" for c in _SLURM_COLUMNS]
-        sets += [f"{q(c)} = {expr}" for c, expr in keep.items()]
-        # RUs come from IBM only (set_usage); they go with the seconds when the row moves to another session.
-        ru = f"CASE WHEN {moved} THEN NULL ELSE runs.resource_units END"
-        sets += [f"quantum_seconds = {qs}", f"usage_state = {us}", "updated_at = excluded.updated_at"]
-        sets += [f"resource_units = {ru}"]
-        changed = [f"runs.{q(c)} {ne} excluded.{q(c)}" for c in _SLURM_COLUMNS]
-        changed += [f"runs.{q(c)} {ne} {expr}" for c, expr in keep.items()]
-        changed += [f"runs.quantum_seconds {ne} {qs}", f"runs.usage_state {ne} {us}"]
-        changed += [f"runs.resource_units {ne} {ru}"]
-        names = ", ".join(q(c) for c in cols)
-        values = f"SELECT {names} FROM {source}" if source else "VALUES " + ", ".join([group] * rows)
-        return (
-            f"INSERT INTO runs ({names}) {values} "
-            f"ON CONFLICT ({', '.join(_KEY_COLUMNS)}) DO UPDATE SET {', '.join(sets)} "
-            f"WHERE {' OR '.join(changed)}"
-        )
+        return build_upsert(self._ne(), rows, source)
 
     def upsert_runs(self, rows: Iterable[RunRow]) -> UpsertStats:
         """Insert or update job runs; idempotent.
@@ -407,6 +358,19 @@ class Ledger(ABC):
                 "WHERE session_id = ? AND instance = ? ORDER BY cluster, job_id_raw, run, resource"
             ),
             (session_id, instance),
+        )
+        return [StoredRun(*r) for r in rows]
+
+    def job_mode_runs(self, instance: str, since: int, until: int) -> list[StoredRun]:
+        """Every row (pending or final) of `instance` in job mode whose run overlaps [since, until]: started
+        by `until` and ended at `since` or later (or still running), in key order."""
+        rows = self._fetchall(
+            self._sql(
+                f"SELECT {', '.join(q(c) for c in STORED_COLUMNS)} FROM runs "
+                'WHERE mode = \'job\' AND instance = ? AND start <= ? AND ("end" IS NULL OR "end" >= ?) '
+                "ORDER BY cluster, job_id_raw, run, resource"
+            ),
+            (instance, int(until), int(since)),
         )
         return [StoredRun(*r) for r in rows]
 

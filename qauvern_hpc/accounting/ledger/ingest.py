@@ -6,8 +6,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from qauvern_hpc.accounting.ledger.base import Ledger, UpsertStats
-from qauvern_hpc.accounting.ledger.models import PENDING, RunRow
-from qauvern_hpc.record.admin_comment import AdminRecord
+from qauvern_hpc.accounting.ledger.models import JOB_MODE, PENDING, SESSION_MODE, RunRow
+from qauvern_hpc.record.admin_comment import JOB_MODE_SESSION, AdminRecord
 from qauvern_hpc.slurm.sacct import DEFAULT_FIELDS, ParseStats, SacctParser, SacctRecord
 
 
@@ -17,7 +17,8 @@ def runs_from_record(rec: SacctRecord, qpu: AdminRecord | None = None) -> list[R
     A job without a record used no QPU: no rows. Neither did a run that never started (Start `Unknown`):
     a requeued job waiting for its next run is such a record, and its AdminComment is still the previous
     run's (session ids included), so taking it would count that session twice. Quantum seconds are
-    unknown until IBM reports them.
+    unknown until IBM reports them. A resource the record marks as used in job mode (`name@!job`) gets
+    no session id and mode `job`.
     """
     record = qpu if qpu is not None else rec.qpu
     if record is None or not record.resources or rec.start is None:
@@ -38,7 +39,7 @@ def runs_from_record(rec: SacctRecord, qpu: AdminRecord | None = None) -> list[R
             rec.qos,
             resource,
             record.instance or None,
-            session,
+            None if session == JOB_MODE_SESSION else session,
             record.rule or None,
             rec.submit or 0,
             rec.start,
@@ -47,6 +48,7 @@ def runs_from_record(rec: SacctRecord, qpu: AdminRecord | None = None) -> list[R
             None,
             PENDING,
             rec.state,
+            JOB_MODE if session == JOB_MODE_SESSION else SESSION_MODE,
         )
         for resource, session in record.resources
     ]

@@ -8,6 +8,13 @@ UsageState = Literal["pending", "final"]
 PENDING: UsageState = "pending"
 FINAL: UsageState = "final"
 
+RunMode = Literal["session", "job"]
+SESSION_MODE: RunMode = "session"
+"""The run used its resource through an IBM session (`session_id`), or opened none (`session_id` NULL)."""
+JOB_MODE: RunMode = "job"
+"""The run used its resource in job mode (the Open plan): its IBM jobs ran outside any session, so
+`session_id` is NULL and the collector charges the instance's jobs created on the backend while it ran."""
+
 #: Dimensions `usage_by` can group on (column names of the runs table).
 DIMENSIONS: tuple[str, ...] = ("user", "account", "partition", "instance", "resource", "qos")
 
@@ -51,6 +58,7 @@ class RunRow(NamedTuple):
     quantum_seconds: float | None  # None: IBM has not reported it yet
     usage_state: UsageState
     slurm_state: str
+    mode: RunMode = SESSION_MODE
 
     @property
     def key(self) -> RunKey:
@@ -87,6 +95,7 @@ class StoredRun(NamedTuple):
     slurm_state: str
     updated_at: float
     resource_units: float | None = None  # IBM's charge in RUs, where it reported one (set by the collector)
+    mode: RunMode = SESSION_MODE
 
     @property
     def key(self) -> RunKey:

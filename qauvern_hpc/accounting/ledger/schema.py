@@ -126,6 +126,19 @@ CREATE TABLE runs (
             # its quantum seconds. NULL: not reported in RUs (every row written before this migration).
             (f"ALTER TABLE runs ADD COLUMN resource_units {t['real']}",),
         ),
+        Migration(
+            5,
+            "runs.mode",
+            # How the run used its resource: 'session' (an IBM session, or none opened) or 'job' (job mode,
+            # the Open plan: no session; the collector charges the instance's IBM jobs on the backend
+            # created while the run ran). Rows written before kept job mode as the session id '!job'.
+            (
+                "ALTER TABLE runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'session' "
+                "CONSTRAINT runs_mode CHECK (mode IN ('session', 'job'))",
+                "UPDATE runs SET mode = 'job', session_id = NULL WHERE session_id = '!job'",
+                "CREATE INDEX runs_job_mode ON runs (instance, start) WHERE mode = 'job'",
+            ),
+        ),
     )
 
 

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 
 from qauvern_hpc.accounting.collector import in_job_mode, session_groups, without_session
-from qauvern_hpc.accounting.ledger.models import PENDING, StoredRun
+from qauvern_hpc.accounting.ledger.ingest import runs_from_record
+from qauvern_hpc.accounting.ledger.models import PENDING, RunMode, StoredRun
 from qauvern_hpc.devtools import qpu_site
 from qauvern_hpc.devtools.emulator import run_emulator
 from qauvern_hpc.hooks import epilog, ibm_session, prolog
 from qauvern_hpc.hooks.common import StatePaths, read_record
 from qauvern_hpc.hooks.jobenv import parse_env_file
 from qauvern_hpc.record.admin_comment import JOB_MODE_SESSION, format_admin_comment, parse_admin_comment
+from qauvern_hpc.slurm.sacct import SacctRecord
 
 pytestmark = pytest.mark.process  # starts the emulator
 
@@ -105,17 +107,30 @@ def test_the_premium_instances_of_the_same_site_still_open_sessions(emu: Any, tm
     assert (session["mode"], record.resources[0].session_id) == ("batch", session["id"])
 
 
-def _row(session_id: str | None, end: int | None = 200) -> StoredRun:
+def _row(session_id: str | None, end: int | None = 200, mode: RunMode = "session") -> StoredRun:
     return StoredRun(
         "c", "41", 41, None, None, None, None, 0, "qcarol", "chem", "debug", "", "ibm_torino",
-        "learners", session_id, "learners", 1, 100, end, 100, None, PENDING, "COMPLETED", 0.0,
+        "learners", session_id, "learners", 1, 100, end, 100, None, PENDING, "COMPLETED", 0.0, None, mode,
     )  # fmt: skip
 
 
-def test_the_collector_leaves_job_mode_runs_pending_and_never_asks_ibm_for_them() -> None:
-    job_mode, no_session, with_session = _row(JOB_MODE_SESSION), _row(None), _row("sess-1")
+def test_a_job_mode_run_is_stored_without_a_session_and_never_read_as_one() -> None:
+    comment = format_admin_comment(
+        {
+            "rule": "learners",
+            "instance": "learners",
+            "resources": [{"resource": "ibm_torino", "session_mode": "job"}],
+        }
+    )
+    record = SacctRecord(
+        "c", "41", 41, None, None, None, None, None, "qcarol", "chem", "debug", "", "COMPLETED", None, 0, 0,
+        1, 100, 200, 100, None, "", comment, parse_admin_comment(comment), None,
+    )  # fmt: skip
+    [stored] = runs_from_record(record)
+    assert (stored.session_id, stored.mode) == (None, "job")
+    job_mode, no_session, with_session = _row(None, mode="job"), _row(None), _row("sess-1")
     rows = [job_mode, no_session, with_session]
     assert [in_job_mode(r) for r in rows] == [True, False, False]
     assert list(session_groups(rows)) == [("learners", "sess-1")]
-    finalized, unresolved = without_session(rows)
+    finalized, unresolved = without_session(rows)  # a job-mode run is not "no session: 0 s"
     assert finalized == [no_session] and unresolved == []
