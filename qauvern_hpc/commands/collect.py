@@ -193,9 +193,11 @@ def _print(report: CollectReport, *, as_json: bool) -> None:
     )
     if doc.get("job_mode"):
         console.print(
-            f"[yellow]not attributed: {doc['job_mode']} run(s) in job mode (no IBM session to read; "
-            "they stay pending)[/yellow]"
+            f"job mode: {doc['job_mode']} run(s) looked at, {doc['job_mode_ibm_jobs']} IBM job(s) charged to "
+            "them (the instance's jobs on the backend created while each ran)"
         )
+    for item in doc.get("job_mode_overlaps", []):
+        console.print(f"[yellow]not attributed: {item} (stays pending)[/yellow]")
     if doc["reconciliation"]:
         t = Table(title="Reconciliation with IBM (per instance, same window)")
         for col in ("instance", "attributed", "IBM", "unattributed", "pending runs"):
