@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         rows = read_instances(client, cfg, include_unconfigured=args.all)
     ok = [r for r in rows if r.error is None]
     totals: dict[str, Any] = {
-        "configured_instances": sum(1 for r in rows if r.configured),
+        "configured_instances": sum(1 for r in rows if r.configured and r.other_plan is None),
         "total_allocation_seconds": sum(r.allocation_seconds or 0 for r in ok if r.configured),
         "total_consumed_seconds": sum(r.consumed_28d_seconds or 0 for r in ok if r.configured),
     }
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 r.region,
                 dur(r.allocation_seconds),
                 dur(r.consumed_28d_seconds),
-                period_text(r),
+                r.note or period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
                 limit_text(r.limit_seconds) if r.allocation_seconds is not None else "-",
                 "-" if r.error else fairness_markup(r.fairness),

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
                 "-" if r.error else fairness_markup(r.fairness, over_budget=summary.over_allocation_budget),
-                d["standing"] or f"[red]{r.error}[/red]",
+                d["standing"] or r.note or f"[red]{r.error}[/red]",
             )
         con.print(table)
     for r in rows:

@@ -37,6 +37,12 @@ class InstanceRow:
     error: str | None = None
     usage_period: dict[str, Any] | None = None  # planner.period.UsageWindow.to_dict(): what usage counts over
     limit_reached: bool | None = None  # IBM's usage_limit_reached
+    other_plan: str | None = None  # configured, on a plan other than ibm.plan: not read, not totalled
+
+    @property
+    def note(self) -> str | None:
+        """What to show instead of the figures: "other plan (X)" for an instance of another plan."""
+        return f"other plan ({self.other_plan})" if self.other_plan else None
 
     @property
     def fairness(self) -> float | None:
@@ -53,6 +59,7 @@ class InstanceRow:
         out = asdict(self)
         f = self.fairness
         out["fairness"] = f
+        out["note"] = self.note
         out["utilization_percent"] = None if f is None else round(f * 100, 2)
         out["standing"] = (
             standing(self.consumed_28d_seconds, self.allocation_seconds)
@@ -82,7 +89,11 @@ def read_instances(
     rows: list[InstanceRow] = []
     for ic in cfg.instances:
         got = by_crn.get(ic.crn)
-        if got is None:
+        plan = cfg.plan_of(ic.name)
+        if plan != cfg.ibm.plan:  # listed by plan: IBM's allocation budget (and this list) is per plan
+            row = InstanceRow(ic.name, ic.crn, _region(ic.crn), None, None, None, True, other_plan=plan)
+            rows.append(row)
+        elif got is None:
             rows.append(
                 InstanceRow(
                     ic.name,
@@ -114,7 +125,7 @@ def read_instances(
                         got.name, crn, _region(crn), got.allocation_seconds, got.limit_seconds, None, False
                     )
                 )
-    wanted = [r for r in rows if r.error is None]
+    wanted = [r for r in rows if r.error is None and r.other_plan is None]
     moment = datetime.now(UTC)
 
     def usage(row: InstanceRow) -> None:
@@ -179,7 +190,7 @@ def read_account(
     configured = [
         (r.allocation_seconds or 0, r.consumed_28d_seconds or 0)
         for r in rows
-        if r.configured and r.error is None
+        if r.configured and r.error is None and r.other_plan is None
     ]
     return account_summary(
         account_id=cfg.ibm.account_id,

@@ -43,7 +43,7 @@ from qauvern_hpc.planner.period import UsageWindow, account_window, usage_window
 from qauvern_hpc.planner.window import daily_usage_lookback_days
 from qauvern_hpc.rebalance.demand import QueueSummary, aggregate_pending, demand_signals
 from qauvern_hpc.rebalance.gcpause import gc_paused
-from qauvern_hpc.rebalance.settings import instance_settings, plan_options
+from qauvern_hpc.rebalance.settings import LeftOut, instance_settings, left_out, plan_options
 from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
 from qauvern_hpc.slurm.squeue import PendingJob, pending_jobs
 
@@ -65,6 +65,7 @@ class Gathered:
     associations: list[Association] = field(default_factory=list)
     tres_names: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)  # configured instances of other plans
 
 
 def _instance_snapshot(
@@ -254,7 +255,8 @@ def gather(
     options = plan_options(cfg)
     account = ibm_snapshot(client, cfg, settings, now=moment, today=today)
     rs = cfg.rebalance
-    notes: list[str] = []
+    skipped = left_out(cfg)
+    notes: list[str] = [f"{s.name} not planned: {s.reason}" for s in skipped]
     queue: QueueSummary | None = None
     recent_s: dict[str, float] = {}
     demand: dict[str, DemandSignal] | None = None
@@ -283,7 +285,7 @@ def gather(
                 )
             recent_s = dict(recent() if recent else recent_ledger_seconds(cfg, now=t))
             demand = demand_signals(
-                queue.by_instance if queue else {}, recent_s, {i.name: i.crn for i in cfg.instances}
+                queue.by_instance if queue else {}, recent_s, {s.name: s.crn for s in settings}
             )
     mgr = sacctmgr or Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster)
     associations: list[Association] = []
@@ -303,6 +305,7 @@ def gather(
         associations=associations,
         tres_names=tres,
         notes=notes,
+        left_out=skipped,
     )
 
 

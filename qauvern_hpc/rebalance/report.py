@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.units import format_seconds
@@ -13,6 +13,7 @@ from qauvern_hpc.rebalance.apply import FINISH, ResumePreview, describe_target, 
 from qauvern_hpc.rebalance.demand import QueueSummary
 from qauvern_hpc.rebalance.enforce import SlurmPlan
 from qauvern_hpc.rebalance.journal import Journal, Step
+from qauvern_hpc.rebalance.settings import LeftOut
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -91,7 +92,12 @@ def step_dict(s: Step) -> dict[str, Any]:
 
 
 def plan_json(
-    plan: PlanResult, rows: list[dict[str, Any]], steps: list[Step], slurm: SlurmPlan, notes: list[str]
+    plan: PlanResult,
+    rows: list[dict[str, Any]],
+    steps: list[Step],
+    slurm: SlurmPlan,
+    notes: list[str],
+    left_out: Sequence[LeftOut] = (),
 ) -> dict[str, Any]:
     return {
         "today": plan.today.isoformat(),
@@ -116,6 +122,7 @@ def plan_json(
         ],
         "warnings": [w.message for w in plan.warnings] + list(slurm.warnings) + list(notes),
         "steps": [step_dict(s) for s in steps],
+        "left_out": [s.to_dict() for s in left_out],  # configured instances of other plans: not planned
     }
 
 

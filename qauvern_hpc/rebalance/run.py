@@ -247,7 +247,7 @@ def rebalance(
             names = {i.crn: i.name for i in cfg.instances}
             rows = instance_rows(plan, slurm_plan, g.queue, g.recent_seconds, names)
         warnings = [w.message for w in plan.warnings] + list(slurm_plan.warnings) + list(g.notes)
-        doc = plan_json(plan, rows, steps, slurm_plan, g.notes)
+        doc = plan_json(plan, rows, steps, slurm_plan, g.notes, g.left_out)
         doc["dry_run"] = options.dry_run
         doc["resumed_runs"] = resumed
         if options.dry_run:

@@ -1,12 +1,15 @@
 """The site config -> the planner's inputs (`InstanceSettings`, `PlanOptions`). Pure.
 
-Config order is kept (it is the water-fill order). Duplicate CRNs and unknown keys are refused when the
+Config order is kept (it is the water-fill order). Only the instances of `ibm.plan` are planned: IBM's
+allocation budget is per plan, so an instance on another plan (`instances[].plan`) has no share of it to move;
+`left_out` says which instances that leaves out and why. Duplicate CRNs and unknown keys are refused when the
 config loads (`qauvern_hpc.config`); `instance_settings` checks CRNs again so a config built in code cannot
 slip one through.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from qauvern_hpc.config import Config, DemandConfig
@@ -20,6 +23,33 @@ from qauvern_hpc.planner.model import (
 )
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A configured instance the rebalancer does not plan."""
+
+    name: str
+    crn: str
+    plan: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "crn": self.crn, "plan": self.plan, "reason": self.reason}
+
+
+def left_out(cfg: Config) -> list[LeftOut]:
+    """The configured instances on a plan other than `ibm.plan`, in config order, with the reason."""
+    out = []
+    for inst in cfg.instances:
+        plan = cfg.plan_of(inst.name)
+        if plan == cfg.ibm.plan:
+            continue
+        why = f"other plan ({plan}): IBM's allocation budget is per plan; this run plans {cfg.ibm.plan}"
+        if plan == "open":
+            why = "Open plan: no allocation to move (IBM's allocation budget is per plan)"
+        out.append(LeftOut(inst.name, inst.crn, plan, why))
+    return out
+
+
 def instance_settings(cfg: Config) -> list[InstanceSettings]:
     period = None
     bp = cfg.rebalance.balance_period
@@ -28,6 +58,8 @@ def instance_settings(cfg: Config) -> list[InstanceSettings]:
     out: list[InstanceSettings] = []
     seen: dict[str, str] = {}
     for inst in cfg.instances:
+        if cfg.plan_of(inst.name) != cfg.ibm.plan:
+            continue  # see left_out
         if inst.crn in seen:
             raise DuplicateInstanceError(
                 f"duplicate CRN: instances '{seen[inst.crn]}' and '{inst.name}' are the same IBM instance"
@@ -76,4 +108,4 @@ def state_dir(cfg: Config) -> Path:
     return Path(cfg.rebalance.state_dir or Path(cfg.slurm.state_dir) / "rebalance")
 
 
-__all__ = ["demand_weights", "instance_settings", "plan_options", "state_dir"]
+__all__ = ["LeftOut", "demand_weights", "instance_settings", "left_out", "plan_options", "state_dir"]

@@ -10,8 +10,8 @@
         ibm.writes(), ibm.session_reads()  # what was asked, from the emulator's request log
 
 Every CRN must name the same account (`a/<account>`), which gets a plan (premium unless `plan=` says, with
-`plan_extra` such as a Flex contract) whose budget fits any test; `instance_extra` adds seed keys per CRN
-(`usage_history`, `created_at`).
+`plan_extra` such as a Flex contract) whose budget fits any test, and `other_plans` as well; `instance_extra`
+adds seed keys per CRN (`usage_history`, `created_at`, `plan` for an instance of one of the other plans).
 The emulator's clock is manual (at `START`), so nothing runs or expires unless a test advances it.
 """
 
@@ -56,6 +56,7 @@ class EmulatedIBM:
         plan: str = "premium",
         plan_extra: Mapping[str, Any] | None = None,
         instance_extra: Mapping[str, Mapping[str, Any]] | None = None,
+        other_plans: tuple[str, ...] = (),
     ) -> None:
         accounts = {crn.split(":")[6].removeprefix("a/") for crn in instances}
         if len(accounts) != 1:
@@ -66,7 +67,10 @@ class EmulatedIBM:
             "accounts": [
                 {
                     "id": account,
-                    "plans": [{"plan": plan, "usage_allocation_seconds": budget, **(plan_extra or {})}],
+                    "plans": [
+                        {"plan": plan, "usage_allocation_seconds": budget, **(plan_extra or {})},
+                        *({"plan": p, "usage_allocation_seconds": budget} for p in other_plans),
+                    ],
                 }
             ],
             "api_keys": [{"key": API_KEY, "account": account}],
