@@ -105,6 +105,12 @@ def number(value: float) -> str:
     return text.removesuffix(".00") if v == 0 else text
 
 
+def total(values: Iterable[float | None]) -> float | None:
+    """The sum of figures already in a unit; None when one of them is (a sum missing a part is no sum)."""
+    got = list(values)
+    return None if any(v is None for v in got) else round(sum(v or 0.0 for v in got), 6)
+
+
 @dataclass(frozen=True)
 class Units:
     """A report's unit and the rates it converts with (`rates`: instance key -> RUs per second)."""
@@ -137,6 +143,10 @@ class Units:
             return NOT_AVAILABLE
         return f"{number(got)} {_SUFFIX[self.unit]}"
 
+    def quantity(self, value: float | None) -> str:
+        """A figure already in the unit (e.g. a `total` of `value`s); `n/a` for None."""
+        return NOT_AVAILABLE if value is None else f"{number(value)} {_SUFFIX[self.unit]}"
+
     def signed(self, seconds: float, key: str | None = None) -> str:
         """A change: `+1.50 h`, `-300 RU`."""
         return ("+" if seconds >= 0 else "-") + self.text(abs(seconds), key)
@@ -144,6 +154,12 @@ class Units:
     def to_dict(self) -> dict[str, object]:
         """What a JSON report says about its unit: the unit, and the rates it converted RUs at."""
         return {"unit": self.unit, "ru_per_second": dict(self.rates) if self.unit == "ru" else None}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, object]) -> Units:
+        """`to_dict`'s keys of a report back (the text of a report renders from its JSON document)."""
+        rates = doc.get("ru_per_second")
+        return cls(parse_unit(str(doc["unit"])), dict(rates) if isinstance(rates, Mapping) else {})
 
 
 __all__ = [
@@ -157,4 +173,5 @@ __all__ = [
     "default_unit",
     "number",
     "parse_unit",
+    "total",
 ]
