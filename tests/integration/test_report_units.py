@@ -105,3 +105,14 @@ def test_analyze_in_ru_and_hours(rig: Rig) -> None:
     assert code == 0, err
     assert "Instance analysis in ru" in text and "Every day (ru)" in text
     assert "87,500 RU" in text  # physics' 28-day usage
+
+
+def test_metrics_add_resource_unit_gauges_and_keep_the_seconds(rig: Rig) -> None:
+    code, text, err = rig.run("metrics", "--no-slurm")
+    assert code == 1, err  # this rig has no ledger or journal: their scrape_error is 1
+    assert 'qauvern_hpc_instance_usage_28d_seconds{instance="physics"} 35000' in text
+    assert 'qauvern_hpc_instance_usage_28d_resource_units{instance="physics"} 87500' in text
+    assert 'qauvern_hpc_instance_allocation_resource_units{instance="physics"} 1000000' in text
+    assert 'qauvern_hpc_instance_limit_resource_units{instance="gamma"} 50000' in text
+    assert 'qauvern_hpc_instance_limit_resource_units{instance="chemistry"}' not in text  # no limit
+    assert 'qauvern_hpc_scrape_error{source="ibm"} 0' in text
