@@ -11,6 +11,7 @@ import pytest
 
 from qauvern_hpc.devtools.emulator import run_emulator
 from tests.integration.test_admin_commands import GAMMA_HISTORY, PHYS_HISTORY, Rig, seed
+from tests.integration.test_ru_only_commands import NO_SLURM
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +117,29 @@ def test_metrics_add_resource_unit_gauges_and_keep_the_seconds(rig: Rig) -> None
     assert 'qauvern_hpc_instance_limit_resource_units{instance="gamma"} 50000' in text
     assert 'qauvern_hpc_instance_limit_resource_units{instance="chemistry"}' not in text  # no limit
     assert 'qauvern_hpc_scrape_error{source="ibm"} 0' in text
+
+
+def test_rebalance_dry_run_in_ru_and_qau(rig: Rig, tmp_path: Path) -> None:
+    config = tmp_path / "no-slurm.yaml"
+    config.write_text(rig.config.read_text() + NO_SLURM)
+    code, doc, err = rig.run("rebalance", "--dry-run", "--no-slurm", "--json", config=config)
+    assert code == 0, err
+    assert doc["unit"] == "ru"
+    assert doc["in_unit"]["allocation_budget"] == doc["allocation_budget_seconds"] * RATE
+    rows = {r["instance"]: r for r in doc["instances"]}
+    phys = rows["physics"]
+    assert phys["consumed_28d_seconds"] == PHYS_USED
+    assert phys["in_unit"]["consumed"] == PHYS_USED * RATE
+    assert phys["in_unit"]["allocation"] == {
+        "current": phys["allocation_seconds"]["current"] * RATE,
+        "new": phys["allocation_seconds"]["new"] * RATE,
+    }
+    code, doc, err = rig.run("rebalance", "--dry-run", "--no-slurm", "--json", "--unit", "qau", config=config)
+    assert code == 0, err
+    assert doc["unit"] == "qau" and doc["ru_per_second"] is None
+    assert doc["instances"][0]["in_unit"]["allocation"]["current"] == pytest.approx(
+        400_000 / 96_000, abs=1e-6
+    )
+    code, text, err = rig.run("rebalance", "--dry-run", "--no-slurm", "--unit", "ru", config=config)
+    assert code == 0, err
+    assert "figures in ru" in text and "87,500 RU" in text and "budget 2,500,000 RU" in text
