@@ -9,11 +9,13 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from qauvern_hpc.core.report_units import UNIT_HELP, Units, default_unit
 from qauvern_hpc.core.units import format_seconds, to_qau
 from qauvern_hpc.planner.admin_report import AccountSummary, format_fairness
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterable, Mapping
 
     from rich.console import Console
 
@@ -32,8 +34,27 @@ def emit_json(doc: object) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
 
+# ----------------------------------------------------------------------------------------------- units
+
+
+def add_unit_argument(parser: argparse.ArgumentParser) -> None:
+    """`--unit ru|qau|hours|seconds` (`qauvern_hpc.core.report_units`)."""
+    parser.add_argument("--unit", choices=("ru", "qau", "hours", "seconds"), help=UNIT_HELP)
+
+
+def report_units(
+    args: argparse.Namespace,
+    cfg: Config,
+    ibm_units: Iterable[str | None] = (),
+    rates: Mapping[str, float | None] | None = None,
+) -> Units:
+    """The report's unit: --unit, else the config's report.unit, else `default_unit` of what IBM sent."""
+    unit = args.unit or default_unit(cfg.report.unit, ibm_units)
+    return Units(unit, dict(rates or {}))
+
+
 def dur(seconds: int | None) -> str:
-    """`12.5h (0.47 QAU)`-style durations for tables; '-' for unknown."""
+    """`12.5h (0.47 QAU)`-style durations (`create`'s messages); '-' for unknown."""
     if seconds is None:
         return "-"
     return (
@@ -43,8 +64,10 @@ def dur(seconds: int | None) -> str:
     )
 
 
-def limit_text(seconds: int | None) -> str:
-    return "none" if seconds is None else dur(seconds)
+def limit_text(seconds: int | None, units: Units | None = None, key: str | None = None) -> str:
+    if seconds is None:
+        return "none"
+    return dur(seconds) if units is None else units.text(seconds, key)
 
 
 def fairness_markup(value: float | None, *, over_budget: bool = False) -> str:
@@ -68,8 +91,12 @@ def math_inf(value: float | None) -> float:
     return float("inf") if value is None else value
 
 
-def print_account(con: Console, s: AccountSummary) -> None:
+def print_account(con: Console, s: AccountSummary, units: Units) -> None:
+    """The account summary in `units` (account-wide figures: the rate every instance shares)."""
     from rich.table import Table
+
+    def dur(seconds: int | None) -> str:
+        return units.text(seconds)
 
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
@@ -96,11 +123,35 @@ def print_account(con: Console, s: AccountSummary) -> None:
     con.print(t)
 
 
-def summary_dict(s: AccountSummary) -> dict[str, Any]:
-    return asdict(s)
+_SUMMARY_FIGURES = (
+    "budget",
+    "unallocated",
+    "consumed",
+    "configured_consumed",
+    "configured_allocation",
+    "unmanaged_allocation",
+    "reserve",
+    "available",
+    "limit",
+)
+
+
+def summary_dict(s: AccountSummary, units: Units | None = None) -> dict[str, Any]:
+    """The summary's seconds fields as they are; with `units`, `in_unit` adds each figure in the unit."""
+    out = asdict(s)
+    if units is not None:
+        out["unit"] = units.unit
+        out["in_unit"] = {k: units.value(out[f"{k}_seconds"]) for k in _SUMMARY_FIGURES}
+    return out
+
+
+def summary_from_dict(doc: dict[str, Any]) -> AccountSummary:
+    """`summary_dict`'s output back (without what `units` added)."""
+    return AccountSummary(**{k: v for k, v in doc.items() if k not in ("unit", "in_unit")})
 
 
 __all__ = [
+    "add_unit_argument",
     "console",
     "dur",
     "emit_json",
@@ -109,7 +160,9 @@ __all__ = [
     "load_admin_config",
     "period_text",
     "print_account",
+    "report_units",
     "summary_dict",
+    "summary_from_dict",
 ]
 
 

@@ -11,6 +11,7 @@ from qauvern_hpc.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
+    from qauvern_hpc.core.report_units import Units
     from qauvern_hpc.planner.model import AccountSnapshot, InstanceSettings, PlanResult
 
 READS_API_KEY = True  # --api-key: the key comes from qauvern_hpc.ibm.factory
@@ -31,6 +32,9 @@ Per instance:
   plan       current -> proposed allocation and limit, and why (floors, reserve, water-fill up to each
              effective limit, net grants, the over-budget regime)
 
+Figures are in --unit (ru, qau, hours or seconds); --json keeps every *_seconds field and adds `unit`
+and each instance's figures in it (`in_unit`; null where no RU rate is known).
+
 The plan here uses IBM's figures only; `qauvern-hpc rebalance --dry-run` adds Slurm's queue and the ledger
 (and is what applies it). Needs administrator rights (analytics are read)."""
 EPILOG = """\
@@ -48,6 +52,8 @@ MAX_DAYS = 366
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qauvern_hpc.commands.admin_common import add_unit_argument
+
     parser.add_argument(
         "--days", type=int, default=28, help="window of whole days, today excluded (default 28)"
     )
@@ -58,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tolerance", type=float, default=10.0, help="pace: percent off the pro-rated target (default 10)"
     )
     parser.add_argument("--daily", action="store_true", help="print the usage of every day of the window")
+    add_unit_argument(parser)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -123,10 +130,12 @@ def analysis(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """The JSON document (pure: from the snapshot, the plan and the per-day usage)."""
-    from qauvern_hpc.commands.admin_common import summary_dict
+    from qauvern_hpc.commands.admin_common import report_units, summary_dict
     from qauvern_hpc.planner.admin_report import account_summary, day_range, pace, standing, trend
 
     snaps = {s.crn: s for s in account.instances}
+    managed = [snaps[s.crn] for s in settings]
+    units = report_units(args, cfg, [i.usage_unit for i in managed], {i.crn: i.ru_rate for i in managed})
     days = day_range(start, today)
     summary = account_summary(
         account_id=cfg.ibm.account_id,
@@ -164,6 +173,10 @@ def analysis(
                 "status": pr.status,
             }
         bd = p.limit_breakdown
+
+        def fig(seconds: float | None, *, ru: float | None = None, crn: str = s.crn) -> float | None:
+            return units.value(seconds, crn, ru=ru)
+
         instances.append(
             {
                 "name": p.name,
@@ -209,12 +222,27 @@ def analysis(
                 },
                 "pace": pc,
                 "daily": {d.isoformat(): v for d, v in zip(days, series, strict=True)},
+                "in_unit": {
+                    "consumed_28d": fig(snap.consumed_28d_seconds, ru=snap.consumed_ru),
+                    "consumed_14d": fig(snap.consumed_14d_seconds),
+                    "consumed_7d": fig(snap.consumed_7d_seconds),
+                    "consumed_3d": fig(snap.consumed_3d_seconds),
+                    "consumed_24h": fig(snap.consumed_24h_seconds),
+                    "current_allocation": fig(p.current_allocation_seconds),
+                    "new_allocation": fig(p.new_allocation_seconds),
+                    "current_limit": fig(p.current_limit_seconds),
+                    "new_limit": fig(p.new_limit_seconds),
+                    "window_total": fig(total),
+                    "window_mean_per_day": fig(total / len(days) if days else 0.0),
+                    "window_peak": fig(peak),
+                },
             }
         )
     return {
+        **units.to_dict(),
         "today": today.isoformat(),
         "window": {"start": start.isoformat(), "end": today.isoformat(), "days": len(days)},
-        "account": summary_dict(summary),
+        "account": summary_dict(summary, units),
         "reserve": {
             "percent": cfg.allocation_reserve_percent,
             "reserve_seconds": plan.reserve_seconds,
@@ -234,25 +262,27 @@ def analysis(
     }
 
 
-def _delta(cur: int | None, new: int | None) -> str:
-    from qauvern_hpc.core.units import format_seconds as dur
+def _delta(cur: int | None, new: int | None, units: Units, crn: str) -> str:
+    def text(seconds: int | None) -> str:
+        return "none" if seconds is None else units.text(seconds, crn)
 
     if cur == new:
-        return dur(cur) if cur is not None else "none"
+        return text(cur)
     sign = ""
     if cur is not None and new is not None:
-        sign = f" ({'+' if new > cur else '-'}{dur(abs(new - cur))})"
-    return f"{dur(cur) if cur is not None else 'none'} → {dur(new) if new is not None else 'none'}{sign}"
+        sign = f" ({units.signed(new - cur, crn)})"
+    return f"{text(cur)} → {text(new)}{sign}"
 
 
 def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from qauvern_hpc.commands.admin_common import console, print_account
-    from qauvern_hpc.core.units import format_seconds as dur
-    from qauvern_hpc.planner.admin_report import AccountSummary, format_fairness, sparkline
+    from qauvern_hpc.commands.admin_common import console, print_account, summary_from_dict
+    from qauvern_hpc.core.report_units import Units
+    from qauvern_hpc.planner.admin_report import format_fairness, sparkline
 
     con = console(args)
+    units = Units.from_dict(doc)
     if doc["validation_errors"]:
         con.print("[bold red]VALIDATION ERRORS[/bold red] (rebalance would refuse this plan)")
         for v in doc["validation_errors"]:
@@ -262,21 +292,28 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         for w in doc["warnings"]:
             con.print(f"  [yellow]![/yellow] {w}")
     con.print("[bold]ACCOUNT PLAN[/bold]")
-    print_account(con, AccountSummary(**doc["account"]))
+    print_account(con, summary_from_dict(doc["account"]), units)
 
-    t = Table(title="Instance analysis (IBM usage only; rebalance --dry-run adds Slurm's queue)")
+    t = Table(
+        title=f"Instance analysis in {units.unit} (IBM usage only; rebalance --dry-run adds Slurm's queue)"
+    )
     for col in ("Instance", "28d", "14d", "7d", "3d", "24h", "Allocation", "Limit", "Fairness", "Reason"):
         t.add_column(col, justify="left" if col in ("Instance", "Reason") else "right")
     for i in doc["instances"]:
+        crn = i["crn"]
+
+        def dur(seconds: float | None, crn: str = crn) -> str:
+            return units.text(seconds, crn)
+
         t.add_row(
             i["name"][:35],
-            dur(i["consumed_28d_seconds"]),
+            units.quantity(i["in_unit"]["consumed_28d"]),  # IBM's RUs where it sent them
             dur(i["consumed_14d_seconds"]),
             dur(i["consumed_7d_seconds"]),
             dur(i["consumed_3d_seconds"]),
             dur(i["consumed_24h_seconds"]),
-            _delta(i["current_allocation_seconds"], i["new_allocation_seconds"]),
-            _delta(i["current_limit_seconds"], i["new_limit_seconds"]),
+            _delta(i["current_allocation_seconds"], i["new_allocation_seconds"], units, crn),
+            _delta(i["current_limit_seconds"], i["new_limit_seconds"], units, crn),
             format_fairness(i["fairness"]),
             i["reason"][:60],
         )
@@ -290,6 +327,10 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         )
     for i in doc["instances"]:
         win, tr, pc = i["window"], i["trend"], i["pace"]
+
+        def dur(seconds: float | None, crn: str = i["crn"]) -> str:
+            return units.text(seconds, crn)
+
         change = "" if tr["change"] is None else f" {tr['change'] * 100:+.0f}%"
         pace_text = (
             "-"
@@ -299,7 +340,7 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         u.add_row(
             i["name"][:35],
             dur(win["total_seconds"]),
-            dur(round(win["mean_seconds_per_day"])),
+            dur(win["mean_seconds_per_day"]),
             "-" if win["peak_date"] is None else f"{dur(win['peak_seconds'])} {win['peak_date']}",
             f"{win['active_days']}/{w['days']}",
             tr["label"] + change,
@@ -309,12 +350,12 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
         )
     con.print(u)
     if args.daily and doc["instances"]:
-        d = Table(title="Every day (seconds)")
+        d = Table(title=f"Every day ({units.unit})")
         d.add_column("Date")
         for i in doc["instances"]:
             d.add_column(i["name"][:20], justify="right")
         for day in doc["instances"][0]["daily"]:
-            d.add_row(day, *(str(i["daily"][day]) for i in doc["instances"]))
+            d.add_row(day, *(units.text(i["daily"][day], i["crn"]) for i in doc["instances"]))
         con.print(d)
     con.print(f"Over target (fairness > 1): {', '.join(doc['over_target']) or 'none'}")
     con.print(f"Under target (fairness < 0.5): {', '.join(doc['under_target']) or 'none'}")

@@ -21,6 +21,10 @@ This reads only the Resource Controller's instance list and each instance's own 
 (GET /v1/instances/usage): no account-plan or analytics call, so it works with a key that has no
 administrator rights on the account. `qauvern-hpc show` adds the account's budget and what is unallocated.
 
+Figures are in --unit (ru, qau, hours or seconds); --json keeps every *_seconds field and adds `unit`
+and each figure in it (`in_unit`; null where no RU rate is known). In RUs the totals add each instance's
+own figure, and are null if one of them is.
+
 A configured instance that IBM does not list (deleted, archived, another plan) or whose usage cannot be read
 is shown with the reason and makes the command exit non-zero."""
 EPILOG = """\
@@ -35,22 +39,26 @@ instance's usage unreadable."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qauvern_hpc.commands.admin_common import add_unit_argument
+
     parser.add_argument(
         "--all", action="store_true", help="also list the plan's instances the config does not name"
     )
+    add_unit_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.commands.admin_common import (
         console,
-        dur,
         emit_json,
         fairness_markup,
         limit_text,
         load_admin_config,
         period_text,
+        report_units,
     )
     from qauvern_hpc.config.ibm_access import client_from_config
+    from qauvern_hpc.core.report_units import total
     from qauvern_hpc.ops.account import problems_exit_code, read_instances
 
     cfg = load_admin_config(args)
@@ -67,11 +75,21 @@ def run(args: argparse.Namespace) -> int:
         round(totals["total_consumed_seconds"] / alloc * 100, 2) if alloc else None
     )
     code = problems_exit_code(rows)
+    units = report_units(
+        args, cfg, [r.usage_unit for r in rows], {r.crn: r.ru_rate for r in rows if r.error is None}
+    )
+    # each instance at its own rate (IBM's RUs for the usage where it sent them); null if one is unknown
+    figures = [r.in_unit(units) for r in ok if r.configured]
+    totals["in_unit"] = {
+        "total_allocation": total(f["allocation"] for f in figures),
+        "total_consumed": total(f["consumed"] for f in figures),
+    }
     if args.json:
         emit_json(
             {
+                **units.to_dict(),
                 "plan": cfg.ibm.plan,
-                "instances": [r.to_dict() for r in rows],
+                "instances": [{**r.to_dict(), "in_unit": r.in_unit(units)} for r in rows],
                 "totals": totals,
                 "problems": [f"{r.name}: {r.error}" for r in rows if r.error],
             }
@@ -80,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         con = console(args)
-        table = Table(title=f"IBM Quantum instances ({cfg.ibm.plan} plan)")
+        table = Table(title=f"IBM Quantum instances ({cfg.ibm.plan} plan, figures in {units.unit})")
         for col in (
             "Instance",
             "Region",
@@ -103,11 +121,11 @@ def run(args: argparse.Namespace) -> int:
             cells = [
                 r.name[:35],
                 r.region,
-                dur(r.allocation_seconds),
-                dur(r.consumed_28d_seconds),
+                units.text(r.allocation_seconds, r.crn),
+                units.text(r.consumed_28d_seconds, r.crn, ru=r.consumed_ru),
                 r.note or period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
-                limit_text(r.limit_seconds) if r.allocation_seconds is not None else "-",
+                limit_text(r.limit_seconds, units, r.crn) if r.allocation_seconds is not None else "-",
                 "-" if r.error else fairness_markup(r.fairness),
             ]
             if args.all:
@@ -115,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(*cells)
         con.print(table)
         util = totals["utilization_percent"]
+        in_unit = totals["in_unit"]
         con.print(
             f"TOTALS (configured instances): {totals['configured_instances']} instances, allocation "
-            f"{dur(alloc)}, consumed {dur(totals['total_consumed_seconds'])}, utilization "
+            f"{units.quantity(in_unit['total_allocation'])}, consumed "
+            f"{units.quantity(in_unit['total_consumed'])}, utilization "
             + ("-" if util is None else f"{util:.1f}%")
         )
     for r in rows:

@@ -22,6 +22,12 @@ Slurm (pending QPU jobs and their requested time per instance, jobs held by the 
 ledger (seconds attributed in 28 days, runs awaiting IBM's figure) and the rebalancer's journal (runs by
 status, failed runs, last run), plus the IBM calls' time and errors during the scrape.
 
+Units: the *_seconds series stay as they are (dashboards depend on their names); IBM bills in resource
+units, so qauvern_hpc_instance_{allocation,limit,usage_28d}_resource_units are added for each instance
+whose RU rate is known (its allocation or limit in both units, else ibm.resource_units_per_second), the
+usage as IBM's own RU figure where it sends one. There is no --unit: a Prometheus series has one unit,
+named in it, and this command has no other output.
+
 Without options the metrics are printed. --textfile writes them for node_exporter's textfile collector
 (atomically; run it from cron or a systemd timer). --serve answers GET /metrics over HTTP (gathering at
 most every --min-interval seconds). A source that cannot be read sets

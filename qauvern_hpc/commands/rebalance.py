@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from qauvern_hpc.config import Config
+    from qauvern_hpc.core.report_units import Units
     from qauvern_hpc.ibm import IBMClient
     from qauvern_hpc.planner.model import PlanResult
     from qauvern_hpc.rebalance.apply import ResumePreview
@@ -39,6 +40,10 @@ Every run that writes keeps a journal (rebalance.state_dir, default slurm.state_
 a lock there; every applied change is audited in the ledger (who, when, before, after, why). A run that
 was killed is finished by the next one: steps already in place are recognised, nothing is applied twice;
 if a value it wrote was changed since, the run is abandoned and the new plan starts from the live values.
+The plan is shown in --unit (ru, qau, hours or seconds; IBM's allocations and limits are set in seconds,
+the plan is made in seconds and converted only for the report); --json keeps every *_seconds field and
+adds `unit`, `ru_per_second` and `in_unit`.
+
 --dry-run names such a run and says which of these the next real run will do (`interrupted_runs` in
 --json). `--rollback RUN_ID` restores what that run changed."""
 EPILOG = """\
@@ -58,6 +63,8 @@ sacctmgr or the ledger unavailable, 5 another rebalance holds the lock."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qauvern_hpc.commands.admin_common import add_unit_argument
+
     parser.add_argument("--dry-run", action="store_true", help="plan and show, change nothing")
     parser.add_argument("--yes", "-y", action="store_true", help="apply without asking")
     parser.add_argument("--rollback", metavar="RUN_ID", help="restore the values a previous run changed")
@@ -66,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--history", action="store_true", help="list the recent runs and exit")
     parser.add_argument("--no-slurm", action="store_true", help="plan and apply IBM changes only")
+    add_unit_argument(parser)
 
 
 def _confirm(args: argparse.Namespace, count: int) -> None:
@@ -106,12 +114,17 @@ class _ConsoleReporter:
         self.console.print(f"[red]{message}[/red]")
 
     def plan(
-        self, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+        self,
+        rows: list[dict[str, Any]],
+        plan: PlanResult,
+        steps: list[Step],
+        warnings: list[str],
+        units: Units,
     ) -> None:
         from qauvern_hpc.rebalance.report import print_plan
 
         if not self.quiet:
-            print_plan(self.console, rows, plan, steps, warnings)
+            print_plan(self.console, rows, plan, steps, warnings, units)
 
     def steps(self, steps: list[Step], *, title: str, conflicts: list[str]) -> None:
         from qauvern_hpc.rebalance.report import print_steps
@@ -151,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         return _history(args, store, console)
     old = store.load(args.rollback) if args.rollback else None
     client, mgr = _clients(args, cfg)
-    options = runs.RunOptions(str(args.config), dry_run=bool(args.dry_run), no_slurm=bool(args.no_slurm))
+    options = runs.RunOptions(
+        str(args.config), dry_run=bool(args.dry_run), no_slurm=bool(args.no_slurm), unit=args.unit
+    )
     reporter = _ConsoleReporter(args, console)
     if old is not None:
         result = runs.rollback(

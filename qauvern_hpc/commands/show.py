@@ -20,6 +20,9 @@ utilization, fairness (= usage / allocation; IBM's
 fair share runs the lowest first) and standing: `over` (fairness > 1, used more than its allocation),
 `under` (fairness < 0.5, plenty of headroom) or `on target`.
 
+Figures are in --unit (ru, qau, hours or seconds; see --help of --unit); --json keeps every *_seconds
+field and adds `unit` and each figure in it (`in_unit`; null where no RU rate is known).
+
 Needs a key with administrator rights on the account (the account plan and analytics are read);
 `qauvern-hpc instances` needs none."""
 EPILOG = """\
@@ -34,19 +37,21 @@ instance's usage unreadable."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # only the global options
+    from qauvern_hpc.commands.admin_common import add_unit_argument
+
+    add_unit_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.commands.admin_common import (
         console,
-        dur,
         emit_json,
         fairness_markup,
         limit_text,
         load_admin_config,
         period_text,
         print_account,
+        report_units,
         summary_dict,
     )
     from qauvern_hpc.config.ibm_access import client_from_config
@@ -57,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
         rows = read_instances(client, cfg)
         summary = read_account(client, cfg, rows)
     code = problems_exit_code(rows)
+    units = report_units(
+        args, cfg, [r.usage_unit for r in rows], {r.crn: r.ru_rate for r in rows if r.error is None}
+    )
     if args.json:
         emit_json(
             {
-                "account": summary_dict(summary),
-                "instances": [r.to_dict() for r in rows],
+                **units.to_dict(),
+                "account": summary_dict(summary, units),
+                "instances": [{**r.to_dict(), "in_unit": r.in_unit(units)} for r in rows],
                 "problems": [f"{r.name}: {r.error}" for r in rows if r.error],
             }
         )
@@ -70,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
         con = console(args)
         con.print("[bold]ACCOUNT SUMMARY[/bold]")
-        print_account(con, summary)
-        table = Table(title="Configured instances")
+        print_account(con, summary, units)
+        table = Table(title=f"Configured instances (figures in {units.unit})")
         for col in (
             "Instance",
             "Allocation",
@@ -87,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
             d = r.to_dict()
             table.add_row(
                 r.name[:35],
-                dur(r.allocation_seconds),
-                limit_text(r.limit_seconds) if r.allocation_seconds is not None else "-",
-                dur(r.consumed_28d_seconds),
+                units.text(r.allocation_seconds, r.crn),
+                limit_text(r.limit_seconds, units, r.crn) if r.allocation_seconds is not None else "-",
+                units.text(r.consumed_28d_seconds, r.crn, ru=r.consumed_ru),
                 period_text(r),
                 "-" if r.utilization is None else f"{r.utilization:.1f}%",
                 "-" if r.error else fairness_markup(r.fairness, over_budget=summary.over_allocation_budget),

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from qauvern_hpc.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from qauvern_hpc.accounting.ledger import Ledger
+    from qauvern_hpc.accounting.ledger.models import UsageRow
     from qauvern_hpc.config import Config
+    from qauvern_hpc.core.report_units import Units
 
 HELP = "quantum usage per user, account, partition, instance or resource (from the ledger)"
 DESCRIPTION = """\
@@ -23,7 +24,14 @@ the rolling 28 days IBM's limits count over (default), an explicit --since/--unt
 of the config (rebalance.balance_period). A job run belongs to the window its job ended in; runs still
 going count only in a window that is open at the end (no --until).
 
-QAU = 1600 minutes (96,000 s). `pending` marks seconds IBM has not finalized yet (session still open or its
+--unit: ru (resource units: IBM's own RUs, which the ledger stores for batch sessions' runs; a group with a
+run that has none, e.g. a dedicated session's, shows n/a: this report asks IBM nothing, and the ledger's
+seconds are not turned into RUs at a guessed rate), qau (1 QAU = 1600 minutes = 96,000 s), hours or
+seconds. Default: the config's report.unit, else ru when the ledger holds RUs for a run of the window (IBM
+reports the account in RUs), else hours. --json and --csv keep quantum_seconds, quantum_hours and qau and
+add resource_units, unit and in_unit.
+
+`pending` marks seconds IBM has not finalized yet (session still open or its
 jobs still queued); they are included as reported so far."""
 EPILOG = """\
 examples:
@@ -40,6 +48,8 @@ DIMENSIONS = ("user", "account", "partition", "instance", "resource", "qos")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from qauvern_hpc.commands.admin_common import add_unit_argument
+
     parser.add_argument("--by", choices=DIMENSIONS, default="account", help="group by (default: account)")
     window = parser.add_mutually_exclusive_group()
     window.add_argument("--window", help="the last DURATION, e.g. 28d (the default), 7d, 12h")
@@ -47,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     window.add_argument("--balance-period", action="store_true", help="the config's rebalance.balance_period")
     parser.add_argument("--until", help="to DATE (default: now, open-ended)")
     parser.add_argument("--csv", action="store_true", help="CSV on stdout")
+    add_unit_argument(parser)
 
 
 def _date(text: str, what: str) -> int:
@@ -90,22 +101,33 @@ def _fmt(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def rows_for(ledger: Ledger, dimension: str, since: int | None, until: int | None) -> list[dict[str, Any]]:
+def ledger_unit(args: argparse.Namespace, cfg: Config, rows: list[UsageRow]) -> Units:
+    """--unit, else report.unit, else ru when the ledger holds RUs for a run here. No rates: RUs are
+    IBM's own figures only (a group with a run without RUs is n/a)."""
+    from qauvern_hpc.commands.admin_common import report_units
+
+    billed = ["ru" if r.runs_without_ru < r.jobs else None for r in rows]
+    return report_units(args, cfg, billed)
+
+
+def rows_for(rows: list[UsageRow], dimension: str, units: Units) -> list[dict[str, Any]]:
+    """The report's rows: the ledger's seconds (also in hours and QAU), its RUs, and the figure in `units`."""
     from qauvern_hpc.core.units import QAU_SECONDS
 
-    out = []
-    for row in ledger.usage_by(dimension, since, until):
-        out.append(
-            {
-                dimension: row.key,
-                "jobs": row.jobs,
-                "quantum_seconds": round(row.quantum_seconds, 3),
-                "quantum_hours": round(row.quantum_seconds / 3600, 4),
-                "qau": round(row.quantum_seconds / QAU_SECONDS, 6),
-                "wall_seconds": row.wall_seconds,
-            }
-        )
-    return out
+    return [
+        {
+            dimension: row.key,
+            "jobs": row.jobs,
+            "quantum_seconds": round(row.quantum_seconds, 3),
+            "quantum_hours": round(row.quantum_seconds / 3600, 4),
+            "qau": round(row.quantum_seconds / QAU_SECONDS, 6),
+            "wall_seconds": row.wall_seconds,
+            "resource_units": None if row.resource_units is None else round(row.resource_units, 3),
+            "runs_without_ru": row.runs_without_ru,
+            "in_unit": units.value(row.quantum_seconds, ru=row.resource_units),
+        }
+        for row in rows
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,49 +139,50 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_full(args.config, check_key_files=False).config
     since, until, label = window(args, cfg, time.time())
     with open_ledger(cfg.ledger.url) as ledger:
-        rows = rows_for(ledger, args.by, since, until)
+        raw = ledger.usage_by(args.by, since, until)
         pending = {u.instance: u.pending_runs for u in ledger.usage_per_instance(since, until).values()}
+    units = ledger_unit(args, cfg, raw)
+    rows = rows_for(raw, args.by, units)
     if args.json:
-        print(
-            json.dumps(
-                {"by": args.by, "window": {"since": since, "until": until, "label": label}, "rows": rows},
-                indent=2,
-            )
-        )
+        doc = {"by": args.by, "unit": units.unit, "window": {"since": since, "until": until, "label": label}}
+        print(json.dumps({**doc, "rows": rows}, indent=2))
         return ExitCode.OK
     if args.csv:
-        writer = csv.DictWriter(
-            sys.stdout,
-            fieldnames=[args.by, "jobs", "quantum_seconds", "quantum_hours", "qau", "wall_seconds"],
-        )
+        fields = [args.by, "jobs", "quantum_seconds", "quantum_hours", "qau", "wall_seconds"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*fields, "resource_units", "unit", "in_unit"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {
+                **{k: r[k] for k in fields},
+                "resource_units": r["resource_units"],
+                "unit": units.unit,
+                "in_unit": r["in_unit"],
+            }
+            for r in rows
+        )
         return ExitCode.OK
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Quantum usage by {args.by}, {label}")
-    for col, justify in (
-        (args.by, "left"),
-        ("jobs", "right"),
-        ("quantum s", "right"),
-        ("hours", "right"),
-        ("QAU", "right"),
-        ("share", "right"),
-    ):
+    for col, justify in ((args.by, "left"), ("jobs", "right"), (units.unit, "right"), ("share", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     total = sum(r["quantum_seconds"] for r in rows) or 1.0
-    for r in rows:
+    for r, row in zip(rows, raw, strict=True):
         table.add_row(
             r[args.by] or "-",
             str(r["jobs"]),
-            f"{r['quantum_seconds']:.1f}",
-            f"{r['quantum_hours']:.3f}",
-            f"{r['qau']:.4f}",
+            units.text(row.quantum_seconds, ru=row.resource_units),
             f"{100 * r['quantum_seconds'] / total:.1f} %",
         )
     Console().print(table)
     waiting = sum(pending.values())
     if waiting:
         print(f"{waiting} run(s) still await IBM's final figure (included as reported so far)")
+    missing = sum(r.runs_without_ru for r in raw)
+    if units.unit == "ru" and missing:
+        print(
+            f"{missing} run(s) have no RUs from IBM (dedicated sessions, or collected before IBM reported "
+            "RUs): their groups show n/a; --unit hours or qau shows every run"
+        )
     return ExitCode.OK

@@ -28,6 +28,7 @@ from pydantic import (
 
 from qauvern_hpc.config.positions import Loc
 from qauvern_hpc.config.values import Seconds, Url, UtcDateTime, as_list, config_path, int_to_str, name_of
+from qauvern_hpc.core.report_units import ReportUnit
 from qauvern_hpc.ibm.crn import parse_crn
 from qauvern_hpc.ibm.errors import UnknownCRNError
 from qauvern_hpc.ibm.plans import PLAN_IDS, plan_name
@@ -466,6 +467,17 @@ class MetricsConfig(_Model):
     textfile: Annotated[Path, BeforeValidator(config_path)] | None = None
 
 
+class ReportConfig(_Model):
+    """How the reports (`usage`, `show`, `instances`, `analyze`, `rebalance`) show figures."""
+
+    unit: ReportUnit | None = Field(
+        None,
+        description="default unit of the reports' figures: ru (resource units, as IBM bills them), qau "
+        "(1600 min), hours or seconds; unset: ru when IBM reports the account in RUs, else hours; "
+        "--unit overrides it",
+    )
+
+
 class AdmissionConfig(_Model):
     """The admission controller (`qauvern-hpc admit run`): per instance and backend, how many QPU jobs may
     hold Slurm resources now, from what IBM reports (backend status, queue, usage limits). While enabled it
@@ -531,6 +543,7 @@ class ConfigFields(_Model):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     rebalance: RebalanceConfig = Field(default_factory=RebalanceConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     # -- lookups ---------------------------------------------------------------------------------------------

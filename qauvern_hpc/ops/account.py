@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from qauvern_hpc.core.errors import ExitCode, QauvernError
 from qauvern_hpc.ibm.crn import crn_or_none
+from qauvern_hpc.ibm.units import rate_of, valid_rate
 from qauvern_hpc.planner.admin_report import AccountSummary, account_summary, fairness, standing
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
+    from qauvern_hpc.core.report_units import Units
     from qauvern_hpc.ibm import IBMClient
     from qauvern_hpc.ibm.models import Instance
 
@@ -38,6 +40,9 @@ class InstanceRow:
     usage_period: dict[str, Any] | None = None  # planner.period.UsageWindow.to_dict(): what usage counts over
     limit_reached: bool | None = None  # IBM's usage_limit_reached
     other_plan: str | None = None  # configured, on a plan other than ibm.plan: not read, not totalled
+    consumed_ru: float | None = None  # IBM's own RU figure of the usage, when it sent one
+    usage_unit: str | None = None  # the unit IBM reported the usage in (ibm.models.InstanceUsage.unit)
+    ru_rate: float | None = None  # RUs per second (ibm.units.rate_of, else ibm.resource_units_per_second)
 
     @property
     def note(self) -> str | None:
@@ -67,6 +72,14 @@ class InstanceRow:
             else None
         )
         return out
+
+    def in_unit(self, units: Units) -> dict[str, float | None]:
+        """The row's figures in the report's unit (IBM's RUs for the usage where it sent them)."""
+        return {
+            "allocation": units.value(self.allocation_seconds, self.crn),
+            "limit": units.value(self.limit_seconds, self.crn),
+            "consumed": units.value(self.consumed_28d_seconds, self.crn, ru=self.consumed_ru),
+        }
 
 
 def _region(crn: str) -> str:
@@ -125,6 +138,10 @@ def read_instances(
                         got.name, crn, _region(crn), got.allocation_seconds, got.limit_seconds, None, False
                     )
                 )
+    fallback = valid_rate(cfg.ibm.resource_units_per_second)
+    for row in rows:
+        listed_row = by_crn.get(row.crn)
+        row.ru_rate = (rate_of(listed_row) if listed_row is not None else None) or fallback
     wanted = [r for r in rows if r.error is None and r.other_plan is None]
     moment = datetime.now(UTC)
 
@@ -135,6 +152,7 @@ def read_instances(
             got = client.instance_usage(row.crn)
             row.consumed_28d_seconds = got.consumed_seconds
             row.limit_reached = got.limit_reached
+            row.consumed_ru, row.usage_unit = got.consumed_ru, got.unit
         except QauvernError as exc:
             row.error = f"usage cannot be read: {exc}"
             return

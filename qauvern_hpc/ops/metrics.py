@@ -82,6 +82,14 @@ class Families:
         self.usage = f(
             "instance_usage_28d_seconds", "quantum seconds the instance used in the rolling 28 days"
         )
+        # RUs (`core.report_units`): only for an instance whose RU rate is known; the *_seconds series stay
+        self.allocation_ru = f(
+            "instance_allocation_resource_units", "IBM Quantum allocation of the instance (resource units)"
+        )
+        self.limit_ru = f("instance_limit_resource_units", "IBM Quantum usage limit of the instance (RUs)")
+        self.usage_ru = f(
+            "instance_usage_28d_resource_units", "RUs the instance used over its usage period (IBM's figure)"
+        )
         self.fairness = f(
             "instance_fairness_ratio", "28-day usage / allocation (IBM runs lower ratios first)"
         )
@@ -140,10 +148,13 @@ def gather(sources: dict[str, Source], *, now: float | None = None) -> list[Fami
 def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
     def run(f: Families) -> None:
         from qauvern_hpc.config.ibm_access import client_from_config
+        from qauvern_hpc.core.report_units import Units
+        from qauvern_hpc.ibm.units import rate_of, valid_rate
 
         started = time.monotonic()
         errors = 0
         wanted = {i.crn: i.name for i in cfg.instances}
+        fallback = valid_rate(cfg.ibm.resource_units_per_second)
         try:
             with client_from_config(cfg, args) as client:
                 for inst in client.list_instances():
@@ -153,12 +164,17 @@ def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
                     f.allocation.add(inst.allocation_seconds or 0, instance=name)
                     if inst.limit_seconds is not None:
                         f.limit.add(inst.limit_seconds, instance=name)
+                    units = Units("ru", {inst.crn: rate_of(inst) or fallback})
+                    _add(f.allocation_ru, units.value(inst.allocation_seconds or 0, inst.crn), name)
+                    _add(f.limit_ru, units.value(inst.limit_seconds, inst.crn), name)
                     try:
-                        used = client.instance_usage(inst.crn).consumed_seconds
+                        usage = client.instance_usage(inst.crn)
+                        used = usage.consumed_seconds
                     except Exception:
                         errors += 1
                         continue
                     f.usage.add(used, instance=name)
+                    _add(f.usage_ru, units.value(used, inst.crn, ru=usage.consumed_ru), name)
                     if inst.allocation_seconds:
                         f.fairness.add(used / inst.allocation_seconds, instance=name)
         finally:
@@ -168,6 +184,12 @@ def ibm_source(cfg: Config, args: argparse.Namespace) -> Source:
             raise RuntimeError(f"{errors} IBM call(s) failed")
 
     return run
+
+
+def _add(family: Family, value: float | None, instance: str) -> None:
+    """A sample only when there is a figure (no rate, no RU sample: never a guessed one)."""
+    if value is not None:
+        family.add(value, instance=instance)
 
 
 def slurm_source(cfg: Config) -> Source:

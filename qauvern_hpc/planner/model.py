@@ -326,6 +326,11 @@ class InstanceSnapshot:
     balance_period_consumed_seconds: int | None = None
     window: UsageWindow | None = None  # the period consumed_28d_seconds counts over (None: rolling 28 days)
     ibm_limit_reached: bool | None = None  # IBM's usage_limit_reached (True: IBM runs nothing more)
+    # for the reports only (`core.report_units`), never for planning: IBM's RUs of the usage, the unit it
+    # reported in, and the instance's RUs per second
+    consumed_ru: float | None = None
+    usage_unit: str | None = None
+    ru_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.crn, str) or not self.crn:

@@ -31,6 +31,7 @@ from typing import Any
 from qauvern_hpc.config import Config
 from qauvern_hpc.core.errors import ConfigError, QauvernError, ServiceUnavailable
 from qauvern_hpc.ibm import IBMClient
+from qauvern_hpc.ibm.units import rate_of, valid_rate
 from qauvern_hpc.planner.model import (
     AccountSnapshot,
     DemandSignal,
@@ -119,6 +120,9 @@ def _instance_snapshot(
         balance_period_consumed_seconds=period_used,
         window=window,
         ibm_limit_reached=usage.limit_reached,
+        consumed_ru=usage.consumed_ru,
+        usage_unit=usage.unit,
+        ru_rate=rate_of(listed) or valid_rate(cfg.ibm.resource_units_per_second),
     )
 
 

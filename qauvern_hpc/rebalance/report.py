@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qauvern_hpc.core.report_units import Units, default_unit
 from qauvern_hpc.core.units import format_seconds
-from qauvern_hpc.planner.model import PlanResult
+from qauvern_hpc.planner.model import AccountSnapshot, PlanResult
 from qauvern_hpc.planner.optimizer import explain_score
 from qauvern_hpc.rebalance.apply import FINISH, ResumePreview, describe_target, fmt_value
 from qauvern_hpc.rebalance.demand import QueueSummary
@@ -19,10 +20,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-def _secs(v: int | None) -> str:
-    if v is None:
-        return "none"
-    return f"{v:,}s" if v < 3600 else f"{v:,}s ({format_seconds(v)})"
+def plan_units(asked: str | None, configured: str | None, account: AccountSnapshot) -> Units:
+    """The report's unit (--unit, report.unit, else IBM's) with the managed instances' RU rates (those
+    whose usage was read; the others' rates are not known)."""
+    managed = [i for i in account.instances if i.usage_unit is not None]
+    unit = default_unit(asked or configured, [i.usage_unit for i in managed])
+    return Units(unit, {i.crn: i.ru_rate for i in managed})
 
 
 def instance_rows(
@@ -31,8 +34,11 @@ def instance_rows(
     queue: QueueSummary | None,
     recent: dict[str, float],
     names: dict[str, str],
+    units: Units | None = None,
+    consumed_ru: dict[str, float | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per managed instance: current vs new allocation/limit, Slurm settings, demand, why."""
+    """One dict per managed instance: current vs new allocation/limit, Slurm settings, demand, why; with
+    `units`, `in_unit` gives the figures in it (`consumed_ru`: IBM's RUs of the usage, per CRN)."""
     rows: list[dict[str, Any]] = []
     for p in plan.instances:
         name = names.get(p.crn, p.name)
@@ -75,6 +81,20 @@ def instance_rows(
                 "why": why,
             }
         )
+        if units is not None:
+            fig = units.value
+            rows[-1]["in_unit"] = {
+                "allocation": {
+                    "current": fig(p.current_allocation_seconds, p.crn),
+                    "new": fig(p.new_allocation_seconds, p.crn),
+                },
+                "limit": {
+                    "current": fig(p.current_limit_seconds, p.crn),
+                    "new": fig(p.new_limit_seconds, p.crn),
+                },
+                "consumed": fig(p.consumed_28d_seconds, p.crn, ru=(consumed_ru or {}).get(p.crn)),
+                "recent_ledger": fig(recent.get(name, 0.0), p.crn),
+            }
     return rows
 
 
@@ -98,8 +118,16 @@ def plan_json(
     slurm: SlurmPlan,
     notes: list[str],
     left_out: Sequence[LeftOut] = (),
+    units: Units | None = None,
 ) -> dict[str, Any]:
+    figures = ("allocation_budget", "reserve", "unmanaged_allocation", "pool", "distributable", "awarded")
     return {
+        **({} if units is None else units.to_dict()),
+        **(
+            {}
+            if units is None
+            else {"in_unit": {k: units.value(getattr(plan, f"{k}_seconds")) for k in figures}}
+        ),
         "today": plan.today.isoformat(),
         "ok": plan.ok,
         "over_allocation_budget": plan.over_allocation_budget,
@@ -167,11 +195,20 @@ def _change(cur: object, new: object, fmt: Callable[[Any], str] = str) -> str:
 
 
 def print_plan(
-    console: Console, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+    console: Console,
+    rows: list[dict[str, Any]],
+    plan: PlanResult,
+    steps: list[Step],
+    warnings: list[str],
+    units: Units,
 ) -> None:
     from rich.table import Table
 
-    t = Table(title=f"rebalance plan ({plan.today.isoformat()})", show_lines=True, expand=False)
+    def _secs(v: float | None, crn: str | None = None) -> str:
+        return "none" if v is None else units.text(v, crn)
+
+    title = f"rebalance plan ({plan.today.isoformat()}, figures in {units.unit})"
+    t = Table(title=title, show_lines=True, expand=False)
     for col in ("instance", "allocation", "limit", "28d used", "queue", "Slurm", "why"):
         t.add_column(col, overflow="fold")
     for r in rows:
@@ -187,7 +224,7 @@ def print_plan(
             if q["held_jobs"]:
                 queue += f" (+{q['held_jobs']} held)"
         if r["recent_ledger_seconds"]:
-            queue += f"; ledger 24h {r['recent_ledger_seconds']:.0f}s"
+            queue += f"; ledger 24h {units.text(r['recent_ledger_seconds'], r['crn'])}"
         slurm = "-"
         s = r["slurm"]
         if s:
@@ -202,11 +239,16 @@ def print_plan(
                 parts.append(f"{s['license']}: {gate}" + ("" if s["gate_available"] else " (not a TRES)"))
             slurm = "\n".join(parts) or "-"
         fairness = "∞" if r["fairness"] is None else f"{r['fairness']:.2f}"
+
+        def fig(v: float | None, crn: str = r["crn"]) -> str:
+            return _secs(v, crn)
+
+        used = units.quantity(r["in_unit"]["consumed"]) if "in_unit" in r else fig(r["consumed_28d_seconds"])
         t.add_row(
             r["instance"],
-            _change(a["current"], a["new"], _secs),
-            _change(lim["current"], lim["new"], _secs),
-            f"{_secs(r['consumed_28d_seconds'])} (fairness {fairness})"
+            _change(a["current"], a["new"], fig),
+            _change(lim["current"], lim["new"], fig),
+            f"{used} (fairness {fairness})"
             + (f"\nover {r['usage_period']['label']}" if r["usage_period"] else "")
             + (" [red]limit reached[/red]" if r["limit_reached"] else ""),
             queue,

@@ -30,6 +30,7 @@ from qauvern_hpc.rebalance.report import step_dict
 if TYPE_CHECKING:
     from qauvern_hpc.accounting.ledger.base import Ledger
     from qauvern_hpc.config import Config
+    from qauvern_hpc.core.report_units import Units
     from qauvern_hpc.ibm import IBMClient
     from qauvern_hpc.planner.model import PlanResult
     from qauvern_hpc.slurm.sacctmgr import Sacctmgr
@@ -42,7 +43,12 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None: ...
     def fail(self, message: str) -> None: ...
     def plan(
-        self, rows: list[dict[str, Any]], plan: PlanResult, steps: list[Step], warnings: list[str]
+        self,
+        rows: list[dict[str, Any]],
+        plan: PlanResult,
+        steps: list[Step],
+        warnings: list[str],
+        units: Units,
     ) -> None: ...
     def steps(self, steps: list[Step], *, title: str, conflicts: list[str]) -> None: ...
     def interrupted(self, preview: ResumePreview) -> None: ...
@@ -56,6 +62,7 @@ class RunOptions:
     config_path: str  # recorded in the journal's summary
     dry_run: bool = False
     no_slurm: bool = False
+    unit: str | None = None  # --unit of the report (`core.report_units`); None: report.unit, else IBM's
 
 
 @dataclass
@@ -228,7 +235,7 @@ def rebalance(
     from qauvern_hpc.rebalance.enforce import SlurmPlan, plan_slurm
     from qauvern_hpc.rebalance.gather import gather
     from qauvern_hpc.rebalance.gcpause import gc_paused
-    from qauvern_hpc.rebalance.report import instance_rows, plan_json
+    from qauvern_hpc.rebalance.report import instance_rows, plan_json, plan_units
 
     run = _Run(cfg, options, store, ibm, slurm, reporter)
     lock = contextlib.nullcontext() if options.dry_run else store.lock()
@@ -245,9 +252,11 @@ def rebalance(
             )
             steps = build_steps(plan, slurm_plan)
             names = {i.crn: i.name for i in cfg.instances}
-            rows = instance_rows(plan, slurm_plan, g.queue, g.recent_seconds, names)
+            units = plan_units(options.unit, cfg.report.unit, g.account)
+            ibm_ru = {i.crn: i.consumed_ru for i in g.account.instances}
+            rows = instance_rows(plan, slurm_plan, g.queue, g.recent_seconds, names, units, ibm_ru)
         warnings = [w.message for w in plan.warnings] + list(slurm_plan.warnings) + list(g.notes)
-        doc = plan_json(plan, rows, steps, slurm_plan, g.notes, g.left_out)
+        doc = plan_json(plan, rows, steps, slurm_plan, g.notes, g.left_out, units)
         doc["dry_run"] = options.dry_run
         doc["resumed_runs"] = resumed
         if options.dry_run:
@@ -258,7 +267,7 @@ def rebalance(
                 "qpu": g.queue.qpu_jobs,
                 "unmapped": g.queue.unmapped_jobs,
             }
-        reporter.plan(rows, plan, steps, warnings)
+        reporter.plan(rows, plan, steps, warnings, units)
         if not plan.ok:
             doc["status"] = "refused"
             reporter.fail("the plan breaks an invariant: nothing applied")

@@ -227,7 +227,8 @@ def test_usage_by_account_and_user(rig: Rig) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == "user,jobs,quantum_seconds,quantum_hours,qau,wall_seconds"
+    header = "user,jobs,quantum_seconds,quantum_hours,qau,wall_seconds,resource_units,unit,in_unit"
+    assert proc.stdout.splitlines()[0] == header  # the columns of before first, in their order
     assert any(line.startswith("qcarol,") for line in proc.stdout.splitlines())
 
 

@@ -487,22 +487,26 @@ class Ledger(ABC):
         """Quantum and wall seconds per user/account/partition/instance/resource/qos, sorted by key.
 
         `jobs` counts job runs (a job on two QPUs counts once, except per resource); wall seconds count
-        once per job run; quantum seconds not reported yet count as 0.
+        once per job run; quantum seconds not reported yet count as 0. RUs: their sum when IBM gave RUs for
+        every run of the group, else None, with `runs_without_ru` counting the runs that have none.
         """
         if dimension not in DIMENSIONS:
             raise LedgerError(f"cannot group usage by {dimension!r}; choose one of {', '.join(DIMENSIONS)}")
         where, params = self._window(since, until)
         col = q(dimension)
         sql = (
-            "SELECT k, COUNT(*), SUM(qs), SUM(ws) FROM ("
-            f"SELECT COALESCE({col}, '') AS k, cluster, job_id_raw, run, "
-            "COALESCE(SUM(quantum_seconds), 0) AS qs, COALESCE(MAX(wall_seconds), 0) AS ws "
+            "SELECT k, COUNT(*), SUM(qs), SUM(ws), SUM(ru), SUM(CASE WHEN nru > 0 THEN 1 ELSE 0 END) FROM ("
+            f"SELECT COALESCE({col}, '') AS k, cluster, job_id_raw, run, SUM(resource_units) AS ru, "
+            "COALESCE(SUM(quantum_seconds), 0) AS qs, COALESCE(MAX(wall_seconds), 0) AS ws, "
+            "SUM(CASE WHEN resource_units IS NULL THEN 1 ELSE 0 END) AS nru "
             f"FROM runs{where} GROUP BY COALESCE({col}, ''), cluster, job_id_raw, run) AS per_run "
             "GROUP BY k ORDER BY k"
         )
         return [
-            UsageRow(str(k), int(n), float(qsum or 0), int(wsum or 0))
-            for k, n, qsum, wsum in self._fetchall(self._sql(sql), params)
+            UsageRow(
+                str(k), int(n), float(qsum or 0), int(wsum or 0), None if no else float(ru or 0), int(no)
+            )
+            for k, n, qsum, wsum, ru, no in self._fetchall(self._sql(sql), params)
         ]
 
     def usage_per_instance(

@@ -113,6 +113,8 @@ class UsageRow(NamedTuple):
     jobs: int
     quantum_seconds: float
     wall_seconds: int
+    resource_units: float | None = None  # IBM's RUs of the group's runs; None unless every run has RUs
+    runs_without_ru: int = 0  # runs of the group with no RUs (not reported in RUs, dedicated sessions)
 
 
 class InstanceUsage(NamedTuple):

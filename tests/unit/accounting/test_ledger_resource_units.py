@@ -85,3 +85,23 @@ def test_a_row_naming_another_session_loses_its_resource_units(ledger: Ledger) -
     assert ledger.upsert_runs([row(1, session_id="s-new")]).changed == 1
     stored = ledger.get_run(K1)
     assert stored is not None and (stored.quantum_seconds, stored.resource_units) == (None, None)
+
+
+def test_usage_by_sums_resource_units_only_when_every_run_has_them(ledger: Ledger) -> None:
+    ledger.upsert_runs(
+        [
+            row(1, user="alice", quantum_seconds=10.0),
+            row(2, user="alice", quantum_seconds=20.0),
+            row(3, user="bob", quantum_seconds=4.0),
+            row(4, user="bob", quantum_seconds=6.0),
+        ]
+    )
+    ledger.set_usage(RunKey("alpha", 1, 0, "ibm_torino"), 10.0, True, resource_units=25.0)
+    ledger.set_usage(RunKey("alpha", 2, 0, "ibm_torino"), 20.0, True, resource_units=50.0)
+    ledger.set_usage(RunKey("alpha", 3, 0, "ibm_torino"), 4.0, True, resource_units=10.0)
+    by_user = {r.key: r for r in ledger.usage_by("user")}
+    assert by_user["alice"].resource_units == pytest.approx(75.0)
+    assert by_user["alice"].runs_without_ru == 0
+    assert by_user["bob"].resource_units is None  # run 4 has no RUs: a partial sum would be wrong
+    assert by_user["bob"].runs_without_ru == 1
+    assert by_user["bob"].quantum_seconds == pytest.approx(10.0)

@@ -115,7 +115,41 @@ def test_csv_and_table(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert main(["-c", str(site), "usage", "--by", "user"]) == 0
     out = capsys.readouterr().out
-    assert "alice" in out and "QAU" in out and "1 run(s) still await IBM" in out
+    assert "alice" in out and "hours" in out and "1 run(s) still await IBM" in out
+    assert "3.33 h" in out  # alice: 12,000 s
+
+
+def test_unit_qau_and_ru_without_rus_in_the_ledger(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _json(capsys, site, "--by", "user")
+    assert doc["unit"] == "hours"  # no run of the window has RUs: IBM's unit is unknown here
+    doc = _json(capsys, site, "--by", "user", "--unit", "qau")
+    rows = {r["user"]: r for r in doc["rows"]}  # type: ignore[attr-defined]
+    assert doc["unit"] == "qau" and rows["alice"]["in_unit"] == pytest.approx(0.125)
+    assert rows["alice"]["quantum_seconds"] == 12000.0  # unchanged
+    doc = _json(capsys, site, "--by", "user", "--unit", "ru")
+    rows = {r["user"]: r for r in doc["rows"]}  # type: ignore[attr-defined]
+    assert rows["alice"]["in_unit"] is None and rows["alice"]["resource_units"] is None  # never a guess
+    assert main(["-c", str(site), "usage", "--by", "user", "--unit", "ru"]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "have no RUs from IBM" in out
+
+
+def test_ledger_rus_make_ru_the_default(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qauvern_hpc.accounting.ledger import RunKey
+
+    with open_ledger(f"sqlite:///{site.parent}/ledger.db") as ledger:
+        for job, seconds, ru in ((1, 9600.0, 24000.0), (2, 2400.0, 6000.0), (3, 48000.0, 120000.0)):
+            resource = "ibm_fez" if job == 3 else "ibm_torino"
+            assert ledger.set_usage(RunKey("alpha", job, 0, resource), seconds, True, resource_units=ru)
+    doc = _json(capsys, site, "--by", "user")
+    rows = {r["user"]: r for r in doc["rows"]}  # type: ignore[attr-defined]
+    assert doc["unit"] == "ru"
+    assert rows["alice"]["in_unit"] == 30000.0  # IBM's RUs as stored, not seconds at some rate
+    assert rows["bob"]["in_unit"] is None and rows["bob"]["runs_without_ru"] == 1  # job 5: no figure yet
+    assert main(["-c", str(site), "usage", "--by", "user", "--csv"]) == 0
+    parsed = {r["user"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert parsed["alice"]["unit"] == "ru" and float(parsed["alice"]["in_unit"]) == 30000.0
+    assert float(parsed["alice"]["quantum_seconds"]) == 12000.0
 
 
 @pytest.mark.parametrize(

@@ -668,7 +668,7 @@ def _dry_run(
     monkeypatch.setattr(cmd, "_console", lambda args: Console(file=out, width=200, highlight=False))
     args = argparse.Namespace(
         config=str(path), json=json_out, dry_run=True, yes=False, rollback=None, force=False,
-        history=False, no_slurm=no_slurm, staging=False,
+        history=False, no_slurm=no_slurm, staging=False, unit=None,
     )  # fmt: skip
     monkeypatch.setattr("builtins.print", lambda *a, **kw: out.write(" ".join(map(str, a)) + "\n"))
     rc = cmd.run(args)
