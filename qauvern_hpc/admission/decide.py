@@ -22,8 +22,9 @@ Contract (design memo issue 12, section 3):
    wall limit ran out while IBM served others first: IBM's fair share put it behind) is closed (cap 0,
    BACKED_OFF: what runs goes on, nothing new starts, not even into the slot of a job that ends) for that
    wait, doubled on every further loss, at most `lost_backoff_max`; the first job of the pair IBM starts
-   ends it. Its pending jobs wait in Slurm, holding no node, instead of probing a queue that just proved
-   it will not serve them.
+   ends it, and so does the instance's usage/allocation falling by a quarter (a new allocation moves it up
+   IBM's fair-share order). Its pending jobs wait in Slurm, holding no node, instead of probing a queue
+   that just proved it will not serve them.
 6. Anti-thrash: hard closes apply at once, reopen on the first good poll, soft changes at most once per
    `min_dwell` per pair; a standing cap of a pair with nothing pending is not rewritten while the room it
    leaves above `running` stays within [min(1, wanted), wanted + cap_slack] (each change is a write).
@@ -37,6 +38,7 @@ EWMAs from our own finished/started IBM jobs). O(pairs + budget) per call, stand
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from qauvern_hpc.admission.model import (
     ADMITTED,
@@ -63,6 +65,8 @@ from qauvern_hpc.policy.licenses import pair_license
 EWMA_ALPHA = 0.2  # weight of one new measurement in the learnt service/wait times
 SOFT_REASONS = frozenset({OPEN, ADMITTED, IBM_QUEUE, FAIR_SHARE})
 _INF = math.inf
+RATIO_REOPENS = 0.75
+"""A back-off ends when the instance's usage/allocation falls below this fraction of its value at the loss."""
 _LICENSES: dict[tuple[str, str], str] = {}  # pair_license memo (pure function; the hot loop calls it a lot)
 
 
@@ -164,7 +168,7 @@ def decide(
             service[p.backend] = _ewma(service.get(p.backend), p.done_quantum_seconds, p.done_jobs)
         if p.started_jobs > 0:
             wait[lic] = _ewma(wait.get(lic), p.started_wait_seconds, p.started_jobs)
-    backoff = _learn_backoff(state.backoff, pairs, licenses, now, settings)
+    backoff = _learn_backoff(state.backoff, pairs, licenses, instances, now, settings)
     bad_polls: dict[str, int] = {}
     serving: dict[str, bool] = {}
     for bv in backends.values():
@@ -244,26 +248,39 @@ def decide(
 
 
 def _learn_backoff(
-    old: dict[str, tuple[float, float]],
+    old: dict[str, tuple[float, float, float]],
     pairs: tuple[PairView, ...],
     licenses: list[str],
+    instances: Mapping[str, InstanceView],
     now: float,
     settings: AdmissionSettings,
-) -> dict[str, tuple[float, float]]:
-    """Step 5's state: license -> (back off until, its length). A start ends it; a loss after a wait of at
-    least max_ibm_wait sets it to max(that wait, twice the last length), at most lost_backoff_max. A loss
-    during a back-off (a job admitted before it) does not double it. An expired back-off keeps its length
-    (the next loss doubles it) until a job of the pair starts."""
+) -> dict[str, tuple[float, float, float]]:
+    """Step 5's state: license -> (back off until, its length, the instance's fair-share ratio then). A start
+    ends it, and so does the instance's ratio falling below `RATIO_REOPENS` of what it was (a rebalance
+    raised its allocation: IBM's order has changed, so the loss says nothing about the queue any more). A
+    loss after a wait of at least max_ibm_wait sets it to max(that wait, twice the last length), at most
+    lost_backoff_max. A loss during a back-off (a job admitted before it) does not double it. An expired
+    back-off keeps its length (the next loss doubles it) until a job of the pair starts."""
     out = dict(old)
     for p, lic in zip(pairs, licenses, strict=True):
+        ratio = _ratio(instances.get(p.instance))
         if p.started_jobs > 0:
             out.pop(lic, None)
         elif p.lost_jobs > 0 and p.lost_wait_seconds >= settings.max_ibm_wait_seconds:
-            until, last = old.get(lic, (0.0, 0.0))
+            until, last, _was = old.get(lic, (0.0, 0.0, ratio))
             grow = last if until > now else 2.0 * last
             length = min(max(p.lost_wait_seconds, grow), settings.lost_backoff_max_seconds)
-            out[lic] = (max(until, now + length), length)
+            out[lic] = (max(until, now + length), length, ratio)
+        elif lic in out and ratio < RATIO_REOPENS * out[lic][2]:
+            out.pop(lic)
     return out
+
+
+def _ratio(i: InstanceView | None) -> float:
+    """IBM's fair-share key of an instance: usage over allocation (inf when unknown or unallocated)."""
+    if i is None or i.allocation_seconds <= 0:
+        return _INF
+    return i.consumed_seconds / i.allocation_seconds
 
 
 def _stale(
@@ -512,7 +529,7 @@ def _finish(
     service: dict[str, float],
     wait: dict[str, float],
     bad_polls: dict[str, int],
-    backoff: dict[str, tuple[float, float]],
+    backoff: dict[str, tuple[float, float, float]],
 ) -> tuple[Decision, ControllerState]:
     """Step 6 (anti-thrash) and the new state."""
     now = obs.now

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -165,6 +166,11 @@ class Decision:
         raise KeyError((instance, backend))
 
 
+def _backoff(v: Any) -> tuple[float, float, float]:
+    """A stored back-off; one written before the ratio was kept never ends by a ratio drop."""
+    return (float(v[0]), float(v[1]), float(v[2]) if len(v) > 2 else math.inf)
+
+
 @dataclass(frozen=True)
 class ControllerState:
     """What `decide` remembers between periods (JSON-serialisable; no secrets)."""
@@ -174,7 +180,8 @@ class ControllerState:
     service_ewma: dict[str, float] = field(default_factory=dict)  # backend -> quantum s per job, learnt
     wait_ewma: dict[str, float] = field(default_factory=dict)  # pair license -> our IBM wait, learnt
     bad_polls: dict[str, int] = field(default_factory=dict)  # backend -> consecutive not-serving polls
-    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # license -> (until, length)
+    # license -> (until, length, the instance's fair-share ratio (usage/allocation) when the back-off began)
+    backoff: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +201,7 @@ class ControllerState:
             service_ewma={str(k): float(v) for k, v in data.get("service_ewma", {}).items()},
             wait_ewma={str(k): float(v) for k, v in data.get("wait_ewma", {}).items()},
             bad_polls={str(k): int(v) for k, v in data.get("bad_polls", {}).items()},
-            backoff={str(k): (float(v[0]), float(v[1])) for k, v in data.get("backoff", {}).items()},
+            backoff={str(k): _backoff(v) for k, v in data.get("backoff", {}).items()},
         )
 
 

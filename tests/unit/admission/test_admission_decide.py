@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -329,7 +330,7 @@ def test_a_job_lost_unstarted_at_ibm_backs_the_pair_off_doubling_until_one_start
     assert "nothing new starts for ~2.0 h" in d.pairs[0].detail
     # the job queued with it is lost too, 10 min later: the same back-off, not a doubled one
     d, st = one(observe([replace(lost, running=0, ibm_queued=0)], now=NOW + 600, read_at=NOW + 600), st)
-    assert st.backoff["qpu_physics__ibm_fez"] == (NOW + 600 + 7200.0, 7200.0)
+    assert st.backoff["qpu_physics__ibm_fez"][:2] == (NOW + 600 + 7200.0, 7200.0)
     idle = PairView("physics", "ibm_fez")  # nothing pending: still closed (a new job would start at once)
     d, st = one(observe([idle], now=NOW + 7700, read_at=NOW + 7700), st)
     assert (d.pairs[0].cap, d.pairs[0].reason) == (0, BACKED_OFF)
@@ -338,12 +339,35 @@ def test_a_job_lost_unstarted_at_ibm_backs_the_pair_off_doubling_until_one_start
     assert (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)  # over: the budget admits again (600/300)
     again = replace(lost, running=0, ibm_queued=0)
     d, st = one(observe([again], now=NOW + 16000, read_at=NOW + 16000), st)
-    assert st.backoff["qpu_physics__ibm_fez"] == (NOW + 16000 + 14400.0, 14400.0)  # doubled
+    assert st.backoff["qpu_physics__ibm_fez"][:2] == (NOW + 16000 + 14400.0, 14400.0)  # doubled
     d, st = one(observe([replace(again, lost_wait_seconds=9000.0)], now=NOW + 40000, read_at=NOW + 40000), st)
     assert st.backoff["qpu_physics__ibm_fez"][1] == 14400.0  # at most lost_backoff_max
     started = PairView("physics", "ibm_fez", pending=3, running=1, ibm_running=1, started_jobs=1)
     d, st = one(observe([started], now=NOW + 40030, read_at=NOW + 40030), st)
     assert st.backoff == {} and d.pairs[0].reason != BACKED_OFF
+
+
+def test_a_new_allocation_ends_a_back_off() -> None:
+    """The loss happened at usage/allocation 1.0 (the instance behind other customers); a rebalance that
+    doubles its allocation halves the ratio: IBM's order has changed, so the pair admits again at once. A
+    small drift (usage rolling off the window) does not end it."""
+    lost = PairView("physics", "ibm_fez", pending=4, lost_jobs=1, lost_wait_seconds=7200.0)
+    full = instance(consumed_seconds=10_000.0, allocation_seconds=10_000)
+    d, st = one(observe([lost], instances=[full]), None)
+    assert (d.pairs[0].cap, d.pairs[0].reason) == (0, BACKED_OFF)
+    assert st.backoff["qpu_physics__ibm_fez"][2] == 1.0  # the ratio at the loss
+    waiting = PairView("physics", "ibm_fez", pending=4)
+    drift = instance(consumed_seconds=9_000.0, allocation_seconds=10_000, observed_at=NOW + 600)
+    d, st = one(observe([waiting], instances=[drift], now=NOW + 600, read_at=NOW + 600), st)
+    assert d.pairs[0].reason == BACKED_OFF
+    raised = instance(consumed_seconds=10_000.0, allocation_seconds=20_000, observed_at=NOW + 900)
+    d, st = one(observe([waiting], instances=[raised], now=NOW + 900, read_at=NOW + 900), st)
+    assert st.backoff == {} and (d.pairs[0].cap, d.pairs[0].reason) == (2, ADMITTED)
+
+
+def test_a_back_off_stored_before_the_ratio_was_kept_still_loads() -> None:
+    st = ControllerState.from_json({"backoff": {"qpu_physics__ibm_fez": [NOW + 60.0, 7200.0]}})
+    assert st.backoff == {"qpu_physics__ibm_fez": (NOW + 60.0, 7200.0, math.inf)}
 
 
 def test_a_job_cancelled_soon_after_it_reached_ibm_is_no_reason_to_back_off() -> None:
