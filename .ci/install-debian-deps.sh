@@ -21,6 +21,8 @@ packages=(
   postgresql
   # Python, and what the sandbox scripts use
   python3 python3-pip python3-venv python3-dev util-linux passwd procps coreutils ca-certificates shellcheck
+  # the HTML usage report's browser test (headless: --dump-dom, --screenshot)
+  chromium
 )
 
 if [[ $(id -u) -ne 0 ]]; then

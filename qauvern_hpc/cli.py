@@ -53,6 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "qauvern_hpc.commands.usage",
         "quantum usage per user, account, partition, instance or resource (from the ledger)",
     ),
+    "report": (
+        "qauvern_hpc.commands.report",
+        "an HTML usage report for directors and project leads (usage, shares, forecast, waits, top jobs)",
+    ),
     "metrics": (
         "qauvern_hpc.commands.metrics",
         "Prometheus metrics: allocations, limits, usage, queue, rebalance runs (textfile or HTTP)",

@@ -24,8 +24,8 @@ at submit time, and prints what happened: which instance and IBM session each jo
 IBM charged, and the instances' 28-day usage. Then it runs the admin side as cron would: `collect` (sacct +
 IBM sessions -> the usage ledger), `usage --by account`, and `rebalance --yes` (allocations moved at IBM,
 the shares mirrored into Slurm), then `doctor`, each as the real command against the same config, and prints
-the results.
-Everything is removed at the end (unless --keep).
+the results. Last it writes the HTML usage report (`report --html`) and prints its path.
+Everything else is removed at the end (unless --keep).
 
 Needs root and Debian's Slurm packages (run `bash .ci/setup.sh` once on a fresh machine)."""
 EPILOG = """\
@@ -33,15 +33,24 @@ examples:
   qauvern-hpc demo
   qauvern-hpc demo --keep        # leave the cluster and emulator running; prints how to use and stop them
   qauvern-hpc demo --json        # the results as JSON on stdout
+  qauvern-hpc demo --report ~/qpu-report.html    # keep the HTML usage report there
 
 exit codes: 0 every job completed, 1 a job did not complete, the Slurm packages are missing or a daemon
 would not start (the message says which), 2 not root."""
+
+
+DEFAULT_REPORT = Path(tempfile.gettempdir()) / "qauvern-hpc-demo-report.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="where to put the cluster and site (default: a new dir in /tmp)")
     parser.add_argument(
         "--keep", action="store_true", help="do not tear down at the end (SIGINT, SIGTERM or SIGHUP stops it)"
+    )
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help=f"write the HTML usage report here (default: {DEFAULT_REPORT}; kept after the demo)",
     )
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds to wait for the jobs (default 180)"
@@ -148,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 result["jobs"].append(_job_result(sb, emu, jobid, spec, state))
             result["instances"] = _instances(emu)
-            _operations(result, site.config, sb.slurm_conf)
+            _operations(result, site.config, sb.slurm_conf, Path(args.report or DEFAULT_REPORT))
             result["seconds"] = round(time.monotonic() - started, 1)
             _report(result, as_json=bool(args.json))
             if args.keep:
@@ -191,8 +200,9 @@ def _admin(argv: list[str], config: Path, slurm_conf: Path) -> dict[str, Any]:
     return out
 
 
-def _operations(result: dict[str, Any], config: Path, slurm_conf: Path) -> None:
-    """The admin side: collect, usage, rebalance (each skipped with a note if not installed)."""
+def _operations(result: dict[str, Any], config: Path, slurm_conf: Path, report: Path) -> None:
+    """The admin side: collect, usage, rebalance, doctor, the HTML report (each skipped with a note if not
+    installed)."""
     from qauvern_hpc.cli import COMMANDS
 
     steps = [
@@ -200,6 +210,7 @@ def _operations(result: dict[str, Any], config: Path, slurm_conf: Path) -> None:
         ("usage", ["usage", "--by", "account"], "usage per Slurm account"),
         ("rebalance", ["rebalance", "--yes"], "rebalancing allocations (IBM) and shares (Slurm)"),
         ("doctor", ["doctor"], "checking the whole installation"),
+        ("report", ["report", "--html", str(report)], "writing the HTML usage report"),
     ]
     ops: dict[str, Any] = {}
     for name, argv, what in steps:
@@ -211,6 +222,9 @@ def _operations(result: dict[str, Any], config: Path, slurm_conf: Path) -> None:
         if ops[name]["exit"] != 0:
             _say(f"{ops[name]['command']} exited {ops[name]['exit']}: {ops[name].get('error', '')}")
     result["operations"] = ops
+    if ops.get("report", {}).get("exit") == 0:
+        result["report"] = str(report)
+        _say(f"usage report written to {report}")
 
 
 def _first_qpu_line(text: str) -> str:
@@ -386,6 +400,8 @@ def _report_operations(console: Any, ops: dict[str, Any]) -> None:
             for c in checks:
                 if c.get("status") in ("warn", "fail"):
                     console.print(f"  {c['status']}: {c['name']}: {c['detail']}")
+        elif name == "report":
+            console.print(f"[bold]usage report[/bold]: {doc.get('html')} (open it in a browser)")
         elif name == "usage":
             by = str(doc.get("by", ""))
             t = Table(title=f"{op['command']} ({(doc.get('window') or {}).get('label', '')})")

@@ -1,23 +1,40 @@
-"""README's first command ends in `qauvern-hpc demo`: it must work as written."""
+"""README's first command ends in `qauvern-hpc demo`: it must work as written; and the HTML usage report it
+writes from the ledger its real jobs filled opens in a browser (headless Chromium) without a console error."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.slurm
 
+SECTIONS = ("summary", "usage", "shares", "forecast", "moves", "waits", "top")  # reports.html.SECTIONS
 
-def test_demo_runs_every_job_on_its_instance_and_cleans_up(sandbox_factory: object) -> None:
+
+@pytest.fixture(scope="module")
+def demo(sandbox_factory: object, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # sandbox_factory only makes the test skip/fail like the other Slurm tests when Slurm is missing.
+    report = tmp_path_factory.mktemp("demo") / "report.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "qauvern_hpc", "demo", "--json"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "qauvern_hpc", "demo", "--json", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    return {"result": json.loads(proc.stdout), "stderr": proc.stderr, "report": report}
+
+
+def test_demo_runs_every_job_on_its_instance_and_cleans_up(demo: dict[str, Any]) -> None:
+    result = demo["result"]
     assert [j["state"] for j in result["jobs"]] == ["COMPLETED"] * 3
     by_job = {j["user"]: j for j in result["jobs"]}
     assert {r["instance"] for r in by_job["qalice"]["resources"]} == {"physics"}
@@ -25,7 +42,7 @@ def test_demo_runs_every_job_on_its_instance_and_cleans_up(sandbox_factory: obje
     assert all(r["session_state"] == "closed" for j in result["jobs"] for r in j["resources"])
     assert [r["quantum_seconds"] for r in by_job["qbob"]["resources"]] == [5.0, 5.0]
     assert all(r["message"].startswith("qpu:") for r in result["refused"])
-    assert "cluster up" in proc.stderr and "stopping the cluster" in proc.stderr
+    assert "cluster up" in demo["stderr"] and "stopping the cluster" in demo["stderr"]
     # The admin side ran as real commands against the same config and cluster.
     ops = result["operations"]
     assert ops["rebalance"]["exit"] == 0, ops["rebalance"]
@@ -39,3 +56,48 @@ def test_demo_runs_every_job_on_its_instance_and_cleans_up(sandbox_factory: obje
     checks = {c["name"]: c["status"] for c in ops["doctor"]["json"]["checks"]}
     assert "fail" not in checks.values(), ops["doctor"]["json"]
     assert checks["collect"] == "ok" and checks["sbatch --qpu"] == "ok" and checks["IBM physics"] == "ok"
+    # Last, the HTML usage report from the ledger those jobs filled; its path is printed.
+    assert ops["report"]["exit"] == 0, ops["report"]
+    assert (
+        result["report"] == str(demo["report"])
+        and f"usage report written to {demo['report']}" in demo["stderr"]
+    )
+    figures = ops["report"]["json"]
+    assert figures["totals"]["jobs"] == 3 and "physics" in figures["forecasts"]
+    assert {m["target"] for m in figures["moves"]} >= {"IBM instance physics"}  # the rebalance just above
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (bash .ci/setup.sh installs Debian's package)")
+    flags = ["--headless", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--hide-scrollbars"]
+    if os.geteuid() == 0:
+        flags.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
+    return subprocess.run([exe, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def _console_messages(stderr: str) -> list[str]:
+    """What the page logged to its console (Chromium logs `INFO:CONSOLE:line] "text", source: ..`)."""
+    return [line for line in stderr.splitlines() if re.search(r":CONSOLE[:(]\d+", line)]
+
+
+def test_demo_report_opens_in_headless_chromium_with_every_section(
+    demo: dict[str, Any], tmp_path: Path
+) -> None:
+    report: Path = demo["report"]
+    url = report.resolve().as_uri()
+    dom = _chromium("--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for section in SECTIONS:
+        assert re.search(rf'<section id="{section}">\s*<h2>', dom.stdout), section
+    assert len(re.findall(r'<img src="data:image/svg\+xml;base64,', dom.stdout)) == 4
+    assert _console_messages(dom.stderr) == [], dom.stderr[-2000:]
+    shot = tmp_path / "report.png"
+    png = _chromium(f"--screenshot={shot}", "--window-size=1100,4000", url)
+    assert png.returncode == 0 and shot.stat().st_size > 50_000, png.stderr[-2000:]
+    assert _console_messages(png.stderr) == []
+    # the check can fail: a page with a script error is caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><script>console.error('x'); nope();</script></body></html>")
+    assert len(_console_messages(_chromium("--dump-dom", bad.as_uri()).stderr)) == 2

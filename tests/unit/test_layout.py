@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
         "core", "accounting", "admission", "config", "hooks", "ibm", "planner", "policy", "rebalance",
         "record", "slurm",
     },
+    "reports": {"core", "accounting", "config"},
     "devtools": {
         "core", "accounting", "admission", "config", "hooks", "ibm", "planner", "policy", "rebalance",
         "record", "slurm",

@@ -16,7 +16,8 @@ Tables (qauvern_hpc/accounting/ledger/schema.py, versioned migrations recorded i
 * `audit`: rebalancer actions (run id, actor, time, action, before/after JSON, reason).
 
 API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `job_mode_runs`, `set_usage`,
-`get_run`, `runs`, `count_runs`, `get_high_water`/`set_high_water`, `add_revisit`/`revisits`/
+`get_run`, `runs`, `count_runs`, `query` (read-only SQL for reports), `get_high_water`/`set_high_water`,
+`add_revisit`/`revisits`/
 `clear_revisit`, `usage_by`, `usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one
 all-or-nothing transaction), `close`.
 Streaming sacct ingest: `qauvern_hpc.accounting.ledger.ingest.ingest_sacct`.

@@ -329,6 +329,10 @@ class Ledger(ABC):
         )
         return [StoredRun(*r) for r in rows]
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query written with `?` placeholders (the reports' aggregates); all rows."""
+        return self._fetchall(self._sql(sql), params)
+
     def count_runs(self) -> int:
         return int(self._fetchall("SELECT COUNT(*) FROM runs")[0][0])
 
