@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +47,13 @@ def fsync_dir(directory: StrPath) -> None:
 
 
 def _temp_beside(target: Path, mode: int, owner: tuple[int, int] | None) -> tuple[int, str]:
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # a rename would put a regular file in place of a device (/dev/null), FIFO or directory
+        raise OSError(errno.EINVAL, "not a regular file: an atomic write would replace it", str(target))
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, mode)

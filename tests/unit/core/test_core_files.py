@@ -168,9 +168,22 @@ def test_module_is_standard_library_only() -> None:
             "errno",
             "fcntl",
             "os",
+            "stat",
             "tempfile",
             "time",
             "collections",
             "pathlib",
         }
     ]
+
+
+def test_atomic_write_refuses_to_replace_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A rename over a device, FIFO or directory would replace it with a regular file (a report written to
+    /dev/null once turned /dev/null into a file): refused, and the target is left as it was."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write(fifo, "x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["pipe"]
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write(tmp_path, "x")
