@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds to wait for the jobs (default 180)"
     )
+    parser.add_argument(
+        "--ru-only",
+        action="store_true",
+        help="serve IBM's replies without their time fields, in resource units only (the removal IBM has "
+        "announced): the figures must come out the same",
+    )
 
 
 def _say(msg: str) -> None:
@@ -113,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals(), run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         try:
             _say(f"IBM Quantum emulator at {emu.base_url}")
+            if args.ru_only:
+                emu.remove_time_fields()
+                _say("IBM's time fields removed: usage in RUs only (seconds at each instance's own rate)")
+            result["ru_only"] = bool(args.ru_only)
             _say("building the SPANK plugin and rendering the policy")
             site, hooks = qpu_site.wired_site(base / "site", emu.base_url)
             sb = Sandbox(base / "cluster")

@@ -101,3 +101,49 @@ def test_demo_report_opens_in_headless_chromium_with_every_section(
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body><script>console.error('x'); nope();</script></body></html>")
     assert len(_console_messages(_chromium("--dump-dom", bad.as_uri()).stderr)) == 2
+
+
+def test_demo_with_the_time_fields_removed_attributes_and_decides_the_same(
+    demo: dict[str, Any], tmp_path: Path
+) -> None:
+    """The demo again, its emulator serving RUs only (IBM's announced removal of the time fields): every job
+    is charged the same seconds, collect and doctor succeed, and the rebalancer moves allocation the same
+    way as in the run above (the amounts follow the real clock's usage windows, so they agree to 1 %)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qauvern_hpc",
+            "demo",
+            "--json",
+            "--ru-only",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ru, times = json.loads(proc.stdout), demo["result"]
+    assert ru["ru_only"] is True and times["ru_only"] is False
+
+    def charged(result: dict[str, Any]) -> list[tuple[str, str, float]]:
+        return sorted(
+            (j["user"], r["instance"], r["quantum_seconds"]) for j in result["jobs"] for r in j["resources"]
+        )
+
+    def moves(result: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        rows = result["operations"]["rebalance"]["json"]["instances"]
+        return {
+            r["instance"]: (r["allocation_seconds"]["current"], r["allocation_seconds"]["new"]) for r in rows
+        }
+
+    assert charged(ru) == charged(times)
+    ru_moves, time_moves = moves(ru), moves(times)
+    assert ru_moves.keys() == time_moves.keys()
+    for name, (current, new) in ru_moves.items():
+        was_current, was_new = time_moves[name]
+        assert current == was_current and (new > current) == (was_new > was_current), name
+        assert abs(new - was_new) <= 0.01 * was_new, name
+    assert ru["operations"]["collect"]["exit"] == 0 and ru["operations"]["doctor"]["exit"] == 0
