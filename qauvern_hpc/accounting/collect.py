@@ -1,7 +1,8 @@
 """One `collect` run: every cluster's sacct pull, IBM usage for pending rows, optionally the reconciliation.
 
 Invariants:
-- One collector at a time (`collect_lock` in slurm.state_dir); each cluster's pull is its own transaction,
+- One collector at a time (`collect_lock`: a flock in slurm.state_dir, and with a PostgreSQL ledger the
+  database's advisory lock, so also across hosts); each cluster's pull is its own transaction,
   so a failing cluster stores nothing and the others go on.
 - A dry run does all of it in one ledger transaction that is rolled back at the end (`batch(commit=False)`).
 - The result is a value: the report, and the error that decides the exit status (a failed sacct pull, then
@@ -118,7 +119,7 @@ def collect(
     now = int(options.now)
     try:
         with (
-            collector.collect_lock(cfg.slurm.state_dir),
+            collector.collect_lock(cfg.slurm.state_dir, cfg.ledger.url),
             open_ledger(cfg.ledger.url) as ledger,
             ledger.batch(commit=False) if options.dry_run else contextlib.nullcontext(),
         ):

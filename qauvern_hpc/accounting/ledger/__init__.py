@@ -18,7 +18,8 @@ Tables (qauvern_hpc/accounting/ledger/schema.py, versioned migrations recorded i
 API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `job_mode_runs`, `set_usage`,
 `get_run`, `runs`, `count_runs`, `get_high_water`/`set_high_water`, `add_revisit`/`revisits`/
 `clear_revisit`, `usage_by`, `usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one
-all-or-nothing transaction), `close`.
+all-or-nothing transaction), `close`. The run lock of collect and rebalance (a database lock on a
+PostgreSQL ledger, so across hosts): `qauvern_hpc.accounting.ledger.runlock`.
 Streaming sacct ingest: `qauvern_hpc.accounting.ledger.ingest.ingest_sacct`.
 """
 
@@ -37,6 +38,7 @@ from qauvern_hpc.accounting.ledger.models import (
     StoredRun,
     UsageRow,
 )
+from qauvern_hpc.accounting.ledger.runlock import postgres_url
 from qauvern_hpc.core.errors import ConfigError
 
 __all__ = [
@@ -69,10 +71,11 @@ def open_ledger(url: str) -> Ledger:
             )
         path = url[len("sqlite:///") :]
         return SQLiteLedger(path)
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+    pg = postgres_url(url)
+    if pg is not None:
         from qauvern_hpc.accounting.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(url.replace("postgresql+psycopg://", "postgresql://", 1))
+        return PostgresLedger(pg)
     raise ConfigError(
         f"unsupported ledger URL {url!r}",
         hint="use sqlite:///path/to/ledger.db or postgresql://user@host/dbname",
