@@ -1,8 +1,10 @@
 """One `collect` run: every cluster's sacct pull, IBM usage for pending rows, optionally the reconciliation.
 
 Invariants:
-- One collector at a time (`collect_lock` in slurm.state_dir); each cluster's pull is its own transaction,
-  so a failing cluster stores nothing and the others go on.
+- One collector at a time (`collect_lock`: a flock in slurm.state_dir, and with a PostgreSQL ledger the
+  database's advisory lock, so also across hosts); each cluster's pull is its own transaction,
+  so a cluster whose pull fails (slurmdbd unreachable, or sacct failing for its `-M`) stores nothing and
+  keeps its high-water mark, the others and IBM go on, and the next run catches it up.
 - A dry run does all of it in one ledger transaction that is rolled back at the end (`batch(commit=False)`).
 - The result is a value: the report, and the error that decides the exit status (a failed sacct pull, then
   IBM sessions that could not be read, then runs the config cannot attribute); the command raises it after
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from qauvern_hpc.accounting import collector
 from qauvern_hpc.core.errors import ConfigError, QauvernError, ServiceUnavailable
 from qauvern_hpc.ibm.factory import ClientPool
+from qauvern_hpc.slurm.run import SlurmCommandError
 
 if TYPE_CHECKING:
     from qauvern_hpc.config import Config
@@ -83,9 +86,7 @@ class CollectResult:
     error: QauvernError | None = None  # decides the exit status; None: 0
 
 
-def outcome_error(
-    report: collector.CollectReport, pull_error: ServiceUnavailable | None
-) -> QauvernError | None:
+def outcome_error(report: collector.CollectReport, pull_error: QauvernError | None) -> QauvernError | None:
     """What a run's report means for its exit status (see the module docstring for the order)."""
     if pull_error is not None:
         return pull_error
@@ -114,11 +115,11 @@ def collect(
     from qauvern_hpc.accounting.ledger import open_ledger
 
     report = collector.CollectReport(dry_run=options.dry_run)
-    pull_error: ServiceUnavailable | None = None
+    pull_error: QauvernError | None = None
     now = int(options.now)
     try:
         with (
-            collector.collect_lock(cfg.slurm.state_dir),
+            collector.collect_lock(cfg.slurm.state_dir, cfg.ledger.url),
             open_ledger(cfg.ledger.url) as ledger,
             ledger.batch(commit=False) if options.dry_run else contextlib.nullcontext(),
         ):
@@ -135,8 +136,9 @@ def collect(
                             progress=progress,
                         )
                     )
-                except ServiceUnavailable as exc:
-                    pull_error = exc  # this cluster's pull stored nothing; the others and IBM go on
+                except (ServiceUnavailable, SlurmCommandError) as exc:
+                    # This cluster's pull stored nothing (its own transaction); the others and IBM go on.
+                    pull_error = pull_error or exc
                     report.pull_errors.append(f"{cluster or '(default)'}: {exc.message}")
             if options.ibm:
                 collector.resolve_usage(

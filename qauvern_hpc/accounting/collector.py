@@ -44,7 +44,7 @@ from qauvern_hpc.accounting.job_mode import BackendOf, IBMJobs, in_job_mode, res
 from qauvern_hpc.accounting.ledger.base import Ledger
 from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.core.errors import LockHeld
-from qauvern_hpc.core.files import LockBusy, lock_fd, release
+from qauvern_hpc.core.files import LockBusy
 
 if TYPE_CHECKING:
     from qauvern_hpc.ibm.models import RuntimeJob, Session
@@ -388,17 +388,23 @@ def reconcile(
 
 
 @contextlib.contextmanager
-def collect_lock(state_dir: str | os.PathLike[str]) -> Iterator[None]:
-    """One collector at a time (the ledger also serializes writers; this makes a second run say so)."""
+def collect_lock(state_dir: str | os.PathLike[str], ledger_url: str | None = None) -> Iterator[None]:
+    """One collector at a time: `collect.lock` in `state_dir`, and with a PostgreSQL ledger also the
+    database's advisory lock, so collectors on several hosts sharing the ledger never run together
+    (`ledger.runlock`). The ledger also serializes writers; this makes a second run say so."""
+    from qauvern_hpc.accounting.ledger.runlock import run_lock
+
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     path = Path(state_dir) / "collect.lock"
+    held = contextlib.ExitStack()
     try:
-        fd = lock_fd(path, mode=0o600)
-    except LockBusy:
+        fd = held.enter_context(run_lock(ledger_url, "collect", path))
+    except LockBusy as busy:
         raise LockHeld(
-            f"another collect holds {path}", hint="wait for it, or check for a stuck run"
+            f"another collect is running ({busy.holder or 'holder unknown'}; lock {busy.path})",
+            hint="wait for it, or check for a stuck run",
         ) from None
-    try:
+    with held:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} collect\n".encode(), 0)
         yield
-    finally:
-        release(fd)

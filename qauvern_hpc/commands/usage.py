@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from qauvern_hpc.config import Config
     from qauvern_hpc.core.report_units import Units
 
-HELP = "quantum usage per user, account, partition, instance or resource (from the ledger)"
+HELP = "quantum usage per user, account, partition, instance, resource or cluster (from the ledger)"
 DESCRIPTION = """\
 Sum the quantum seconds the collector attributed to Slurm jobs, grouped by one dimension, over a window:
 the rolling 28 days IBM's limits count over (default), an explicit --since/--until, or the balance period
@@ -31,6 +31,9 @@ seconds. Default: the config's report.unit, else ru when the ledger holds RUs fo
 reports the account in RUs), else hours. --json and --csv keep quantum_seconds, quantum_hours and qau and
 add resource_units, unit and in_unit.
 
+--by cluster: the Slurm cluster each run was collected from (slurm.cluster / collect --cluster); runs
+collected without a cluster name show an empty key.
+
 `pending` marks seconds IBM has not finalized yet (session still open or its
 jobs still queued); they are included as reported so far."""
 EPILOG = """\
@@ -40,11 +43,12 @@ examples:
   qauvern-hpc usage --by instance --since 2026-11-01 --until 2026-12-01
   qauvern-hpc usage --by account --balance-period
   qauvern-hpc usage --by resource --csv > usage.csv
+  qauvern-hpc usage --by cluster                  several clusters collected into one ledger
   qauvern-hpc --json usage --by user
 
 exit codes: 0 ok, 2 bad usage, 3 invalid config, 4 the ledger cannot be opened."""
 
-DIMENSIONS = ("user", "account", "partition", "instance", "resource", "qos")
+DIMENSIONS = ("user", "account", "partition", "instance", "resource", "qos", "cluster")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -181,23 +181,26 @@ class JournalStore:
         return None
 
     @contextlib.contextmanager
-    def lock(self, what: str = "rebalance") -> Iterator[None]:
-        """Exclusive, non-blocking: another holder -> LockHeld (exit 5). Released when the process dies."""
+    def lock(self, what: str = "rebalance", *, ledger_url: str | None = None) -> Iterator[None]:
+        """Exclusive, non-blocking: another holder -> LockHeld (exit 5). Released when the process dies.
+        With a PostgreSQL `ledger_url`, also the database's advisory lock, so rebalancers on several hosts
+        sharing the ledger never run together (`accounting.ledger.runlock`)."""
+        from qauvern_hpc.accounting.ledger.runlock import run_lock
+
         self.ensure()
         path = self.dir / "lock"
+        held = contextlib.ExitStack()
         try:
-            fd = lock_fd(path, mode=0o640)
+            fd = held.enter_context(run_lock(ledger_url, "rebalance", path, mode=0o640))
         except LockBusy as busy:
             raise LockHeld(
-                f"another rebalance is running ({busy.holder or 'holder unknown'}; lock {path})",
+                f"another rebalance is running ({busy.holder or 'holder unknown'}; lock {busy.path})",
                 hint="wait for it to finish; a crashed run releases the lock by itself",
             ) from None
-        try:
+        with held:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} {what}\n".encode(), 0)
             yield
-        finally:
-            release(fd)
 
 
 __all__ = [

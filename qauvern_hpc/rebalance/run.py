@@ -238,7 +238,7 @@ def rebalance(
     from qauvern_hpc.rebalance.report import instance_rows, plan_json, plan_units
 
     run = _Run(cfg, options, store, ibm, slurm, reporter)
-    lock = contextlib.nullcontext() if options.dry_run else store.lock()
+    lock = contextlib.nullcontext() if options.dry_run else store.lock(ledger_url=cfg.ledger.url)
     with ibm, lock, _ledger_for(run):
         resumed = [] if options.dry_run else _finish_interrupted(run)
         interrupted = _preview_interrupted(run) if options.dry_run else []
@@ -313,7 +313,7 @@ def rollback(
     run = _Run(
         cfg, RunOptions(options.config_path, options.dry_run, no_slurm=False), store, ibm, slurm, reporter
     )
-    lock = contextlib.nullcontext() if options.dry_run else store.lock("rollback")
+    lock = contextlib.nullcontext() if options.dry_run else store.lock("rollback", ledger_url=cfg.ledger.url)
     with ibm, lock:
         live_ibm = run.read_live_ibm()
         live_slurm = slurm.associations() if any(s.kind != IBM for s in old.steps) else []

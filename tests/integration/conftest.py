@@ -3,8 +3,10 @@
 * `sandbox`: one cluster per test session (brought up once in a fresh /tmp directory, torn down at the end),
   with the default accounts (physics: qalice, qbob; chemistry: qcarol). Do not change its hooks: use
   `sandbox_factory` for a cluster of your own.
-* `sandbox_factory(name, hooks=..., extra_conf=..., accounts=...)`: more clusters (side by side with the
-  first, on their own ports), torn down at the end of the session.
+* `sandbox_factory(name, hooks=..., extra_conf=..., accounts=..., settings=..., accounting_of=...)`: more
+  clusters (side by side with the first, on their own ports), torn down at the end of the session, the
+  last created first. `accounting_of=other` makes a second cluster on `other`'s slurmdbd (Slurm's
+  multi-cluster setup; give it `settings={"CLUSTER": ...}`).
 
 Tests using them should be marked `@pytest.mark.slurm`. Without root or without the Slurm binaries they are
 skipped with the reason, unless QAUVERN_HPC_REQUIRE_SLURM=1 (CI sets it), which turns the skip into a failure.
@@ -53,10 +55,11 @@ def _start(
     extra_conf: Sequence[str] | None = None,
     settings: Mapping[str, str | int] | None = None,
     accounts: Mapping[str, Iterable[str]] | Iterable[str] = DEFAULT_ACCOUNTS,
+    accounting_of: Sandbox | None = None,
 ) -> Sandbox:
     sb = Sandbox(_new_workdir(name))
     try:
-        sb.up(hooks=hooks, extra_conf=extra_conf, settings=settings)
+        sb.up(hooks=hooks, extra_conf=extra_conf, settings=settings, accounting_of=accounting_of)
         sb.add_accounts(accounts)
     except SandboxError as exc:
         _failed_sandboxes.add(sb.workdir)
@@ -94,9 +97,10 @@ class SandboxFactory:
         extra_conf: Sequence[str] | None = None,
         settings: Mapping[str, str | int] | None = None,
         accounts: Mapping[str, Iterable[str]] | Iterable[str] = DEFAULT_ACCOUNTS,
+        accounting_of: Sandbox | None = None,
     ) -> Sandbox:
         _require_slurm()
-        sb = _start(name, hooks, extra_conf, settings, accounts)
+        sb = _start(name, hooks, extra_conf, settings, accounts, accounting_of)
         self.created.append(sb)
         return sb
 
@@ -105,7 +109,7 @@ class SandboxFactory:
 def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
     factory = SandboxFactory()
     yield factory
-    for sb in factory.created:
+    for sb in reversed(factory.created):  # a cluster on another's accounting before that one
         _stop(sb)
 
 

@@ -19,7 +19,8 @@ API (`Ledger`): `upsert_runs`, `pending_usage`, `runs_with_session`, `job_mode_r
 `get_run`, `runs`, `count_runs`, `query` (read-only SQL for reports), `get_high_water`/`set_high_water`,
 `add_revisit`/`revisits`/
 `clear_revisit`, `usage_by`, `usage_per_instance`, `record_audit`/`audit_entries`, `batch()` (one
-all-or-nothing transaction), `close`.
+all-or-nothing transaction), `close`. The run lock of collect and rebalance (a database lock on a
+PostgreSQL ledger, so across hosts): `qauvern_hpc.accounting.ledger.runlock`.
 Streaming sacct ingest: `qauvern_hpc.accounting.ledger.ingest.ingest_sacct`.
 """
 
@@ -38,6 +39,7 @@ from qauvern_hpc.accounting.ledger.models import (
     StoredRun,
     UsageRow,
 )
+from qauvern_hpc.accounting.ledger.runlock import postgres_url
 from qauvern_hpc.core.errors import ConfigError
 
 __all__ = [
@@ -70,10 +72,11 @@ def open_ledger(url: str) -> Ledger:
             )
         path = url[len("sqlite:///") :]
         return SQLiteLedger(path)
-    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+    pg = postgres_url(url)
+    if pg is not None:
         from qauvern_hpc.accounting.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(url.replace("postgresql+psycopg://", "postgresql://", 1))
+        return PostgresLedger(pg)
     raise ConfigError(
         f"unsupported ledger URL {url!r}",
         hint="use sqlite:///path/to/ledger.db or postgresql://user@host/dbname",

@@ -488,7 +488,7 @@ class Ledger(ABC):
         return (" WHERE " + " AND ".join(parts) if parts else "", params)
 
     def usage_by(self, dimension: str, since: int | None = None, until: int | None = None) -> list[UsageRow]:
-        """Quantum and wall seconds per user/account/partition/instance/resource/qos, sorted by key.
+        """Quantum and wall seconds per user/account/partition/instance/resource/qos/cluster, sorted by key.
 
         `jobs` counts job runs (a job on two QPUs counts once, except per resource); wall seconds count
         once per job run; quantum seconds not reported yet count as 0. RUs: their sum when IBM gave RUs for

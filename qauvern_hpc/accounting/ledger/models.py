@@ -16,7 +16,7 @@ JOB_MODE: RunMode = "job"
 `session_id` is NULL and the collector charges the instance's jobs created on the backend while it ran."""
 
 #: Dimensions `usage_by` can group on (column names of the runs table).
-DIMENSIONS: tuple[str, ...] = ("user", "account", "partition", "instance", "resource", "qos")
+DIMENSIONS: tuple[str, ...] = ("user", "account", "partition", "instance", "resource", "qos", "cluster")
 
 
 class RunKey(NamedTuple):

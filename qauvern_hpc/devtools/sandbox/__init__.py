@@ -1,4 +1,5 @@
-"""A throwaway local Slurm cluster (munged, MariaDB, slurmdbd, slurmctld, one slurmd) in one directory.
+"""A throwaway local Slurm cluster (munged, MariaDB, slurmdbd, slurmctld, one slurmd) in one directory; more
+clusters can share its slurmdbd (`Sandbox.up(accounting_of=...)`, Slurm's multi-cluster setup).
 
 The shell scripts in `qauvern_hpc/devtools/sandbox/scripts/` are the implementation (up.sh, down.sh, env.sh,
 status.sh,

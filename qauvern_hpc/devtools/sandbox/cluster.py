@@ -10,6 +10,13 @@ all run them); this module only calls them and runs Slurm's CLIs with the sandbo
     sb.wait_job(job, {"COMPLETED"})
     sb.job(job)["State"]        # from sacct
     sb.down()
+
+Several clusters on one accounting (Slurm's multi-cluster setup: one slurmdbd, one slurmctld per cluster):
+
+    b = Sandbox("/tmp/my-sandbox-b")
+    b.up(accounting_of=sb, settings={"CLUSTER": "qb"})   # its own slurmctld + slurmd, sb's slurmdbd
+    b.run(["sacct", "-M", "qsandbox,qb", ...])            # either cluster's CLIs see both
+    b.down(); sb.down()                                  # the secondary first
 """
 
 from __future__ import annotations
@@ -203,6 +210,14 @@ class Sandbox:
         return self.workdir / "jobs"
 
     @property
+    def cluster(self) -> str:
+        """The ClusterName of its slurm.conf (what `sacct -M` / `squeue -M` name it by)."""
+        for line in self.slurm_conf.read_text().splitlines():
+            if line.startswith("ClusterName="):
+                return line.partition("=")[2].strip()
+        raise SandboxError(f"{self.slurm_conf} has no ClusterName")
+
+    @property
     def hooks_env(self) -> Path:
         return self.workdir / "hooks.env"
 
@@ -216,6 +231,7 @@ class Sandbox:
         extra_conf: Sequence[str] | str | None = None,
         *,
         settings: Mapping[str, str | int] | None = None,
+        accounting_of: Sandbox | None = None,
         echo: bool = False,
     ) -> float:
         """Start the cluster (idempotent); returns the seconds it took.
@@ -225,7 +241,13 @@ class Sandbox:
         WORKDIR/hooks.env when any of them is given; with none, an existing hooks.env is kept. A running
         cluster whose configuration changed gets slurmctld and slurmd restarted. `echo` streams up.sh's
         progress to stderr.
+
+        `accounting_of`: a running sandbox whose munged, MariaDB and slurmdbd this one shares (a second
+        cluster of Slurm's multi-cluster setup). This sandbox then runs only slurmctld and slurmd and needs
+        its own cluster name (`settings={"CLUSTER": ...}`); it is fixed at the first `up` of a work dir.
         """
+        if accounting_of is not None:
+            settings = {**(settings or {}), "DBD_FROM": str(accounting_of.workdir)}
         if hooks is not None or extra_conf is not None or settings is not None:
             variables = (hooks or Hooks()).variables()
             if extra_conf is not None:
@@ -248,16 +270,17 @@ class Sandbox:
         self._script("down.sh", echo=echo)
 
     def status(self) -> dict[str, int | None]:
-        """daemon -> pid, or None when it is not running."""
+        """daemon -> pid, or None when it is not running. A sandbox on another's accounting (`up`'s
+        `accounting_of`) has only slurmctld and slurmd."""
         if not self.workdir.is_dir():
             return dict.fromkeys(DAEMONS)
         res = self._script("status.sh", check=False)
-        out: dict[str, int | None] = dict.fromkeys(DAEMONS)
+        out: dict[str, int | None] = {}
         for line in res.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 3 and parts[0] in out and parts[1] == "running":
-                out[parts[0]] = int(parts[2])
-        return out
+            if len(parts) >= 2 and parts[0] in DAEMONS and parts[1] in ("running", "stopped"):
+                out[parts[0]] = int(parts[2]) if parts[1] == "running" and len(parts) == 3 else None
+        return out or dict.fromkeys(DAEMONS)
 
     def is_up(self) -> bool:
         return all(pid is not None for pid in self.status().values())

@@ -9,6 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 sb_require_root
 [[ -d ${1:-} ]] || sb_die "usage: $(basename "$0") WORKDIR (an existing sandbox directory)"
 sb_paths "$1"
+sb_load_ports || true # narrows SB_DAEMONS for a cluster on another sandbox's accounting
 sb_lock
 
 # Cancel jobs first: slurmd exiting leaves slurmstepd and the job's processes running.

@@ -12,6 +12,10 @@
 #   W/log/        every daemon's log; kept by down.sh
 #   W/state/      slurmctld StateSaveLocation;  W/spool/ slurmd spool
 #   W/jobs/       a sticky, world-writable directory for test jobs' working dir and output
+#
+# A second cluster on the same accounting (QAUVERN_SANDBOX_DBD_FROM=PRIMARY_WORKDIR, see up.sh) runs only
+# slurmctld and slurmd in its own W: munged, MariaDB and slurmdbd are the primary's. Its W/etc/ports.env
+# names the primary (DBD_FROM=...), so every script knows which daemons are its own.
 
 SB_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SB_TEMPLATES="$(cd "$SB_SCRIPTS/../templates" && pwd)"
@@ -126,11 +130,21 @@ sb_wait_for() {
   done
 }
 
-# sb_load_ports: read W/etc/ports.env (written once by up.sh).
+# sb_load_ports: read W/etc/ports.env (written once by up.sh). For a cluster on another sandbox's
+# accounting (DBD_FROM set there), also take that sandbox's slurmdbd/MariaDB ports and munge socket, and
+# narrow SB_DAEMONS to the two daemons this work dir runs.
 sb_load_ports() {
   [[ -r $ETC/ports.env ]] || return 1
+  DBD_FROM=""
   # shellcheck source=/dev/null
   source "$ETC/ports.env"
+  if [[ -n $DBD_FROM ]]; then
+    # Empty when the primary is gone (down.sh still stops this cluster's daemons; up.sh refuses).
+    DBD_PORT="$(sed -n 's/^DBD_PORT=//p' "$DBD_FROM/etc/ports.env" 2>/dev/null || true)"
+    MARIADB_PORT="$(sed -n 's/^MARIADB_PORT=//p' "$DBD_FROM/etc/ports.env" 2>/dev/null || true)"
+    MUNGE_SOCKET="$DBD_FROM/munge/munge.socket"
+    SB_DAEMONS=(slurmctld slurmd)
+  fi
 }
 
 # sb_sandbox_pids: pids of every process that belongs to this sandbox and is still running:

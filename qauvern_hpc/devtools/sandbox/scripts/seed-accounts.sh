@@ -60,8 +60,10 @@ for spec in "$@"; do
   parent=""
   [[ $acct_part == *@* ]] && parent=${acct_part#*@}
   [[ $account =~ $name_re ]] || sb_die "invalid account name in '$spec'"
-  if [[ -z $(sacctmgr -n -P show account "$account" format=account 2>/dev/null) ]]; then
-    sb_log "adding account $account${parent:+ (parent $parent)}"
+  # Per cluster: on several clusters sharing one slurmdbd the account exists once but needs an association
+  # on each cluster (sacctmgr add account with cluster= adds the missing one).
+  if [[ -z $(sacctmgr -n -P show assoc where account="$account" cluster="$cluster" format=account 2>/dev/null) ]]; then
+    sb_log "adding account $account${parent:+ (parent $parent)} on cluster $cluster"
     sacct_add account "$account" cluster="$cluster" description="$account" organization=sandbox \
       ${parent:+parent="$parent"}
   fi

@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ -d ${1:-} ]] || sb_die "usage: $(basename "$0") WORKDIR (an existing sandbox directory)"
 sb_paths "$1"
+sb_load_ports || true # narrows SB_DAEMONS for a cluster on another sandbox's accounting
 rc=0
 for d in "${SB_DAEMONS[@]}"; do
   if sb_alive "$d"; then

@@ -22,6 +22,11 @@
 #   QAUVERN_SANDBOX_PROLOG_FLAGS       PrologFlags=                QAUVERN_SANDBOX_PROLOG_EPILOG_TIMEOUT
 #   QAUVERN_SANDBOX_EXTRA_CONF         lines appended to slurm.conf (the last value of a key wins)
 #   QAUVERN_SANDBOX_CGROUP_CONF        lines appended to WORKDIR/etc/cgroup.conf
+# Several clusters on one accounting (Slurm's multi-cluster setup: one slurmdbd, several slurmctld):
+#   QAUVERN_SANDBOX_DBD_FROM           the work dir of a running sandbox whose munged, MariaDB and slurmdbd this
+#                                      one uses; this work dir then runs only slurmctld and slurmd (own ports,
+#                                      state, ClusterName: give it another QAUVERN_SANDBOX_CLUSTER) and its
+#                                      cluster is registered in that slurmdbd. Fixed at the first up.
 # Settings: QAUVERN_SANDBOX_CLUSTER (qsandbox), _NODE (qnode1), _CPUS (4), _MEMORY (4000 MB),
 #   _LICENSES (qpu:8), _ACCOUNTING_TRES (license/qpu), _TIMEOUT (bring-up timeout in seconds, 120).
 # When the rendered configuration or hooks change while the cluster runs, slurmctld and slurmd are restarted.
@@ -43,7 +48,7 @@ done
 
 # ----- settings and hooks -----
 SB_SETTINGS=(PLUGSTACK_CONF PLUGSTACK_LINES JOB_SUBMIT_LUA ETC_FILES PROLOG_SLURMCTLD EPILOG_SLURMCTLD PROLOG
-  EPILOG PROLOG_FLAGS PROLOG_EPILOG_TIMEOUT EXTRA_CONF CGROUP_CONF CLUSTER NODE CPUS MEMORY LICENSES ACCOUNTING_TRES TIMEOUT)
+  EPILOG PROLOG_FLAGS PROLOG_EPILOG_TIMEOUT EXTRA_CONF CGROUP_CONF DBD_FROM CLUSTER NODE CPUS MEMORY LICENSES ACCOUNTING_TRES TIMEOUT)
 declare -A from_env=()
 for n in "${SB_SETTINGS[@]}"; do
   v="QAUVERN_SANDBOX_$n"
@@ -81,15 +86,33 @@ fi
 
 # ----- ports (chosen once) and the database password -----
 if ! sb_load_ports; then
-  mapfile -t ports < <(python3 "$SB_SCRIPTS/freeports.py" 4)
-  [[ ${#ports[@]} -eq 4 ]] || sb_die "could not find 4 free TCP ports"
-  printf 'MARIADB_PORT=%s\nDBD_PORT=%s\nCTLD_PORT=%s\nSLURMD_PORT=%s\n' "${ports[@]}" >"$ETC/ports.env"
+  if [[ -n ${QAUVERN_SANDBOX_DBD_FROM:-} ]]; then
+    primary="$(cd "$QAUVERN_SANDBOX_DBD_FROM" 2>/dev/null && pwd -P)" ||
+      sb_die "QAUVERN_SANDBOX_DBD_FROM=$QAUVERN_SANDBOX_DBD_FROM is not a directory"
+    [[ $primary != "$W" ]] || sb_die "QAUVERN_SANDBOX_DBD_FROM names this sandbox itself"
+    mapfile -t ports < <(python3 "$SB_SCRIPTS/freeports.py" 2)
+    [[ ${#ports[@]} -eq 2 ]] || sb_die "could not find 2 free TCP ports"
+    printf 'DBD_FROM=%s\nCTLD_PORT=%s\nSLURMD_PORT=%s\n' "$primary" "${ports[@]}" >"$ETC/ports.env"
+  else
+    mapfile -t ports < <(python3 "$SB_SCRIPTS/freeports.py" 4)
+    [[ ${#ports[@]} -eq 4 ]] || sb_die "could not find 4 free TCP ports"
+    printf 'MARIADB_PORT=%s\nDBD_PORT=%s\nCTLD_PORT=%s\nSLURMD_PORT=%s\n' "${ports[@]}" >"$ETC/ports.env"
+  fi
   sb_load_ports
 fi
-if [[ ! -s $ETC/db.pass ]]; then
-  (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$ETC/db.pass")
+if [[ -n $DBD_FROM ]]; then
+  [[ -n $DBD_PORT && -S $MUNGE_SOCKET ]] ||
+    sb_die "the sandbox $DBD_FROM, whose accounting this one shares, is not up (start it first)"
+  [[ $(sed -n 's/^ClusterName=//p' "$DBD_FROM/etc/slurm.conf") != "$CLUSTER" ]] ||
+    sb_die "cluster name $CLUSTER is already the one of $DBD_FROM: set QAUVERN_SANDBOX_CLUSTER"
 fi
-DB_PASS="$(<"$ETC/db.pass")"
+DB_PASS="" # a cluster on another sandbox's accounting has no slurmdbd.conf
+if [[ -z $DBD_FROM ]]; then
+  if [[ ! -s $ETC/db.pass ]]; then
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$ETC/db.pass")
+  fi
+  DB_PASS="$(<"$ETC/db.pass")"
+fi
 
 # ----- configuration files -----
 copy_into_etc() { # copy a file into etc/ unless it is already that file
@@ -142,9 +165,11 @@ SB_VARS=(CLUSTER CTLD_PORT SLURMD_PORT DBD_PORT MARIADB_PORT MUNGE_SOCKET STATE 
   LICENSES HOOK_LINES NODE CPUS MEMORY EXTRA_CONF DB_PASS)
 sb_render "$SB_TEMPLATES/slurm.conf.in" >"$ETC/slurm.conf.new"
 mv "$ETC/slurm.conf.new" "$ETC/slurm.conf"
-(umask 077 && sb_render "$SB_TEMPLATES/slurmdbd.conf.in" >"$ETC/slurmdbd.conf.new")
-chmod 0600 "$ETC/slurmdbd.conf.new" # slurmdbd refuses a slurmdbd.conf others can read
-mv "$ETC/slurmdbd.conf.new" "$ETC/slurmdbd.conf"
+if [[ -z $DBD_FROM ]]; then
+  (umask 077 && sb_render "$SB_TEMPLATES/slurmdbd.conf.in" >"$ETC/slurmdbd.conf.new")
+  chmod 0600 "$ETC/slurmdbd.conf.new" # slurmdbd refuses a slurmdbd.conf others can read
+  mv "$ETC/slurmdbd.conf.new" "$ETC/slurmdbd.conf"
+fi
 chmod 0644 "$ETC/slurm.conf" "$ETC/plugstack.conf"
 
 # What slurmctld/slurmd were started with: the files in etc/, hooks.env and the QAUVERN_SANDBOX_* environment.
@@ -156,7 +181,9 @@ fingerprint="$( (
 
 # ----- munged -----
 munge_ok() { munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET" >/dev/null; }
-if sb_alive munged; then
+if [[ -n $DBD_FROM ]]; then
+  sb_log "munged, MariaDB and slurmdbd: those of $DBD_FROM"
+elif sb_alive munged; then
   sb_log "munged already running (pid $(sb_pid munged))"
 else
   if id munge >/dev/null 2>&1; then
@@ -195,7 +222,9 @@ sb_wait_for munged 20 "munged to answer" munge_ok
 
 # ----- MariaDB -----
 db_ok() { mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping; }
-if sb_alive mariadbd; then
+if [[ -n $DBD_FROM ]]; then
+  : # the primary's
+elif sb_alive mariadbd; then
   sb_log "mariadbd already running (pid $(sb_pid mariadbd))"
 else
   chown mysql:mysql "$DB_DIR" "$DB_RUN"
@@ -218,6 +247,7 @@ else
     --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
     --innodb-lock-wait-timeout=900
 fi
+if [[ -z $DBD_FROM ]]; then
 sb_wait_for mariadbd 60 "MariaDB to answer" db_ok
 # root reaches MariaDB through its unix socket; slurmdbd comes over TCP as 'slurm' with the generated password.
 mariadb --no-defaults --socket="$DB_SOCKET" -u root <<SQL
@@ -225,16 +255,19 @@ CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
 ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
 SQL
+fi
 
 # ----- slurmdbd and the cluster record -----
 dbd_ok() { sacctmgr -n -P show cluster format=cluster; }
-if sb_alive slurmdbd; then
+if [[ -n $DBD_FROM ]]; then
+  : # the primary's
+elif sb_alive slurmdbd; then
   sb_log "slurmdbd already running (pid $(sb_pid slurmdbd))"
 else
   sb_log "starting slurmdbd on localhost:$DBD_PORT"
   sb_spawn slurmdbd slurmdbd -D
 fi
-sb_wait_for slurmdbd 60 "slurmdbd to answer" dbd_ok
+sb_wait_for "$([[ -n $DBD_FROM ]] && echo - || echo slurmdbd)" 60 "slurmdbd to answer" dbd_ok
 # slurmctld exits at start-up ("slurmdbd and/or database must be up") unless its cluster is registered.
 if ! sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
   sb_log "registering cluster $CLUSTER"
