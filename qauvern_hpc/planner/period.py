@@ -169,7 +169,8 @@ class LedgerPeriod:
 
     `since`/`until` are epoch seconds of the job ends counted: `since` None counts everything the ledger
     holds (Pay-As-You-Go: since the instance's creation, which only IBM knows, and the ledger holds nothing
-    older); `until` None leaves the window open at the end (runs still going count).
+    older); `until` None leaves the window open at the end (runs still going count). `end`: where the period
+    ends even when that is still to come (the Flex contract's end; None: no end), for forecasts.
     """
 
     plan: str
@@ -177,6 +178,7 @@ class LedgerPeriod:
     since: int | None
     until: int | None
     label: str
+    end: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +187,7 @@ class LedgerPeriod:
             "since": self.since,
             "until": self.until,
             "label": self.label,
+            "end": self.end,
         }
 
 
@@ -208,8 +211,10 @@ def ledger_period(
     if kind == "contract" and contract_start is not None:
         window = usage_window(plan, now=at, contract_start=contract_start, contract_end=contract_end, who=who)
         ended = window.end is not None and window.end <= at
-        until = int(window.end.timestamp()) if ended and window.end is not None else None
-        return LedgerPeriod(plan, kind, int(window.start.timestamp()), until, window.label)
+        end = None if window.end is None else int(window.end.timestamp())
+        return LedgerPeriod(
+            plan, kind, int(window.start.timestamp()), end if ended else None, window.label, end
+        )
     rolling = rolling_window(plan, at)
     label = rolling.label if kind == "rolling" else f"{rolling.label} (Flex: ibm.contract_start not set)"
     return LedgerPeriod(plan, "rolling", int(now - ROLLING_DAYS * 86400), None, label)
