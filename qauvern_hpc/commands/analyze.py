@@ -21,11 +21,14 @@ Analyse the configured instances' IBM usage over a window of whole UTC days (--d
 excluded as IBM's per-day analytics do) and show what qauvern 0.14's rules would allocate now.
 
 Per instance:
-  usage      28d (IBM's own figure), 14d, 7d, 3d, 24h; per day over the window: total, mean, peak,
-             active days, a sparkline (--daily prints every day)
+  usage      over its plan's period (IBM's own figure over IBM's usage_period, as the rebalancer plans
+             on it: the rolling 28 days on Premium and Open, the Flex contract, Pay-As-You-Go since
+             creation; the column is "28d" only when every period is 28 days, else "Period" says which),
+             14d, 7d, 3d, 24h; per day over the window: total, mean, peak, active days, a sparkline
+             (--daily prints every day)
   trend      the last --span days (default 7) against the --span days before them: up/down (more than 10 %
              change), flat, new (nothing before) or idle (nothing at all)
-  standing   against the allocation (IBM's expected 28-day usage): over (fairness > 1), under
+  standing   against the allocation (IBM's expected usage over the period): over (fairness > 1), under
              (fairness < 0.5: plenty of headroom), on target
   pace       with target_usage_seconds and rebalance.balance_period: the period's usage against the target
              pro-rated to today: ahead / behind (by more than --tolerance, default 10 %), on pace, reached
@@ -33,7 +36,9 @@ Per instance:
              effective limit, net grants, the over-budget regime)
 
 Figures are in --unit (ru, qau, hours or seconds); --json keeps every *_seconds field and adds `unit`
-and each instance's figures in it (`in_unit`; null where no RU rate is known).
+and each instance's figures in it (`in_unit`; null where no RU rate is known). As in `show`,
+`consumed_28d_seconds` is IBM's figure over the instance's `usage_period` (its period, with its label);
+the account's `usage_period` says what the plan-wide usage counts over.
 
 The plan here uses IBM's figures only; `qauvern-hpc rebalance --dry-run` adds Slurm's queue and the ledger
 (and is what applies it). Needs administrator rights (analytics are read)."""
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.commands.admin_common import load_admin_config
     from qauvern_hpc.config.ibm_access import client_from_config
     from qauvern_hpc.planner.optimizer import plan_allocations
-    from qauvern_hpc.rebalance.gather import ibm_snapshot
+    from qauvern_hpc.rebalance.gather import ibm_snapshot, plan_usage_window
     from qauvern_hpc.rebalance.settings import instance_settings, plan_options
 
     _check(args)
@@ -106,7 +111,10 @@ def run(args: argparse.Namespace) -> int:
                 zip([s.crn for s in settings], pool.map(daily, [s.crn for s in settings]), strict=True)
             )
     plan = plan_allocations(account, settings, today=today, options=options)
-    doc = analysis(cfg, account, settings, plan, per_day, today=today, start=start, args=args)
+    period = plan_usage_window(cfg, list(account.instances), now).label
+    doc = analysis(
+        cfg, account, settings, plan, per_day, today=today, start=start, args=args, usage_period=period
+    )
     if args.json:
         from qauvern_hpc.commands.admin_common import emit_json
 
@@ -128,8 +136,10 @@ def analysis(
     today: date,
     start: date,
     args: argparse.Namespace,
+    usage_period: str = "rolling 28 days",
 ) -> dict[str, Any]:
-    """The JSON document (pure: from the snapshot, the plan and the per-day usage)."""
+    """The JSON document (pure: from the snapshot, the plan and the per-day usage). `usage_period`: what
+    the plan-wide usage counts over."""
     from qauvern_hpc.commands.admin_common import report_units, summary_dict
     from qauvern_hpc.planner.admin_report import account_summary, day_range, pace, standing, trend
 
@@ -147,6 +157,7 @@ def analysis(
         configured=[(snaps[s.crn].allocation_seconds, snaps[s.crn].consumed_28d_seconds) for s in settings],
         minimum=cfg.minimum_allocation_seconds,
         reserve_percent=cfg.allocation_reserve_percent,
+        usage_period=usage_period,
     )
     instances = []
     for s, p in zip(settings, plan.instances, strict=True):
@@ -181,6 +192,7 @@ def analysis(
             {
                 "name": p.name,
                 "crn": s.crn,
+                "usage_period": None if snap.window is None else snap.window.to_dict(),
                 "consumed_28d_seconds": snap.consumed_28d_seconds,
                 "consumed_14d_seconds": snap.consumed_14d_seconds,
                 "consumed_7d_seconds": snap.consumed_7d_seconds,
@@ -274,6 +286,15 @@ def _delta(cur: int | None, new: int | None, units: Units, crn: str) -> str:
     return f"{text(cur)} → {text(new)}{sign}"
 
 
+ROLLING_LABEL = "rolling 28 days"
+
+
+def period_label(instance: dict[str, Any]) -> str:
+    """The period an instance's usage figure counts over (no period from IBM: qauvern 0.14's 28 days)."""
+    period = instance.get("usage_period")
+    return ROLLING_LABEL if period is None else str(period["label"])
+
+
 def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -297,9 +318,12 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     t = Table(
         title=f"Instance analysis in {units.unit} (IBM usage only; rebalance --dry-run adds Slurm's queue)"
     )
-    for col in ("Instance", "28d", "14d", "7d", "3d", "24h", "Allocation", "Limit", "Fairness", "Reason"):
-        t.add_column(col, justify="left" if col in ("Instance", "Reason") else "right")
-    for i in doc["instances"]:
+    periods = [period_label(i) for i in doc["instances"]]
+    rolling = all(p == ROLLING_LABEL for p in periods)
+    head = ("Instance", "28d") if rolling else ("Instance", "Period", "Usage")
+    for col in (*head, "14d", "7d", "3d", "24h", "Allocation", "Limit", "Fairness", "Reason"):
+        t.add_column(col, justify="left" if col in ("Instance", "Period", "Reason") else "right")
+    for i, period in zip(doc["instances"], periods, strict=True):
         crn = i["crn"]
 
         def dur(seconds: float | None, crn: str = crn) -> str:
@@ -307,6 +331,7 @@ def _print(args: argparse.Namespace, doc: dict[str, Any]) -> None:
 
         t.add_row(
             i["name"][:35],
+            *(() if rolling else (period,)),
             units.quantity(i["in_unit"]["consumed_28d"]),  # IBM's RUs where it sent them
             dur(i["consumed_14d_seconds"]),
             dur(i["consumed_7d_seconds"]),

@@ -23,9 +23,10 @@ Write one self-contained HTML file (charts inline, no script, nothing fetched: i
 mailed) from the usage ledger `collect` fills: each instance's rolling 28-day usage against its allocation
 and limit, usage per day by account, user or instance; each project's (instance's) share of the usage
 against its entitlement (its allocation's share); when each instance reaches its limit at its last 7 days'
-pace; the rebalancer's changes and why (its audit log); Slurm pending times and how the QPU job runs
-ended; the top jobs and users. Allocations come from the rebalancer's audit log, limits from it or the
-config: the report asks neither IBM nor Slurm anything.
+pace (over its plan's period from the config: the rolling 28 days, or without roll-off the Flex contract
+or, Pay-As-You-Go, everything since creation); the rebalancer's changes and why (its audit log); Slurm
+pending times and how the QPU job runs ended; the top jobs and users. Allocations come from the
+rebalancer's audit log, limits from it or the config: the report asks neither IBM nor Slurm anything.
 
 Window: the last --period (a duration, default 28d, or a month YYYY-MM), or --since [--until]. A job run
 belongs to the window its job ended in. --unit as in `usage` (RUs where IBM gave them or a rate is known).
@@ -111,7 +112,9 @@ def _units(args: argparse.Namespace, cfg: Config, has_ru: bool) -> Units:
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.accounting.ledger import open_ledger
     from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.ops.periods import config_periods
     from qauvern_hpc.reports.gather import gather
+    from qauvern_hpc.reports.periods import plan_forecasts
 
     if not args.html and not args.json:
         raise UsageError("nothing to write", hint="--html FILE, or --json for the figures")
@@ -121,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with open_ledger(cfg.ledger.url) as ledger:
         data = gather(ledger, window, by=args.by, limits=limits)
+        periods = config_periods(cfg, data.generated_at)
+        if not periods.all_rolling:  # Flex, Pay-As-You-Go: the forecast over the period, no roll-off
+            data = plan_forecasts(ledger, data, {n: periods.of(n) for n in data.forecasts})
     has_ru = any(r.resource_units is not None for r in data.by_rows)
     units = _units(args, cfg, has_ru)
     out: Path | None = None

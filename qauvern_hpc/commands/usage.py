@@ -16,13 +16,20 @@ if TYPE_CHECKING:
     from qauvern_hpc.accounting.ledger.models import UsageRow
     from qauvern_hpc.config import Config
     from qauvern_hpc.core.report_units import Units
+    from qauvern_hpc.planner.period import LedgerPeriod
 
 HELP = "quantum usage per user, account, partition, instance, resource or cluster (from the ledger)"
 DESCRIPTION = """\
 Sum the quantum seconds the collector attributed to Slurm jobs, grouped by one dimension, over a window:
-the rolling 28 days IBM's limits count over (default), an explicit --since/--until, or the balance period
-of the config (rebalance.balance_period). A job run belongs to the window its job ended in; runs still
-going count only in a window that is open at the end (no --until).
+by default the period IBM's limits count over, an explicit --window, --since/--until, or the balance
+period of the config (rebalance.balance_period). A job run belongs to the window its job ended in; runs
+still going count only in a window that is open at the end (no --until).
+
+The default period follows the instances' plans (from the config: this report asks IBM nothing): the
+rolling 28 days (Premium, Open), the Flex contract (ibm.contract_start .. contract_end), everything since
+creation (Pay-As-You-Go: all the ledger holds). When the instances' periods differ, --by instance counts
+each row over its own instance's period (the `period` column); other groupings count the rolling 28 days
+and say so.
 
 --unit: ru (resource units: IBM's own RUs, which the ledger stores for batch sessions' runs; a group with a
 run that has none, e.g. a dedicated session's, shows n/a: this report asks IBM nothing, and the ledger's
@@ -38,7 +45,7 @@ collected without a cluster name show an empty key.
 jobs still queued); they are included as reported so far."""
 EPILOG = """\
 examples:
-  qauvern-hpc usage                               per account, rolling 28 days
+  qauvern-hpc usage                               per account, over the plans' period
   qauvern-hpc usage --by user --window 7d
   qauvern-hpc usage --by instance --since 2026-11-01 --until 2026-12-01
   qauvern-hpc usage --by account --balance-period
@@ -134,26 +141,67 @@ def rows_for(rows: list[UsageRow], dimension: str, units: Units) -> list[dict[st
     ]
 
 
+def explicit_window(args: argparse.Namespace) -> bool:
+    """The admin chose the window (else the plans' periods decide)."""
+    return bool(args.window or args.since or args.until or args.balance_period)
+
+
 def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.accounting.ledger import open_ledger
     from qauvern_hpc.config import load_config_full
+    from qauvern_hpc.ops.periods import config_periods, usage_per_instance_period
 
     if args.csv and args.json:
         raise UsageError("--csv and --json are mutually exclusive")
     cfg = load_config_full(args.config, check_key_files=False).config
-    since, until, label = window(args, cfg, time.time())
+    now = time.time()
+    since, until, label = window(args, cfg, now)
+    periods = None if explicit_window(args) else config_periods(cfg, now)
+    if periods is not None and periods.all_rolling:
+        periods = None  # qauvern 0.14's case: the rolling 28 days, as it always was
+    shared = periods.shared if periods is not None else None
+    if shared is not None:
+        since, until, label = shared.since, shared.until, f"{shared.label} ({shared.plan} plan period)"
+    row_periods: list[LedgerPeriod] | None = None
+    note = None
     with open_ledger(cfg.ledger.url) as ledger:
-        raw = ledger.usage_by(args.by, since, until)
-        pending = {u.instance: u.pending_runs for u in ledger.usage_per_instance(since, until).values()}
+        if periods is not None and shared is None and args.by == "instance":
+            per_row, waiting = usage_per_instance_period(ledger, periods)
+            raw = [r for r, _ in per_row]
+            row_periods = [p for _, p in per_row]
+            label = "each instance's plan period"
+        else:
+            raw = ledger.usage_by(args.by, since, until)
+            pending = ledger.usage_per_instance(since, until).values()
+            waiting = sum(u.pending_runs for u in pending)
+    if periods is not None and shared is None and row_periods is None:
+        kinds = "; ".join(f"{name}: {p.label}" for name, p in periods.by_instance.items())
+        note = (
+            f"the instances' plans count usage over different periods ({kinds}): this table counts the "
+            "rolling 28 days; --by instance counts each instance over its own, or choose the window with "
+            "--window, --since/--until or --balance-period"
+        )
     units = ledger_unit(args, cfg, raw)
     rows = rows_for(raw, args.by, units)
+    if row_periods is not None:
+        for r, p in zip(rows, row_periods, strict=True):
+            r["period"] = p.label
     if args.json:
-        doc = {"by": args.by, "unit": units.unit, "window": {"since": since, "until": until, "label": label}}
+        win: dict[str, Any] = {"since": since, "until": until, "label": label}
+        if shared is not None:
+            win["period"] = shared.to_dict()
+        if row_periods is not None:
+            win = {"since": None, "until": None, "label": label}
+            win["periods"] = {r.key: p.to_dict() for r, p in zip(raw, row_periods, strict=True)}
+        if note is not None:
+            win["note"] = note
+        doc = {"by": args.by, "unit": units.unit, "window": win}
         print(json.dumps({**doc, "rows": rows}, indent=2))
         return ExitCode.OK
     if args.csv:
         fields = [args.by, "jobs", "quantum_seconds", "quantum_hours", "qau", "wall_seconds"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=[*fields, "resource_units", "unit", "in_unit"])
+        extra = ["period"] if row_periods is not None else []
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*fields, "resource_units", "unit", "in_unit", *extra])
         writer.writeheader()
         writer.writerows(
             {
@@ -161,16 +209,37 @@ def run(args: argparse.Namespace) -> int:
                 "resource_units": r["resource_units"],
                 "unit": units.unit,
                 "in_unit": r["in_unit"],
+                **{k: r[k] for k in extra},
             }
             for r in rows
         )
+        if note is not None:
+            print(f"qauvern-hpc usage: {note}", file=sys.stderr)
         return ExitCode.OK
+    _table(args, rows, raw, units, label, waiting, with_period=row_periods is not None)
+    if note is not None:
+        print(f"Note: {note}")
+    return ExitCode.OK
+
+
+def _table(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    raw: list[UsageRow],
+    units: Units,
+    label: str,
+    waiting: int,
+    *,
+    with_period: bool,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Quantum usage by {args.by}, {label}")
     for col, justify in ((args.by, "left"), ("jobs", "right"), (units.unit, "right"), ("share", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    if with_period:
+        table.add_column("period", justify="left")
     total = sum(r["quantum_seconds"] for r in rows) or 1.0
     for r, row in zip(rows, raw, strict=True):
         table.add_row(
@@ -178,9 +247,9 @@ def run(args: argparse.Namespace) -> int:
             str(r["jobs"]),
             units.text(row.quantum_seconds, ru=row.resource_units),
             f"{100 * r['quantum_seconds'] / total:.1f} %",
+            *([r["period"]] if with_period else []),
         )
     Console().print(table)
-    waiting = sum(pending.values())
     if waiting:
         print(f"{waiting} run(s) still await IBM's final figure (included as reported so far)")
     missing = sum(r.runs_without_ru for r in raw)
@@ -189,4 +258,3 @@ def run(args: argparse.Namespace) -> int:
             f"{missing} run(s) have no RUs from IBM (dedicated sessions, or collected before IBM reported "
             "RUs): their groups show n/a; --unit hours or qau shows every run"
         )
-    return ExitCode.OK

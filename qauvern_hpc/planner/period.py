@@ -163,14 +163,73 @@ def account_window(
     return rolling_window(plan, now)
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerPeriod:
+    """The part of an instance's plan period a report that asks IBM nothing (the ledger's) can count over.
+
+    `since`/`until` are epoch seconds of the job ends counted: `since` None counts everything the ledger
+    holds (Pay-As-You-Go: since the instance's creation, which only IBM knows, and the ledger holds nothing
+    older); `until` None leaves the window open at the end (runs still going count). `end`: where the period
+    ends even when that is still to come (the Flex contract's end; None: no end), for forecasts.
+    """
+
+    plan: str
+    kind: WindowKind
+    since: int | None
+    until: int | None
+    label: str
+    end: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan,
+            "kind": self.kind,
+            "since": self.since,
+            "until": self.until,
+            "label": self.label,
+            "end": self.end,
+        }
+
+
+def ledger_period(
+    plan: str,
+    *,
+    now: float,
+    contract_start: datetime | None = None,
+    contract_end: datetime | None = None,
+    who: str = "instance",
+) -> LedgerPeriod:
+    """The plan's period from the config's facts alone (no IBM): the rolling 28 days; the Flex contract
+    (ended: up to its end), or the rolling 28 days, said in the label, when the config sets no
+    ibm.contract_start; Pay-As-You-Go: everything since creation."""
+    at = datetime.fromtimestamp(now, UTC)
+    kind = KIND_OF_PLAN.get(plan)
+    if kind is None:
+        raise PeriodUnknown(f"{who}: unknown plan {plan!r} (known: {', '.join(PLANS)})")
+    if kind == "since_creation":
+        return LedgerPeriod(plan, kind, None, None, "since creation (all the ledger holds)")
+    if kind == "contract" and contract_start is not None:
+        window = usage_window(plan, now=at, contract_start=contract_start, contract_end=contract_end, who=who)
+        ended = window.end is not None and window.end <= at
+        end = None if window.end is None else int(window.end.timestamp())
+        return LedgerPeriod(
+            plan, kind, int(window.start.timestamp()), end if ended else None, window.label, end
+        )
+    rolling = rolling_window(plan, at)
+    label = rolling.label if kind == "rolling" else f"{rolling.label} (Flex: ibm.contract_start not set)"
+    return LedgerPeriod(plan, "rolling", int(now - ROLLING_DAYS * 86400), None, label)
+
+
 __all__ = [
     "KIND_OF_PLAN",
     "PLANS",
     "ROLLING_DAYS",
+    "LedgerPeriod",
     "PeriodUnknown",
     "PlanName",
     "UsageWindow",
     "account_window",
+    "ledger_period",
     "rolling_window",
     "usage_window",
 ]

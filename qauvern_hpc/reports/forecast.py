@@ -8,10 +8,17 @@ then is never reached at that pace.
 
 The pace is the mean daily usage of the last `pace_days` days (7 by default). No pace (nothing used in
 those days) and a limit not reached yet: never.
+
+Flex and Pay-As-You-Go have no roll-off (docs/ibm-platform.md, "Plans and their periods"): a Flex instance's
+usage counts over the whole contract and a Pay-As-You-Go instance's since its creation, so nothing leaves
+the figure and it only grows. `forecast_no_rolloff` projects it as a straight line: the limit is reached
+on the first day `used + day x pace` holds it; on Flex, not after the contract ends (never, then); on
+Pay-As-You-Go the limit is a cost limit and reaching it stops the instance for good.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,15 +39,21 @@ class Forecast:
     limit_seconds: float | None
     pace_seconds_per_day: float
     days: int | None = None  # on_pace: whole days from the last full day until the limit is reached
+    period: str | None = (
+        None  # the plan period `used_seconds` counts over, when it does not roll (Flex, PAYG)
+    )
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "status": self.status,
             "used_seconds": round(self.used_seconds, 3),
             "limit_seconds": self.limit_seconds,
             "pace_seconds_per_day": round(self.pace_seconds_per_day, 3),
             "days": self.days,
         }
+        if self.period is not None:
+            doc["period"] = self.period
+        return doc
 
 
 def pace(daily: Sequence[float], pace_days: int = PACE_DAYS) -> float:
@@ -83,4 +96,34 @@ def forecast_limit(
     return Forecast("never", used, limit_seconds, speed)
 
 
-__all__ = ["PACE_DAYS", "WINDOW_DAYS", "Forecast", "forecast_limit", "pace"]
+def forecast_no_rolloff(
+    used_seconds: float,
+    daily: Sequence[float],
+    limit_seconds: float | None,
+    *,
+    days_left: int | None,
+    period: str,
+    pace_days: int = PACE_DAYS,
+) -> Forecast:
+    """Project a usage that nothing leaves (Flex, Pay-As-You-Go; see the module docstring).
+
+    `used_seconds`: the usage over the period up to the last full day; `daily`: usage per day ending with
+    that day (for the pace); `days_left`: whole days from then until the period ends (Flex: the contract's
+    end; None: no end). `period` labels the result."""
+    speed = pace(daily, pace_days)
+    used = float(used_seconds)
+    if limit_seconds is None:
+        return Forecast("no_limit", used, None, speed, period=period)
+    if used >= limit_seconds:
+        return Forecast("reached", used, limit_seconds, speed, period=period)
+    if used <= 0 and speed <= 0:
+        return Forecast("no_usage", used, limit_seconds, speed, period=period)
+    if speed <= 0:
+        return Forecast("never", used, limit_seconds, speed, period=period)
+    day = max(1, math.ceil((limit_seconds - used) / speed))
+    if days_left is not None and day > days_left:
+        return Forecast("never", used, limit_seconds, speed, period=period)  # the contract ends first
+    return Forecast("on_pace", used, limit_seconds, speed, day, period=period)
+
+
+__all__ = ["PACE_DAYS", "WINDOW_DAYS", "Forecast", "forecast_limit", "forecast_no_rolloff", "pace"]

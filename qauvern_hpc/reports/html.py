@@ -144,13 +144,24 @@ def _forecast_section(data: ReportData, units: Units) -> str:
             when = {"reached": "reached now", "never": "not at this pace", "no_limit": "no limit known",
                     "no_usage": "no usage"}.get(f.status, f.status)  # fmt: skip
         rows.append((name, units.text(f.used_seconds, name), units.text(f.limit_seconds, name),
-                     units.text(f.pace_seconds_per_day, name) + " / day", when))  # fmt: skip
-    return (
+                     units.text(f.pace_seconds_per_day, name) + " / day", when,
+                     f.period or f"rolling {WINDOW_DAYS} days"))  # fmt: skip
+    text = (
         f"<p>From the window's end ({escape(day_text(base + 1))}), at each instance's mean daily usage of "
         "the last 7 days, day by day: the oldest day leaves the rolling 28-day window and a day at that pace "
         "comes in (IBM's Premium and Open plans). Usage IBM saw that no Slurm job explains is not in the "
         "ledger (<code>collect --reconcile</code> shows it).</p>"
-        + _table(("instance", "28-day usage", "limit", "pace", "limit reached"), rows, (1, 2, 3))
+    )
+    if all(f.period is None for f in data.forecasts.values()):
+        return text + _table(
+            ("instance", "28-day usage", "limit", "pace", "limit reached"), [r[:5] for r in rows], (1, 2, 3)
+        )
+    return (
+        text + "<p>A Flex instance's usage counts over its whole contract and a Pay-As-You-Go instance's "
+        "since its creation: nothing leaves it, so its limit is reached when its usage plus the pace "
+        "reaches it (on Flex not after the contract ends; on Pay-As-You-Go the limit is a cost limit and "
+        "the instance then runs nothing more).</p>"
+        + _table(("instance", "usage", "limit", "pace", "limit reached", "period"), rows, (1, 2, 3))
     )
 
 

@@ -139,7 +139,15 @@ def test_demo_with_the_time_fields_removed_attributes_and_decides_the_same(
             r["instance"]: (r["allocation_seconds"]["current"], r["allocation_seconds"]["new"]) for r in rows
         }
 
+    def usage(result: dict[str, Any]) -> list[tuple[str, float]]:
+        rows = result["operations"]["usage"]["json"]["rows"]
+        return sorted((r["account"], r["quantum_seconds"]) for r in rows)
+
     assert charged(ru) == charged(times)
+    # collect stored the same seconds, usage reports them (a dedicated session is charged its wall time,
+    # which differs between two runs by the real clock's tenths of a second)
+    assert [a for a, _ in usage(ru)] == [a for a, _ in usage(times)] and usage(ru)
+    assert [s for _, s in usage(ru)] == pytest.approx([s for _, s in usage(times)], abs=1.0)
     ru_moves, time_moves = moves(ru), moves(times)
     assert ru_moves.keys() == time_moves.keys()
     for name, (current, new) in ru_moves.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qauvern_hpc.reports.forecast import forecast_limit, pace
+from qauvern_hpc.reports.forecast import forecast_limit, forecast_no_rolloff, pace
 
 H = 3600.0
 
@@ -48,3 +48,32 @@ def test_days_older_than_the_window_are_ignored() -> None:
 def test_pace_needs_a_positive_span() -> None:
     with pytest.raises(ValueError):
         pace([1.0], 0)
+
+
+# --------------------------------------------------------------------- Flex and Pay-As-You-Go: no roll-off
+
+
+def test_without_roll_off_old_usage_stays_and_a_straight_line_reaches_the_limit() -> None:
+    daily = [1 * H] * 21 + [3 * H] * 7  # 42 h, 3 h/day lately
+    assert forecast_limit(daily, 60 * H).days == 9  # rolling: 1 h leaves a day, 42 + 2d >= 60
+    f = forecast_no_rolloff(42 * H, daily, 60 * H, days_left=None, period="contract 2026-01-01 .. open-ended")
+    # nothing leaves a Flex contract: 42 + 3d >= 60 at d = 6
+    assert (f.status, f.days, f.used_seconds, f.pace_seconds_per_day) == ("on_pace", 6, 42 * H, 3 * H)
+    assert f.to_dict()["period"] == "contract 2026-01-01 .. open-ended"
+    g = forecast_no_rolloff(100 * H, daily, 130 * H, days_left=None, period="since creation")
+    assert (g.status, g.days) == ("on_pace", 10)  # usage older than 28 days counts too
+
+
+def test_a_flex_contract_ending_first_means_never() -> None:
+    daily = [2 * H] * 7
+    assert forecast_no_rolloff(10 * H, daily, 30 * H, days_left=10, period="p").days == 10
+    assert forecast_no_rolloff(10 * H, daily, 30 * H, days_left=9, period="p").status == "never"
+    assert forecast_no_rolloff(10 * H, daily, 30 * H, days_left=0, period="p").status == "never"
+
+
+def test_paygo_cost_limit_reached_no_limit_no_usage_and_no_pace() -> None:
+    assert forecast_no_rolloff(50 * H, [1 * H], 50 * H, days_left=None, period="p").status == "reached"
+    assert forecast_no_rolloff(50 * H, [1 * H], None, days_left=None, period="p").status == "no_limit"
+    assert forecast_no_rolloff(0.0, [0.0] * 7, 9 * H, days_left=None, period="p").status == "no_usage"
+    assert forecast_no_rolloff(5 * H, [0.0] * 7, 9 * H, days_left=None, period="p").status == "never"
+    assert forecast_limit([1 * H] * 28, 40 * H).to_dict().get("period") is None  # rolling: as it was
