@@ -9,10 +9,11 @@ job counts, waits and states; its quantum seconds are the sum over its resources
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qauvern_hpc.accounting.ledger import Ledger
+from qauvern_hpc.reports import query
 from qauvern_hpc.reports.forecast import WINDOW_DAYS, Forecast, forecast_limit
 from qauvern_hpc.reports.model import (
     DAY,
@@ -31,43 +32,29 @@ from qauvern_hpc.reports.model import (
 )
 
 BY = ("account", "user", "instance")
-TOP = 10  # rows of the top tables
+TOP = query.TOP  # rows of the top tables
 SERIES_KEYS = 8  # keys drawn in the usage chart; the rest are folded into OTHERS
 IBM_UPDATE = "ibm.update_instance"
 
-_PER_RUN_KEY = "cluster, job_id_raw, run"
 
-
-def _where(window: Window, since: int | None = None, *, dated: bool = False) -> tuple[str, list[Any]]:
-    """Runs that ended in the window (from `since` when given); `dated`: only runs with an end."""
-    start = window.since if since is None else since
-    if window.open_end and not dated:
-        return '("end" >= ? OR "end" IS NULL)', [start]
-    return '"end" >= ? AND "end" < ?', [start, window.until]
-
-
-def _daily(ledger: Ledger, column: str, window: Window, since: int) -> Series:
-    where, params = _where(window, since, dated=True)
-    rows = ledger.query(
-        f"SELECT \"end\" / {DAY}, COALESCE({column}, ''), SUM(COALESCE(quantum_seconds, 0)), "
-        "SUM(resource_units), SUM(CASE WHEN resource_units IS NULL THEN 1 ELSE 0 END) "
-        f"FROM runs WHERE {where} GROUP BY 1, 2",
-        params,
-    )
-    first, last = since // DAY, (window.until - 1) // DAY
-    days = list(range(first, last + 1))
+def _series(days: list[int], parts: Iterable[tuple[int, str, float, float | None, int]]) -> Series:
+    """Per day and key from (day, key, seconds, RUs, rows without RUs) totals; other days left out."""
+    first = days[0]
     seconds: dict[str, list[float]] = {}
     units: dict[str, list[float | None]] = {}
-    for day, key, qs, ru, missing in rows:
-        i = int(day) - first
+    for day, key, qs, ru, missing in parts:
+        i = day - first
         if not 0 <= i < len(days):
             continue
-        k = str(key)
-        seconds.setdefault(k, [0.0] * len(days))[i] += float(qs or 0)
-        per = units.setdefault(k, [0.0] * len(days))
+        seconds.setdefault(key, [0.0] * len(days))[i] += qs
+        per = units.setdefault(key, [0.0] * len(days))
         prev = per[i]
-        per[i] = None if missing or prev is None else prev + float(ru or 0)
+        per[i] = None if missing or prev is None else prev + (ru or 0.0)
     return Series(days, dict(sorted(seconds.items())), dict(sorted(units.items())))
+
+
+def _days(since: int, window: Window) -> list[int]:
+    return list(range(since // DAY, (window.until - 1) // DAY + 1))
 
 
 def _fold(series: Series, keep: int) -> Series:
@@ -87,81 +74,10 @@ def _fold(series: Series, keep: int) -> Series:
     return Series(series.days, seconds, units)
 
 
-def _grouped(ledger: Ledger, column: str, window: Window, limit: int | None) -> list[TopRow]:
-    """Per key: job runs, quantum seconds, RUs (None unless every run has them), most used first."""
-    where, params = _where(window)
-    sql = (
-        "SELECT k, COUNT(*), SUM(qs), SUM(ru), SUM(nru) FROM ("
-        f"SELECT COALESCE({column}, '') AS k, SUM(COALESCE(quantum_seconds, 0)) AS qs, "
-        "SUM(resource_units) AS ru, SUM(CASE WHEN resource_units IS NULL THEN 1 ELSE 0 END) AS nru "
-        f"FROM runs WHERE {where} GROUP BY COALESCE({column}, ''), {_PER_RUN_KEY}) AS per_run "
-        "GROUP BY k ORDER BY SUM(qs) DESC, k"
-    )
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return [
-        TopRow(str(k), int(n), float(qs or 0), None if nru else float(ru or 0))
-        for k, n, qs, ru, nru in ledger.query(sql, params)
-    ]
-
-
-def _top_jobs(ledger: Ledger, window: Window) -> list[TopJob]:
-    where, params = _where(window)
-    rows = ledger.query(
-        "SELECT cluster, MIN(job_id), run, MIN(\"user\"), MIN(account), MIN(COALESCE(instance, '')), "
-        "SUM(COALESCE(quantum_seconds, 0)) AS qs, SUM(resource_units), "
-        "SUM(CASE WHEN resource_units IS NULL THEN 1 ELSE 0 END), MAX(COALESCE(wall_seconds, 0)), "
-        f"MIN(slurm_state) FROM runs WHERE {where} GROUP BY {_PER_RUN_KEY} "
-        f"ORDER BY qs DESC, cluster, job_id_raw, run LIMIT {TOP}",
-        params,
-    )
-    return [
-        TopJob(str(c), str(j), int(r), str(u), str(a), str(i), float(qs), None if nru else float(ru or 0),
-               int(w), _state(st))
-        for c, j, r, u, a, i, qs, ru, nru, w, st in rows
-    ]  # fmt: skip
-
-
 def _state(text: object) -> str:
     """Slurm's state word: `CANCELLED by 0` -> CANCELLED."""
     words = str(text or "").split()
     return words[0] if words else "UNKNOWN"
-
-
-def _waits(ledger: Ledger, window: Window) -> Waits:
-    where, params = _where(window)
-    bucket = "CASE WHEN w IS NULL THEN -1 " + " ".join(
-        f"WHEN w < {int(bound)} THEN {i}" for i, (_, bound) in enumerate(WAIT_BUCKETS[:-1])
-    )
-    bucket += f" ELSE {len(WAIT_BUCKETS) - 1} END"
-    rows = ledger.query(
-        f"SELECT sd, ed, st, {bucket}, COUNT(*), SUM(w), MAX(w) FROM ("
-        f'SELECT MIN(start) / {DAY} AS sd, MIN("end") / {DAY} AS ed, MIN(slurm_state) AS st, '
-        f"MIN(start - submit) AS w FROM runs WHERE {where} GROUP BY {_PER_RUN_KEY}) AS per_run "
-        "GROUP BY 1, 2, 3, 4",
-        params,
-    )
-    acc: dict[int, list[float]] = {}  # start day -> [runs, wait sum, max wait]
-    buckets = {label: 0 for label, _ in WAIT_BUCKETS} | {NEVER_STARTED: 0}
-    states: dict[str, int] = {}
-    failed: dict[int, int] = {}
-    total = 0
-    for sd, ed, st, b, n, wsum, wmax in rows:
-        n = int(n)
-        total += n
-        label = NEVER_STARTED if int(b) < 0 else WAIT_BUCKETS[int(b)][0]
-        buckets[label] += n
-        state = _state(st)
-        states[state] = states.get(state, 0) + n
-        if state != "COMPLETED" and ed is not None:
-            failed[int(ed)] = failed.get(int(ed), 0) + n
-        if sd is not None and wsum is not None:
-            a = acc.setdefault(int(sd), [0, 0.0, 0.0])
-            a[0] += n
-            a[1] += float(wsum)
-            a[2] = max(a[2], float(wmax))
-    per_day = {d: (int(a[0]), a[1] / a[0], a[2]) for d, a in sorted(acc.items()) if a[0]}
-    return Waits(per_day, buckets, dict(sorted(states.items())), dict(sorted(failed.items())), total)
 
 
 def _allocations(
@@ -214,19 +130,73 @@ def current(points: list[AllocationPoint], at: float) -> AllocationPoint | None:
     return now[-1] if now else None
 
 
+def _top_rows(
+    rows: Iterable[tuple[str, int, float, float | None, int]], limit: int | None = None
+) -> list[TopRow]:
+    """Per key from (key, job runs, seconds, RUs, rows without RUs) totals: job runs, quantum seconds, RUs
+    (None unless every run has them), most used first."""
+    acc: dict[str, list[Any]] = {}
+    for key, n, qs, ru, nru in rows:
+        a = acc.setdefault(key, [0, 0.0, 0.0, 0])
+        a[0] += n
+        a[1] += qs
+        a[2] += ru or 0.0
+        a[3] += nru
+    out = [TopRow(k, n, qs, None if nru else ru) for k, (n, qs, ru, nru) in acc.items()]
+    out.sort(key=lambda r: (-r.quantum_seconds, r.key))
+    return out if limit is None else out[:limit]
+
+
+def _top_jobs(ledger: Ledger, rows: list[tuple[Any, ...]]) -> list[TopJob]:
+    """The window's most used job runs; their job id text and wall time looked up by key (a few rows)."""
+    picked = []
+    for row in rows:
+        (c, u, a, i, st), (j, r, nru, _), (qs, ru) = query.columns(row)
+        picked.append((str(c), int(j), int(r), str(u), str(a), str(i), float(qs), nru, ru, st))
+    picked.sort(key=lambda t: (-t[6], t[0], t[1], t[2]))
+    out = []
+    for c, j, r, u, a, i, qs, nru, ru, st in picked:
+        ((job_id, wall),) = ledger.query(
+            "SELECT MIN(job_id), MAX(COALESCE(wall_seconds, 0)) FROM runs "
+            "WHERE cluster = ? AND job_id_raw = ? AND run = ?",
+            [c, j, r],
+        )
+        out.append(
+            TopJob(c, str(job_id), r, u, a, i, qs, None if nru else float(ru or 0), int(wall), _state(st))
+        )
+    return out
+
+
+def _waits(rows: list[tuple[Any, ...]]) -> Waits:
+    acc: dict[int, list[float]] = {}  # start day -> [runs, wait sum, max wait]
+    buckets = {label: 0 for label, _ in WAIT_BUCKETS} | {NEVER_STARTED: 0}
+    states: dict[str, int] = {}
+    failed: dict[int, int] = {}
+    total = 0
+    for row in rows:
+        (st, *_), (sd, ed, b, n), (wsum, wmax) = query.columns(row)
+        n = int(n)
+        total += n
+        label = NEVER_STARTED if int(b) < 0 else WAIT_BUCKETS[int(b)][0]
+        buckets[label] += n
+        state = _state(st)
+        states[state] = states.get(state, 0) + n
+        if state != "COMPLETED" and ed is not None:
+            failed[int(ed)] = failed.get(int(ed), 0) + n
+        if sd is not None and wsum is not None:
+            a = acc.setdefault(int(sd), [0, 0.0, 0.0])
+            a[0] += n
+            a[1] += float(wsum)
+            a[2] = max(a[2], float(wmax))
+    per_day = {d: (int(a[0]), a[1] / a[0], a[2]) for d, a in sorted(acc.items()) if a[0]}
+    return Waits(per_day, buckets, dict(sorted(states.items())), dict(sorted(failed.items())), total)
+
+
 def _shares(
-    ledger: Ledger, window: Window, allocations: Mapping[str, list[AllocationPoint]], end: float
+    per: Mapping[str, Mapping[str, float]], allocations: Mapping[str, list[AllocationPoint]], end: float
 ) -> list[Share]:
-    where, params = _where(window)
-    rows = ledger.query(
-        "SELECT COALESCE(instance, ''), account, SUM(COALESCE(quantum_seconds, 0)) "
-        f"FROM runs WHERE {where} GROUP BY 1, 2",
-        params,
-    )
-    total = sum(float(qs or 0) for *_, qs in rows) or 0.0
-    per: dict[str, dict[str, float]] = {}
-    for inst, account, qs in rows:
-        per.setdefault(str(inst), {})[str(account)] = float(qs or 0)
+    """Each instance's share of the window's usage (`per`: instance -> account -> seconds)."""
+    total = sum(qs for accounts in per.values() for qs in accounts.values()) or 0.0
     alloc = {
         n: (p.allocation_seconds if (p := current(pts, end)) else None) for n, pts in allocations.items()
     }
@@ -262,7 +232,27 @@ def gather(
     at = time.time() if now is None else now
     end = min(at, window.until)
     lead = window.since - (WINDOW_DAYS - 1) * DAY  # 27 days before: the first day's rolling 28 days
-    instances = _daily(ledger, "instance", window, lead)
+    totals = query.run(ledger, window, lead, {"account": "a", "user": "u", "instance": "i"}[by])
+    Part = tuple[int, str, float, float | None, int]  # (day, key, seconds, RUs, rows without RUs)
+    instance_parts: list[Part] = []
+    by_parts: list[Part] = []
+    by_runs: list[tuple[str, int, float, float | None, int]] = []  # (key, runs, seconds, RUs, without RUs)
+    per: dict[str, dict[str, float]] = {}  # the shares: instance -> account -> seconds
+    for row in totals[query.LEAD]:
+        (inst, *_), (day, nru, *_), (qs, ru) = query.columns(row)
+        instance_parts.append((int(day), str(inst), float(qs or 0), ru, int(nru)))
+    for row in totals[query.DAILY]:
+        (inst, account, user, *_), (day, nru, dated, runs), (qs, ru) = query.columns(row)
+        seconds = float(qs or 0)
+        accounts = per.setdefault(str(inst), {})
+        accounts[str(account)] = accounts.get(str(account), 0.0) + seconds
+        key = str({"account": account, "user": user, "instance": inst}[by])
+        by_runs.append((key, int(runs), seconds, ru, int(nru)))
+        if day is None or not dated:
+            continue
+        instance_parts.append((int(day), str(inst), seconds, ru, int(nru)))
+        by_parts.append((int(day), key, seconds, ru, int(nru)))
+    instances = _series(_days(lead, window), instance_parts)
     start = window.since // DAY
     if by == "instance":
         cut = start - instances.days[0]
@@ -272,7 +262,7 @@ def gather(
             {k: v[cut:] for k, v in instances.resource_units.items()},
         )
     else:
-        usage = _daily(ledger, by if by != "user" else '"user"', window, window.since)
+        usage = _series(_days(window.since, window), by_parts)
     usage = _fold(usage, SERIES_KEYS)
     allocations, moves = _allocations(ledger, limits or {}, window)
     forecasts: dict[str, Forecast] = {}
@@ -284,12 +274,16 @@ def gather(
         upto = last_full - instances.days[0] + 1
         point = current(allocations.get(name, []), end)
         forecasts[name] = forecast_limit(daily[: max(0, upto)], point.limit_seconds if point else None)
-    column = '"user"' if by == "user" else by
-    by_rows = _grouped(ledger, column, window, None)
-    where, params = _where(window)
-    pending = ledger.query(f"SELECT COUNT(*) FROM runs WHERE {where} AND usage_state = 'pending'", params)[0][
-        0
-    ]
+    by_rows = _top_rows(by_runs)
+    pending = sum(int(ints[0] or 0) for _, ints, _ in map(query.columns, totals[query.PENDING]))
+    if by == "user":
+        top_users = by_rows[:TOP]
+    else:
+        users = []
+        for row in totals[query.BY_USER]:
+            (user, *_), (n, nru, *_), (qs, ru) = query.columns(row)
+            users.append((str(user), int(n), float(qs or 0), ru, int(nru)))
+        top_users = _top_rows(users, TOP)
     notes: list[str] = []
     if any(not k for k in instances.seconds):
         notes.append("some runs have no IBM instance recorded; they show as an empty instance name")
@@ -300,17 +294,17 @@ def gather(
         totals={
             "jobs": sum(r.jobs for r in by_rows),
             "quantum_seconds": round(sum(r.quantum_seconds for r in by_rows), 3),
-            "pending_runs": int(pending or 0),
+            "pending_runs": pending,
         },
         usage=usage,
         instances=instances,
         allocations=allocations,
         forecasts=forecasts,
-        shares=_shares(ledger, window, allocations, end),
+        shares=_shares(per, allocations, end),
         moves=moves,
-        waits=_waits(ledger, window),
-        top_jobs=_top_jobs(ledger, window),
-        top_users=_grouped(ledger, '"user"', window, TOP),
+        waits=_waits(totals[query.WAITS]),
+        top_jobs=_top_jobs(ledger, totals[query.TOP_JOBS]),
+        top_users=top_users,
         by_rows=by_rows,
         notes=notes,
     )

@@ -9,8 +9,10 @@ Benchmarks (each runs as its own process with its own command line, so the scrip
   ingest     bench_ingest.py      parsing a sacct dump and storing it in the ledger
   plan       bench_plan.py        the planner and the rebalance pipeline on a large account
   simulate   bench_simulate.py    the shipped traces under static, qauvern and qauvern-hpc
+  report     bench_report.py      the HTML usage report over a 1,000,000-row SQLite ledger (target 3 s)
 
---quick: smaller sizes (ingest 200,000 records, plan 2,000 instances, simulation of the first 30 days)
+--quick: smaller sizes (ingest 200,000 records, plan 2,000 instances, simulation of the first 30 days,
+report over 200,000 ledger rows)
 and no job-start. Results go to DIR (default bench-results/, git-ignored): `run-<time>.json` and
 `latest.json`. When a previous latest.json exists, the table shows its value beside the new one so runs
 can be compared over time. Exit 1 when a benchmark failed to run (a FAIL verdict inside job-start counts).
@@ -34,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import ROOT, machine, table, write_json  # noqa: E402
 
-NAMES = ("job-start", "ingest", "plan", "simulate")
+NAMES = ("job-start", "ingest", "plan", "simulate", "report")
 Figure = dict[str, Any]  # {"name", "value", "unit", "target", "ratio", "note"}
 
 
@@ -181,7 +183,28 @@ def simulate(out_dir: Path, quick: bool) -> dict[str, Any]:
     return res
 
 
-BENCHES = {"job-start": job_start, "ingest": ingest, "plan": plan, "simulate": simulate}
+def report(out_dir: Path, quick: bool) -> dict[str, Any]:
+    rows = 200_000 if quick else 1_000_000
+    rc, text, wall = _run([str(HERE / "bench_report.py"), "--rows", str(rows)], timeout=1800)
+    res: dict[str, Any] = {"exit_code": rc, "wall_seconds": wall, "figures": [], "rows": rows}
+    if rc != 0:
+        res["error"] = text[-2000:]
+        return res
+    start, end = text.find("{"), text.find("}")
+    figures = json.loads(text[start : end + 1]) if 0 <= start < end else {}
+    for key, label, target in (
+        ("report_seconds", "report", 3.0 if not quick else None),
+        ("gather_seconds", "gather (SQL)", None),
+        ("render_seconds", "render (charts, HTML)", None),
+    ):
+        if key in figures:
+            res["figures"].append(_fig(f"{label}: {rows:,} rows", float(figures[key]), "s", target))
+    if not res["figures"]:
+        res["raw_tail"] = text[-2000:]
+    return res
+
+
+BENCHES = {"job-start": job_start, "ingest": ingest, "plan": plan, "simulate": simulate, "report": report}
 
 
 def _value(v: float | None, unit: str) -> str:

@@ -229,7 +229,7 @@ def test_open_ledger_by_scheme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_schema_is_versioned_and_migrated_once(backend: tuple[str, str]) -> None:
     led = open_ledger(backend[1])
     try:
-        assert latest_version(led.dialect) == 5
+        assert latest_version(led.dialect) == 6
         versions = led._fetchall("SELECT version, name FROM schema_migrations ORDER BY version")
         assert versions == [
             (1, "runs, collector_state, audit"),
@@ -237,12 +237,13 @@ def test_schema_is_versioned_and_migrated_once(backend: tuple[str, str]) -> None
             (3, "runs by session"),
             (4, "runs.resource_units"),
             (5, "runs.mode"),
+            (6, "runs report index"),
         ]
     finally:
         led.close()
     again = open_ledger(backend[1])  # reopening applies nothing twice
     try:
-        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(5,)]
+        assert again._fetchall("SELECT COUNT(*) FROM schema_migrations") == [(6,)]
         again._execute(again._sql("INSERT INTO schema_migrations VALUES (?, ?, ?)"), (99, "future", 0.0))
     finally:
         again.close()
@@ -280,7 +281,7 @@ def test_a_version_1_ledger_is_upgraded_in_place(backend: tuple[str, str]) -> No
         conn.close()
     with open_ledger(url) as led:
         versions = led._fetchall("SELECT version FROM schema_migrations ORDER BY version")
-        assert versions == [(1,), (2,), (3,), (4,), (5,)]
+        assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
         assert led.get_high_water("alpha") == 1767225600
         assert led.revisits("alpha") == []
         led.add_revisit("alpha", [5], "running")
