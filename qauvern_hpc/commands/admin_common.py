@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from qauvern_hpc.core.errors import UsageError
 from qauvern_hpc.core.report_units import UNIT_HELP, Units, default_unit
 from qauvern_hpc.core.units import format_seconds, to_qau
 from qauvern_hpc.planner.admin_report import AccountSummary, format_fairness
@@ -35,6 +37,17 @@ def emit_json(doc: object) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- units
+
+
+def date_option(text: str, what: str) -> int:
+    """A --since/--until value (ISO 8601; no offset: UTC) -> epoch seconds; `UsageError` naming `what`."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{what}: not an ISO date: {text!r} (try 2026-11-01 or 2026-11-01T12:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
 
 
 def add_unit_argument(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qauvern_hpc.commands.admin_common import date_option
 from qauvern_hpc.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -58,16 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_unit_argument(parser)
 
 
-def _date(text: str, what: str) -> int:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{what}: not an ISO date: {text!r} (try 2026-11-01 or 2026-11-01T12:00)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
-
-
 def window_of(args: argparse.Namespace, now: float) -> Window:
     """The report's window from --period / --since / --until."""
     from qauvern_hpc.core.units import parse_seconds
@@ -76,8 +67,8 @@ def window_of(args: argparse.Namespace, now: float) -> Window:
     if args.until and not args.since:
         raise UsageError("--until needs --since", hint="or --period YYYY-MM for a calendar month")
     if args.since:
-        since = _date(args.since, "--since")
-        until = _date(args.until, "--until") if args.until else None
+        since = date_option(args.since, "--since")
+        until = date_option(args.until, "--until") if args.until else None
         if until is not None and until <= since:
             raise UsageError("--until must be after --since")
         end = int(now) if until is None else until

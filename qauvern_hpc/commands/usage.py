@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from qauvern_hpc.commands.admin_common import date_option
 from qauvern_hpc.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -71,21 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_unit_argument(parser)
 
 
-def _date(text: str, what: str) -> int:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{what}: not an ISO date: {text!r} (try 2026-11-01 or 2026-11-01T12:00)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
-
-
 def window(args: argparse.Namespace, cfg: Config, now: float) -> tuple[int | None, int | None, str]:
     """(since, until, label) from the options."""
     from qauvern_hpc.core.units import parse_seconds
 
-    until = _date(args.until, "--until") if args.until else None
+    until = date_option(args.until, "--until") if args.until else None
     if args.balance_period:
         period = cfg.rebalance.balance_period
         if period is None:
@@ -93,7 +84,7 @@ def window(args: argparse.Namespace, cfg: Config, now: float) -> tuple[int | Non
         since, until = int(period.start_date.timestamp()), int(period.end_date.timestamp())
         return since, until, f"balance period {period.start_date:%Y-%m-%d} .. {period.end_date:%Y-%m-%d}"
     if args.since:
-        since = _date(args.since, "--since")
+        since = date_option(args.since, "--since")
     else:
         try:
             span = parse_seconds(args.window or "28d")
