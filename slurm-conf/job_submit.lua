@@ -64,8 +64,8 @@ local MATCHERS = "lua-pattern" -- = LUA_MATCHERS in qauvern_hpc/policy/compiled.
 local MAX_RESOURCES = 8
 local MAX_NAME_LENGTH = 64
 local NO_VAL = 4294967294 -- Slurm's "unset" for uint32 fields
-local MATCH_FIELDS = { "users", "accounts", "partitions", "qos" }
-local IDENTITY_KEY = { users = "user", accounts = "account", partitions = "partition", qos = "qos" }
+local MATCH_FIELDS = { "users", "accounts", "partitions", "qos", "clusters" }
+local IDENTITY_KEY = { users = "user", accounts = "account", partitions = "partition", qos = "qos", clusters = "cluster" }
 
 local M = { settings = SETTINGS }
 
@@ -159,6 +159,7 @@ end
 local function describe(identity)
 	return "user=" .. dash(identity.user) .. " account=" .. dash(identity.account) .. " partition="
 		.. dash(identity.partition) .. " qos=" .. dash(identity.qos)
+		.. ((identity.cluster or "") ~= "" and (" cluster=" .. identity.cluster) or "")
 end
 
 -- Matchers: `qauvern-hpc render-policy` compiles each glob of the config (the safe fnmatch subset of
@@ -284,7 +285,7 @@ local function decide_one(policy, identity, requested, who)
 	return apply(policy.default, true, requested, who)
 end
 
--- identity: {user=, account=, partition=, qos=} (strings; "" = unknown; partition may be "a,b").
+-- identity: {user=, account=, partition=, qos=, cluster=} (strings; "" = unknown; partition may be "a,b").
 -- Returns {allowed=, code=, rule=, instance=, message=}.
 function M.decide(policy, identity, requested)
 	local code, message = M.check_request(policy, requested)
@@ -295,7 +296,13 @@ function M.decide(policy, identity, requested)
 	local parts = partitions_of(identity.partition or "")
 	local results = {}
 	for i, p in ipairs(parts) do
-		local one = { user = identity.user or "", account = identity.account or "", partition = p, qos = identity.qos or "" }
+		local one = {
+			user = identity.user or "",
+			account = identity.account or "",
+			partition = p,
+			qos = identity.qos or "",
+			cluster = identity.cluster or "",
+		}
 		results[i] = decide_one(policy, one, requested, who)
 	end
 	local first = results[1]
@@ -519,6 +526,10 @@ local function check(text, identity, modify, on_allowed)
 	local policy, err = M.load_policy()
 	if not policy then
 		return policy_unavailable(err, modify)
+	end
+	-- job_desc does not name the cluster: the policy was rendered for this slurmctld's cluster
+	if identity.cluster == nil and type(policy.cluster) == "string" then
+		identity.cluster = policy.cluster
 	end
 	local d = M.decide(policy, identity, M.parse_request(text))
 	if d.allowed then

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--account", "-A", required=True, help="the job's Slurm account")
     parser.add_argument("--partition", "-p", required=True, help="the job's partition(s), comma-separated")
     parser.add_argument("--qos", "-q", default="", help="the job's QOS (default: unknown)")
+    parser.add_argument("--cluster", "-M", default="", help="the job's Slurm cluster (default: unknown)")
     parser.add_argument(
         "--qpu", required=True, metavar="R[,R...]", help="the QPU resources, as for sbatch --qpu"
     )
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from qauvern_hpc.policy.mapping import JobIdentity, decide, parse_request
 
     policy = _policy(args)
-    identity = JobIdentity(args.user, args.account, args.partition, args.qos)
+    identity = JobIdentity(args.user, args.account, args.partition, args.qos, args.cluster)
     decision = decide(policy, identity, parse_request(args.qpu))
     code = ExitCode.OK if decision.allowed else ExitCode.FAILURE
     if args.json:

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print one rendered file (or the slurm.conf license lines) to stdout instead",
     )
     parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="the Slurm cluster whose job_submit.lua reads the policy, for rules matching on `clusters` "
+        "(default: ClusterName= of the slurm.conf beside the output)",
+    )
+    parser.add_argument(
         "--no-key-check",
         action="store_true",
         help="do not check that the API key files exist and are mode 0600",
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         default_policy_dir,
         render_json,
         render_lua,
+        slurm_cluster_name,
         slurm_license_lines,
         write_policy_files,
     )
@@ -78,17 +85,25 @@ def run(args: argparse.Namespace) -> int:
     if args.print_format == "slurm":
         sys.stdout.write("".join(f"{line}\n" for line in license_lines))
         return ExitCode.OK
-    if args.print_format:
-        sys.stdout.write(render_json(policy) if args.print_format == "json" else render_lua(policy))
-        return ExitCode.OK
     out_dir = Path(args.output_dir) if args.output_dir else default_policy_dir()
+    cluster = args.cluster or slurm_cluster_name(out_dir / "slurm.conf")
+    if cluster is None and any(r.match.get("clusters") is not None for r in policy.rules):
+        print(
+            "qauvern-hpc render-policy: warning: rules match on clusters but the cluster is unknown "
+            f"(no ClusterName= in {out_dir / 'slurm.conf'}): job_submit.lua matches them as cluster ''; "
+            "pass --cluster NAME",
+            file=sys.stderr,
+        )
+    if args.print_format:
+        sys.stdout.write(render_json(policy) if args.print_format == "json" else render_lua(policy, cluster))
+        return ExitCode.OK
     if not out_dir.is_dir():
         raise QauvernError(
             f"output directory {out_dir} does not exist", hint="create it, or pass --output-dir DIR"
         )
     json_path, lua_path = out_dir / POLICY_JSON, out_dir / POLICY_LUA
     try:
-        write_policy_files(policy, json_path, lua_path)
+        write_policy_files(policy, json_path, lua_path, cluster)
     except OSError as exc:
         raise QauvernError(f"cannot write the policy into {out_dir}: {exc.strerror or exc}") from None
     if args.json:
@@ -100,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                     "source_sha256": policy.source_sha256,
                     "generated_at": policy.generated_at,
                     "rules": len(policy.rules),
+                    "cluster": cluster,
                     "resources": list(policy.resources),
                     "slurm_conf": license_lines,
                 },

@@ -283,6 +283,11 @@ class MatchConfig(_Model):
     accounts: GlobList | None = None
     partitions: GlobList | None = None
     qos: GlobList | None = None
+    clusters: GlobList | None = Field(
+        None,
+        description="Slurm cluster names (ClusterName); the prolog reads SLURM_CLUSTER_NAME, job_submit.lua "
+        "the cluster `render-policy` rendered its policy for",
+    )
 
 
 class RuleBody(_Model):

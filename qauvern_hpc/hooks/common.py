@@ -27,6 +27,7 @@ class JobContext:
     qos: str
     qpu: str
     time_limit_seconds: int | None
+    cluster: str = ""
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> JobContext:
@@ -42,6 +43,7 @@ class JobContext:
             qos=env.get("SLURM_JOB_QOS", ""),
             qpu=env.get("SPANK_QPU", ""),
             time_limit_seconds=_minutes_to_seconds(limit),
+            cluster=env.get("SLURM_CLUSTER_NAME", ""),
         )
 
 

@@ -67,7 +67,8 @@ def prepare(environ: Mapping[str, str]) -> JobRecord:
     prepared_at = time.time()
     _close_previous_attempt(policy, paths, log)
     requested = parse_request(job.qpu)
-    decision = decide(policy, JobIdentity(job.user, job.account, job.partition, job.qos), requested)
+    identity = JobIdentity(job.user, job.account, job.partition, job.qos, job.cluster)
+    decision = decide(policy, identity, requested)
     record = JobRecord(
         job_id=job.job_id,
         user=job.user,

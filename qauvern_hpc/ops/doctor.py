@@ -390,3 +390,44 @@ def _ago(seconds: float) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+def check_cluster(
+    cluster: str,
+    *,
+    squeue_error: str | None,
+    accounts: Iterable[str] | None,
+    accounts_error: str | None,
+    wanted: Iterable[str],
+) -> Check:
+    """One cluster of `slurm.cluster`: its slurmctld answers `squeue -M`, and slurmdbd has an association
+    on it for every account the config maps there (`accounts`: the accounts with an association on this
+    cluster, None when sacctmgr failed)."""
+    name = f"cluster {cluster}"
+    if squeue_error is not None:
+        return Check(
+            name,
+            "fail",
+            f"squeue -M {cluster}: {squeue_error}",
+            "is its slurmctld up and registered in slurmdbd (sacctmgr show cluster)? rebalance and admission "
+            "read its queue",
+        )
+    if accounts is None:
+        return Check(name, "fail", f"sacctmgr: {accounts_error or 'failed'}", "is slurmdbd up?")
+    have = set(accounts)
+    if not have:
+        return Check(
+            name,
+            "fail",
+            "slurmdbd has no association on it",
+            f"sacctmgr add cluster {cluster}, then the accounts",
+        )
+    missing = sorted(set(wanted) - have)
+    if missing:
+        return Check(
+            name,
+            "warn",
+            "accounts the config maps here have no association on it: " + ", ".join(missing),
+            f"sacctmgr add account NAME cluster={cluster} (their jobs are refused by Slurm there)",
+        )
+    return Check(name, "ok", f"squeue answers; {len(set(wanted))} mapped accounts have an association")

@@ -179,6 +179,7 @@ def gather(options: DoctorOptions) -> list[Check]:
         checks.append(d.check_state_dir(state_dir, exists=False, uid=None, mode=None))
 
     checks += _guard("accounting", lambda: _accounting(cfg, env))
+    checks += _guard("clusters", lambda: _clusters(cfg, env))
     if not options.ibm:
         checks.append(Check("IBM", "skip", "--no-ibm"))
     else:
@@ -217,13 +218,7 @@ def _accounting(cfg: Config, env: dict[str, str]) -> Check:
             "accounting", "fail", f"sacctmgr: {err or rc}", "is slurmdbd up? (collect and rebalance need it)"
         )
     have = {line.strip() for line in out.splitlines() if line.strip()}
-    wanted: set[str] = set()
-    for rule in cfg.rules:
-        for glob in rule.match.accounts or ():
-            if not any(c in glob for c in "*?["):
-                wanted.add(glob)
-    for accounts in cfg.rebalance.slurm.accounts.values():
-        wanted.update(accounts)
+    wanted = mapped_accounts(cfg)
     missing = sorted(wanted - have)
     if missing:
         return Check(
@@ -233,6 +228,54 @@ def _accounting(cfg: Config, env: dict[str, str]) -> Check:
             "sacctmgr add account NAME (or fix the config)",
         )
     return Check("accounting", "ok", f"slurmdbd answers; {len(wanted)} mapped accounts exist")
+
+
+def mapped_accounts(cfg: Config, cluster: str | None = None) -> set[str]:
+    """The accounts the config names (plain names of rules' account lists, rebalance.slurm.accounts);
+    with `cluster`, only the rules that can match on it."""
+    from qauvern_hpc.policy.mapping import list_match
+
+    wanted: set[str] = set()
+    for rule in cfg.rules:
+        if cluster is not None and not list_match(rule.match.clusters, cluster)[0]:
+            continue
+        for glob in rule.match.accounts or ():
+            if not any(c in glob for c in "*?[!"):
+                wanted.add(glob)
+    for accounts in cfg.rebalance.slurm.accounts.values():
+        wanted.update(accounts)
+    return wanted
+
+
+def _clusters(cfg: Config, env: dict[str, str]) -> list[Check]:
+    """Every cluster of slurm.cluster: squeue -M answers, the mapped accounts have an association there."""
+    from qauvern_hpc.ops import doctor as d
+    from qauvern_hpc.slurm.run import SlurmCommandError
+    from qauvern_hpc.slurm.sacctmgr import Sacctmgr
+
+    if not cfg.slurm.cluster:
+        return [Check("clusters", "skip", "slurm.cluster names none: the local cluster only")]
+    by_cluster: dict[str, set[str]] | None = None
+    error: str | None = None
+    try:
+        by_cluster = {}
+        for a in Sacctmgr(cfg.slurm.sacctmgr, cfg.slurm.cluster).associations():
+            by_cluster.setdefault(a.cluster, set()).add(a.account)
+    except (SlurmCommandError, QauvernError, OSError) as exc:
+        by_cluster, error = None, getattr(exc, "message", str(exc))
+    out = []
+    for cluster in cfg.slurm.cluster:
+        rc, _, err = _run([cfg.slurm.squeue, "-M", cluster, "-h", "-o", "%i"], env)
+        out.append(
+            d.check_cluster(
+                cluster,
+                squeue_error=None if rc == 0 else (err or f"exit {rc}"),
+                accounts=None if by_cluster is None else by_cluster.get(cluster, set()),
+                accounts_error=error,
+                wanted=mapped_accounts(cfg, cluster),
+            )
+        )
+    return out
 
 
 def _ibm(options: DoctorOptions, cfg: Config) -> list[Check]:

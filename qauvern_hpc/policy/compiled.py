@@ -37,7 +37,7 @@ The policy never holds a secret: instances carry the *path* of their API key fil
       },
       "rules": [                                    # in order; the first matching rule decides
         {"name": "physics",
-         "match": {"users": null, "accounts": ["phys*"], "partitions": null, "qos": null},
+         "match": {"users": null, "accounts": ["phys*"], "partitions": null, "qos": null, "clusters": null},
          "deny": false, "message": null, "instance": "physics", "resources": ["ibm_torino", "ibm_fez"]}
       ],                                            # match: null = any value; a list holds globs, "!glob"
                                                     # excludes. resources: concrete names (globs expanded).
@@ -50,7 +50,8 @@ The policy never holds a secret: instances carry the *path* of their API key fil
       }
     }
 
-`qpu_policy.lua` holds the part `job_submit.lua` needs: `return { format = 1, resources = {names...},
+`qpu_policy.lua` holds the part `job_submit.lua` needs: `return { format = 1, cluster = "NAME" (the cluster
+whose slurmctld reads it, absent when unknown), resources = {names...},
 rules = {...}, default = {...}, pair_licenses = {...} }` with the rules in the same shape as above (a nil
 match key = any). With `pair_licenses`, job_submit.lua adds `<pair license>:1` per requested resource of the
 mapped instance (the admission controller caps each pair; `slurm_license_lines` prints what slurm.conf needs).
@@ -73,7 +74,7 @@ from qauvern_hpc.policy.globs import glob_error, glob_to_regex
 POLICY_FORMAT = 1
 POLICY_JSON = "policy.json"
 POLICY_LUA = "qpu_policy.lua"
-MATCH_FIELDS = ("users", "accounts", "partitions", "qos")
+MATCH_FIELDS = ("users", "accounts", "partitions", "qos", "clusters")
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
 
@@ -111,6 +112,7 @@ class PolicyMatch:
     accounts: tuple[str, ...] | None = None
     partitions: tuple[str, ...] | None = None
     qos: tuple[str, ...] | None = None
+    clusters: tuple[str, ...] | None = None
 
     def get(self, name: str) -> tuple[str, ...] | None:
         value: tuple[str, ...] | None = getattr(self, name)
@@ -528,10 +530,12 @@ def _lua_rule(rule: PolicyRule) -> dict[str, Any]:
     return d
 
 
-def render_lua(policy: Policy) -> str:
+def render_lua(policy: Policy, cluster: str | None = None) -> str:
     """qpu_policy.lua: the submit-time table for job_submit.lua (no secrets, no endpoints), each glob of the
-    match lists already compiled to a Lua pattern (`lua_pattern`)."""
+    match lists already compiled to a Lua pattern (`lua_pattern`). `cluster`: the Slurm cluster whose
+    slurmctld reads it (job_submit.lua is not told its cluster; rules' `clusters` match this name)."""
     table: dict[str, Any] = {
+        "cluster": cluster or None,
         "format": policy.format,
         "matchers": LUA_MATCHERS,
         "generated_at": policy.generated_at,
@@ -548,10 +552,23 @@ def render_lua(policy: Policy) -> str:
     return header + "return " + to_lua(table) + "\n"
 
 
-def write_policy_files(policy: Policy, json_path: Path, lua_path: Path) -> None:
+def write_policy_files(policy: Policy, json_path: Path, lua_path: Path, cluster: str | None = None) -> None:
     """Write policy.json and qpu_policy.lua atomically (mode 0644: they hold no secret)."""
     atomic_write(json_path, render_json(policy), 0o644)
-    atomic_write(lua_path, render_lua(policy), 0o644)
+    atomic_write(lua_path, render_lua(policy, cluster), 0o644)
+
+
+def slurm_cluster_name(slurm_conf: str | os.PathLike[str]) -> str | None:
+    """`ClusterName=` of a slurm.conf (None: no such line, or the file cannot be read)."""
+    try:
+        text = Path(slurm_conf).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        m = re.match(r"\s*ClusterName\s*=\s*([^\s#]+)", line, re.IGNORECASE)
+        if m:
+            return m.group(1)
+    return None
 
 
 def pair_license_names(policy: Policy) -> list[str]:

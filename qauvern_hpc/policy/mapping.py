@@ -8,8 +8,10 @@ Semantics
 ---------
 * Rules are tried in order; the **first rule whose `match` fits the job decides** (no fall-through). If none
   matches, the `default` rule decides.
-* `match` has up to four glob lists: users, accounts, partitions, qos. A missing list matches any value. A
-  value fits a list when it matches at least one plain glob (or the list has only exclusions) and no `!glob`.
+* `match` has up to five glob lists: users, accounts, partitions, qos, clusters. A missing list matches any
+  value. A value fits a list when it matches at least one plain glob (or the list has only exclusions) and
+  no `!glob`. The cluster is SLURM_CLUSTER_NAME in the prolog; job_submit.lua is not told its cluster, so it
+  takes the one its qpu_policy.lua was rendered for (`render-policy --cluster`, default slurm.conf's).
 * Globs are a safe subset of fnmatch, identical in Lua: `*`, `?`, `[abc]`, `[a-z0-9]`, `[!abc]` and the
   literal characters ``A-Z a-z 0-9 _ . @ + -``. Matching is case-sensitive. Config validation refuses others.
 * An unknown identity value (Slurm did not tell) is the empty string: `*` matches it, `alice` does not.
@@ -49,8 +51,14 @@ DENY_RULE = "deny_rule"
 DEFAULT_DENY = "default_deny"
 PARTITION_MISMATCH = "partition_mismatch"
 
-_FIELD_LABEL = {"users": "user", "accounts": "account", "partitions": "partition", "qos": "qos"}
-_IDENTITY_ATTR = {"users": "user", "accounts": "account", "partitions": "partition", "qos": "qos"}
+_FIELD_LABEL = {
+    "users": "user",
+    "accounts": "account",
+    "partitions": "partition",
+    "qos": "qos",
+    "clusters": "cluster",
+}
+_IDENTITY_ATTR = _FIELD_LABEL
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class JobIdentity:
     account: str
     partition: str
     qos: str = ""
+    cluster: str = ""  # the Slurm cluster (SLURM_CLUSTER_NAME in the prolog; the rendered policy's at submit)
 
     def partitions(self) -> list[str]:
         parts = [p.strip(_BLANKS) for p in self.partition.split(",")]
@@ -71,6 +80,7 @@ class JobIdentity:
         return (
             f"user={self.user or '-'} account={self.account or '-'} "
             f"partition={self.partition or '-'} qos={self.qos or '-'}"
+            + (f" cluster={self.cluster}" if self.cluster else "")
         )
 
 

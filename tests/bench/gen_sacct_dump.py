@@ -79,7 +79,7 @@ def _line(rng: random.Random, job: _Job, jid: str, raw: int, submit: int, st: st
     return text, start + wall
 
 
-def generate(n: int, out: str, *, seed: int = 1, cluster: str = "alpha") -> int:
+def generate(n: int, out: str, *, seed: int = 1, cluster: str = "alpha", t0: int = T0) -> int:
     rng = random.Random(seed)
     users = [f"user{i:03d}" for i in range(240)]
     accounts = [f"proj{i:02d}" for i in range(32)]
@@ -89,7 +89,7 @@ def generate(n: int, out: str, *, seed: int = 1, cluster: str = "alpha") -> int:
     qos_names, qos_w = _cum(QOS)
     state_names, state_w = _cum(STATES)
     job_id = 100_000
-    t = T0
+    t = t0
     written = 0
     buf: list[str] = []
     with open(out, "w", encoding="utf-8") as fh:

@@ -7,19 +7,14 @@ database. Without the binaries these tests are skipped, unless QAUVERN_HPC_REQUI
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +36,9 @@ from qauvern_hpc.accounting.ledger.schema import MIGRATIONS_TABLE, latest_versio
 from qauvern_hpc.accounting.ledger.sqlite import SQLiteLedger
 from qauvern_hpc.core.errors import ConfigError, LockHeld
 from qauvern_hpc.slurm.sacct import parse_sacct
+from tests.support import postgres
 from tests.support.paths import UNIT_FIXTURES
+from tests.support.postgres import PgServer
 
 pytestmark = pytest.mark.process  # starts processes (cc, lua, shellcheck, the CLI or the emulator)
 
@@ -82,107 +79,15 @@ def row(job: int, resource: str = "ibm_torino", **kw: Any) -> RunRow:
 # -- PostgreSQL server ---------------------------------------------------------------------------------
 
 
-@dataclass
-class PgServer:
-    root: str
-    socket_dir: str
-    port: int
-    as_postgres: bool
-    counter: int = 0
-
-    def url(self, db: str) -> str:
-        return f"postgresql://postgres@/{db}?host={self.socket_dir}&port={self.port}"
-
-    def new_database(self) -> str:
-        import psycopg
-
-        self.counter += 1
-        name = f"ledger_{self.counter}"
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-
-def _pg_bin() -> str | None:
-    for candidate in [
-        "/usr/lib/postgresql/15/bin",
-        *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),
-    ]:
-        if os.path.exists(os.path.join(candidate, "initdb")) and os.path.exists(
-            os.path.join(candidate, "pg_ctl")
-        ):
-            return candidate
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    required = os.environ.get("QAUVERN_HPC_REQUIRE_POSTGRES") == "1"
-    bindir = _pg_bin()
-    reason = None
-    if bindir is None:
-        reason = "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (initdb, pg_ctl)"
-    else:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            reason = "psycopg 3 is not installed"
-    as_postgres = os.geteuid() == 0
-    if reason is None and as_postgres and (shutil.which("runuser") is None or _no_user("postgres")):
-        reason = "running as root but there is no runuser or no `postgres` user to run the server as"
+    reason = postgres.unavailable()
     if reason is not None:
-        if required:
+        if os.environ.get("QAUVERN_HPC_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"QAUVERN_HPC_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
-    assert bindir is not None
-    root = tempfile.mkdtemp(prefix="qauvern-pg-")
-    data, sock = os.path.join(root, "data"), os.path.join(root, "sock")
-    os.mkdir(sock)
-    prefix: list[str] = []
-    if as_postgres:
-        for path in (root, sock):
-            shutil.chown(path, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    log = os.path.join(root, "server.log")
-
-    def run(*argv: str) -> None:
-        proc = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=120, check=False)
-        if proc.returncode != 0:
-            extra = Path(log).read_text(errors="replace")[-2000:] if os.path.exists(log) else ""
-            raise RuntimeError(f"{argv[0]} failed: {proc.stdout}\n{proc.stderr}\n{extra}")
-
-    run(
-        os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"
-    )
-    options = f"-k {sock} -p {port} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-    run(os.path.join(bindir, "pg_ctl"), "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
-    try:
-        yield PgServer(root, sock, port, as_postgres)
-    finally:
-        subprocess.run(
-            [*prefix, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _no_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return True
-    return False
+    with postgres.running_server() as server:
+        yield server
 
 
 # -- back-end parametrization -------------------------------------------------------------------------

@@ -246,7 +246,7 @@ BAD_CASES = [
     ("resource-as-plain-string", BASE.replace("  - name: ibm_fez\n", "  - ibm_fez\n"),
      "cfg.yaml:11:5: resources[1]: expected a mapping with keys name, type, backend, session_mode, max_ttl_seconds, fail_mode, expose_api_key, on_job_end, env (got 'ibm_fez': write `- name: ibm_fez`)"),
     ("match-not-a-mapping", BASE.replace("match: {accounts: [physics]}", "match: physics"),
-     "cfg.yaml:14:12: rules[0].match: expected a mapping with keys users, accounts, partitions, qos (got 'physics')"),
+     "cfg.yaml:14:12: rules[0].match: expected a mapping with keys users, accounts, partitions, qos, clusters (got 'physics')"),
     ("not-a-mapping", "- a\n- b\n", "cfg.yaml:1:1: the config must be a mapping"),
     ("empty-file", "", "cfg.yaml: the config is empty"),
 ]  # fmt: skip

@@ -70,6 +70,7 @@ def test_policy_json_shape_is_the_documented_contract() -> None:
         "accounts": ["physics", "physics-*"],
         "partitions": None,
         "qos": None,
+        "clusters": None,
     }
     assert (rule["deny"], rule["message"], rule["instance"], rule["resources"]) == (
         False,
