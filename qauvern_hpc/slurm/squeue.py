@@ -48,6 +48,7 @@ class PendingJob(NamedTuple):
     submit_epoch: int | None
     priority: int
     reason: str
+    cluster: str = ""  # with `squeue -M`: the cluster of the `CLUSTER: name` header above the line
 
     @property
     def held(self) -> bool:
@@ -132,7 +133,9 @@ def parse_squeue_line(line: str) -> PendingJob:
 
 
 def parse_squeue(lines: Iterable[str]) -> Iterator[PendingJob]:
-    """Parse squeue output; blank lines are skipped, malformed ones raise SqueueParseError.
+    """Parse squeue output; blank lines are skipped, malformed ones raise SqueueParseError. With `-M`,
+    squeue prints a `CLUSTER: name` header before each cluster's jobs (even with `-h`): the jobs below it
+    carry that cluster (checked only on lines without our fields, so it costs nothing per job).
 
     Every field is stripped; an account or QOS of `(null)`/`N/A` is "". 100,000 lines take ~0.25 s: one
     split per line, and the texts that repeat across a queue (users, accounts, partitions, QOS, reasons,
@@ -145,10 +148,14 @@ def parse_squeue(lines: Iterable[str]) -> Iterator[PendingJob]:
     plain_get, optional_get = plain.get, optional.get
     licenses_of, limit_of = _cached_licenses, _cached_limit
     new, cls = _new_job, PendingJob
+    cluster = ""
     for line in lines:
         parts = line.split("|")
         if len(parts) != _NFIELDS:
             if not line.strip():
+                continue
+            if line.startswith("CLUSTER: "):
+                cluster = line[9:].strip()
                 continue
             raise SqueueParseError(
                 f"squeue line has {len(parts)} fields, expected {_NFIELDS}: {line[:200]!r}"
@@ -183,6 +190,7 @@ def parse_squeue(lines: Iterable[str]) -> Iterator[PendingJob]:
                 int(submit) if submit.isdigit() else _int_or_none(submit),
                 int(prio) if prio.isdigit() else (_int_or_none(prio) or 0),
                 r,
+                cluster,
             ),
         )
 
@@ -201,8 +209,7 @@ def pending_jobs(
     """Every pending job and array task. Raises ServiceUnavailable when slurmctld cannot be reached."""
     argv = squeue_argv(squeue, clusters=clusters)
     with stream_slurm(argv, env={"SLURM_TIME_FORMAT": "%s"}, timeout=timeout) as lines:
-        # With -M, squeue prints a "CLUSTER: name" header line per cluster.
-        return list(parse_squeue(ln for ln in lines if not ln.startswith("CLUSTER: ")))
+        return list(parse_squeue(lines))
 
 
 JOB_FIELDS = ("%i", "%T", "%W", "%V", "%r")
