@@ -19,9 +19,9 @@ What is counted, per instance
 * `max_priority` / `mean_priority`: Slurm's priorities (shown in the explanation; the weighting uses the
   counts and the age, not the priority, which mixes in factors unrelated to QPU demand);
 * `held_jobs`, `gated_jobs` (pending with reason AssocGrpLicense, i.e. behind our gate);
-* `by_cluster`: the counted pending jobs per cluster (`squeue -M a,b` tags each job with the cluster of
-  its `CLUSTER:` header; with one cluster squeue prints no header and this stays empty). The planner's
-  demand is the sum over every cluster: an instance's allocation and limit are IBM's, not a cluster's.
+* `by_cluster`: the counted pending jobs per cluster (with several clusters in `slurm.cluster` the queue is
+  read with one `squeue -M NAME` per cluster, each job tagged with it; with one, this stays empty). The
+  planner's demand is the sum over every cluster: an instance's allocation and limit are IBM's.
 """
 
 from __future__ import annotations

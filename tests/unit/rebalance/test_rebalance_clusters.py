@@ -15,7 +15,7 @@ from qauvern_hpc.rebalance.demand import aggregate_pending
 from qauvern_hpc.rebalance.enforce import plan_slurm
 from qauvern_hpc.rebalance.journal import Journal, JournalStore, Step
 from qauvern_hpc.slurm.sacctmgr import Association
-from qauvern_hpc.slurm.squeue import parse_squeue
+from qauvern_hpc.slurm.squeue import parse_squeue, pending_jobs
 from tests.unit.rebalance.test_rebalance import CONFIG, FakeAudit, _plan, cfg
 
 CLUSTERS = "slurm: {cluster: [qa, qb]}\n"
@@ -54,6 +54,27 @@ def test_squeue_dash_m_tags_each_job_with_its_cluster_and_demand_sums_them() -> 
         .by_cluster
         == {}
     )
+
+
+def test_pending_jobs_reads_each_cluster_with_its_own_squeue_and_tags_its_jobs(tmp_path: Path) -> None:
+    # 22.05.8's `squeue -h -M qa,qb` prints both clusters' jobs with no header: one call per cluster
+    fake = tmp_path / "squeue"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do last="$a"; done\n'  # -M NAME comes last
+        'echo "$*" >> ' + str(tmp_path / "calls") + "\n"
+        'echo "1|u|chem|p|normal|qpu_chem:1|00:10:00|1000|5|Priority"\n'
+        '[ "$last" = qb ] && echo "2|u|chem|p|normal|qpu_chem:1|00:10:00|1000|5|Priority"\n'
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    jobs = pending_jobs(str(fake), clusters=["qa", "qb"])
+    assert [(j.job_id, j.cluster) for j in jobs] == [("1", "qa"), ("1", "qb"), ("2", "qb")]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[-2:] for c in calls] == [["-M", "qa"], ["-M", "qb"]]
+    (tmp_path / "calls").unlink()
+    assert [j.cluster for j in pending_jobs(str(fake), clusters=["qa"])] == [""]  # one cluster: one call
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1
 
 
 def _assocs() -> list[Association]:
