@@ -13,7 +13,13 @@ compared with the live value first (IBM's instance list, Slurm's associations):
 
 Test hook: `QAUVERN_HPC_REBALANCE_CRASH=POINT[:N]` ends the process (exit 75, no clean-up, like a kill)
 at the N-th time (default 1st) it reaches POINT: `after-ibm-write` (the PATCH returned, nothing recorded
-yet), `before-slurm` (every IBM step recorded, no sacctmgr run yet), `after-slurm-write`.
+yet), `before-slurm` (every IBM step recorded, no sacctmgr run yet), `after-slurm-write`,
+`between-clusters` (every Slurm step of one cluster recorded, none of the next cluster's started).
+
+Several clusters: the Slurm steps come grouped per cluster (`enforce.by_cluster`), each naming its
+cluster, and the live value a resumed step is compared with is that cluster's association: a run killed
+in the middle of cluster A finishes A's remaining steps and then B's; one killed between A and B finds
+A's steps done and writes B's only.
 """
 
 from __future__ import annotations
@@ -401,7 +407,13 @@ def execute(
         return out
 
     slurm_started = False
+    last_cluster: str | None = None
     for step in journal.steps:
+        if step.kind != IBM:
+            cluster = str(step.target.get("cluster", ""))
+            if last_cluster is not None and cluster != last_cluster and step.state not in (DONE, SKIPPED):
+                fault.hit("between-clusters")
+            last_cluster = cluster
         if step.state in (DONE, SKIPPED):
             continue
         if step.kind != IBM and not slurm_started:

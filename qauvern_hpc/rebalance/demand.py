@@ -18,13 +18,17 @@ What is counted, per instance
 * `oldest_pending_age_seconds`: now - the oldest submit time;
 * `max_priority` / `mean_priority`: Slurm's priorities (shown in the explanation; the weighting uses the
   counts and the age, not the priority, which mixes in factors unrelated to QPU demand);
-* `held_jobs`, `gated_jobs` (pending with reason AssocGrpLicense, i.e. behind our gate).
+* `held_jobs`, `gated_jobs` (pending with reason AssocGrpLicense, i.e. behind our gate);
+* `by_cluster`: the counted pending jobs per cluster (with several clusters in `slurm.cluster` the queue is
+  read with one `squeue -M NAME` per cluster, each job tagged with it; with one, this stays empty). The
+  planner's demand is the sum over every cluster: an instance's allocation and limit are IBM's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from qauvern_hpc.planner.model import DemandSignal
 from qauvern_hpc.slurm.squeue import PendingJob
@@ -42,6 +46,7 @@ class QueueStats:
     mean_priority: float = 0.0
     held_jobs: int = 0
     gated_jobs: int = 0
+    by_cluster: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +57,7 @@ class QueueStats:
             "mean_priority": round(self.mean_priority, 1),
             "held_jobs": self.held_jobs,
             "gated_jobs": self.gated_jobs,
+            "by_cluster": dict(self.by_cluster),
         }
 
 
@@ -84,14 +90,14 @@ def aggregate_pending(
     """
     by_license = license_names(prefix, instances)
     inf = float("inf")
-    # instance -> [jobs, queued, oldest_submit, prio_sum, prio_max, held, gated]
-    acc: dict[str, list[float]] = {}
+    # instance -> [jobs, queued, oldest_submit, prio_sum, prio_max, held, gated, {cluster: jobs}]
+    acc: dict[str, list[Any]] = {}
     # jobs naming an unknown instance accumulate into a row of their own, counted as `unmapped`
-    unknown: list[float] = [0, 0, inf, 0, 0, 0, 0]
+    unknown: list[Any] = [0, 0, inf, 0, 0, 0, 0, {}]
     # license list -> the row of its instance, or None: not a QPU job
-    row_of: dict[tuple[tuple[str, int], ...], list[float] | None] = {}
+    row_of: dict[tuple[tuple[str, int], ...], list[Any] | None] = {}
     row_get = row_of.get
-    missing: list[float] = []  # a sentinel no row is
+    missing: list[Any] = []  # a sentinel no row is
     cap = max_job_seconds
     total = 0
     for total, job in enumerate(jobs, 1):  # noqa: B007 (`total` is read after the loop)
@@ -107,7 +113,7 @@ def aggregate_pending(
                     else:
                         row = acc.get(inst)
                         if row is None:
-                            row = acc[inst] = [0, 0, inf, 0, 0, 0, 0]
+                            row = acc[inst] = [0, 0, inf, 0, 0, 0, 0, {}]
                     break
             row_of[licenses] = row
         if row is None:
@@ -129,14 +135,18 @@ def aggregate_pending(
         row[3] += prio
         if prio > row[4]:
             row[4] = prio
+        cluster = job[10]
+        if cluster:
+            per = row[7]
+            per[cluster] = per.get(cluster, 0) + 1
 
-    def seen(r: list[float]) -> int:  # every QPU job of a row, counted or held
+    def seen(r: list[Any]) -> int:  # every QPU job of a row, counted or held
         return int(r[0] if count_held else r[0] + r[5])
 
     unmapped = seen(unknown)
     qpu = unmapped + sum(seen(r) for r in acc.values())
     out: dict[str, QueueStats] = {}
-    for inst, (n, queued, oldest, psum, pmax, held_n, gated) in acc.items():
+    for inst, (n, queued, oldest, psum, pmax, held_n, gated, per_cluster) in acc.items():
         jobs_n = int(n)
         out[inst] = QueueStats(
             instance=inst,
@@ -147,6 +157,7 @@ def aggregate_pending(
             mean_priority=psum / jobs_n if jobs_n else 0.0,
             held_jobs=int(held_n),
             gated_jobs=int(gated),
+            by_cluster=dict(sorted(per_cluster.items())),
         )
     return QueueSummary(out, total, qpu, unmapped)
 

@@ -16,12 +16,14 @@ Gate (`rebalance.slurm.gate`)
 QPU jobs carry the license `<prefix><instance>` (job_submit.lua). While an instance's limit is reached
 (28-day usage >= effective limit, as planned), the root association of each cluster gets
 `GrpTRES=license/<prefix><instance>=0`: Grp limits cover the whole tree (verified on 22.05.8: the root
-association's GrpTRES is enforced), so every job of that instance, whatever its account, stays PENDING
-with reason `AssocGrpLicense` instead of starting and failing at IBM; running jobs go on
-(AccountingStorageEnforce=safe). Jobs of other instances are not affected. When usage rolls off (limit no
-longer reached) the item is removed (`=-1`). One sacctmgr call per gated instance and cluster, whatever
-the number of accounts. The license must be a tracked TRES (`AccountingStorageTRES=license/<prefix>
-<instance>`), else the instance cannot be gated: a warning says so.
+association's GrpTRES is enforced), so every job of that instance, whatever its account, stays PENDING with
+reason `AssocGrpLicense` instead of starting and failing at IBM; running jobs go on
+(AccountingStorageEnforce=safe). Jobs of other instances are not affected. With several clusters
+(`slurm.cluster`) the gate goes on the root association of every one of them: IBM's limit is the instance's,
+whichever cluster a job runs on, so a job of an exhausted instance would fail at IBM from any cluster. When
+usage rolls off (limit no longer reached) the item is removed (`=-1`). One sacctmgr call per gated instance
+and cluster, whatever the number of accounts. The license must be a tracked TRES
+(`AccountingStorageTRES=license/<prefix><instance>`), else the instance cannot be gated: a warning says so.
 
 With `admission.enabled` the admission controller holds back an exhausted instance's jobs (its pair caps,
 decided each period from IBM's `usage_limit_reached`): the rebalancer sets no gate any more (one writer)
@@ -243,7 +245,15 @@ def plan_slurm(
             gated_before=gated_before,
             gated_after=gated_after,
         )
-    return SlurmPlan(tuple(ungates + fairshare + gates), states, tuple(warnings))
+    return SlurmPlan(by_cluster(ungates + fairshare + gates, cfg.slurm.cluster), states, tuple(warnings))
+
+
+def by_cluster(changes: Sequence[SlurmChange], clusters: Sequence[str]) -> tuple[SlurmChange, ...]:
+    """`changes` grouped per cluster, in the config's cluster order (others after, by name), each group
+    keeping the apply order (ungates, Fairshare, gates): a run stopped between two clusters leaves one
+    cluster complete and the next untouched, and the journal resumes with the next one only."""
+    rank = {c: i for i, c in enumerate(clusters)}
+    return tuple(sorted(changes, key=lambda c: (rank.get(c.cluster, len(rank)), c.cluster)))
 
 
 __all__ = [
@@ -252,6 +262,7 @@ __all__ = [
     "InstanceSlurmState",
     "SlurmChange",
     "SlurmPlan",
+    "by_cluster",
     "fairshare_targets",
     "mapped_accounts",
     "plan_slurm",

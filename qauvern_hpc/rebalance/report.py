@@ -223,6 +223,8 @@ def print_plan(
                 queue += f", prio ≤{q['max_priority']}"
             if q["held_jobs"]:
                 queue += f" (+{q['held_jobs']} held)"
+            if len(q.get("by_cluster") or {}) > 1:
+                queue += " [" + ", ".join(f"{c} {n}" for c, n in q["by_cluster"].items()) + "]"
         if r["recent_ledger_seconds"]:
             queue += f"; ledger 24h {units.text(r['recent_ledger_seconds'], r['crn'])}"
         slurm = "-"

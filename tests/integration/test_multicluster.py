@@ -1,7 +1,9 @@
 """Two real clusters on one slurmdbd (Slurm's multi-cluster setup), one PostgreSQL ledger: `collect` with
 `slurm.cluster: [qa, qb]` attributes the QPU jobs of both exactly once, a cluster whose pull fails leaves
 the other's accounting complete and is caught up on the next run, and two collectors sharing the ledger
-from two state dirs (two hosts) never run together.
+from two state dirs (two hosts) never run together. `rebalance` reads both queues (a burst on qb moves
+allocation in one run), gates an exhausted instance on both clusters' root associations (its jobs on qb
+pend with AssocGrpLicense, the other instance's run), and two rebalancers on the ledger never both apply.
 
 Cluster qb is a second sandbox on qa's munged/MariaDB/slurmdbd (`accounting_of`), with its own slurmctld,
 slurmd, job ids from 100000 and its own site (hooks, state dir, hookd) on the same IBM emulator.
@@ -16,8 +18,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from qauvern_hpc.accounting.ledger.models import StoredRun
 from qauvern_hpc.devtools import qpu_site
 from qauvern_hpc.devtools.emulator import run_emulator
 from qauvern_hpc.devtools.sandbox import Sandbox
+from qauvern_hpc.slurm.sacctmgr import Association, parse_associations
 from tests.unit.accounting.test_ledger import PgServer, pg_server  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -65,14 +68,36 @@ class Multi:
         doc = json.loads(proc.stdout) if proc.stdout.strip().startswith(("{", "[")) else proc.stdout
         return proc.returncode, doc, proc.stderr
 
-    def config_with(self, name: str, *, state_dir: Path | None = None, sacct: Path | None = None) -> Path:
+    def config_with(
+        self,
+        name: str,
+        *,
+        state_dir: Path | None = None,
+        sacct: Path | None = None,
+        squeue: Path | None = None,
+        chem_limit: int | None = None,
+    ) -> Path:
+        """A copy of the config: `state_dir` for the hooks' and the rebalancer's state (another host),
+        another sacct or squeue, a limit on chemistry."""
         text = self.config.read_text()
         if state_dir:
-            old = f"  state_dir: {self.a.site.state_dir}\n"
-            assert old in text
-            text = text.replace(old, f"  state_dir: {state_dir}\n", 1)
+            for old, new in (
+                (f"  state_dir: {self.a.site.state_dir}\n", f"  state_dir: {state_dir}\n"),
+                (
+                    f"  state_dir: {self.a.site.directory}/rebalance\n",
+                    f"  state_dir: {state_dir}/rebalance\n",
+                ),
+            ):
+                assert old in text
+                text = text.replace(old, new, 1)
         if sacct:
             text = text.replace("\nslurm:\n", f"\nslurm:\n  sacct: {sacct}\n", 1)
+        if squeue:
+            text = text.replace("\nslurm:\n", f"\nslurm:\n  squeue: {squeue}\n", 1)
+        if chem_limit is not None:
+            old = f'    crn: "{qpu_site.CRN_CHEM}"\n'
+            assert old in text
+            text = text.replace(old, f"{old}    limit_seconds: {chem_limit}\n", 1)
         path = self.config.parent / name
         path.write_text(text)
         return path
@@ -141,14 +166,18 @@ def multi(sandbox_factory: Callable[..., Sandbox], pg_server: PgServer) -> Itera
     with run_emulator(qpu_site.emulator_seed(), clock="real") as emu:
         site_a = qpu_site.write_site(top / "a", emu.base_url, operations=True)
         site_b = qpu_site.write_site(top / "b", emu.base_url, operations=True)
+        # job_submit.lua adds the per-instance license (the rebalancer's queue and gate), on both clusters
+        licensed = {**qpu_site.SANDBOX_SETTINGS}
         hooks_a = qpu_site.sandbox_hooks(site_a)
+        hooks_a = replace(hooks_a, env={**hooks_a.env, **qpu_site.license_env()})
         hooks_b = qpu_site.sandbox_hooks(site_b, plugin=site_a.directory / "qpu.so")
-        settings = {"CLUSTER": "qa"}
+        hooks_b = replace(hooks_b, env={**hooks_b.env, **qpu_site.license_env()})
+        settings = {"CLUSTER": "qa", **licensed}
         sb_a = sandbox_factory("mc-a", hooks=hooks_a, settings=settings, accounts=qpu_site.ACCOUNTS)
         sb_b = sandbox_factory(
             "mc-b",
             hooks=hooks_b,
-            settings={"CLUSTER": "qb"},
+            settings={"CLUSTER": "qb", **licensed},
             extra_conf=["FirstJobId=100000"],
             accounts=qpu_site.ACCOUNTS,
             accounting_of=sb_a,
@@ -273,3 +302,133 @@ def test_two_collectors_sharing_the_postgresql_ledger_never_both_run(multi: Mult
         _, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     multi.assert_ledger_matches_ibm()
+
+
+# -- rebalance on both clusters ------------------------------------------------------------------------------
+
+CHEM_LIMIT = 4000
+
+
+def _allocation(multi: Multi, crn: str) -> int:
+    return next(
+        int(i["usage_allocation_seconds"]) for i in multi.emu.state.snapshot()["instances"] if i["crn"] == crn
+    )
+
+
+def _roots(multi: Multi) -> dict[str, Association]:
+    out = multi.a.sb.run(
+        ["sacctmgr", "-n", "-P", "show", "assoc", "where", "cluster=qa,qb",
+         "format=cluster,account,user,parentname,fairshare,grptres"],
+        check=True,
+    ).stdout  # fmt: skip
+    return {a.cluster: a for a in parse_associations(out) if a.is_account and a.account == "root"}
+
+
+def _sessions(multi: Multi, crn: str) -> list[Any]:
+    return [s for s in multi.emu.state.snapshot()["sessions"] if s["instance"] == crn]
+
+
+def _squeue(c: Cluster, job: int) -> tuple[str, str, str]:
+    out = c.sb.run(["squeue", "-h", "-j", str(job), "-o", "%T|%r|%W"]).stdout.strip()
+    state, _, rest = out.partition("|")
+    reason, _, lic = rest.partition("|")
+    return state, reason, lic
+
+
+def test_a_burst_on_qb_moves_allocation_in_one_rebalance_and_the_gate_holds_jobs_on_qb(multi: Multi) -> None:
+    """One rebalance: four chemistry jobs pending on qb raise chemistry's allocation (physics holds the pool
+    after the tests above; one squeue per cluster, each job tagged with it). The next, with chemistry over
+    its limit, gates chemistry on the root
+    association of BOTH clusters (IBM's limit is the instance's); on qb a chemistry job then pends with
+    AssocGrpLicense while a physics job runs."""
+    a, b = multi.a, multi.b
+    config = multi.config_with("config-rebalance.yaml", chem_limit=CHEM_LIMIT)
+    rc, doc, err = multi.cli("rebalance", "--yes")  # settle what the tests above used (no chemistry limit)
+    assert rc == 0, err
+    before = _allocation(multi, qpu_site.CRN_CHEM)
+    burst = [
+        b.sb.submit("echo never\n", user="qcarol", account="chem", partition="quantum",
+                    extra_args=["--qpu=ibm_fez", "--begin=now+1hour", "-t", "20"])
+        for _ in range(4)
+    ]  # fmt: skip
+    late: list[int] = []
+    try:
+        assert _wait(lambda: all(_squeue(b, j)[0] == "PENDING" for j in burst), 30)
+        assert all("qpu_chemistry" in _squeue(b, j)[2] for j in burst)
+        rc, doc, err = multi.cli("rebalance", "--yes")
+        assert rc == 0 and doc["status"] == "completed", err
+        row = next(r for r in doc["instances"] if r["instance"] == "chemistry")
+        assert row["queue"]["pending_jobs"] == 4 and row["queue"]["by_cluster"] == {"qb": 4}
+        assert "4 jobs" in row["why"]
+        assert _allocation(multi, qpu_site.CRN_CHEM) > before
+        # chemistry over its limit, with usage older than the tests (the ledger checks above stay exact)
+        multi.emu.state.add_usage(
+            qpu_site.CRN_CHEM, CHEM_LIMIT + 1000, at=multi.emu.clock.now() - timedelta(days=28, seconds=-600)
+        )
+        rc, doc, err = multi.cli("rebalance", "--yes", config=config)
+        assert rc == 0 and doc["status"] == "completed", err
+        chem = next(r for r in doc["instances"] if r["instance"] == "chemistry")
+        assert chem["limit_reached"] and chem["slurm"]["gated"]["new"] is True
+        gates = [s for s in doc["steps"] if s["kind"] == "gate"]
+        assert sorted(s["target"]["cluster"] for s in gates) == ["qa", "qb"]
+        slurm_clusters = [s["target"]["cluster"] for s in doc["steps"] if s["kind"] != "ibm"]
+        assert slurm_clusters == sorted(slurm_clusters)  # the journal's Slurm steps: qa's, then qb's
+        roots = _roots(multi)
+        assert {c: r.grp_tres.get("license/qpu_chemistry") for c, r in roots.items()} == {"qa": 0, "qb": 0}
+
+        chem_sessions = len(_sessions(multi, qpu_site.CRN_CHEM))
+        held = multi.run(b, "qcarol", "chem", "ibm_fez", 1, partition="quantum")
+        free = multi.run(b, "qbob", "physics", "ibm_torino", 1)
+        late = [held, free]
+        assert _wait(lambda: _squeue(b, held)[:2] == ("PENDING", "AssocGrpLicense"), 30), _squeue(b, held)
+        assert b.sb.wait_job(free, states=FINAL_STATES, timeout=120) == "COMPLETED"
+        assert _squeue(b, held)[:2] == ("PENDING", "AssocGrpLicense")  # still held: never reached IBM
+        assert len(_sessions(multi, qpu_site.CRN_CHEM)) == chem_sessions  # no session opened at IBM
+    finally:
+        b.sb.run(["scancel", *map(str, burst + late)])
+        # ungate by hand: the next test's config has no chemistry limit, so no gate
+        a.sb.run(["sacctmgr", "-i", "modify", "account", "where", "name=root", "cluster=qa,qb",
+                  "set", "GrpTRES=license/qpu_chemistry=-1"])  # fmt: skip
+
+
+def test_two_rebalancers_sharing_the_postgresql_ledger_never_both_apply(multi: Multi) -> None:
+    """Two "hosts" (two state dirs: two flock files) want the same change (qa's physics Fairshare, moved
+    by hand); the first is slowed down inside its run, the second is refused with exit 5 naming the holder,
+    and the change is applied and audited by one run only."""
+    a = multi.a
+    since = time.time()
+    a.sb.run(["sacctmgr", "-i", "modify", "account", "where", "name=physics", "cluster=qa",
+              "set", "Fairshare=7"], check=True)  # fmt: skip
+    flag = multi.config.parent / "slow-rebalance-started"
+    slow = multi.config.parent / "squeue-slow"
+    slow.write_text(f'#!/bin/sh\ntouch {flag}\nsleep 4\nexec {shutil.which("squeue")} "$@"\n')
+    slow.chmod(0o755)
+    host1 = multi.config_with("rebalance-host1.yaml", state_dir=multi.config.parent / "rb1", squeue=slow)
+    host2 = multi.config_with("rebalance-host2.yaml", state_dir=multi.config.parent / "rb2")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "qauvern_hpc", "-c", str(host1), "--json", "rebalance", "--yes"],
+        env={**os.environ, "SLURM_CONF": str(multi.a.sb.slurm_conf)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait(lambda: flag.exists() or first.poll() is not None, 60), "the first rebalance never ran"
+        assert flag.exists(), first.communicate()[1]
+        rc, _, err = multi.cli("rebalance", "--yes", config=host2)
+        assert rc == 5 and "another rebalance is running" in err and "pid" in err, err
+    finally:
+        out1, err1 = first.communicate(timeout=120)
+    assert first.returncode == 0, err1
+    import json
+
+    doc = json.loads(out1)
+    assert doc["status"] == "completed", doc
+    step = "slurm:fairshare:qa:physics"
+    assert step in [s["id"] for s in doc["steps"]]
+    assert not list((multi.config.parent / "rb2" / "rebalance").glob("runs/*.json"))  # host2 wrote nothing
+    with open_ledger(multi.url) as ledger:
+        runs = {
+            e.run_id for e in ledger.audit_entries() if e.at >= since and (e.after or {}).get("step") == step
+        }
+    assert runs == {doc["run_id"]}
