@@ -28,10 +28,10 @@ ledger query and plan seconds; and each figure's growth vs N=1 beside the job gr
 growth(N) close to N for collect; roughly flat for rebalance (its inputs are per instance, not per job).
 `--quick`: 1,2,5 clusters of 10,000 jobs.
 
-Measured once on the 2-CPU development container (nice 19, other work beside it), 1/2/5/10 clusters x
-100,000 jobs: collect 7.9 / 19.3 / 47.6 / 118.4 s (x1 / x2.44 / x5.99 / x14.91; 12,594 -> 8,444 jobs/s),
-gather 0.17 -> 0.28 s, plan ~1 ms. Collect grows faster than linear at 10 clusters (see
-tests/bench/README.md).
+Measured on the 2-CPU development container, 1/2/5/10 clusters x 100,000 jobs, machine otherwise quiet
+(2026-12-05): collect 9.9 / 21.7 / 56.2 / 105.4 s (x1 / x2.19 / x5.67 / x10.64; 10,094 -> 9,489 jobs/s),
+gather 0.25 -> 0.30 s, plan ~1 ms: near-linear. A first run with other tests beside it had x14.9 at 10
+clusters (tests/bench/README.md).
 """
 
 from __future__ import annotations
