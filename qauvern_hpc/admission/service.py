@@ -52,7 +52,8 @@ from qauvern_hpc.admission.observe import (
     views_from_json,
     views_to_json,
 )
-from qauvern_hpc.admission.write import CapWriter, failsafe_caps
+from qauvern_hpc.admission.split import cluster_caps
+from qauvern_hpc.admission.write import CapWriter, everywhere, failsafe_caps
 from qauvern_hpc.core.errors import LockHeld, QauvernError
 from qauvern_hpc.core.files import atomic_write
 from qauvern_hpc.slurm.squeue import LicenseJob
@@ -231,19 +232,27 @@ class Controller:
             self.learnt = {}  # learnt once
             report.decided = True
             report.pairs = _pair_rows(self.specs, decision, counts)
-            self._write({f"license/{p['license']}": p["cap"] for p in report.pairs}, report)
+            self._write({f"license/{p['license']}": p["cap"] for p in report.pairs}, jobs, report)
         else:
             report.pairs = (self.doc.get("pairs") or []) if isinstance(self.doc.get("pairs"), list) else []
         self._save(report, now)
         self._log_period(report)
         return report
 
-    def _write(self, desired: Mapping[str, int | None], report: PeriodReport) -> None:
+    def _write(
+        self, desired: Mapping[str, int | None], jobs: Sequence[LicenseJob], report: PeriodReport
+    ) -> None:
+        """Split the decided caps between the live clusters and write each cluster its own."""
+        writer = self.sources.writer
         try:
-            result = self.sources.writer.apply(desired, self.applied, dry_run=self.dry_run)
+            live = writer.live()
+            per_cluster = cluster_caps(desired, jobs, sorted(live))
+            result = writer.apply(per_cluster, self.applied, live=live, dry_run=self.dry_run)
         except (QauvernError, OSError) as exc:
             report.errors.append(f"sacctmgr: {exc}")
             return
+        if len(per_cluster) > 1:
+            _cluster_rows(report.pairs, per_cluster, jobs, report.at)
         report.written, report.drift = result.written, result.drift
         if result.untracked:
             report.errors.append(
@@ -252,8 +261,8 @@ class Controller:
             )
         if not self.dry_run:
             self.writes_total += result.writes
-            for cluster in self.sources.writer.live_clusters or list(result.written):
-                self.applied[cluster] = {t: v for t, v in desired.items() if t not in result.untracked}
+            for cluster, caps in per_cluster.items():
+                self.applied[cluster] = {t: v for t, v in caps.items() if t not in result.untracked}
 
     def _save(self, report: PeriodReport, now: float) -> None:
         if self.dry_run:
@@ -354,6 +363,28 @@ def _pair_rows(
     return rows
 
 
+def _cluster_rows(
+    rows: Sequence[dict[str, Any]],
+    per_cluster: Mapping[str, Mapping[str, int | None]],
+    jobs: Sequence[LicenseJob],
+    now: float,
+) -> None:
+    """With several clusters, each pair row gets `clusters`: cluster -> its cap, running and pending (the
+    row's `cap`, `running` and `pending` stay the site's totals)."""
+    licenses = [str(r["license"]) for r in rows]
+    counts = {c: jobs_per_license([j for j in jobs if j.cluster == c], licenses, now) for c in per_cluster}
+    for r in rows:
+        lic = str(r["license"])
+        r["clusters"] = {
+            c: {
+                "cap": per_cluster[c].get(f"license/{lic}"),
+                "running": counts[c][lic].running,
+                "pending": counts[c][lic].pending,
+            }
+            for c in sorted(per_cluster)
+        }
+
+
 def write_state(state_dir: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
     d = admission_dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -372,7 +403,8 @@ def failsafe(
     stopped or dead controller (systemd ExecStopPost, a timer): a dead controller must not pin fail-open
     resources at 0. The caller holds the controller lock."""
     modes = {f"license/{s.license}": s.fail_mode for s in specs}
-    result = writer.apply(failsafe_caps(modes), dry_run=dry_run)
+    live = writer.live()
+    result = writer.apply(everywhere(failsafe_caps(modes), live), live=live, dry_run=dry_run)
     doc = read_state(state_dir) or {"format": STATE_FORMAT}
     counts = {p.get("license"): p for p in doc.get("pairs") or () if isinstance(p, dict)}
     pairs = []
@@ -394,7 +426,7 @@ def failsafe(
         )
     if not dry_run:
         doc.update({"pairs": pairs, "failsafe_at": now, "decided_at": now})
-        doc["applied"] = {c: {**failsafe_caps(modes)} for c in (writer.live_clusters or result.written)}
+        doc["applied"] = everywhere(failsafe_caps(modes), live)
         write_state(state_dir, doc)
     return {"written": result.written, "untracked": result.untracked, "pairs": pairs}
 
@@ -478,9 +510,14 @@ def explain_job(job: LicenseJob, state: Mapping[str, Any] | None, now: float) ->
             continue
         pairs.append(row)
         raw_cap, running, pending = row.get("cap"), int(row.get("running", 0)), int(row.get("pending", 0))
+        where = f"{row['backend']} (instance {row['instance']})"
+        mine_here = (row.get("clusters") or {}).get(job.cluster)
+        if isinstance(mine_here, dict):  # several clusters: the job's cluster has its own share of the cap
+            raw_cap, running = mine_here.get("cap"), int(mine_here.get("running", 0))
+            pending = int(mine_here.get("pending", 0))
+            where += f" on cluster {job.cluster}"
         cap = None if raw_cap is None else int(raw_cap)
         blocking = cap is not None and cap <= running
-        where = f"{row['backend']} (instance {row['instance']})"
         if job.state == "RUNNING":
             lines.append(f"job {job.job_id} runs on {where}: {row.get('detail', '')}".rstrip(": "))
             continue

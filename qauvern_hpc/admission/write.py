@@ -1,6 +1,7 @@
 """Caps -> Slurm: the pair caps of a decision written as GrpTRES license items on each cluster's root
 association, through `slurm.sacctmgr` (one `sacctmgr -i modify account where name=root cluster=C set
 GrpTRES=license/a=N,license/b=-1` per cluster and period, only for the items that differ from what is live).
+Each cluster gets its own caps (`split.cluster_caps`: a cluster's GrpTRES counts only its own jobs).
 
 Invariants:
 * The live values are read back every period (`live_caps`): an item someone else changed (drift) differs
@@ -21,6 +22,7 @@ from qauvern_hpc.slurm.sacctmgr import Association, Sacctmgr
 
 ROOT = "root"
 Caps = Mapping[str, int | None]  # "license/qpu_a__b" -> cap (None: no limit)
+ClusterCaps = Mapping[str, Caps]  # cluster -> its caps
 
 
 def is_pair_tres(tres: str) -> bool:
@@ -85,35 +87,46 @@ class CapWriter:
 
     def apply(
         self,
-        desired: Caps,
+        desired: ClusterCaps,
         last_written: Mapping[str, Mapping[str, int | None]] | None = None,
         *,
+        live: Mapping[str, Mapping[str, int]] | None = None,
         dry_run: bool = False,
     ) -> WriteResult:
-        """Bring every cluster's root association to `desired`. `last_written` (cluster -> items) is what this
-        controller wrote before: a live value that differs from it is reported as drift (and repaired)."""
+        """Bring each cluster's root association to its `desired` caps (a live cluster absent from
+        `desired` is left alone). `live`: what `live()` returned this period (read again when None).
+        `last_written` (cluster -> items) is what this controller wrote before: a live value that differs
+        from it is reported as drift (and repaired)."""
         result = WriteResult()
         tracked = self.tracked()
-        if any(t not in tracked for t in desired):
+        every = {t for caps in desired.values() for t in caps}
+        if any(t not in tracked for t in every):
             tracked = self.tracked(refresh=True)
-        result.untracked = sorted(t for t in desired if t not in tracked)
-        wanted = {t: v for t, v in desired.items() if t in tracked}
-        live_all = self.live()
+        result.untracked = sorted(t for t in every if t not in tracked)
+        live_all = self.live() if live is None else live
         self.live_clusters = sorted(live_all)
-        for cluster, live in sorted(live_all.items()):
+        for cluster, now_items in sorted(live_all.items()):
+            if cluster not in desired:
+                continue
+            wanted = {t: v for t, v in desired[cluster].items() if t in tracked}
             before = (last_written or {}).get(cluster, {})
             for tres, wrote in before.items():
-                have = live.get(tres)
+                have = now_items.get(tres)
                 if tres in wanted and have != (None if wrote is None or wrote < 0 else wrote):
                     result.drift.append(
                         f"{cluster}: {tres} is {_show(have)}, this controller wrote {_show(wrote)}"
                     )
-            items = changes(wanted, live)
+            items = changes(wanted, now_items)
             if items:
                 if not dry_run:
                     self.sacctmgr.set_grp_tres_items(ROOT, cluster, items)
                 result.written[cluster] = items
         return result
+
+
+def everywhere(caps: Caps, clusters: Iterable[str]) -> dict[str, dict[str, int | None]]:
+    """The same caps on every cluster (fail modes: open and closed mean the same on each)."""
+    return {c: dict(caps) for c in clusters}
 
 
 def _show(value: int | None) -> str:
@@ -129,8 +142,10 @@ __all__ = [
     "ROOT",
     "CapWriter",
     "Caps",
+    "ClusterCaps",
     "WriteResult",
     "changes",
+    "everywhere",
     "failsafe_caps",
     "is_pair_tres",
     "live_caps",

@@ -128,6 +128,9 @@ def _pairs_text(pairs: list[dict[str, Any]]) -> str:
     rows = [("INSTANCE", "BACKEND", "CAP", "RUN", "PEND", "REASON", "DETAIL")]
     for p in pairs:
         cap = "-" if p.get("cap") is None else str(p["cap"])
+        shares = p.get("clusters") or {}
+        if p.get("cap") and shares:  # several clusters: each has its share of the cap
+            cap += " (" + ", ".join(f"{c} {v.get('cap')}" for c, v in sorted(shares.items())) + ")"
         rows.append(
             (p["instance"], p["backend"], cap, str(p.get("running", 0)), str(p.get("pending", 0)),
              str(p.get("reason", "")), str(p.get("detail", "")))

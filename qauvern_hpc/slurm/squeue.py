@@ -19,6 +19,9 @@ output; `pending_jobs` runs the real command.
 The admission controller reads pending AND running jobs with their licenses and state (`license_jobs`):
 
     squeue -h -r -t PENDING,RUNNING -o '%i|%T|%W|%V|%r'              with SLURM_TIME_FORMAT=%s
+
+one `squeue -M NAME` per cluster when several are configured, each job tagged with its cluster (as
+`pending_jobs` does): the controller splits each pair's cap between the clusters.
 """
 
 from __future__ import annotations
@@ -231,6 +234,7 @@ class LicenseJob(NamedTuple):
     licenses: tuple[tuple[str, int], ...]
     submit_epoch: int | None
     reason: str  # pending reason ("None" when running)
+    cluster: str = ""  # with several clusters: the cluster whose squeue listed it
 
     @property
     def counts_as_demand(self) -> bool:
@@ -239,12 +243,15 @@ class LicenseJob(NamedTuple):
         return self.state == "PENDING" and not self.reason.startswith("JobHeld")
 
 
-def parse_job_lines(lines: Iterable[str]) -> list[LicenseJob]:
-    """`squeue -o JOB_FORMAT` output -> jobs; blank and `CLUSTER: name` lines skipped, a malformed line
-    raises SqueueParseError."""
+def parse_job_lines(lines: Iterable[str], cluster: str = "") -> list[LicenseJob]:
+    """`squeue -o JOB_FORMAT` output -> jobs tagged with `cluster` (or the cluster of a `CLUSTER: name`
+    header above them); blank lines skipped, a malformed line raises SqueueParseError."""
     out: list[LicenseJob] = []
     for line in lines:
-        if not line.strip() or line.startswith("CLUSTER: "):
+        if line.startswith("CLUSTER: "):
+            cluster = line[9:].strip()
+            continue
+        if not line.strip():
             continue
         parts = line.rstrip("\n").split("|")
         if len(parts) != len(JOB_FIELDS):
@@ -252,7 +259,7 @@ def parse_job_lines(lines: Iterable[str]) -> list[LicenseJob]:
                 f"squeue line has {len(parts)} fields, expected {len(JOB_FIELDS)}: {line[:200]!r}"
             )
         job_id, state, lic, submit, reason = (p.strip() for p in parts)
-        out.append(LicenseJob(job_id, state, _cached_licenses(lic), _int_or_none(submit), reason))
+        out.append(LicenseJob(job_id, state, _cached_licenses(lic), _int_or_none(submit), reason, cluster))
     return out
 
 
@@ -277,10 +284,15 @@ def license_jobs(
     timeout: float | None = 60.0,
 ) -> list[LicenseJob]:
     """Pending and running jobs (or the given ones, any state) with their licenses. Raises
-    ServiceUnavailable when slurmctld cannot be reached."""
-    argv = license_jobs_argv(squeue, clusters=clusters, job_ids=job_ids)
-    with stream_slurm(argv, env={"SLURM_TIME_FORMAT": "%s"}, timeout=timeout) as lines:
-        return parse_job_lines(lines)
+    ServiceUnavailable when slurmctld cannot be reached. With several clusters, one `squeue -M NAME` per
+    cluster and each job tagged with it (Slurm 22.05.8's `squeue -M a,b` does not say whose a job is)."""
+    names = [c for c in clusters if c]
+    out: list[LicenseJob] = []
+    for cluster in names if len(names) > 1 else [None]:
+        argv = license_jobs_argv(squeue, clusters=names if cluster is None else [cluster], job_ids=job_ids)
+        with stream_slurm(argv, env={"SLURM_TIME_FORMAT": "%s"}, timeout=timeout) as lines:
+            out += parse_job_lines(lines, cluster or "")
+    return out
 
 
 def parse_license_totals(text: str) -> dict[str, int]:

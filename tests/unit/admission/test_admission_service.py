@@ -204,10 +204,11 @@ def test_cap_writer_one_call_per_cluster_skips_untracked_and_reports_drift() -> 
     assert live_caps(fake.associations()) == {"c1": {f"license/{FEZ}": 3}}  # instance gate is not ours
     w = CapWriter(fake)  # type: ignore[arg-type]
     desired = {f"license/{FEZ}": 0, f"license/{TORINO}": None, "license/qpu_x__y": 1}
-    r = w.apply(desired, {"c1": {f"license/{FEZ}": 0}})
+    r = w.apply({"c1": desired}, {"c1": {f"license/{FEZ}": 0}})
     assert fake.calls == [("root", "c1", {f"license/{FEZ}": 0})]
     assert r.untracked == ["license/qpu_x__y"] and len(r.drift) == 1 and "is 3" in r.drift[0]
-    assert w.apply(desired, {"c1": {f"license/{FEZ}": 0}}).written == {}  # in place: no call
+    assert w.apply({"c1": desired}, {"c1": {f"license/{FEZ}": 0}}).written == {}  # in place: no call
+    assert w.apply({"other": {f"license/{FEZ}": 5}}).written == {}  # a cluster not live: not written
     assert len(fake.calls) == 1
 
 
