@@ -31,19 +31,6 @@ class Period(Protocol):
     def label(self) -> str: ...
 
 
-def _used_since(ledger: Ledger, since: int | None, before: int) -> dict[str, float]:
-    """Quantum seconds per instance of the runs that ended from `since` (None: ever) until `before`."""
-    where, params = '"end" < ?', [before]
-    if since is not None:
-        where, params = '"end" >= ? AND "end" < ?', [since, before]
-    rows = ledger.query(
-        "SELECT COALESCE(instance, ''), SUM(COALESCE(quantum_seconds, 0)) "
-        f"FROM runs WHERE {where} GROUP BY 1",
-        params,
-    )
-    return {str(name): float(qs or 0) for name, qs in rows}
-
-
 def plan_forecasts(ledger: Ledger, data: ReportData, periods: Mapping[str, Period]) -> ReportData:
     """`data` with the forecast of each instance whose period (in `periods`) does not roll made over that
     period; the others' forecasts (the rolling 28 days) unchanged. Like `gather`, it starts from the last
@@ -61,7 +48,8 @@ def plan_forecasts(ledger: Ledger, data: ReportData, periods: Mapping[str, Perio
             forecasts[name] = old
             continue
         if p.since not in used:
-            used[p.since] = _used_since(ledger, p.since, before)
+            per = ledger.usage_per_instance(p.since, before)  # runs that ended in [since, before)
+            used[p.since] = {u.instance: u.quantum_seconds for u in per.values()}
         daily = data.instances.seconds.get(name, [0.0] * len(days))[:upto]
         days_left = None if p.end is None else max(0, (p.end - before) // DAY)
         forecasts[name] = forecast_no_rolloff(
